@@ -1,0 +1,54 @@
+// swift-tools-version: 6.1
+// RaftMQ: a RocketMQ-compatible message broker whose commitlog is a Raft log.
+// Module map and import rules: docs/architecture.md (and ../shared/ARCHITECTURE.md).
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "RaftMQ",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "mqbroker", targets: ["mqbroker"]),
+        .executable(name: "mqbench", targets: ["mqbench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // CRC32C (SSE4.2 with a portable fallback selected at run time) and zlib's CRC32.
+        .target(
+            name: "CChecksum",
+            linkerSettings: [.linkedLibrary("z")]
+        ),
+        // The bytes both replication modes agree on. Standard library (+ CChecksum) only.
+        .target(name: "LogFormat", dependencies: ["CChecksum"], swiftSettings: strict),
+        // Segment files, index, group commit, recovery, retention. Knows nothing of roles.
+        .target(name: "LogStore", dependencies: ["LogFormat"], swiftSettings: strict),
+        // RocketMQ .properties -> typed, validated configuration.
+        .target(name: "Config", swiftSettings: strict),
+        .executableTarget(
+            name: "mqbroker",
+            dependencies: [
+                "Config", "LogStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "mqbench",
+            dependencies: [
+                "LogStore", "LogFormat",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "LogFormatTests", dependencies: ["LogFormat", "CChecksum"], swiftSettings: strict),
+        .testTarget(name: "LogStoreTests", dependencies: ["LogStore", "LogFormat"], swiftSettings: strict),
+        .testTarget(name: "ConfigTests", dependencies: ["Config"], swiftSettings: strict),
+        .testTarget(name: "CommandTests", dependencies: ["mqbroker", "mqbench"], swiftSettings: strict),
+    ]
+)

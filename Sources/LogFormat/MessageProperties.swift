@@ -1,0 +1,83 @@
+/// A message's user and system properties, in the order they were set.
+///
+/// Wire and disk form (RocketMQ `MessageDecoder.messageProperties2String`): `name 0x01 value`, pairs
+/// joined by `0x02`, no trailing separator. Decoding follows Java's `string2messageProperties`: split
+/// on 0x02, split each chunk at its first 0x01, skip chunks without a name or a value (Go and C++
+/// clients add a trailing 0x02; Java drops empty values). A repeated name keeps its first place and
+/// its last value, as a Java map would.
+public struct MessageProperties: Equatable, Sendable, Sequence {
+    public static let nameValueSeparator: UInt8 = 0x01
+    public static let pairSeparator: UInt8 = 0x02
+    /// The stored length is an int16.
+    public static let encodedBytesMax = Int(Int16.max)
+
+    public private(set) var pairs: [(name: String, value: String)] = []
+
+    public init() {}
+
+    public init(_ pairs: [(String, String)]) {
+        for (name, value) in pairs { self[name] = value }
+    }
+
+    public subscript(name: String) -> String? {
+        get { pairs.first(where: { $0.name == name })?.value }
+        set {
+            if let i = pairs.firstIndex(where: { $0.name == name }) {
+                if let newValue { pairs[i].value = newValue } else { pairs.remove(at: i) }
+            } else if let newValue {
+                pairs.append((name, newValue))
+            }
+        }
+    }
+
+    public var count: Int { pairs.count }
+    public var isEmpty: Bool { pairs.isEmpty }
+
+    public func makeIterator() -> IndexingIterator<[(name: String, value: String)]> { pairs.makeIterator() }
+
+    public static func == (a: Self, b: Self) -> Bool {
+        a.pairs.count == b.pairs.count && zip(a.pairs, b.pairs).allSatisfy { $0.name == $1.name && $0.value == $1.value }
+    }
+
+    /// The encoded bytes. Throws if a name or value contains a separator byte, or a name is empty;
+    /// pairs with an empty value are left out (a reader would drop them anyway).
+    public func encoded() throws(LogFormatError) -> [UInt8] {
+        var out: [UInt8] = []
+        for (name, value) in pairs where !value.isEmpty {
+            guard !name.isEmpty else { throw .invalidProperty("empty property name") }
+            let n = Array(name.utf8)
+            let v = Array(value.utf8)
+            if n.contains(Self.nameValueSeparator) || n.contains(Self.pairSeparator) {
+                throw .invalidProperty("name \(name.debugDescription) contains a separator byte (0x01 or 0x02)")
+            }
+            if v.contains(Self.nameValueSeparator) || v.contains(Self.pairSeparator) {
+                throw .invalidProperty("value of \(name) contains a separator byte (0x01 or 0x02)")
+            }
+            if !out.isEmpty { out.append(Self.pairSeparator) }
+            out.append(contentsOf: n)
+            out.append(Self.nameValueSeparator)
+            out.append(contentsOf: v)
+        }
+        return out
+    }
+
+    /// Decodes the property string. Only invalid UTF-8 is an error; the rest is parsed leniently, as
+    /// RocketMQ clients of every language do.
+    public static func decode(_ bytes: UnsafeRawBufferPointer) throws(LogFormatError) -> MessageProperties {
+        var result = MessageProperties()
+        var start = 0
+        let n = bytes.count
+        while start < n {
+            var end = start
+            while end < n && bytes[end] != pairSeparator { end += 1 }
+            if let sep = (start..<end).first(where: { bytes[$0] == nameValueSeparator }), sep > start, sep + 1 < end {
+                guard let name = String(validating: UnsafeRawBufferPointer(rebasing: bytes[start..<sep]), as: UTF8.self),
+                    let value = String(validating: UnsafeRawBufferPointer(rebasing: bytes[(sep + 1)..<end]), as: UTF8.self)
+                else { throw .invalidUTF8(field: "message properties") }
+                result[name] = value
+            }
+            start = end + 1
+        }
+        return result
+    }
+}

@@ -1,0 +1,129 @@
+import Glibc
+import LogFormat
+
+extension LogStore {
+    /// The flusher thread: group commit for SYNC_FLUSH, interval flushing for ASYNC_FLUSH, and the
+    /// periodic checkpoint. One fdatasync covers every append written before it started; appends that
+    /// arrive during it are covered by the next one.
+    func flushLoop() {
+        let intervalNs: UInt64
+        switch options.flushMode {
+        case .sync: intervalNs = UInt64(options.checkpointIntervalMs) * 1_000_000
+        case let .async(intervalMs, _, _): intervalNs = UInt64(intervalMs) * 1_000_000
+        }
+        while true {
+            lock.lock()
+            if !state.syncRequested && !state.closing {
+                lock.wait(timeoutNanoseconds: intervalNs)
+            }
+            if state.closing {
+                state.flusherRunning = false
+                lock.broadcast()
+                lock.unlock()
+                return
+            }
+            let now = monotonicMilliseconds()
+            let dirty = state.written.endPosition - state.durable.endPosition
+            var flush = state.syncRequested && dirty > 0
+            if case let .async(_, leastBytes, thoroughMs) = options.flushMode, dirty > 0 {
+                if dirty >= UInt64(leastBytes) || now &- state.lastFlushAtMs >= UInt64(thoroughMs) { flush = true }
+            }
+            state.syncRequested = false
+            let target = state.written
+            let segment = state.unsyncedSegment
+            let epoch = state.epoch
+            let failed = state.failure != nil
+            lock.unlock()
+            if failed { continue }
+
+            if flush {
+                do {
+                    try segment?.sync()
+                } catch {
+                    // fsync failures cannot be retried safely (the kernel may have dropped the
+                    // dirty pages): stop serving.
+                    lock.withLock {
+                        state.failure = error.description
+                        failWaiters(error)
+                    }
+                    continue
+                }
+                let resumed = lock.withLock {
+                    state.lastFlushAtMs = now
+                    return markDurable(target, epoch: epoch)
+                }
+                for w in resumed { w.continuation.resume() }
+            }
+            maybeCheckpoint(force: false)
+        }
+    }
+
+    /// Makes the durable point the new checkpoint if the interval passed: index files are synced
+    /// first, so everything before the checkpoint is durable in data and index.
+    func maybeCheckpoint(force: Bool) {
+        checkpointLock.lock()
+        defer { checkpointLock.unlock() }
+        let (point, indexFiles, due, epoch) = lock.withLock {
+            let due = force || monotonicMilliseconds() &- lastCheckpointAtMs >= UInt64(options.checkpointIntervalMs)
+            return (state.durable, state.unsyncedIndexFiles, due, state.epoch)
+        }
+        guard due, point != lock.withLock({ state.lastCheckpoint }) else { return }
+        do {
+            for f in indexFiles { try f.sync() }
+            try writeCheckpoint(point, ifEpoch: epoch)
+            lock.withLock {
+                state.unsyncedIndexFiles.removeAll { f in indexFiles.contains { $0 === f } }
+            }
+        } catch {
+            lock.withLock {
+                state.failure = error.description
+                failWaiters(error)
+            }
+        }
+    }
+
+    /// Writes the checkpoint file unless a truncation happened since `epoch` was read. Caller holds
+    /// `checkpointLock`.
+    func writeCheckpoint(_ point: DurablePoint, ifEpoch epoch: UInt64?) throws(StorageError) {
+        if let epoch, lock.withLock({ state.epoch }) != epoch { return }
+        try FileIO.writeAtomically(CheckpointFile.encode(point), to: checkpointPath)
+        lock.withLock {
+            state.lastCheckpoint = point
+            lastCheckpointAtMs = monotonicMilliseconds()
+        }
+    }
+
+    var lastCheckpointAtMs: UInt64 {
+        get { state.lastCheckpointAtMs }
+        set { state.lastCheckpointAtMs = newValue }
+    }
+
+    /// Flushes everything, writes a final checkpoint and stops the flusher. Waiters still pending are
+    /// resumed (their entries are durable after the final flush). Further calls throw `.closed`.
+    public func close() throws(StorageError) {
+        let alreadyClosing = lock.withLock { () -> Bool in
+            let was = state.closing
+            state.closing = true
+            lock.broadcast()
+            while state.flusherRunning { lock.wait(timeoutNanoseconds: 100_000_000) }
+            return was
+        }
+        if alreadyClosing { return }
+        let (target, segment, epoch, failure) = lock.withLock { (state.written, state.unsyncedSegment, state.epoch, state.failure) }
+        if let failure {
+            lock.withLock { failWaiters(StorageError.failed(failure)) }
+            return
+        }
+        do {
+            try segment?.sync()
+        } catch {
+            lock.withLock { failWaiters(error) }
+            throw error
+        }
+        let resumed = lock.withLock { markDurable(target, epoch: epoch) }
+        for w in resumed { w.continuation.resume() }
+        lock.withLock { failWaiters(StorageError.closed) }
+        maybeCheckpoint(force: true)
+        _ = flock(lockFileDescriptor, LOCK_UN)
+    }
+}

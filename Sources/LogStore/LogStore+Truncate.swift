@@ -1,0 +1,122 @@
+import Glibc
+import LogFormat
+
+extension LogStore {
+    /// Removes every entry after `index` (Raft: the follower's log conflicts with the leader's from
+    /// `index + 1`). Durable when it returns: the cut segment is fdatasync'ed, later segment files are
+    /// unlinked, and the checkpoint is rewritten, so a crash cannot resurrect removed entries.
+    /// Appends waiting for durability of removed entries fail with `.truncatedBeforeDurable`.
+    /// `index` may be `firstIndex - 1` (empty the log); it may not be lower.
+    public func truncateSuffix(after index: LogIndex?) throws(StorageError) {
+        checkpointLock.lock()
+        defer { checkpointLock.unlock() }
+        lock.lock()
+        defer { lock.unlock() }
+        if state.closing { throw .closed }
+        if let failure = state.failure { throw .failed(failure) }
+        let keepNext = index.map { $0.next } ?? state.firstIndex
+        guard keepNext >= state.firstIndex else {
+            throw .invalidArgument("cannot truncate after \(index.map(String.init(describing:)) ?? "nothing"): the log starts at \(state.firstIndex)")
+        }
+        guard keepNext < state.nextIndex else { return }
+
+        // Where the first removed entry starts, and the point just before it.
+        guard let record = try state.index.record(keepNext), record.index == keepNext else {
+            throw .corrupt(file: indexDirectory, position: IndexFiles.offset(of: keepNext), detail: "index record of entry \(keepNext) is missing")
+        }
+        let cut = record.position.rawValue
+        var point = DurablePoint(endPosition: cut, nextIndex: keepNext, lastTerm: Term(0), lastChainCRC: 0)
+        if keepNext > state.firstIndex {
+            let previous = try headerUnderLock(of: LogIndex(keepNext.rawValue - 1))
+            point.lastTerm = previous.term
+            point.lastChainCRC = previous.chainCRC
+        }
+
+        do {
+            guard let k = state.segments.firstIndex(where: { $0.contains(cut) }) else {
+                throw StorageError.corrupt(file: dataDirectory, position: cut, detail: "no segment holds position \(cut)")
+            }
+            let doomed = state.segments[(k + 1)...]
+            for s in doomed { try FileIO.unlink(s.path) }
+            let segment = state.segments[k]
+            try segment.truncate(toLocal: cut - segment.start)
+            try segment.sync()
+            if !doomed.isEmpty { try FileIO.fsyncDirectory(dataDirectory) }
+            state.segments.removeSubrange((k + 1)...)
+            try state.index.truncate(from: keepNext)
+            state.unsyncedIndexFiles.removeAll { f in !state.index.files.contains { $0 === f } }
+        } catch let error as StorageError {
+            state.failure = error.description
+            failWaiters(error)
+            throw error
+        } catch {
+            preconditionFailure("unexpected error type: \(error)")
+        }
+        state.epoch &+= 1
+        state.written = point
+        state.nextIndex = keepNext
+        if state.nextIndex == state.firstIndex { state.firstIndex = keepNext }
+        state.durable = point
+        state.unsyncedSegment = nil
+        let doomedWaiters = state.waiters.filter { $0.target > cut }
+        state.waiters.removeAll { $0.target > cut }
+        for w in doomedWaiters { w.continuation.resume(throwing: StorageError.truncatedBeforeDurable(position: cut)) }
+        // Everything before `cut` is durable now (sealed segments were synced when sealed, the cut
+        // one just now), so the checkpoint can move here.
+        lock.unlock()
+        defer { lock.lock() }
+        try writeCheckpoint(point, ifEpoch: nil)
+    }
+
+    /// The verified header of entry `index`, read while holding the lock.
+    func headerUnderLock(of index: LogIndex) throws(StorageError) -> EntryHeader {
+        guard let record = try state.index.record(index), record.index == index,
+            let segment = state.segments.first(where: { $0.contains(record.position.rawValue) })
+        else {
+            throw .corrupt(file: indexDirectory, position: IndexFiles.offset(of: index), detail: "index record of entry \(index) is missing or points outside the log")
+        }
+        var reader = SegmentReader(segment: segment, limit: state.written.endPosition, chunkBytes: record.entryByteCount)
+        guard case let .entry(header) = try reader.item(at: record.position.rawValue) else {
+            throw .corrupt(file: segment.path, position: record.position.rawValue, detail: "no entry header where entry \(index) should be")
+        }
+        if let why = try reader.verify(header, at: record.position.rawValue, expectedIndex: index, previousChainCRC: nil) {
+            throw .corrupt(file: segment.path, position: record.position.rawValue, detail: why)
+        }
+        return header
+    }
+
+    /// Deletes whole segments whose entries all lie before `index` (retention; never the segment
+    /// being written). Returns how many segments were removed. `firstIndex` afterwards is the first
+    /// entry of the first remaining segment, which may be below `index`.
+    @discardableResult
+    public func deletePrefix(before index: LogIndex) throws(StorageError) -> Int {
+        try deleteLeadingSegments { start, nextSegmentFirstIndex in nextSegmentFirstIndex <= index }
+    }
+
+    /// Removes leading segments while `shouldDelete(segmentStart, firstIndexOfNextSegment)` says so,
+    /// stopping at the first it declines and always keeping the last segment.
+    func deleteLeadingSegments(_ shouldDelete: (UInt64, LogIndex) -> Bool) throws(StorageError) -> Int {
+        lock.lock()
+        defer { lock.unlock() }
+        if let failure = state.failure { throw .failed(failure) }
+        var removed = 0
+        while state.segments.count >= 2 {
+            let victim = state.segments[0]
+            let successor = state.segments[1]
+            var reader = SegmentReader(segment: successor, limit: state.written.endPosition, chunkBytes: 4096)
+            guard case let .entry(h) = try reader.item(at: successor.start), h.position.rawValue == successor.start else {
+                break  // the successor holds no entry yet: keep the victim, it holds the last entries
+            }
+            guard shouldDelete(victim.start, h.index) else { break }
+            try FileIO.unlink(victim.path)
+            state.segments.removeFirst()
+            state.firstIndex = h.index
+            removed += 1
+        }
+        if removed > 0 {
+            try FileIO.fsyncDirectory(dataDirectory)
+            try state.index.deleteBefore(state.firstIndex)
+        }
+        return removed
+    }
+}

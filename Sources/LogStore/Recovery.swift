@@ -1,0 +1,282 @@
+import Glibc
+import LogFormat
+
+/// Opening a store after a clean stop or a crash.
+///
+/// 1. List the data segments; they must be contiguous (`start(i+1) = start(i) + segmentBytes`).
+/// 2. Pick where to scan from: the segment holding the checkpoint, or the third-last segment if that
+///    is earlier (RocketMQ's rule), or the first segment when there is no usable checkpoint or the
+///    index files do not cover the entries before the scan.
+/// 3. Scan forward verifying every entry (position, index continuity, non-decreasing term, chain CRC,
+///    body CRC) and its index record, rewriting index records that are missing or wrong.
+/// 4. At the first invalid entry decide: a torn tail (nothing valid after it, in the last segment,
+///    past the checkpoint) is cut and reported; anything else is corruption in the middle, and the
+///    store refuses to open, naming the file and position.
+struct Recovery {
+    struct Result {
+        var segments: [SegmentFile]
+        var index: IndexFiles
+        var firstIndex: LogIndex
+        var end: DurablePoint
+        var checkpoint: DurablePoint?
+        var report: RecoveryReport
+    }
+
+    let options: LogStoreOptions
+    var dataDirectory: String { options.directory + "/data" }
+    var indexDirectory: String { options.directory + "/index" }
+    /// Recovery reads in large chunks; entries larger than this are read whole.
+    let chunkBytes = 4 << 20
+
+    func run() throws(StorageError) -> Result {
+        try FileIO.makeDirectories(dataDirectory)
+        try FileIO.makeDirectories(indexDirectory)
+        var ignored: [String] = []
+        let segments = try openFiles(dataDirectory, capacity: options.segmentBytes, ignored: &ignored, kind: "data")
+        var index = IndexFiles(
+            directory: indexDirectory, capacity: options.indexFileBytes,
+            files: try openFiles(indexDirectory, capacity: options.indexFileBytes, ignored: &ignored, kind: "index"))
+        for (a, b) in zip(segments, segments.dropFirst()) where b.start != a.end {
+            throw .layout("segments \(a.path) and \(b.path) are not contiguous (expected the second to start at \(a.end)); was mappedFileSizeCommitLog changed?")
+        }
+        let checkpoint = (try FileIO.readFile(options.directory + "/checkpoint")).flatMap(CheckpointFile.decode)
+
+        guard let first = segments.first else {
+            // A store that never held an entry, or whose last truncation emptied it before its first
+            // segment existed.
+            let end = checkpoint ?? DurablePoint(
+                endPosition: options.firstPositionOfEmptyStore.rawValue, nextIndex: options.firstIndexOfEmptyStore,
+                lastTerm: Term(0), lastChainCRC: 0)
+            if !index.files.isEmpty { try index.removeAll() }
+            let report = RecoveryReport(
+                segmentCount: 0, firstIndex: end.nextIndex, lastIndex: nil, usedCheckpoint: checkpoint != nil,
+                scanStartPosition: end.endPosition, scannedBytes: 0, scannedEntries: 0, cut: nil,
+                indexRecordsRewritten: 0, ignoredFiles: ignored)
+            return Result(segments: [], index: index, firstIndex: end.nextIndex, end: end, checkpoint: checkpoint, report: report)
+        }
+
+        // The first entry of the log: the first segment always starts with one (or is empty).
+        var firstReader = SegmentReader(segment: first, limit: first.end, chunkBytes: 4096)
+        var firstIndex: LogIndex? = nil
+        if case let .entry(h) = try firstReader.item(at: first.start), h.position.rawValue == first.start {
+            firstIndex = h.index
+        }
+
+        // Where to start scanning.
+        var scanFrom = max(0, segments.count - 3)
+        var usedCheckpoint = false
+        if let checkpoint, let k = segments.firstIndex(where: { $0.contains(checkpoint.endPosition) || $0.end == checkpoint.endPosition }) {
+            scanFrom = min(scanFrom, k)
+            usedCheckpoint = true
+        }
+        if scanFrom > 0 {
+            var r = SegmentReader(segment: segments[scanFrom], limit: segments[scanFrom].end, chunkBytes: 4096)
+            if case let .entry(h) = try r.item(at: segments[scanFrom].start), let firstIndex, index.covers(firstIndex, h.index) {
+                // Entries before the scan keep their index records.
+            } else {
+                scanFrom = 0
+                usedCheckpoint = false
+            }
+        }
+        if !usedCheckpoint { scanFrom = 0 }
+
+        var scan = Scan(segments: segments, startSegment: scanFrom, chunkBytes: chunkBytes)
+        try scan.run(index: &index)
+
+        // A stop at an invalid entry: torn tail or corruption?
+        var cut: RecoveryReport.Cut? = nil
+        if let stop = scan.stop {
+            let segment = segments[stop.segment]
+            let where_ = "\(segment.path) at position \(stop.position)"
+            if stop.segment != segments.count - 1 {
+                throw .corrupt(file: segment.path, position: stop.position, detail: "\(stop.reason); later segments exist, so this is not a torn tail. Restore this node from a replica (or move the damaged files aside)")
+            }
+            if let checkpoint, stop.position < checkpoint.endPosition {
+                throw .corrupt(file: segment.path, position: stop.position, detail: "\(stop.reason); the checkpoint says the log was durable up to \(checkpoint.endPosition), so this is not a torn tail")
+            }
+            if let later = try scan.validEntryAfterStop(index: index) {
+                throw .corrupt(file: segment.path, position: stop.position, detail: "\(stop.reason); a valid entry (index \(later.index)) follows at position \(later.position), so this is not a torn tail")
+            }
+            let fileSize = try segment.fileSize()
+            let local = stop.position - segment.start
+            try segment.truncate(toLocal: local)
+            try segment.sync()
+            cut = RecoveryReport.Cut(file: segment.path, position: stop.position, bytesRemoved: fileSize > local ? fileSize - local : 0, reason: "\(stop.reason) at \(where_)")
+        }
+
+        let end = scan.end
+        let logFirst = firstIndex ?? scan.firstScannedIndex ?? checkpoint.map(\.nextIndex) ?? options.firstIndexOfEmptyStore
+        let effectiveFirst = scan.scannedEntries == 0 && scan.startSegment == 0 ? end.nextIndex : logFirst
+        try scan.flushIndex(&index)
+        try index.truncate(from: end.nextIndex)
+        if end.nextIndex > effectiveFirst { try index.deleteBefore(effectiveFirst) }
+        for f in scan.indexFilesTouched { try f.sync() }
+
+        let report = RecoveryReport(
+            segmentCount: segments.count, firstIndex: effectiveFirst,
+            lastIndex: end.nextIndex > effectiveFirst ? LogIndex(end.nextIndex.rawValue - 1) : nil,
+            usedCheckpoint: usedCheckpoint, scanStartPosition: segments[scanFrom].start, scannedBytes: scan.scannedBytes,
+            scannedEntries: scan.scannedEntries, cut: cut, indexRecordsRewritten: scan.indexRecordsRewritten,
+            ignoredFiles: ignored)
+        return Result(segments: segments, index: index, firstIndex: effectiveFirst, end: end, checkpoint: checkpoint, report: report)
+    }
+
+    /// Opens the 20-digit-named files of a directory in order; other names are reported, not touched.
+    func openFiles(_ directory: String, capacity: UInt64, ignored: inout [String], kind: String) throws(StorageError) -> [SegmentFile] {
+        var files: [SegmentFile] = []
+        for name in try FileIO.listDirectory(directory) {
+            guard let start = SegmentName.parse(name) else {
+                ignored.append(directory + "/" + name)
+                continue
+            }
+            let f = try SegmentFile(directory: directory, start: start, capacity: capacity, create: false)
+            let size = try f.fileSize()
+            guard size <= capacity else {
+                throw .layout("\(kind) file \(f.path) is \(size) bytes, larger than the configured \(capacity); was the file size setting changed?")
+            }
+            files.append(f)
+        }
+        return files.sorted { $0.start < $1.start }
+    }
+}
+
+/// The forward scan of recovery.
+struct Scan {
+    struct Stop {
+        var segment: Int
+        var position: UInt64
+        var reason: String
+        /// Size the invalid header claimed, when it decoded.
+        var claimedByteCount: Int?
+    }
+
+    let segments: [SegmentFile]
+    let startSegment: Int
+    let chunkBytes: Int
+    var stop: Stop?
+    var end: DurablePoint
+    var firstScannedIndex: LogIndex?
+    var scannedEntries = 0
+    var scannedBytes: UInt64 = 0
+    var indexRecordsRewritten = 0
+    var indexFilesTouched: [SegmentFile] = []
+    private var pendingIndex: [UInt8] = []
+    private var pendingFirst = LogIndex(0)
+
+    init(segments: [SegmentFile], startSegment: Int, chunkBytes: Int) {
+        self.segments = segments
+        self.startSegment = startSegment
+        self.chunkBytes = chunkBytes
+        self.end = DurablePoint(endPosition: segments[startSegment].start, nextIndex: LogIndex(0), lastTerm: Term(0), lastChainCRC: 0)
+    }
+
+    mutating func run(index: inout IndexFiles) throws(StorageError) {
+        var expected: LogIndex? = nil
+        var previousChain: UInt32? = nil
+        var lastTerm = Term(0)
+        var position = segments[startSegment].start
+        for k in startSegment..<segments.count {
+            let segment = segments[k]
+            position = segment.start
+            var reader = SegmentReader(segment: segment, limit: segment.end, chunkBytes: chunkBytes)
+            while true {
+                let item = try reader.item(at: position)
+                switch item {
+                case let .blank(padding):
+                    guard UInt64(padding) == segment.end - position else {
+                        stop = Stop(segment: k, position: position, reason: "blank record of \(padding) bytes does not reach the segment's end (\(segment.end - position) bytes left)")
+                        return
+                    }
+                    end.endPosition = segment.end
+                    scannedBytes += UInt64(padding)
+                case let .end(available):
+                    if available > 0 || k != segments.count - 1 {
+                        stop = Stop(segment: k, position: position, reason: available > 0 ? "file ends inside an entry header (\(available) bytes)" : "segment ends without a blank record")
+                    } else {
+                        end.endPosition = position
+                    }
+                    return
+                case let .invalid(reason):
+                    stop = Stop(segment: k, position: position, reason: reason)
+                    return
+                case let .entry(header):
+                    if let why = try reader.verify(header, at: position, expectedIndex: expected, previousChainCRC: previousChain) {
+                        stop = Stop(segment: k, position: position, reason: why, claimedByteCount: header.totalByteCount)
+                        return
+                    }
+                    guard header.term >= lastTerm else {
+                        stop = Stop(segment: k, position: position, reason: "entry \(header.index) has term \(header.term), below the previous term \(lastTerm)")
+                        return
+                    }
+                    if firstScannedIndex == nil { firstScannedIndex = header.index }
+                    try noteIndexRecord(IndexRecord(header), index: &index)
+                    expected = header.index.next
+                    previousChain = header.chainCRC
+                    lastTerm = header.term
+                    position += UInt64(header.totalByteCount)
+                    scannedEntries += 1
+                    scannedBytes += UInt64(header.totalByteCount)
+                    end = DurablePoint(endPosition: position, nextIndex: header.index.next, lastTerm: header.term, lastChainCRC: header.chainCRC)
+                    continue
+                }
+                break
+            }
+        }
+    }
+
+    /// Collects the expected index records and compares them with the files in 1 MiB batches.
+    mutating func noteIndexRecord(_ record: IndexRecord, index: inout IndexFiles) throws(StorageError) {
+        if pendingIndex.isEmpty { pendingFirst = record.index }
+        record.encode(into: &pendingIndex)
+        if pendingIndex.count >= 1 << 20 { try flushIndex(&index) }
+    }
+
+    mutating func flushIndex(_ index: inout IndexFiles) throws(StorageError) {
+        guard !pendingIndex.isEmpty else { return }
+        let count = pendingIndex.count / IndexRecord.byteCount
+        let existing = try index.read(firstIndex: pendingFirst, count: count)
+        if existing != pendingIndex {
+            var differing = 0
+            for i in 0..<count {
+                let a = i * IndexRecord.byteCount
+                if existing.count < a + IndexRecord.byteCount || existing[a..<(a + IndexRecord.byteCount)] != pendingIndex[a..<(a + IndexRecord.byteCount)] {
+                    differing += 1
+                }
+            }
+            indexRecordsRewritten += differing
+            for f in try index.write(pendingIndex, firstIndex: pendingFirst) where !indexFilesTouched.contains(where: { $0 === f }) {
+                indexFilesTouched.append(f)
+            }
+        }
+        pendingFirst = LogIndex(pendingFirst.rawValue + UInt64(count))
+        pendingIndex.removeAll(keepingCapacity: true)
+    }
+
+    /// Looks for a fully valid entry after the stop position in the last segment: at the position
+    /// the broken header claimed to end, and wherever the index files say later entries were. One
+    /// found means the damage is in the middle of the log.
+    func validEntryAfterStop(index: IndexFiles) throws(StorageError) -> EntryHeader? {
+        guard let stop else { return nil }
+        let segment = segments[stop.segment]
+        var candidates: [UInt64] = []
+        if let claimed = stop.claimedByteCount {
+            candidates.append(stop.position + UInt64(claimed))
+        }
+        let next = end.nextIndex
+        let records = try index.read(firstIndex: next, count: 4096)
+        for i in stride(from: 0, to: records.count, by: IndexRecord.byteCount) {
+            let r = records.withUnsafeBytes { try? IndexRecord.decode(UnsafeRawBufferPointer(rebasing: $0[i..<(i + IndexRecord.byteCount)])) }
+            if let r, r.index.rawValue == next.rawValue + UInt64(i / IndexRecord.byteCount), r.position.rawValue > stop.position {
+                candidates.append(r.position.rawValue)
+            }
+        }
+        var reader = SegmentReader(segment: segment, limit: segment.end, chunkBytes: 1 << 16)
+        for c in candidates where c > stop.position && c + UInt64(EntryHeader.byteCount) <= segment.end {
+            if case let .entry(h) = try reader.item(at: c), h.index > (end.nextIndex.rawValue == 0 ? LogIndex(0) : LogIndex(end.nextIndex.rawValue - 1)) || scannedEntries == 0,
+                try reader.verify(h, at: c, expectedIndex: nil, previousChainCRC: nil) == nil {
+                return h
+            }
+        }
+        return nil
+    }
+}
