@@ -189,7 +189,7 @@ public struct MessageRecord: Equatable, Sendable {
         let bornHostBytes = (sysFlag & bornHostV6Flag) != 0 ? 20 : 8
         let storeHostBytes = (sysFlag & storeHostV6Flag) != 0 ? 20 : 8
 
-        var at = 44
+        var at = 40
         func need(_ n: Int, _ field: String) throws(LogFormatError) {
             guard at + n <= total else {
                 throw .sizeMismatch(what: "message record", detail: "\(field) at byte \(at) (+\(n)) passes total size \(total)")

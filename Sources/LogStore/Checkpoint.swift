@@ -13,10 +13,10 @@ struct DurablePoint: Equatable, Sendable {
 }
 
 /// The `checkpoint` file: magic "RMQCKPT1", endPosition, nextIndex, lastTerm (8 bytes each, big
-/// endian), lastChainCRC (4), CRC32C of the preceding 36 bytes (4). Written atomically.
+/// endian), lastChainCRC (4), CRC32C of the preceding 36 bytes (4): 40 bytes. Written atomically.
 enum CheckpointFile {
     static let magic: [UInt8] = Array("RMQCKPT1".utf8)
-    static let byteCount = 44
+    static let byteCount = 40
 
     static func encode(_ p: DurablePoint) -> [UInt8] {
         var out = magic
@@ -37,7 +37,7 @@ enum CheckpointFile {
         guard bytes.count == byteCount, Array(bytes[0..<8]) == magic else { return nil }
         func u64(_ at: Int) -> UInt64 { bytes[at..<(at + 8)].reduce(0) { $0 << 8 | UInt64($1) } }
         func u32(_ at: Int) -> UInt32 { bytes[at..<(at + 4)].reduce(0) { $0 << 8 | UInt32($1) } }
-        guard CRC32C.checksum(bytes[0..<40]) == u32(40) else { return nil }
+        guard CRC32C.checksum(bytes[0..<36]) == u32(36) else { return nil }
         return DurablePoint(endPosition: u64(8), nextIndex: LogIndex(u64(16)), lastTerm: Term(u64(24)), lastChainCRC: u32(32))
     }
 }

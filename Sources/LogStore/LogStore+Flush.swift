@@ -49,6 +49,7 @@ extension LogStore {
                     continue
                 }
                 let resumed = lock.withLock {
+                    state.statistics.dataSyncs += 1
                     state.lastFlushAtMs = now
                     return markDurable(target, epoch: epoch)
                 }
@@ -89,6 +90,7 @@ extension LogStore {
         try FileIO.writeAtomically(CheckpointFile.encode(point), to: checkpointPath)
         lock.withLock {
             state.lastCheckpoint = point
+            state.statistics.checkpoints += 1
             lastCheckpointAtMs = monotonicMilliseconds()
         }
     }
@@ -96,6 +98,13 @@ extension LogStore {
     var lastCheckpointAtMs: UInt64 {
         get { state.lastCheckpointAtMs }
         set { state.lastCheckpointAtMs = newValue }
+    }
+
+    /// Makes everything written so far durable and records it in the checkpoint, now.
+    public func checkpointNow() throws(StorageError) {
+        try syncNow()
+        maybeCheckpoint(force: true)
+        if let failure = lock.withLock({ state.failure }) { throw .failed(failure) }
     }
 
     /// Flushes everything, writes a final checkpoint and stops the flusher. Waiters still pending are

@@ -44,7 +44,8 @@ extension LogStore {
             if !doomed.isEmpty { try FileIO.fsyncDirectory(dataDirectory) }
             state.segments.removeSubrange((k + 1)...)
             try state.index.truncate(from: keepNext)
-            state.unsyncedIndexFiles.removeAll { f in !state.index.files.contains { $0 === f } }
+            let remaining = state.index.files
+            state.unsyncedIndexFiles.removeAll { f in !remaining.contains { $0 === f } }
         } catch let error as StorageError {
             state.failure = error.description
             failWaiters(error)
@@ -115,7 +116,8 @@ extension LogStore {
         }
         if removed > 0 {
             try FileIO.fsyncDirectory(dataDirectory)
-            try state.index.deleteBefore(state.firstIndex)
+            let first = state.firstIndex
+            try state.index.deleteBefore(first)
         }
         return removed
     }

@@ -14,6 +14,15 @@ public struct EntryToAppend: Sendable {
     }
 }
 
+/// Counters since the store was opened.
+public struct LogStoreStatistics: Sendable, Equatable {
+    public var appendCalls = 0
+    public var entriesAppended = 0
+    /// fdatasync calls made for group commit and interval flushes (not counting segment seals).
+    public var dataSyncs = 0
+    public var checkpoints = 0
+}
+
 /// Where an `append` put its entries.
 public struct AppendResult: Sendable, Equatable {
     public var firstIndex: LogIndex
@@ -84,6 +93,7 @@ public final class LogStore: @unchecked Sendable {
         var diskSampledAtMs: UInt64 = 0
         var lastFlushAtMs: UInt64 = 0
         var lastCheckpointAtMs: UInt64 = 0
+        var statistics = LogStoreStatistics()
     }
 
     /// Opens (creating if needed) the store in `options.directory`, recovering from a crash: see
@@ -147,6 +157,9 @@ public final class LogStore: @unchecked Sendable {
         lock.withLock { LogPosition(state.segments.first?.start ?? state.written.endPosition) }
     }
 
+    /// Counters since open.
+    public var statistics: LogStoreStatistics { lock.withLock { state.statistics } }
+
     // MARK: - Append
 
     /// Appends entries at the end of the log and, under `FlushMode.sync`, returns once they are
@@ -181,6 +194,13 @@ public final class LogStore: @unchecked Sendable {
         if let expectingFirstIndex, expectingFirstIndex != state.nextIndex {
             throw .invalidArgument("append expected to start at index \(expectingFirstIndex), the log's next index is \(state.nextIndex)")
         }
+        var term = state.written.lastTerm
+        for entry in entries {
+            guard entry.term >= term else {
+                throw .invalidArgument("entry term \(entry.term) is below the last term \(term)")
+            }
+            term = entry.term
+        }
         var w = state.written
         var positions: [LogPosition] = []
         positions.reserveCapacity(entries.count)
@@ -190,16 +210,16 @@ public final class LogStore: @unchecked Sendable {
         var indexBytes: [UInt8] = []
         indexBytes.reserveCapacity(entries.count * IndexRecord.byteCount)
         let firstAppendedIndex = state.nextIndex
+        var rolled = false
         do {
             var active = try activeSegment(for: w.endPosition)
             for entry in entries {
-                guard entry.term >= w.lastTerm else {
-                    throw StorageError.invalidArgument("entry term \(entry.term) is below the last term \(w.lastTerm)")
-                }
+                assert(entry.term >= w.lastTerm, "terms were checked before writing")
                 let size = UInt64(EntryHeader.byteCount + entry.body.count)
                 if w.endPosition + size + UInt64(BlankRecord.headerByteCount) > active.end {
                     // Flush what this batch put in the old segment, then seal it and start the next.
                     try writeBytes(&data, to: active, at: dataStart)
+                    rolled = true
                     try seal(active, at: w.endPosition)
                     active = try createSegment(at: active.end)
                     w.endPosition = active.start
@@ -224,20 +244,21 @@ public final class LogStore: @unchecked Sendable {
             try writeBytes(&data, to: active, at: dataStart)
             state.unsyncedSegment = active
             try writeIndexRecords(indexBytes, firstIndex: firstAppendedIndex)
-        } catch let error as StorageError {
+        } catch {
             // Nothing past `state.written` counts; a write that failed half-way is overwritten by the
-            // next append or cut by recovery. ENOSPC leaves the store usable; anything else stops it.
-            if case let .io(_, _, code) = error, code == ENOSPC {
+            // next append or cut by recovery. ENOSPC within the active segment leaves the store
+            // usable; anything else (including a failure after sealing a segment) stops it.
+            if case let .io(_, _, code) = error, code == ENOSPC, !rolled {
                 throw error
             }
             state.failure = error.description
             failWaiters(error)
             throw error
-        } catch {
-            preconditionFailure("unexpected error type: \(error)")
         }
         state.written = w
         state.nextIndex = w.nextIndex
+        state.statistics.appendCalls += 1
+        state.statistics.entriesAppended += entries.count
         return AppendResult(
             firstIndex: firstAppendedIndex, lastIndex: LogIndex(w.nextIndex.rawValue - 1), positions: positions,
             endPosition: LogPosition(w.endPosition))
@@ -277,7 +298,10 @@ public final class LogStore: @unchecked Sendable {
             return (state.written, state.unsyncedSegment, state.epoch)
         }
         try segment?.sync()
-        let resumed = lock.withLock { markDurable(target, epoch: epoch) }
+        let resumed = lock.withLock {
+            state.statistics.dataSyncs += 1
+            return markDurable(target, epoch: epoch)
+        }
         for w in resumed { w.continuation.resume() }
     }
 

@@ -1,0 +1,120 @@
+import Testing
+
+@testable import LogFormat
+
+@Suite struct MessageRecordTests {
+    static let guideProperties = MessageProperties([
+        ("UNIQ_KEY", "7F0000010CF91B6D35864651355803D4"), ("CLUSTER", "rocketmq-cluster"), ("TAGS", "TagA"),
+    ])
+
+    func guideMessage() -> MessageRecord {
+        MessageRecord(
+            queueId: 3, queueOffset: 1372, physicalOffset: 1_067_578, bornTimestamp: 1_702_539_727_192,
+            bornHost: .v4(address: (192, 168, 150, 140), port: 39784), storeTimestamp: 1_702_539_727_192,
+            storeHost: .v4(address: (192, 168, 150, 140), port: 10911), body: Array("Hello RocketMQ 980".utf8),
+            topic: "TopicTest", properties: Self.guideProperties)
+    }
+
+    @Test func theGuidesQuickstartMessageIs194Bytes() throws {
+        // The guide's consumer printed storeSize=194, bodyCRC=1187919614 for this message.
+        let m = guideMessage()
+        let bytes = try m.encoded()
+        #expect(bytes.count == 194)
+        #expect(m.bodyCRC == 1_187_919_614)
+        #expect(Array(bytes[4..<8]) == [0xDA, 0xA3, 0x20, 0xA7])
+        let decoded = try bytes.withUnsafeBytes { try MessageRecord.decode($0) }
+        #expect(decoded == m)
+    }
+
+    @Test func fieldOffsetsAreRocketMQs() throws {
+        var bytes = try guideMessage().encoded()
+        func u64(_ at: Int) -> Int64 { Int64(bitPattern: bytes[at..<(at + 8)].reduce(0) { $0 << 8 | UInt64($1) }) }
+        #expect(u64(20) == 1372)  // QUEUEOFFSET
+        #expect(u64(28) == 1_067_578)  // PHYSICALOFFSET
+        #expect(Array(bytes[48..<56]) == [192, 168, 150, 140, 0, 0, 0x9B, 0x68])  // BORNHOST 39784
+        #expect(Array(bytes[84..<88]) == [0, 0, 0, 18])  // BODYLENGTH
+        MessageRecord.patch(queueOffset: 5, physicalOffset: 4096 + 48, in: &bytes)
+        let patched = try bytes.withUnsafeBytes { try MessageRecord.decode($0) }
+        #expect(patched.queueOffset == 5)
+        #expect(patched.physicalOffset == 4144)
+    }
+
+    @Test func roundTripsRandomRecords() throws {
+        var rng = SplitMix64(seed: 2024)
+        for _ in 0..<300 {
+            func host() -> MessageHost {
+                if Bool.random(using: &rng) {
+                    return .v4(address: (UInt8.random(in: 0...255, using: &rng), 1, 2, UInt8.random(in: 0...255, using: &rng)), port: UInt32.random(in: 0...65535, using: &rng))
+                }
+                return .v6(address: (0..<16).map { _ in UInt8.random(in: 0...255, using: &rng) }, port: UInt32.random(in: 0...65535, using: &rng))
+            }
+            var props = MessageProperties()
+            for i in 0..<Int.random(in: 0...6, using: &rng) {
+                props["k\(i)\(Int.random(in: 0...9, using: &rng))"] = String(repeating: "v", count: Int.random(in: 1...20, using: &rng)) + "é漢"
+            }
+            let m = MessageRecord(
+                queueId: Int32.random(in: 0...1000, using: &rng), flag: Int32.random(in: Int32.min...Int32.max, using: &rng),
+                queueOffset: Int64.random(in: 0...Int64.max, using: &rng), physicalOffset: Int64.random(in: 0...Int64.max, using: &rng),
+                sysFlag: Int32.random(in: 0...0x0F, using: &rng), bornTimestamp: Int64.random(in: 0...Int64.max, using: &rng), bornHost: host(),
+                storeTimestamp: Int64.random(in: 0...Int64.max, using: &rng), storeHost: host(),
+                reconsumeTimes: Int32.random(in: 0...16, using: &rng),
+                body: (0..<Int.random(in: 0...300, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) },
+                topic: "Topic_" + String(Int.random(in: 0...99999, using: &rng)), properties: props)
+            let bytes = try m.encoded()
+            let decoded = try bytes.withUnsafeBytes { try MessageRecord.decode($0) }
+            #expect(decoded.storedSysFlag == m.storedSysFlag)
+            var expected = m
+            expected.sysFlag = m.storedSysFlag
+            #expect(decoded == expected)
+            #expect(try decoded.encoded() == bytes)
+        }
+    }
+
+    @Test func truncatedRecordsThrowAndRandomBytesNeverTrap() throws {
+        let bytes = try guideMessage().encoded()
+        for n in 0..<bytes.count {
+            let prefix = Array(bytes[0..<n])
+            #expect(throws: LogFormatError.self) { try prefix.withUnsafeBytes { try MessageRecord.decode($0) } }
+        }
+        var rng = SplitMix64(seed: 5)
+        for _ in 0..<20_000 {
+            var random = bytes
+            for _ in 0..<Int.random(in: 1...4, using: &rng) {
+                random[Int.random(in: 0..<random.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng)
+            }
+            _ = random.withUnsafeBytes { try? MessageRecord.decode($0) }
+            let noise = (0..<Int.random(in: 0...200, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            _ = noise.withUnsafeBytes { try? MessageRecord.decode($0) }
+        }
+    }
+
+    @Test func bodyCRCMismatchIsDetected() throws {
+        var bytes = try guideMessage().encoded()
+        bytes[88] ^= 0x01  // first body byte
+        #expect(throws: LogFormatError.self) { try bytes.withUnsafeBytes { try MessageRecord.decode($0) } }
+        _ = try bytes.withUnsafeBytes { try MessageRecord.decode($0, verifyBodyCRC: false) }
+    }
+
+    @Test func propertiesFollowJavasRules() throws {
+        let raw: [UInt8] = Array("A\u{1}1\u{2}B\u{1}2\u{2}".utf8)  // Go/C++ trailing separator
+        let p = try raw.withUnsafeBytes { try MessageProperties.decode($0) }
+        #expect(p.pairs.map(\.name) == ["A", "B"])
+        let odd: [UInt8] = Array("\u{2}\u{2}X\u{1}\u{2}noseparator\u{2}\u{1}v\u{2}K\u{1}v\u{1}w\u{2}K\u{1}z".utf8)
+        let q = try odd.withUnsafeBytes { try MessageProperties.decode($0) }
+        #expect(q.pairs.count == 1)
+        #expect(q["K"] == "z")  // repeated name: last value wins
+        #expect(try MessageProperties([("A", "1"), ("B", "2")]).encoded() == Array("A\u{1}1\u{2}B\u{1}2".utf8))  // no trailing separator
+        #expect(throws: LogFormatError.self) { try MessageProperties([("A", "x\u{2}y")]).encoded() }
+        let invalid: [UInt8] = [0x41, 0x01, 0xFF, 0xFE]
+        #expect(throws: LogFormatError.self) { try invalid.withUnsafeBytes { try MessageProperties.decode($0) } }
+    }
+
+    @Test func oversizedTopicAndPropertiesAreRejected() {
+        var m = guideMessage()
+        m.topic = String(repeating: "t", count: 128)
+        #expect(throws: LogFormatError.self) { try m.encoded() }
+        m.topic = "T"
+        m.properties = MessageProperties([("big", String(repeating: "x", count: 40_000))])
+        #expect(throws: LogFormatError.self) { try m.encoded() }
+    }
+}
