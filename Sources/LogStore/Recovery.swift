@@ -105,6 +105,10 @@ struct Recovery {
         }
 
         let end = scan.end
+        if let checkpoint, checkpoint.endPosition > end.endPosition {
+            let last = segments[segments.count - 1]
+            throw .corrupt(file: last.path, position: end.endPosition, detail: "the log ends at \(end.endPosition) but the checkpoint says it was durable up to \(checkpoint.endPosition): durable entries are missing")
+        }
         let logFirst = firstIndex ?? scan.firstScannedIndex ?? checkpoint.map(\.nextIndex) ?? options.firstIndexOfEmptyStore
         let effectiveFirst = scan.scannedEntries == 0 && scan.startSegment == 0 ? end.nextIndex : logFirst
         try scan.flushIndex(&index)

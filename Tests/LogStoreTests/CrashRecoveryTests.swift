@@ -1,0 +1,166 @@
+import Foundation
+import LogFormat
+import Testing
+
+@testable import LogStore
+
+/// Crash tests: a store is copied while running (what a crash leaves: everything the page cache had,
+/// part of it durable), then damaged the way crashes and bad disks damage files.
+@Suite struct CrashRecoveryTests {
+    struct Snapshot {
+        let directory: String
+        /// Every entry of the log at the moment of the copy.
+        let entries: [LogEntry]
+        /// Everything before this was fdatasync'ed and is in the checkpoint.
+        let checkpointEnd: UInt64
+        let logEnd: UInt64
+    }
+
+    /// 20 durable entries (checkpointed), then 15 more only in the page cache.
+    static func makeSnapshot(_ tmp: TempDirectory, seed: UInt64, bodies: ClosedRange<Int> = 1...300) async throws -> Snapshot {
+        var rng = SplitMix64(seed: seed)
+        let live = tmp.path + "/live"
+        let store = try LogStore.open(smallOptions(live, flush: manualFlush))
+        for _ in 0..<20 { _ = try store.write([EntryToAppend(term: Term(1), body: randomBody(&rng, bodies))]) }
+        try store.checkpointNow()
+        let checkpointEnd = store.durablePosition.rawValue
+        for _ in 0..<15 { _ = try store.write([EntryToAppend(term: Term(2), body: randomBody(&rng, bodies))]) }
+        let entries = try readAll(store)
+        let copy = tmp.snapshot(live, to: "golden")
+        let logEnd = store.writePosition.rawValue
+        try store.close()
+        return Snapshot(directory: copy, entries: entries, checkpointEnd: checkpointEnd, logEnd: logEnd)
+    }
+
+    static let segment: UInt64 = 4096
+
+    static func corruptLocation(_ error: any Error) -> (String?, UInt64?) {
+        guard let e = error as? StorageError, case let .corrupt(file, position, _) = e else { return (nil, nil) }
+        return (file, position)
+    }
+
+    @Test(arguments: [1, 2, 3] as [UInt64])
+    func cutAtRandomBytePositionsKeepsExactlyTheValidPrefix(seed: UInt64) async throws {
+        let tmp = TempDirectory("cut\(seed)")
+        let snap = try await Self.makeSnapshot(tmp, seed: seed)
+        var rng = SplitMix64(seed: seed * 1000)
+        for trial in 0..<40 {
+            let dir = tmp.snapshot(snap.directory, to: "trial")
+            // Mostly past the checkpoint (torn tails), sometimes before it (durable data lost).
+            let x = trial % 5 == 4 ? UInt64.random(in: 0..<snap.checkpointEnd, using: &rng) : UInt64.random(in: snap.checkpointEnd...snap.logEnd, using: &rng)
+            let k = Int(x / Self.segment)
+            let files = segmentFiles(dir)
+            truncateFile(files[k], to: x - UInt64(k) * Self.segment)
+            for later in files[(k + 1)...] { try FileManager.default.removeItem(atPath: later) }
+            switch trial % 3 {
+            case 1:  // preallocated file: zeros after the tear
+                truncateFile(files[k], to: Self.segment)
+            case 2:  // a torn sector with garbage after the tear
+                let h = FileHandle(forWritingAtPath: files[k])!
+                try h.seekToEnd()
+                let room = Int(Self.segment - (x - UInt64(k) * Self.segment))
+                if room > 0 { h.write(Data(randomBody(&rng, 1...200).prefix(room))) }
+                try h.close()
+            default: break
+            }
+            let expected = snap.entries.filter { $0.position.rawValue + UInt64($0.header.totalByteCount) <= x }
+            if x < snap.checkpointEnd {
+                #expect(throws: StorageError.self, "cut at \(x) below the checkpoint \(snap.checkpointEnd) was accepted") { _ = try LogStore.open(smallOptions(dir)) }
+                continue
+            }
+            let store = try LogStore.open(smallOptions(dir))
+            #expect(try readAll(store) == expected, "trial \(trial): cut at \(x)")
+            if let cut = store.recoveryReport.cut {
+                #expect(cut.position <= x)
+                // At the end of the last whole entry, or at the start of the segment after a sealed one.
+                let lastEnd = expected.last.map { $0.position.rawValue + UInt64($0.header.totalByteCount) } ?? 0
+                #expect(cut.position == lastEnd || (cut.position > lastEnd && cut.position % Self.segment == 0 && cut.position - lastEnd < Self.segment))
+            }
+            // The recovered store takes new writes and survives another restart.
+            let r = try await store.append([EntryToAppend(term: Term(3), body: [7, 7, 7])])
+            #expect(r.firstIndex == LogIndex(UInt64(expected.count)))
+            try store.close()
+            let again = try LogStore.open(smallOptions(dir))
+            #expect(try readAll(again).count == expected.count + 1)
+            #expect(again.recoveryReport.cut == nil)
+            try again.close()
+        }
+    }
+
+    @Test(arguments: [11, 12, 13] as [UInt64])
+    func flippedBitsAreAlwaysDetected(seed: UInt64) async throws {
+        let tmp = TempDirectory("flip\(seed)")
+        let snap = try await Self.makeSnapshot(tmp, seed: seed, bodies: 1...150)
+        #expect(segmentFiles(snap.directory).count <= 3, "the whole log must be in the recovery scan")
+        // Every byte that means something: entries, and the blank records that end sealed segments.
+        var regions: [(start: UInt64, count: UInt64, entry: Int?)] = snap.entries.enumerated().map {
+            ($0.element.position.rawValue, UInt64($0.element.header.totalByteCount), $0.offset)
+        }
+        for (a, b) in zip(snap.entries, snap.entries.dropFirst()) where b.position.rawValue % Self.segment == 0 {
+            regions.append((a.position.rawValue + UInt64(a.header.totalByteCount), 8, nil))
+        }
+        var rng = SplitMix64(seed: seed)
+        for trial in 0..<60 {
+            let region = regions.randomElement(using: &rng)!
+            let x = region.start + UInt64.random(in: 0..<region.count, using: &rng)
+            let dir = tmp.snapshot(snap.directory, to: "trial")
+            let file = segmentFiles(dir)[Int(x / Self.segment)]
+            flipBit(file, at: x % Self.segment, bit: Int.random(in: 0..<8, using: &rng))
+            if region.entry == snap.entries.count - 1 {
+                // The tail entry, never synced: a torn write. It is cut, the rest kept.
+                let store = try LogStore.open(smallOptions(dir))
+                #expect(try readAll(store) == Array(snap.entries.dropLast()), "trial \(trial) flip at \(x)")
+                #expect(store.recoveryReport.cut?.position == region.start)
+                try store.close()
+            } else {
+                do {
+                    _ = try LogStore.open(smallOptions(dir))
+                    Issue.record("trial \(trial): flip at \(x) (entry \(region.entry.map(String.init) ?? "blank")) went unnoticed")
+                } catch {
+                    let (corruptFile, position) = Self.corruptLocation(error)
+                    #expect(corruptFile == file, "trial \(trial): \(error)")
+                    #expect(position == region.start, "trial \(trial): flip at \(x): \(error)")
+                }
+            }
+        }
+    }
+
+    @Test func theIndexIsRebuiltFromTheData() async throws {
+        let tmp = TempDirectory()
+        let snap = try await Self.makeSnapshot(tmp, seed: 21)
+        let dir = tmp.snapshot(snap.directory, to: "noindex")
+        for f in try FileManager.default.contentsOfDirectory(atPath: dir + "/index") { try FileManager.default.removeItem(atPath: dir + "/index/" + f) }
+        try FileManager.default.removeItem(atPath: dir + "/checkpoint")
+        let store = try LogStore.open(smallOptions(dir))
+        #expect(store.recoveryReport.indexRecordsRewritten == snap.entries.count)
+        #expect(!store.recoveryReport.usedCheckpoint)
+        #expect(try readAll(store) == snap.entries)
+        try store.close()
+        let again = try LogStore.open(smallOptions(dir))
+        #expect(again.recoveryReport.indexRecordsRewritten == 0)
+        #expect(again.recoveryReport.usedCheckpoint)
+        try again.close()
+    }
+
+    @Test func aReadNeverServesACorruptEntry() async throws {
+        let tmp = TempDirectory()
+        let dir = tmp.path + "/s"
+        var rng = SplitMix64(seed: 8)
+        // Eight segments: the first ones are outside the recovery scan, so only the read can notice.
+        do {
+            let store = try LogStore.open(smallOptions(dir))
+            for _ in 0..<200 { _ = try await store.append([EntryToAppend(term: Term(1), body: randomBody(&rng, 100...200))]) }
+            try store.close()
+        }
+        #expect(segmentFiles(dir).count > 5)
+        let peek = try LogStore.open(smallOptions(dir))
+        let victim = try peek.read(from: LogIndex(3), maxBytes: 0)[0]
+        try peek.close()
+        flipBit(segmentFiles(dir)[0], at: victim.position.rawValue + 60, bit: 2)
+        let store = try LogStore.open(smallOptions(dir))
+        #expect(throws: StorageError.self) { try store.read(from: LogIndex(0), maxBytes: 1 << 20) }
+        // The store stops serving after a storage error.
+        #expect(throws: StorageError.self) { try store.read(from: LogIndex(100), maxBytes: 100) }
+        try store.close()
+    }
+}

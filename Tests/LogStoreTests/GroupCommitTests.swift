@@ -1,0 +1,69 @@
+import Foundation
+import LogFormat
+import Testing
+
+@testable import LogStore
+
+@Suite struct GroupCommitTests {
+    @Test func concurrentSyncAppendsShareFsyncsAndAllBecomeDurable() async throws {
+        let tmp = TempDirectory()
+        let dir = tmp.path + "/s"
+        let store = try LogStore.open(smallOptions(dir, segmentBytes: 1 << 20))
+        let tasks = 64
+        let perTask = 40
+        let results = try await withThrowingTaskGroup(of: [(Int, Int, AppendResult)].self) { group in
+            for t in 0..<tasks {
+                group.addTask {
+                    var mine: [(Int, Int, AppendResult)] = []
+                    for i in 0..<perTask {
+                        let body = Array("task \(t) entry \(i)".utf8)
+                        let r = try await store.append([EntryToAppend(term: Term(1), body: body)])
+                        // Acknowledged means durable.
+                        #expect(store.durablePosition >= r.endPosition)
+                        mine.append((t, i, r))
+                    }
+                    return mine
+                }
+            }
+            var all: [(Int, Int, AppendResult)] = []
+            for try await batch in group { all += batch }
+            return all
+        }
+        #expect(results.count == tasks * perTask)
+        #expect(Set(results.map(\.2.firstIndex)).count == tasks * perTask)
+        let stats = store.statistics
+        #expect(stats.appendCalls == tasks * perTask)
+        #expect(stats.dataSyncs < stats.appendCalls / 2, "group commit did not group: \(stats.dataSyncs) syncs for \(stats.appendCalls) appends")
+        try store.close()
+        let reopened = try LogStore.open(smallOptions(dir, segmentBytes: 1 << 20))
+        let entries = try readAll(reopened)
+        #expect(entries.count == tasks * perTask)
+        for (t, i, r) in results {
+            #expect(entries[Int(r.firstIndex.rawValue)].body == Array("task \(t) entry \(i)".utf8))
+        }
+        try reopened.close()
+    }
+
+    @Test func asyncFlushReturnsBeforeDurabilityAndFlushesOnItsInterval() async throws {
+        let tmp = TempDirectory()
+        let store = try LogStore.open(smallOptions(tmp.path, flush: .async(intervalMs: 20, leastBytes: 0, thoroughIntervalMs: 20), segmentBytes: 1 << 20))
+        let before = store.statistics.dataSyncs
+        let r = try await store.append([EntryToAppend(term: Term(1), body: [UInt8](repeating: 1, count: 500))])
+        let deadline = Date().addingTimeInterval(10)
+        while store.durablePosition < r.endPosition && Date() < deadline {
+            try await Task.sleep(nanoseconds: 5_000_000)
+        }
+        #expect(store.durablePosition >= r.endPosition, "the interval flush never ran")
+        #expect(store.statistics.dataSyncs > before)
+        try store.close()
+    }
+
+    @Test func waitUntilDurableForcesAFlushInAsyncMode() async throws {
+        let tmp = TempDirectory()
+        let store = try LogStore.open(smallOptions(tmp.path, flush: manualFlush))
+        let r = try await store.append([EntryToAppend(term: Term(1), body: [1, 2, 3])])
+        try await store.waitUntilDurable(r.endPosition)
+        #expect(store.durablePosition >= r.endPosition)
+        try store.close()
+    }
+}
