@@ -48,10 +48,12 @@ final class ConditionLock: @unchecked Sendable {
 
 /// Monotonic milliseconds, for flush intervals. The store's only clock read besides file times;
 /// retention takes its wall clock as an input.
-func monotonicMilliseconds() -> UInt64 {
+func monotonicMilliseconds() -> UInt64 { monotonicNanoseconds() / 1_000_000 }
+
+func monotonicNanoseconds() -> UInt64 {
     var now = timespec()
     clock_gettime(CLOCK_MONOTONIC, &now)
-    return UInt64(now.tv_sec) * 1000 + UInt64(now.tv_nsec) / 1_000_000
+    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
 }
 
 /// A detached OS thread running `body`; used for the flusher so `fdatasync` never blocks Swift's

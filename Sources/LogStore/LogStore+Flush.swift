@@ -11,10 +11,25 @@ extension LogStore {
         case .sync: intervalNs = UInt64(options.checkpointIntervalMs) * 1_000_000
         case let .async(intervalMs, _, _): intervalNs = UInt64(intervalMs) * 1_000_000
         }
+        // Group commit sizing: how many waiters the last sync answered plus those that arrived during
+        // it. Right after a sync the answered appenders are about to append again; syncing at once
+        // would split them into two alternating cohorts of half the size. So the next sync waits for
+        // that many waiters, but never longer than half the last sync took (MySQL's
+        // binlog_group_commit_sync_delay, made adaptive).
+        var expectedWaiters = 0
+        var lastSyncNs: UInt64 = 0
         while true {
             lock.lock()
             if !state.syncRequested && !state.closing {
                 lock.wait(timeoutNanoseconds: intervalNs)
+            }
+            if options.flushMode == .sync && !state.closing && state.waiters.count < expectedWaiters && !state.waiters.isEmpty {
+                let deadline = monotonicNanoseconds() + min(lastSyncNs / 2, Self.groupCommitDelayNsMax)
+                while state.waiters.count < expectedWaiters && !state.closing {
+                    let left = deadline &- monotonicNanoseconds()
+                    if left == 0 || left > Self.groupCommitDelayNsMax { break }
+                    lock.wait(timeoutNanoseconds: left)
+                }
             }
             if state.closing {
                 state.flusherRunning = false
@@ -24,11 +39,17 @@ extension LogStore {
             }
             let now = monotonicMilliseconds()
             let dirty = state.written.endPosition - state.durable.endPosition
-            var flush = state.syncRequested && dirty > 0
+            // SYNC_FLUSH: whenever anything is dirty (a waiter asked, or the periodic wake found bytes
+            // written without a wait). ASYNC_FLUSH: on size or the thorough interval, or when asked.
+            var flush = dirty > 0 && (state.syncRequested || options.flushMode == .sync)
             if case let .async(_, leastBytes, thoroughMs) = options.flushMode, dirty > 0 {
                 if dirty >= UInt64(leastBytes) || now &- state.lastFlushAtMs >= UInt64(thoroughMs) { flush = true }
             }
             state.syncRequested = false
+            if state.failure == nil, (try? drainPendingOrFail()) == nil {
+                lock.unlock()
+                continue
+            }
             let target = state.written
             let segment = state.unsyncedSegment
             let epoch = state.epoch
@@ -37,6 +58,7 @@ extension LogStore {
             if failed { continue }
 
             if flush {
+                let syncStart = monotonicNanoseconds()
                 do {
                     try segment?.sync()
                 } catch {
@@ -48,16 +70,22 @@ extension LogStore {
                     }
                     continue
                 }
+                lastSyncNs = monotonicNanoseconds() &- syncStart
                 let resumed = lock.withLock {
                     state.statistics.dataSyncs += 1
                     state.lastFlushAtMs = now
-                    return markDurable(target, epoch: epoch)
+                    let done = markDurable(target, epoch: epoch)
+                    expectedWaiters = done.count + state.waiters.count
+                    return done
                 }
                 for w in resumed { w.continuation.resume() }
             }
             maybeCheckpoint(force: false)
         }
     }
+
+    /// The longest a sync waits for the appenders the previous one answered.
+    static let groupCommitDelayNsMax: UInt64 = 1_000_000
 
     /// Makes the durable point the new checkpoint if the interval passed: index files are synced
     /// first, so everything before the checkpoint is durable in data and index.
@@ -118,7 +146,10 @@ extension LogStore {
             return was
         }
         if alreadyClosing { return }
-        let (target, segment, epoch, failure) = lock.withLock { (state.written, state.unsyncedSegment, state.epoch, state.failure) }
+        let (target, segment, epoch, failure) = lock.withLock {
+            if state.failure == nil { _ = try? drainPendingOrFail() }
+            return (state.written, state.unsyncedSegment, state.epoch, state.failure)
+        }
         if let failure {
             lock.withLock { failWaiters(StorageError.failed(failure)) }
             return

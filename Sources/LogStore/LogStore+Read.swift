@@ -8,6 +8,7 @@ extension LogStore {
     public func read(from index: LogIndex, maxBytes: Int) throws(StorageError) -> [LogEntry] {
         let (segments, indexFiles, first, next, written, epoch) = try lock.withLock { () throws(StorageError) in
             if let failure = state.failure { throw StorageError.failed(failure) }
+            try drainPendingOrFail()
             return (state.segments, state.index, state.firstIndex, state.nextIndex, state.written.endPosition, state.epoch)
         }
         guard index >= first, index < next else {

@@ -14,6 +14,7 @@ extension LogStore {
         defer { lock.unlock() }
         if state.closing { throw .closed }
         if let failure = state.failure { throw .failed(failure) }
+        try drainPendingOrFail()
         let keepNext = index.map { $0.next } ?? state.firstIndex
         guard keepNext >= state.firstIndex else {
             throw .invalidArgument("cannot truncate after \(index.map(String.init(describing:)) ?? "nothing"): the log starts at \(state.firstIndex)")
@@ -100,6 +101,7 @@ extension LogStore {
         lock.lock()
         defer { lock.unlock() }
         if let failure = state.failure { throw .failed(failure) }
+        try drainPendingOrFail()
         var removed = 0
         while state.segments.count >= 2 {
             let victim = state.segments[0]

@@ -181,6 +181,7 @@ struct Scan {
         var position = segments[startSegment].start
         for k in startSegment..<segments.count {
             let segment = segments[k]
+            segment.adviseSequential()
             position = segment.start
             var reader = SegmentReader(segment: segment, limit: segment.end, chunkBytes: chunkBytes)
             while true {

@@ -37,6 +37,9 @@ final class SegmentFile: @unchecked Sendable {
 
     func sync() throws(StorageError) { try FileIO.fdatasync(fd, path: path) }
 
+    /// Tells the kernel the file will be read front to back (bigger readahead for recovery scans).
+    func adviseSequential() { _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_SEQUENTIAL)) }
+
     func truncate(toLocal size: UInt64) throws(StorageError) { try FileIO.ftruncate(fd, to: size, path: path) }
 
     func fileSize() throws(StorageError) -> UInt64 { try FileIO.fileSize(fd, path: path) }

@@ -68,6 +68,9 @@ struct StorageBenchmark: AsyncParsableCommand {
                 ratios.append(("sync\(level)_vs_raw", store.megabytesPerSecond / raw.megabytesPerSecond))
             }
         }
+        if let raw = results.first(where: { $0.key == "rawReadCold" }), let scan = results.first(where: { $0.key == "recoveryCold" }), raw.megabytesPerSecond > 0 {
+            ratios.append(("recoveryCold_vs_rawRead", scan.megabytesPerSecond / raw.megabytesPerSecond))
+        }
         print("")
         for (name, value) in ratios { print("ratio \(name): \(format(value, 2))") }
         if json {

@@ -89,6 +89,9 @@ enum RecoveryRun {
         }
         try store.close()
         var out: [Measurement] = []
+        // The disk's own sequential read speed over the same files, cold.
+        evictFromPageCache(directory + "/data")
+        out.append(rawRead(directory + "/data"))
         for cold in [false, true] {
             unlink(directory + "/checkpoint")
             if cold { evictFromPageCache(directory + "/data") }
@@ -104,6 +107,33 @@ enum RecoveryRun {
         }
         removeTree(directory)
         return out
+    }
+
+    /// Reads every file of `dir` with 4 MiB preads, nothing else.
+    static func rawRead(_ dir: String) -> Measurement {
+        var buffer = [UInt8](repeating: 0, count: 4 << 20)
+        var total: UInt64 = 0
+        let t = now()
+        if let d = opendir(dir) {
+            while let e = readdir(d) {
+                let name = withUnsafePointer(to: e.pointee.d_name) { $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) } }
+                if name.hasPrefix(".") { continue }
+                let fd = open(dir + "/" + name, O_RDONLY | O_CLOEXEC)
+                guard fd >= 0 else { continue }
+                var offset: off_t = 0
+                while true {
+                    let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, offset) }
+                    if n <= 0 { break }
+                    offset += off_t(n)
+                    total += UInt64(n)
+                }
+                close(fd)
+            }
+            closedir(d)
+        }
+        let name = "raw sequential read, cold (evicted from page cache)"
+        progress(name)
+        return Measurement(name: name, key: "rawReadCold", operations: 0, bytes: total, seconds: now() - t, latenciesMs: [], syncs: nil)
     }
 
     /// Asks the kernel to drop the files' cached pages (needs no privileges, unlike drop_caches).
