@@ -46,8 +46,14 @@ public enum LogEntryCodec {
         var header = EntryHeader(
             kind: kind, index: index, term: term, position: position, channel: channel,
             chainCRC: 0, bodyCRC: CRC32C.checksum(body), bodyByteCount: body.count)
-        header.chainCRC = header.computeChainCRC(previous: previousChainCRC)
+        // Encode with a zero chain CRC, compute it over the bytes just written, patch it in: no
+        // temporary buffer on the append path.
+        let start = out.count
         header.encode(into: &out)
+        header.chainCRC = out.withUnsafeBytes {
+            chainCRC(previous: previousChainCRC, headerBytes: UnsafeRawBufferPointer(rebasing: $0[start..<(start + EntryHeader.byteCount)]))
+        }
+        out.storeBigEndian(header.chainCRC, at: start + 36)
         out.append(contentsOf: body)
         return header
     }

@@ -256,14 +256,23 @@ public final class LogStore: @unchecked Sendable {
         var positions: [LogPosition] = []
         positions.reserveCapacity(entries.count)
         var data: [UInt8] = []
-        data.reserveCapacity(entries.reduce(0) { $0 + $1.body.count + EntryHeader.byteCount })
         var dataStart = w.endPosition
         var indexBytes: [UInt8] = []
-        indexBytes.reserveCapacity(entries.count * IndexRecord.byteCount)
         let firstAppendedIndex = state.nextIndex
         var rolled = false
         do {
             var active = try activeSegment(for: w.endPosition)
+            if options.flushMode == .sync {
+                // Encode straight into the write-behind buffers (taken out and put back, so no copy).
+                if !state.pending.isEmpty && (state.pendingSegment !== active || state.pendingStart + UInt64(state.pending.count) != w.endPosition) {
+                    try drainPending()
+                }
+                swap(&data, &state.pending)
+                if !data.isEmpty { dataStart = state.pendingStart }
+                swap(&indexBytes, &state.pendingIndex)
+                if !indexBytes.isEmpty { precondition(state.pendingIndexFirst.rawValue + UInt64(indexBytes.count / IndexRecord.byteCount) == firstAppendedIndex.rawValue, "pending index records are not contiguous") }
+            }
+            let indexFirst = indexBytes.isEmpty ? firstAppendedIndex : state.pendingIndexFirst
             for entry in entries {
                 assert(entry.term >= w.lastTerm, "terms were checked before writing")
                 let size = UInt64(EntryHeader.byteCount + entry.body.count)
@@ -294,7 +303,7 @@ public final class LogStore: @unchecked Sendable {
                 w.lastChainCRC = header.chainCRC
             }
             try commitBatch(&data, to: active, at: dataStart)
-            try commitIndexRecords(indexBytes, firstIndex: firstAppendedIndex)
+            try commitIndexRecords(&indexBytes, firstIndex: indexFirst)
         } catch {
             // Nothing past `state.written` counts; a write that failed half-way is overwritten by the
             // next append or cut by recovery. ENOSPC within the active segment leaves the store
@@ -421,8 +430,10 @@ public final class LogStore: @unchecked Sendable {
             if state.pending.isEmpty {
                 state.pendingStart = position
                 state.pendingSegment = segment
+                swap(&state.pending, &data)
+            } else {
+                state.pending.append(contentsOf: data)
             }
-            state.pending.append(contentsOf: data)
             data.removeAll(keepingCapacity: true)
         } else {
             try writeBytes(&data, to: segment, at: position)
@@ -430,15 +441,19 @@ public final class LogStore: @unchecked Sendable {
         }
     }
 
-    func commitIndexRecords(_ bytes: [UInt8], firstIndex: LogIndex) throws(StorageError) {
+    func commitIndexRecords(_ bytes: inout [UInt8], firstIndex: LogIndex) throws(StorageError) {
         if options.flushMode == .sync {
             if !state.pendingIndex.isEmpty
                 && state.pendingIndexFirst.rawValue + UInt64(state.pendingIndex.count / IndexRecord.byteCount) != firstIndex.rawValue
             {
                 try drainPending()
             }
-            if state.pendingIndex.isEmpty { state.pendingIndexFirst = firstIndex }
-            state.pendingIndex.append(contentsOf: bytes)
+            if state.pendingIndex.isEmpty {
+                state.pendingIndexFirst = firstIndex
+                swap(&state.pendingIndex, &bytes)
+            } else {
+                state.pendingIndex.append(contentsOf: bytes)
+            }
         } else {
             try writeIndexRecords(bytes, firstIndex: firstIndex)
         }

@@ -45,10 +45,12 @@ enum StoreRun {
         let all = try await withThrowingTaskGroup(of: [Double].self) { group in
             for _ in 0..<appenders {
                 group.addTask {
+                    let batch = [EntryToAppend(term: Term(1), body: body)]
                     var latencies: [Double] = []
+                    latencies.reserveCapacity(min(perTaskSamplesMax, 1 << 16))
                     var t = now()
                     while t < deadline && latencies.count < perTaskSamplesMax {
-                        _ = try await store.append([EntryToAppend(term: Term(1), body: body)])
+                        _ = try await store.append(batch)
                         let t2 = now()
                         latencies.append((t2 - t) * 1000)
                         t = t2
