@@ -57,7 +57,6 @@ extension LogStore {
         state.epoch &+= 1
         state.written = point
         state.nextIndex = keepNext
-        if state.nextIndex == state.firstIndex { state.firstIndex = keepNext }
         state.durable = point
         state.unsyncedSegment = nil
         let doomedWaiters = state.waiters.filter { $0.target > cut }

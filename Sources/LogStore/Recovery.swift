@@ -80,7 +80,12 @@ struct Recovery {
         }
         if !usedCheckpoint { scanFrom = 0 }
 
-        var scan = Scan(segments: segments, startSegment: scanFrom, chunkBytes: chunkBytes)
+        // What the log looks like just before the scan: from the checkpoint if it points exactly there
+        // (an emptied store remembers its next index this way), otherwise learned from the first entry.
+        let scanStart = segments[scanFrom].start
+        let initial = checkpoint.flatMap { $0.endPosition == scanStart ? $0 : nil }
+            ?? DurablePoint(endPosition: scanStart, nextIndex: scanFrom == 0 ? (firstIndex ?? options.firstIndexOfEmptyStore) : LogIndex(0), lastTerm: Term(0), lastChainCRC: 0)
+        var scan = Scan(segments: segments, startSegment: scanFrom, chunkBytes: chunkBytes, initial: initial)
         try scan.run(index: &index)
 
         // A stop at an invalid entry: torn tail or corruption?
@@ -167,11 +172,11 @@ struct Scan {
     private var pendingIndex: [UInt8] = []
     private var pendingFirst = LogIndex(0)
 
-    init(segments: [SegmentFile], startSegment: Int, chunkBytes: Int) {
+    init(segments: [SegmentFile], startSegment: Int, chunkBytes: Int, initial: DurablePoint) {
         self.segments = segments
         self.startSegment = startSegment
         self.chunkBytes = chunkBytes
-        self.end = DurablePoint(endPosition: segments[startSegment].start, nextIndex: LogIndex(0), lastTerm: Term(0), lastChainCRC: 0)
+        self.end = initial
     }
 
     mutating func run(index: inout IndexFiles) throws(StorageError) {
@@ -277,7 +282,7 @@ struct Scan {
         }
         var reader = SegmentReader(segment: segment, limit: segment.end, chunkBytes: 1 << 16)
         for c in candidates where c > stop.position && c + UInt64(EntryHeader.byteCount) <= segment.end {
-            if case let .entry(h) = try reader.item(at: c), h.index > (end.nextIndex.rawValue == 0 ? LogIndex(0) : LogIndex(end.nextIndex.rawValue - 1)) || scannedEntries == 0,
+            if case let .entry(h) = try reader.item(at: c), scannedEntries == 0 || h.index >= end.nextIndex,
                 try reader.verify(h, at: c, expectedIndex: nil, previousChainCRC: nil) == nil {
                 return h
             }

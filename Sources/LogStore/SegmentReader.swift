@@ -108,6 +108,8 @@ struct SegmentReader {
     /// The body of an entry `verify` accepted.
     func body(of header: EntryHeader) -> [UInt8] {
         let p = header.position.rawValue + UInt64(EntryHeader.byteCount)
-        return (try? withBytes(p, header.bodyByteCount) { b throws(LogFormatError) in Array(b) }) ?? []
+        precondition(p >= bufferStart && p + UInt64(header.bodyByteCount) <= bufferStart + UInt64(bufferCount), "body not loaded: verify it first")
+        let from = Int(p - bufferStart)
+        return Array(buffer[from..<(from + header.bodyByteCount)])
     }
 }

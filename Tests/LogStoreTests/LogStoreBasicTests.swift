@@ -170,7 +170,16 @@ import Testing
         #expect(reopened.firstIndex == first)
         #expect(reopened.lastIndex == LogIndex(99))
         #expect(try readAll(reopened).count == 100 - Int(first.rawValue))
+        // Emptied after a prefix deletion, the log still knows its next index after a restart.
+        try reopened.truncateSuffix(after: LogIndex(first.rawValue - 1))
+        #expect(reopened.lastIndex == nil)
         try reopened.close()
+        let emptied = try LogStore.open(smallOptions(dir))
+        #expect(emptied.nextIndex == first)
+        #expect(emptied.lastIndex == nil)
+        let r = try await emptied.append([EntryToAppend(term: Term(2), body: [1])], expectingFirstIndex: first)
+        #expect(r.firstIndex == first)
+        try emptied.close()
     }
 
     @Test func diskAboveMaxUsedRatioRefusesWritesButServesReads() async throws {
