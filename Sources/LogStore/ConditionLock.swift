@@ -8,7 +8,13 @@ final class ConditionLock: @unchecked Sendable {
     private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
 
     init() {
-        precondition(pthread_mutex_init(mutex, nil) == 0, "pthread_mutex_init failed")
+        // Adaptive: spin briefly before sleeping. The critical sections are a few microseconds, and
+        // a futex sleep/wake pair costs more than that on a contended append path.
+        var mutexAttributes = pthread_mutexattr_t()
+        pthread_mutexattr_init(&mutexAttributes)
+        pthread_mutexattr_settype(&mutexAttributes, Int32(PTHREAD_MUTEX_ADAPTIVE_NP))
+        precondition(pthread_mutex_init(mutex, &mutexAttributes) == 0, "pthread_mutex_init failed")
+        pthread_mutexattr_destroy(&mutexAttributes)
         var attr = pthread_condattr_t()
         pthread_condattr_init(&attr)
         pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)

@@ -21,16 +21,19 @@ extension LogStore {
         while true {
             lock.lock()
             if !state.syncRequested && !state.closing {
+                state.flusherWakeAtWaiters = 1
                 lock.wait(timeoutNanoseconds: intervalNs)
             }
             if options.flushMode == .sync && !state.closing && state.waiters.count < expectedWaiters && !state.waiters.isEmpty {
                 let deadline = monotonicNanoseconds() + min(lastSyncNs / 2, Self.groupCommitDelayNsMax)
+                state.flusherWakeAtWaiters = expectedWaiters
                 while state.waiters.count < expectedWaiters && !state.closing {
                     let left = deadline &- monotonicNanoseconds()
                     if left == 0 || left > Self.groupCommitDelayNsMax { break }
                     lock.wait(timeoutNanoseconds: left)
                 }
             }
+            state.flusherWakeAtWaiters = Int.max
             if state.closing {
                 state.flusherRunning = false
                 lock.broadcast()

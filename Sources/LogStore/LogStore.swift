@@ -114,6 +114,10 @@ public final class LogStore: @unchecked Sendable {
         var lastFlushAtMs: UInt64 = 0
         var lastCheckpointAtMs: UInt64 = 0
         var statistics = LogStoreStatistics()
+        /// The flusher sleeps until this many waiters are queued (Int.max while it is busy: it looks
+        /// again when it is done). Appenders signal only when they reach it: a futex wake per append
+        /// costs more than the append.
+        var flusherWakeAtWaiters = Int.max
         /// SYNC_FLUSH write-behind: encoded entries not yet handed to the kernel (see commitBatch).
         var pending: [UInt8] = []
         var pendingStart: UInt64 = 0
@@ -215,7 +219,7 @@ public final class LogStore: @unchecked Sendable {
             }
             state.waiters.append(Waiter(target: result.endPosition.rawValue, continuation: .append(continuation, result)))
             state.syncRequested = true
-            lock.broadcast()
+            wakeFlusherIfWaiting()
             lock.unlock()
         }
     }
@@ -345,7 +349,7 @@ public final class LogStore: @unchecked Sendable {
             }
             state.waiters.append(Waiter(target: position.rawValue, continuation: .wait(continuation)))
             state.syncRequested = true
-            lock.broadcast()
+            wakeFlusherIfWaiting()
             lock.unlock()
         }
     }
@@ -510,6 +514,13 @@ public final class LogStore: @unchecked Sendable {
             state.failure = error.description
             failWaiters(error)
             throw error
+        }
+    }
+
+    func wakeFlusherIfWaiting() {
+        if state.waiters.count >= state.flusherWakeAtWaiters {
+            state.flusherWakeAtWaiters = Int.max
+            lock.broadcast()
         }
     }
 
