@@ -1,1 +1,66 @@
-print("x")
+import ArgumentParser
+import Config
+import Glibc
+
+/// `mqbroker -c FILE [-n NAMESRV] [-p]`: RocketMQ's broker command.
+struct MQBroker: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mqbroker",
+        abstract: "RaftMQ broker: a RocketMQ broker whose commitlog is a Raft log.",
+        discussion: """
+            Reads a RocketMQ .properties file (conf/broker.conf documents every key). With -p it prints \
+            the effective configuration, one key=value per line, sorted, and exits.
+            """)
+
+    @Option(name: .customShort("c"), help: "Broker configuration file.")
+    var configFile: String
+
+    @Option(name: .customShort("n"), help: "Name server address list, e.g. '127.0.0.1:9876;127.0.0.2:9876' (overrides namesrvAddr).")
+    var namesrvAddr: String?
+
+    @Flag(name: .customShort("p"), help: "Print the effective configuration and exit.")
+    var printConfig = false
+
+    func run() throws {
+        var overrides: [String: String] = [:]
+        if let namesrvAddr { overrides["namesrvAddr"] = namesrvAddr }
+        let settings: BrokerSettings
+        do {
+            let (loaded, warnings) = try ConfigLoader.loadBroker(path: configFile, environment: processEnvironment(), overrides: overrides)
+            for w in warnings { printError("warning: \(w)") }
+            settings = loaded
+        } catch {
+            printError("\(error)")
+            throw ExitCode(1)
+        }
+        if printConfig {
+            var out = ""
+            for (key, value) in settings.effectiveProperties() { out += "\(key)=\(value)\n" }
+            print(out, terminator: "")
+            return
+        }
+        printError("mqbroker: the configuration is valid, but this build cannot serve clients yet: the remoting and Raft layers arrive with the next issues. Use -p to print the effective configuration.")
+        throw ExitCode(2)
+    }
+}
+
+func printError(_ line: String) {
+    var text = line + "\n"
+    text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+}
+
+/// The process environment, for `${NAME}` in configuration values, HOME and NAMESRV_ADDR.
+func processEnvironment() -> [String: String] {
+    var result: [String: String] = [:]
+    var p = environ
+    while let entry = p.pointee {
+        let text = String(cString: entry)
+        if let eq = text.firstIndex(of: "=") {
+            result[String(text[..<eq])] = String(text[text.index(after: eq)...])
+        }
+        p += 1
+    }
+    return result
+}
+
+MQBroker.main()
