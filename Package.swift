@@ -46,9 +46,11 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Test support: appends until killed, printing what was acknowledged (CommandTests SIGKILL it).
+        .executableTarget(name: "storewriter", dependencies: ["LogStore", "LogFormat"], swiftSettings: strict),
         .testTarget(name: "LogFormatTests", dependencies: ["LogFormat", "CChecksum"], swiftSettings: strict),
         .testTarget(name: "LogStoreTests", dependencies: ["LogStore", "LogFormat"], swiftSettings: strict),
         .testTarget(name: "ConfigTests", dependencies: ["Config"], swiftSettings: strict),
-        .testTarget(name: "CommandTests", dependencies: ["mqbroker", "mqbench"], swiftSettings: strict),
+        .testTarget(name: "CommandTests", dependencies: ["mqbroker", "mqbench", "storewriter", "LogStore", "LogFormat"], swiftSettings: strict),
     ]
 )
