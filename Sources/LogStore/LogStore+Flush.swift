@@ -25,7 +25,9 @@ extension LogStore {
                 lock.wait(timeoutNanoseconds: intervalNs)
             }
             if options.flushMode == .sync && !state.closing && state.waiters.count < expectedWaiters && !state.waiters.isEmpty {
-                let deadline = monotonicNanoseconds() + min(lastSyncNs / 2, Self.groupCommitDelayNsMax)
+                let waitStart = monotonicNanoseconds()
+                defer { state.statistics.groupWaitNanoseconds += monotonicNanoseconds() &- waitStart }
+                let deadline = waitStart + min(lastSyncNs / 2, Self.groupCommitDelayNsMax)
                 state.flusherWakeAtWaiters = expectedWaiters
                 while state.waiters.count < expectedWaiters && !state.closing {
                     let left = deadline &- monotonicNanoseconds()
@@ -76,12 +78,16 @@ extension LogStore {
                 lastSyncNs = monotonicNanoseconds() &- syncStart
                 let resumed = lock.withLock {
                     state.statistics.dataSyncs += 1
+                    state.statistics.syncNanoseconds += lastSyncNs
                     state.lastFlushAtMs = now
                     let done = markDurable(target, epoch: epoch)
                     expectedWaiters = done.count + state.waiters.count
                     return done
                 }
+                let resumeStart = monotonicNanoseconds()
                 for w in resumed { w.continuation.resume() }
+                let resumeNs = monotonicNanoseconds() &- resumeStart
+                lock.withLock { state.statistics.resumeNanoseconds += resumeNs }
             }
             maybeCheckpoint(force: false)
         }

@@ -63,7 +63,12 @@ enum StoreRun {
             return merged
         }
         let seconds = now() - start
-        let syncs = store.statistics.dataSyncs - syncsBefore
+        let stats = store.statistics
+        let syncs = stats.dataSyncs - syncsBefore
+        if mode == .sync && syncs > 0 {
+            let per = { (ns: UInt64) in format(Double(ns) / Double(syncs) / 1000, 1) }
+            progress("\(name): per group commit: fdatasync \(per(stats.syncNanoseconds)) us, waiting for the group \(per(stats.groupWaitNanoseconds)) us, resuming appenders \(per(stats.resumeNanoseconds)) us")
+        }
         try store.close()
         removeTree(directory)
         progress(name)
