@@ -33,6 +33,9 @@ extension LogStore {
         }
     }
 
+    /// The index is a cache of the data: an operator can always have it rebuilt.
+    static let rebuildIndexHint = "; if the data is intact the index can be rebuilt: stop the broker, remove the store's index/ directory and checkpoint file, and start it again"
+
     /// The term of the entry at `index`, read from its index record and checked against its header.
     public func term(at index: LogIndex) throws(StorageError) -> Term {
         guard let entry = try read(from: index, maxBytes: 0).first else {
@@ -45,14 +48,14 @@ extension LogStore {
         from index: LogIndex, maxBytes: Int, segments: [SegmentFile], index indexFiles: IndexFiles, next: LogIndex, written: UInt64
     ) throws(StorageError) -> [LogEntry] {
         guard let record = try indexFiles.record(index) else {
-            throw .corrupt(file: indexDirectory, position: IndexFiles.offset(of: index), detail: "index record of entry \(index) is missing or invalid")
+            throw .corrupt(file: indexDirectory, position: IndexFiles.offset(of: index), detail: "index record of entry \(index) is missing or invalid\(Self.rebuildIndexHint)")
         }
         guard record.index == index else {
-            throw .corrupt(file: indexDirectory, position: IndexFiles.offset(of: index), detail: "index record at entry \(index)'s slot names entry \(record.index)")
+            throw .corrupt(file: indexDirectory, position: IndexFiles.offset(of: index), detail: "index record at entry \(index)'s slot names entry \(record.index)\(Self.rebuildIndexHint)")
         }
         var position = record.position.rawValue
         guard var k = segments.firstIndex(where: { $0.contains(position) }) else {
-            throw .corrupt(file: indexDirectory, position: IndexFiles.offset(of: index), detail: "index record of entry \(index) points to position \(position), outside every segment")
+            throw .corrupt(file: indexDirectory, position: IndexFiles.offset(of: index), detail: "index record of entry \(index) points to position \(position), outside every segment\(Self.rebuildIndexHint)")
         }
         var entries: [LogEntry] = []
         var bytes = 0
@@ -68,7 +71,7 @@ extension LogStore {
                     throw .corrupt(file: segment.path, position: position, detail: why)
                 }
                 if entries.isEmpty && !record.matches(header) {
-                    throw .corrupt(file: segment.path, position: position, detail: "entry \(index) differs from its index record")
+                    throw .corrupt(file: segment.path, position: position, detail: "entry \(index) differs from its index record\(Self.rebuildIndexHint)")
                 }
                 if !entries.isEmpty && bytes + header.totalByteCount > maxBytes { return entries }
                 entries.append(LogEntry(header: header, body: reader.body(of: header)))
