@@ -48,9 +48,11 @@ let package = Package(
         ),
         // Test support: appends until killed, printing what was acknowledged (CommandTests SIGKILL it).
         .executableTarget(name: "storewriter", dependencies: ["LogStore", "LogFormat"], swiftSettings: strict),
-        .testTarget(name: "LogFormatTests", dependencies: ["LogFormat", "CChecksum"], swiftSettings: strict),
-        .testTarget(name: "LogStoreTests", dependencies: ["LogStore", "LogFormat"], swiftSettings: strict),
-        .testTarget(name: "ConfigTests", dependencies: ["Config"], swiftSettings: strict),
+        // Shared by the test targets only (a seeded generator).
+        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
+        .testTarget(name: "LogFormatTests", dependencies: ["LogFormat", "CChecksum", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "LogStoreTests", dependencies: ["LogStore", "LogFormat", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "ConfigTests", dependencies: ["Config", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CommandTests", dependencies: ["mqbroker", "mqbench", "storewriter", "LogStore", "LogFormat"], swiftSettings: strict),
     ]
 )

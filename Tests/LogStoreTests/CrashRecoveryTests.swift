@@ -1,6 +1,7 @@
 import Foundation
 import LogFormat
 import Testing
+import TestSupport
 
 @testable import LogStore
 
