@@ -89,6 +89,24 @@ extension LogStore {
                 let resumeNs = monotonicNanoseconds() &- resumeStart
                 lock.withLock { state.statistics.resumeNanoseconds += resumeNs }
             }
+        }
+    }
+
+    /// The checkpoint thread: every `checkpointIntervalMs`, syncs the index files and records the
+    /// durable point. Kept off the flusher thread so its three fsyncs never delay a group commit.
+    func checkpointLoop() {
+        let intervalNs = UInt64(options.checkpointIntervalMs) * 1_000_000
+        while true {
+            checkpointLock.lock()
+            if !lock.withLock({ state.closing }) { checkpointLock.wait(timeoutNanoseconds: intervalNs) }
+            checkpointLock.unlock()
+            if lock.withLock({ state.closing }) {
+                lock.withLock {
+                    state.checkpointerRunning = false
+                    lock.broadcast()
+                }
+                return
+            }
             maybeCheckpoint(force: false)
         }
     }
@@ -151,7 +169,12 @@ extension LogStore {
             let was = state.closing
             state.closing = true
             lock.broadcast()
-            while state.flusherRunning { lock.wait(timeoutNanoseconds: 100_000_000) }
+            while state.flusherRunning || state.checkpointerRunning {
+                lock.unlock()
+                checkpointLock.withLock { checkpointLock.broadcast() }
+                lock.lock()
+                lock.wait(timeoutNanoseconds: 10_000_000)
+            }
             return was
         }
         if alreadyClosing { return }

@@ -115,6 +115,7 @@ public final class LogStore: @unchecked Sendable {
         var failure: String?
         var closing = false
         var flusherRunning = false
+        var checkpointerRunning = false
         var lastCheckpoint: DurablePoint?
         var diskUsedRatio: Double = 0
         var diskSampledAtMs: UInt64 = 0
@@ -168,7 +169,9 @@ public final class LogStore: @unchecked Sendable {
             nextIndex: recovered.end.nextIndex, written: recovered.end, durable: recovered.end,
             lastCheckpoint: recovered.checkpoint)
         state.flusherRunning = true
+        state.checkpointerRunning = true
         startThread { [self] in self.flushLoop() }
+        startThread { [self] in self.checkpointLoop() }
     }
 
     deinit { _ = Glibc.close(lockFileDescriptor) }
