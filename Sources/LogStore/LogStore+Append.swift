@@ -20,7 +20,7 @@ extension LogStore {
         }
         // Write and register as a waiter in one critical section: this is the hot path of group
         // commit, and every microsecond an appender spends here delays the next fdatasync.
-        return try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<AppendResult, any Error>) in
+        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<AppendResult, any Error>) in
             lock.lock()
             let result: AppendResult
             do {
@@ -143,7 +143,7 @@ extension LogStore {
 
     /// Returns once everything before `position` is durable (forcing a flush in ASYNC_FLUSH mode).
     public func waitUntilDurable(_ position: LogPosition) async throws {
-        try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             lock.lock()
             if let failure = state.failure {
                 lock.unlock()
