@@ -16,8 +16,11 @@ struct StorageBenchmark: AsyncParsableCommand {
     @Option(help: "Body bytes per entry.")
     var entryBytes: Int = 1024
 
-    @Option(help: "Seconds per measurement.")
-    var duration: Double = 5
+    @Option(help: "Seconds per measurement (split over the rounds).")
+    var duration: Double = 6
+
+    @Option(help: "Rounds: each baseline and the store run it is compared with alternate this many times, so slow drift of a shared disk hits both alike.")
+    var rounds: Int = 3
 
     @Option(help: "Concurrent appenders for the SYNC_FLUSH runs, comma-separated.")
     var concurrency: String = "1,16,64"
@@ -42,19 +45,24 @@ struct StorageBenchmark: AsyncParsableCommand {
         removeTree(dir)
         try ensureDirectory(dir)
         defer { removeTree(dir) }
+        guard (1...20).contains(rounds) else { throw ValidationError("--rounds takes 1...20") }
         var results: [Measurement] = []
+        func record(_ m: Measurement) {
+            if let i = results.firstIndex(where: { $0.key == m.key }) { results[i].merge(m) } else { results.append(m) }
+        }
         let entryTotal = entryBytes + EntryHeader.byteCount
-
-        // The disk's own limits: one small write + fdatasync at a time, then group-commit-sized batches.
-        results.append(try RawDisk.run(name: "raw pwrite+fdatasync, 1 entry per sync", path: dir + "/raw1", writeBytes: entryTotal, duration: duration))
-        for level in levels where level > 1 {
-            results.append(try RawDisk.run(name: "raw pwrite+fdatasync, \(level) entries per sync", path: dir + "/raw\(level)", writeBytes: entryTotal * level, duration: duration, entriesPerWrite: level))
-        }
-        for level in levels {
-            results.append(try await StoreRun.run(name: "LogStore SYNC_FLUSH, \(level) appenders", directory: dir + "/sync\(level)", mode: .sync, appenders: level, entryBytes: entryBytes, segmentBytes: segmentBytes, duration: duration))
-        }
+        let slice = duration / Double(rounds)
         let asyncAppenders = levels.max() ?? 1
-        results.append(try await StoreRun.run(name: "LogStore ASYNC_FLUSH, \(asyncAppenders) appenders", directory: dir + "/async", mode: .rocketMQAsyncDefault, appenders: asyncAppenders, entryBytes: entryBytes, segmentBytes: segmentBytes, duration: duration))
+        for _ in 0..<rounds {
+            // Each baseline right before the store run it is compared with: the disk's synchronous
+            // write rate for one appender, group commit by hand (N entries per fdatasync) for N.
+            for level in levels {
+                record(try RawDisk.run(name: level == 1 ? "raw pwrite+fdatasync, 1 entry per sync" : "raw pwrite+fdatasync, \(level) entries per sync", path: dir + "/raw\(level)", writeBytes: entryTotal * level, duration: slice, entriesPerWrite: level))
+                record(try await StoreRun.run(name: "LogStore SYNC_FLUSH, \(level) appenders", directory: dir + "/sync\(level)", mode: .sync, appenders: level, entryBytes: entryBytes, segmentBytes: segmentBytes, duration: slice))
+            }
+            record(try await StoreRun.run(name: "LogStore ASYNC_FLUSH, \(asyncAppenders) appenders", directory: dir + "/async", mode: .rocketMQAsyncDefault, appenders: asyncAppenders, entryBytes: entryBytes, segmentBytes: segmentBytes, duration: slice))
+        }
+        results.sort { $0.order < $1.order }
         results.append(contentsOf: try await RecoveryRun.run(directory: dir + "/recovery", megabytes: recoveryMegabytes, entryBytes: entryBytes, segmentBytes: segmentBytes))
 
         print("")
@@ -90,6 +98,23 @@ struct Measurement {
     var seconds: Double
     var latenciesMs: [Double]
     var syncs: Int?
+
+    /// Adds another round of the same measurement.
+    mutating func merge(_ other: Measurement) {
+        precondition(other.key == key, "merging different measurements")
+        operations += other.operations
+        bytes += other.bytes
+        seconds += other.seconds
+        latenciesMs += other.latenciesMs
+        if let s = other.syncs { syncs = (syncs ?? 0) + s }
+    }
+
+    /// Table order: baselines, then SYNC_FLUSH, then ASYNC_FLUSH, each by concurrency.
+    var order: Int {
+        let digits = Int(key.filter(\.isNumber)) ?? 0
+        let group = key.hasPrefix("raw") ? 0 : key.hasPrefix("sync") ? 1 : 2
+        return group * 100_000 + digits
+    }
 
     var operationsPerSecond: Double { Double(operations) / seconds }
     var megabytesPerSecond: Double { Double(bytes) / seconds / 1_000_000 }
