@@ -33,6 +33,40 @@ extension LogStore {
         }
     }
 
+    /// Where entry `index` starts: its index record when the record is sound and matches the header it
+    /// points to; otherwise found by scanning the segment that must hold it (the index is only a cache
+    /// of the data). Returns whether the record needs rewriting.
+    private func locate(
+        _ index: LogIndex, segments: [SegmentFile], index indexFiles: IndexFiles, written: UInt64
+    ) throws(StorageError) -> (found: (segment: Int, position: UInt64, entryByteCount: Int), repaired: Bool) {
+        if let record = try indexFiles.record(index), record.index == index,
+            let k = segments.firstIndex(where: { $0.contains(record.position.rawValue) })
+        {
+            var reader = SegmentReader(segment: segments[k], limit: written, chunkBytes: 4096)
+            if case let .entry(h) = try reader.item(at: record.position.rawValue), record.matches(h) {
+                return ((k, record.position.rawValue, record.entryByteCount), false)
+            }
+        }
+        // The last segment whose first entry is at or before `index`.
+        var k: Int? = nil
+        for (i, segment) in segments.enumerated() {
+            var reader = SegmentReader(segment: segment, limit: written, chunkBytes: 4096)
+            guard case let .entry(h) = try reader.item(at: segment.start), h.position.rawValue == segment.start else { continue }
+            if h.index <= index { k = i } else { break }
+        }
+        if let k {
+            let segment = segments[k]
+            var reader = SegmentReader(segment: segment, limit: written, chunkBytes: 1 << 20)
+            var position = segment.start
+            while case let .entry(h) = try reader.item(at: position), h.position.rawValue == position {
+                if h.index == index { return ((k, position, h.totalByteCount), true) }
+                guard h.index < index else { break }
+                position += UInt64(h.totalByteCount)
+            }
+        }
+        throw .corrupt(file: indexDirectory, position: IndexFiles.offset(of: index), detail: "entry \(index) is neither where its index record says nor found by scanning its segment\(Self.rebuildIndexHint)")
+    }
+
     /// The index is a cache of the data: an operator can always have it rebuilt.
     static let rebuildIndexHint = "; if the data is intact the index can be rebuilt: stop the broker, remove the store's index/ directory and checkpoint file, and start it again"
 
@@ -47,21 +81,27 @@ extension LogStore {
     private func readVerified(
         from index: LogIndex, maxBytes: Int, segments: [SegmentFile], index indexFiles: IndexFiles, next: LogIndex, written: UInt64
     ) throws(StorageError) -> [LogEntry] {
-        guard let record = try indexFiles.record(index) else {
-            throw .corrupt(file: indexDirectory, position: IndexFiles.offset(of: index), detail: "index record of entry \(index) is missing or invalid\(Self.rebuildIndexHint)")
-        }
-        guard record.index == index else {
-            throw .corrupt(file: indexDirectory, position: IndexFiles.offset(of: index), detail: "index record at entry \(index)'s slot names entry \(record.index)\(Self.rebuildIndexHint)")
-        }
-        var position = record.position.rawValue
-        guard var k = segments.firstIndex(where: { $0.contains(position) }) else {
-            throw .corrupt(file: indexDirectory, position: IndexFiles.offset(of: index), detail: "index record of entry \(index) points to position \(position), outside every segment\(Self.rebuildIndexHint)")
-        }
+        let (found, repaired) = try locate(index, segments: segments, index: indexFiles, written: written)
+        var position = found.position
+        var k = found.segment
         var entries: [LogEntry] = []
         var bytes = 0
         var expected = index
         var previousChain: UInt32? = nil
-        let chunk = min(max(maxBytes, record.entryByteCount) + EntryHeader.byteCount, 4 << 20)
+        defer {
+            // An index record that had to be found by scanning is rewritten once the entry verified.
+            if repaired, let first = entries.first {
+                var record: [UInt8] = []
+                IndexRecord(first.header).encode(into: &record)
+                lock.withLock {
+                    if state.nextIndex > index, state.firstIndex <= index {
+                        _ = try? state.index.write(record, firstIndex: index)
+                        state.statistics.indexRecordsRepaired += 1
+                    }
+                }
+            }
+        }
+        let chunk = min(max(maxBytes, found.entryByteCount) + EntryHeader.byteCount, 4 << 20)
         var reader = SegmentReader(segment: segments[k], limit: written, chunkBytes: chunk)
         while expected < next && (entries.isEmpty || bytes < maxBytes) {
             let segment = segments[k]
@@ -69,9 +109,6 @@ extension LogStore {
             case let .entry(header):
                 if let why = try reader.verify(header, at: position, expectedIndex: expected, previousChainCRC: previousChain) {
                     throw .corrupt(file: segment.path, position: position, detail: why)
-                }
-                if entries.isEmpty && !record.matches(header) {
-                    throw .corrupt(file: segment.path, position: position, detail: "entry \(index) differs from its index record\(Self.rebuildIndexHint)")
                 }
                 if !entries.isEmpty && bytes + header.totalByteCount > maxBytes { return entries }
                 entries.append(LogEntry(header: header, body: reader.body(of: header)))

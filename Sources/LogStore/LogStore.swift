@@ -21,6 +21,8 @@ public struct LogStoreStatistics: Sendable, Equatable {
     /// fdatasync calls made for group commit and interval flushes (not counting segment seals).
     public var dataSyncs = 0
     public var checkpoints = 0
+    /// Index records found wrong by a read, located by scanning and rewritten.
+    public var indexRecordsRepaired = 0
     /// Time spent in group-commit fdatasyncs, in waiting for a group to fill, and in resuming the
     /// appenders a sync answered (nanoseconds, summed).
     public var syncNanoseconds: UInt64 = 0

@@ -224,3 +224,32 @@ import TestSupport
         }
     }
 }
+
+@Suite struct IndexRepairTests {
+    @Test func aDamagedIndexRecordIsFoundAgainByScanningAndRewritten() async throws {
+        let tmp = TempDirectory()
+        let dir = tmp.path + "/s"
+        var rng = SplitMix64(seed: 77)
+        var bodies: [[UInt8]] = []
+        do {
+            let store = try LogStore.open(smallOptions(dir))
+            for _ in 0..<200 {
+                let b = randomBody(&rng, 100...200)
+                bodies.append(b)
+                _ = try await store.append([EntryToAppend(term: Term(1), body: b)])
+            }
+            try store.close()
+        }
+        // Entry 5 is far before the recovery scan: recovery trusts its index record.
+        let indexFile = dir + "/index/" + String(format: "%020d", 0)
+        flipBit(indexFile, at: 5 * 32 + 9, bit: 3)  // its position field
+        let store = try LogStore.open(smallOptions(dir))
+        #expect(store.recoveryReport.indexRecordsRewritten == 0)
+        #expect(try store.read(from: LogIndex(5), maxBytes: 0).map(\.body) == [bodies[5]])
+        #expect(store.statistics.indexRecordsRepaired == 1)
+        #expect(try store.read(from: LogIndex(5), maxBytes: 0).map(\.body) == [bodies[5]])
+        #expect(store.statistics.indexRecordsRepaired == 1, "the record was rewritten, no second scan")
+        #expect(try readAll(store).map(\.body) == bodies)
+        try store.close()
+    }
+}
