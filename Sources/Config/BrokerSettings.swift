@@ -12,6 +12,7 @@ public enum FlushDiskType: String, Sendable, CaseIterable {
 public struct BrokerConfig: Sendable, Equatable {
     public var brokerClusterName = "DefaultCluster"
     public var brokerName = "DefaultBrokerName"
+    /// -1 in a Raft group until its first role (see `RaftPeer.followerBrokerId`).
     public var brokerId: Int64 = 0
     /// The address registered with the nameservers; empty = detected at start.
     public var brokerIP1 = ""

@@ -161,6 +161,12 @@ public enum ConfigLoader {
                 throw fail("preferredLeaderId", "\(s.raft.preferredLeaderId.debugDescription) is not among dLegerPeers \(ids.joined(separator: ", "))")
             }
             do { _ = try Values.name(s.raft.dLegerGroup) } catch { throw fail("dLegerGroup", error.message) }
+            // As RocketMQ's BrokerStartup does: the Raft role decides the id (0 on the leader, the digits
+            // of dLegerSelfId + 1 on followers); -1 until the first role.
+            if let configured = lines["brokerId"] {
+                warnings.append(ConfigWarning(source: configured, message: "brokerId is decided by the Raft role when enableDLegerCommitLog=true; the configured value is ignored"))
+            }
+            s.broker.brokerId = -1
         } else if s.store.brokerRole == .SLAVE && s.broker.brokerId == 0 {
             throw fail(lines["brokerId"] != nil ? "brokerId" : "brokerRole", "a SLAVE needs a brokerId above 0 (0 is the master's)")
         } else if s.store.brokerRole != .SLAVE && s.broker.brokerId != 0 {

@@ -33,7 +33,7 @@ import Testing
         for expected in [
             "brokerClusterName=RaftCluster", "brokerName=RaftNode00", "listenPort=30911", "enableDLegerCommitLog=true",
             "dLegerGroup=RaftNode00", "dLegerPeers=n0-mq1:40911;n1-mq2:40911;n2-mq3:40911", "dLegerSelfId=n0",
-            "namesrvAddr=mq1:9876;mq2:9876;mq3:9876", "httpListenPort=30913", "sendMessageThreadPoolNums=16",
+            "namesrvAddr=mq1:9876;mq2:9876;mq3:9876", "httpListenPort=30913", "sendMessageThreadPoolNums=16", "brokerId=-1",
         ] {
             #expect(lines.contains(expected), "missing \(expected)")
         }

@@ -61,6 +61,9 @@ import Testing
         #expect(s.raft.peers.map(\.address.host) == ["mq1", "mq2", "mq3"])
         #expect(s.raft.selfPeer?.address == HostPort(host: "mq2", port: 40911))
         #expect(s.raft.selfPeer?.followerBrokerId == 2)
+        #expect(s.broker.brokerId == -1, "a Raft node's id is decided by its role")
+        let (_, warnings) = try load(Self.raft + "dLegerSelfId=n1\nbrokerId=3\n")
+        #expect(warnings.map(\.description).contains("x.conf:5: brokerId is decided by the Raft role when enableDLegerCommitLog=true; the configured value is ignored"))
 
         #expect(error(Self.raft + "dLegerSelfId=n5\n") == "x.conf:4: dLegerSelfId: \"n5\" is not among dLegerPeers n0, n1, n2")
         #expect(error("dLegerPeers=n0-a:1;n0-b:2\n") == "x.conf:1: dLegerPeers: peer id n0 appears twice")
