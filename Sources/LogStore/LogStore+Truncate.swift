@@ -37,12 +37,24 @@ extension LogStore {
             guard let k = state.segments.firstIndex(where: { $0.contains(cut) }) else {
                 throw StorageError.corrupt(file: dataDirectory, position: cut, detail: "no segment holds position \(cut)")
             }
+            // Crash-safe order. A crash anywhere below leaves a log that opens: the removed entries
+            // may still be there (the caller never heard that the truncation finished), never a hole.
+            // 1. A checkpoint past the cut would make recovery call the shorter log a loss of durable
+            //    entries: move it down to the cut first (everything before the cut is durable when the
+            //    checkpoint is past it).
+            if let checkpoint = state.lastCheckpoint, checkpoint.endPosition > cut {
+                try FileIO.writeAtomically(CheckpointFile.encode(point), to: checkpointPath)
+                state.lastCheckpoint = point
+            }
+            // 2. Later segments go first, newest first, so what remains is always a contiguous prefix
+            //    ending in a sealed segment.
             let doomed = state.segments[(k + 1)...]
-            for s in doomed { try FileIO.unlink(s.path) }
+            for s in doomed.reversed() { try FileIO.unlink(s.path) }
+            if !doomed.isEmpty { try FileIO.fsyncDirectory(dataDirectory) }
+            // 3. Then the cut itself.
             let segment = state.segments[k]
             try segment.truncate(toLocal: cut - segment.start)
             try segment.sync()
-            if !doomed.isEmpty { try FileIO.fsyncDirectory(dataDirectory) }
             state.segments.removeSubrange((k + 1)...)
             try state.index.truncate(from: keepNext)
             let remaining = state.index.files

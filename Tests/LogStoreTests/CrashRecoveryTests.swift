@@ -216,3 +216,40 @@ import TestSupport
         #expect(entriesServed > 0)
     }
 }
+
+@Suite struct TruncationCrashTests {
+    /// truncateSuffix moves the checkpoint down, then unlinks later segments, then cuts: a crash after
+    /// any step leaves a store that opens (holding the removed entries or not), never one that refuses.
+    @Test func aCrashInsideTruncateSuffixLeavesAStoreThatOpens() async throws {
+        let tmp = TempDirectory()
+        let live = tmp.path + "/live"
+        var rng = SplitMix64(seed: 5)
+        let store = try LogStore.open(smallOptions(live))
+        for _ in 0..<60 { _ = try await store.append([EntryToAppend(term: Term(1), body: randomBody(&rng, 100...250))]) }
+        try store.checkpointNow()
+        let all = try readAll(store)
+        try store.close()
+        let keep = all[9]
+        let cut = all[10].position.rawValue
+        let point = DurablePoint(endPosition: cut, nextIndex: LogIndex(10), lastTerm: keep.term, lastChainCRC: keep.header.chainCRC)
+        let k = Int(cut / 4096)
+
+        // After step 1: checkpoint moved down, files untouched.
+        let a = tmp.snapshot(live, to: "a")
+        try Data(CheckpointFile.encode(point)).write(to: URL(fileURLWithPath: a + "/checkpoint"))
+        let sa = try LogStore.open(smallOptions(a))
+        #expect(try readAll(sa) == all)
+        try sa.close()
+
+        // After step 2: later segments gone too; the cut segment is whole and sealed.
+        let b = tmp.snapshot(live, to: "b")
+        try Data(CheckpointFile.encode(point)).write(to: URL(fileURLWithPath: b + "/checkpoint"))
+        for f in segmentFiles(b)[(k + 1)...] { try FileManager.default.removeItem(atPath: f) }
+        let sb = try LogStore.open(smallOptions(b))
+        let kept = try readAll(sb)
+        #expect(kept == Array(all.prefix(kept.count)))
+        #expect(kept.count >= 10)
+        #expect(kept.last.map { $0.position.rawValue / 4096 } == UInt64(k))
+        try sb.close()
+    }
+}
