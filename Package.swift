@@ -28,6 +28,8 @@ let package = Package(
         .target(name: "LogFormat", dependencies: ["CChecksum"], swiftSettings: strict),
         // Segment files, index, group commit, recovery, retention. Knows nothing of roles.
         .target(name: "LogStore", dependencies: ["LogFormat"], swiftSettings: strict),
+        // The pure Raft state machine: decides, never waits. Standard library only.
+        .target(name: "RaftCore", swiftSettings: strict),
         // RocketMQ .properties -> typed, validated configuration.
         .target(name: "Config", swiftSettings: strict),
         .executableTarget(
@@ -52,6 +54,7 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "LogFormatTests", dependencies: ["LogFormat", "CChecksum", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "LogStoreTests", dependencies: ["LogStore", "LogFormat", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore"], swiftSettings: strict),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CommandTests", dependencies: ["mqbroker", "mqbench", "storewriter", "LogStore", "LogFormat"], swiftSettings: strict),
     ]

@@ -1,0 +1,166 @@
+/// The node's view of its log: the durable part (read through `RaftLogReader`) followed by the
+/// `unstable` entries the driver has not yet confirmed durable, plus the commit and apply cursors.
+///
+/// Invariants: `unstableOffset <= stable.lastIndex + 1` (unstable entries start at or before the end
+/// of the durable log; when they start before it, the durable entries from `unstableOffset` on are
+/// stale and the next Ready truncates them); `applied <= committed <= lastIndex`.
+struct RaftLog<Reader: RaftLogReader> {
+    let stable: Reader
+    private(set) var unstable: [Entry] = []
+    private(set) var unstableOffset: LogIndex
+    /// Highest index known committed (Raft Figure 2 `commitIndex`).
+    private(set) var committed: LogIndex
+    /// Highest index handed to the driver for applying.
+    private(set) var applied: LogIndex
+    /// The last unstable entry handed out in a Ready that is not advanced yet.
+    private var inProgress: (index: LogIndex, term: Term)?
+
+    init(stable: Reader, committed: LogIndex, applied: LogIndex) {
+        precondition(committed <= stable.lastIndex, "the persisted commit index \(committed) is past the log's last index \(stable.lastIndex): the log lost committed entries")
+        precondition(applied <= committed, "applied index \(applied) is past the commit index \(committed)")
+        self.stable = stable
+        self.unstableOffset = stable.lastIndex.next
+        self.committed = committed
+        self.applied = max(applied, stable.firstIndex.previous)
+    }
+
+    var firstIndex: LogIndex { stable.firstIndex }
+
+    var lastIndex: LogIndex {
+        unstable.isEmpty ? stable.lastIndex : unstableOffset + (unstable.count - 1)
+    }
+
+    var lastTerm: Term { term(at: lastIndex) ?? .zero }
+
+    /// The last index of this log that is durable: the driver confirmed it with `advance`.
+    var persistedLastIndex: LogIndex {
+        unstable.isEmpty ? stable.lastIndex : unstableOffset.previous
+    }
+
+    func term(at index: LogIndex) -> Term? {
+        if index == .zero { return .zero }
+        if index >= unstableOffset {
+            let k = index - unstableOffset
+            return k < unstable.count ? unstable[k].term : nil
+        }
+        return stable.term(at: index)
+    }
+
+    func matchTerm(_ index: LogIndex, _ term: Term) -> Bool {
+        self.term(at: index) == term
+    }
+
+    /// Raft §5.4.1: a candidate's log is at least as up-to-date as this one.
+    func isUpToDate(lastIndex candidateIndex: LogIndex, lastTerm candidateTerm: Term) -> Bool {
+        candidateTerm > lastTerm || (candidateTerm == lastTerm && candidateIndex >= lastIndex)
+    }
+
+    /// Entries from `index` on, at most `maxCount` of them and about `maxBytes` (always at least one
+    /// when `index <= lastIndex`). Empty when `index` is past the end.
+    func entries(from index: LogIndex, maxCount: Int, maxBytes: Int) -> [Entry] {
+        guard index <= lastIndex else { return [] }
+        precondition(index >= firstIndex, "entries from \(index) are before the first index \(firstIndex)")
+        var upper = min(lastIndex, index + (maxCount - 1))
+        var out: [Entry] = []
+        var bytes = 0
+        if index < unstableOffset {
+            let stableUpper = min(upper, unstableOffset.previous)
+            out = stable.entries(in: index...stableUpper, maxBytes: maxBytes)
+            bytes = out.reduce(0) { $0 + $1.data.count }
+            precondition(!out.isEmpty, "the log reader returned no entries for \(index)...\(stableUpper)")
+            if out.count < (stableUpper - index) + 1 { return out }
+            if bytes >= maxBytes { return out }
+        }
+        upper = min(upper, lastIndex)
+        var i = max(index, unstableOffset)
+        while i <= upper {
+            let e = unstable[i - unstableOffset]
+            bytes += e.data.count
+            if !out.isEmpty && bytes > maxBytes { break }
+            out.append(e)
+            i = i.next
+        }
+        return out
+    }
+
+    /// The first index among `entries` whose term differs from this log's, or nil when every entry
+    /// is already here (they may run past the end: those count as conflicts).
+    func findConflict(_ entries: [Entry]) -> LogIndex? {
+        for e in entries where !matchTerm(e.index, e.term) {
+            return e.index
+        }
+        return nil
+    }
+
+    /// The largest index at or below `index` whose term is at most `term` (for fast backup).
+    func findConflictByTerm(index: LogIndex, term: Term) -> (index: LogIndex, term: Term) {
+        var i = min(index, lastIndex)
+        while true {
+            guard let t = self.term(at: i) else { return (i, .zero) }
+            if t <= term { return (i, t) }
+            if i == .zero { return (i, t) }
+            i = i.previous
+        }
+    }
+
+    /// Appends `entries` (consecutive), replacing whatever conflicts with them.
+    mutating func append(_ entries: [Entry]) {
+        guard let first = entries.first else { return }
+        precondition(first.index > committed, "append at \(first.index) would overwrite the committed index \(committed)")
+        precondition(first.index <= lastIndex.next, "append at \(first.index) leaves a gap after \(lastIndex)")
+        if first.index == lastIndex.next && !unstable.isEmpty {
+            unstable.append(contentsOf: entries)
+        } else if first.index <= unstableOffset || unstable.isEmpty {
+            unstable = entries
+            unstableOffset = first.index
+        } else {
+            unstable.removeSubrange((first.index - unstableOffset)...)
+            unstable.append(contentsOf: entries)
+        }
+    }
+
+    mutating func commit(to index: LogIndex) {
+        guard index > committed else { return }
+        precondition(index <= lastIndex, "commit to \(index) is past the last index \(lastIndex)")
+        committed = index
+    }
+
+    /// Committed entries not handed out yet, about `maxBytes` of them.
+    func nextCommittedEntries(maxBytes: Int) -> [Entry] {
+        guard committed > applied else { return [] }
+        return entries(from: applied.next, maxCount: committed - applied, maxBytes: maxBytes)
+    }
+
+    var hasNextCommittedEntries: Bool { committed > applied }
+
+    mutating func markApplied(through index: LogIndex) {
+        precondition(index <= committed, "applied \(index) is past the commit index \(committed)")
+        precondition(index >= applied, "applied index went back from \(applied) to \(index)")
+        applied = index
+    }
+
+    /// Where the driver must cut the durable log before writing the unstable entries.
+    var pendingTruncation: LogIndex? {
+        guard !unstable.isEmpty, unstableOffset <= stable.lastIndex else { return nil }
+        return unstableOffset.previous
+    }
+
+    var unstableEntries: [Entry] { unstable }
+
+    mutating func markInProgress() {
+        if let last = unstable.last { inProgress = (last.index, last.term) }
+    }
+
+    /// The driver wrote what the last Ready held: forget the unstable entries that are now durable,
+    /// unless a conflict replaced them in the meantime (then the next Ready writes them again).
+    mutating func advanceStable() {
+        defer { inProgress = nil }
+        guard let (index, term) = inProgress, index >= unstableOffset, matchTerm(index, term) else { return }
+        let count = (index - unstableOffset) + 1
+        precondition(stable.lastIndex >= index, "the driver did not write the entries of the Ready before advance (log ends at \(stable.lastIndex), expected \(index))")
+        precondition(stable.term(at: index) == term, "the log reader holds term \(String(describing: stable.term(at: index))) at \(index), the Ready wrote \(term)")
+        unstable.removeFirst(count)
+        unstableOffset = index.next
+        if unstable.isEmpty { unstableOffset = stable.lastIndex.next }
+    }
+}

@@ -1,0 +1,149 @@
+extension RaftNode {
+    /// Feeds one message from another member. Messages from non-members, to other nodes, or from
+    /// older terms are dropped (an old leader is told the current term so it steps down).
+    public func step(_ m: Message) {
+        guard m.to == id, m.from != id, config.voters.contains(m.from) else { return }
+
+        if m.term > term {
+            switch m.body {
+            case .preVote, .vote(_, _, false):
+                // Leader stickiness (thesis §4.2.3): while we hear from a live leader, a vote request
+                // is someone cut off who must not depose it. A transfer's vote passes.
+                if config.checkQuorum, leader != nil, electionElapsed < config.electionTimeoutTicks { return }
+            default:
+                break
+            }
+            switch m.body {
+            case .preVote:
+                break  // a pre-vote never changes our term
+            case .preVoteResponse(granted: true):
+                break  // carries the term we would campaign in, not a newer term of the group
+            case .append, .heartbeat:
+                becomeFollower(term: m.term, leader: m.from)
+            default:
+                becomeFollower(term: m.term, leader: nil)
+            }
+        } else if m.term < term {
+            switch m.body {
+            case .append, .heartbeat:
+                // An old leader, perhaps cut off while we moved on: answer with our term so it steps
+                // down (without this, check-quorum plus pre-vote could leave it stranded).
+                if config.checkQuorum || config.preVote {
+                    send(Message(from: id, to: m.from, term: term, body: .heartbeatResponse(context: nil)))
+                }
+            case .preVote:
+                send(Message(from: id, to: m.from, term: term, body: .preVoteResponse(granted: false)))
+            default:
+                break
+            }
+            return
+        }
+
+        switch m.body {
+        case .preVote(let lastIndex, let lastTerm):
+            handleVoteRequest(m, lastIndex: lastIndex, lastTerm: lastTerm, pre: true)
+            return
+        case .vote(let lastIndex, let lastTerm, _):
+            handleVoteRequest(m, lastIndex: lastIndex, lastTerm: lastTerm, pre: false)
+            return
+        default:
+            break
+        }
+
+        switch roleState {
+        case .follower: stepFollower(m)
+        case .preCandidate, .candidate: stepCandidate(m)
+        case .leader: stepLeader(m)
+        }
+    }
+
+    private func stepFollower(_ m: Message) {
+        switch m.body {
+        case .append(let prevIndex, let prevTerm, let entries, let commit):
+            electionElapsed = 0
+            leader = m.from
+            handleAppend(from: m.from, prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commit)
+        case .heartbeat(let commit, let context):
+            electionElapsed = 0
+            leader = m.from
+            handleHeartbeat(from: m.from, commit: commit, context: context)
+        case .timeoutNow:
+            // The leader chose us: campaign now, through the others' leader leases.
+            campaign(.leadershipTransfer)
+        case .readIndexResponse(let index, let context):
+            readStates.append(ReadState(index: index, context: context))
+        case .readIndex, .appendResponse, .heartbeatResponse, .preVoteResponse, .voteResponse, .preVote, .vote:
+            break
+        }
+    }
+
+    private func stepCandidate(_ m: Message) {
+        switch m.body {
+        case .append(let prevIndex, let prevTerm, let entries, let commit):
+            // A leader of our term won; follow it.
+            becomeFollower(term: term, leader: m.from)
+            handleAppend(from: m.from, prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commit)
+        case .heartbeat(let commit, let context):
+            becomeFollower(term: term, leader: m.from)
+            handleHeartbeat(from: m.from, commit: commit, context: context)
+        case .preVoteResponse(let granted):
+            if case .preCandidate = roleState { recordVote(from: m.from, granted: granted) }
+        case .voteResponse(let granted):
+            if case .candidate = roleState { recordVote(from: m.from, granted: granted) }
+        case .timeoutNow, .readIndex, .readIndexResponse, .appendResponse, .heartbeatResponse, .preVote, .vote:
+            break
+        }
+    }
+
+    private func stepLeader(_ m: Message) {
+        switch m.body {
+        case .appendResponse(let result):
+            handleAppendResponse(from: m.from, result)
+        case .heartbeatResponse(let context):
+            handleHeartbeatResponse(from: m.from, context: context)
+        case .readIndex(let context):
+            // Refused reads from followers are dropped: the follower's client times out and retries.
+            try? leaderRead(context: context, from: m.from)
+        case .append, .heartbeat:
+            // Another leader in our own term would break election safety; a correct peer never
+            // sends this. Drop it rather than trust it.
+            break
+        case .timeoutNow, .readIndexResponse, .preVoteResponse, .voteResponse, .preVote, .vote:
+            break
+        }
+    }
+
+    // MARK: Follower side of replication
+
+    func handleAppend(from leaderID: NodeID, prevIndex: LogIndex, prevTerm: Term, entries: [Entry], commit: LogIndex) {
+        if prevIndex < log.committed {
+            // Everything up to our commit index matches any leader's log (leader completeness).
+            send(Message(from: id, to: leaderID, term: term, body: .appendResponse(.accepted(matchIndex: log.committed))))
+            return
+        }
+        guard log.matchTerm(prevIndex, prevTerm) else {
+            let hint = log.findConflictByTerm(index: prevIndex, term: prevTerm)
+            send(Message(from: id, to: leaderID, term: term,
+                         body: .appendResponse(.rejected(rejectedIndex: prevIndex, hintIndex: hint.index, hintTerm: hint.term))))
+            return
+        }
+        // Entries must be consecutive after prevIndex; anything else is a malformed message.
+        for (k, e) in entries.enumerated() {
+            if e.index != prevIndex + (k + 1) || e.term > term { return }
+        }
+        let lastNew = prevIndex + entries.count
+        if let conflict = log.findConflict(entries) {
+            precondition(conflict > log.committed, "entry \(conflict) conflicts with the committed prefix (commit \(log.committed))")
+            let k = conflict - entries[0].index
+            log.append(Array(entries[k...]))
+        }
+        log.commit(to: min(commit, lastNew))
+        send(Message(from: id, to: leaderID, term: term, body: .appendResponse(.accepted(matchIndex: lastNew))))
+    }
+
+    func handleHeartbeat(from leaderID: NodeID, commit: LogIndex, context: [UInt8]?) {
+        // The leader sends min(our match, its commit), so this is within our log; stay defensive.
+        log.commit(to: min(commit, log.lastIndex))
+        send(Message(from: id, to: leaderID, term: term, body: .heartbeatResponse(context: context)))
+    }
+}

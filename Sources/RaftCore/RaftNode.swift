@@ -1,0 +1,270 @@
+/// One member of a Raft group as a pure state machine (etcd raft's design): `step`, `tick`,
+/// `propose`, `transferLeadership` and `readIndex` go in; a `Ready` comes out; the driver persists,
+/// sends and applies it, then calls `advance`. No clocks, files, sockets, threads or system
+/// randomness: time is `tick()`, randomness comes from `RaftConfig.randomSeed`.
+///
+/// Not thread-safe: one task owns a node.
+public final class RaftNode<Log: RaftLogReader> {
+    public let config: RaftConfig
+    public var id: NodeID { config.id }
+
+    /// Raft Figure 2 persistent state.
+    public internal(set) var term: Term
+    public internal(set) var vote: NodeID?
+    /// The leader this node follows in `term` (itself when leading).
+    public internal(set) var leader: NodeID?
+
+    var log: RaftLog<Log>
+    var roleState: RoleState = .follower
+    let quorum: Int
+
+    /// Ticks since the last election timeout reset (followers, candidates) or since the last
+    /// check-quorum round (leaders).
+    var electionElapsed = 0
+    var heartbeatElapsed = 0
+    var randomizedElectionTimeout = 0
+    var random: RaftRandom
+
+    var outbox: [Message] = []
+    var outboxAfterPersist: [Message] = []
+    var readStates: [ReadState] = []
+
+    private var previousHardState: HardState
+    private var previousSoftState: SoftState
+    private var readyOutstanding = false
+
+    /// Starts (or restarts) a node over `log`, from the hard state persisted last time.
+    /// `appliedIndex` is how far the driver's state machine has applied; committed entries after it
+    /// come out in the first Ready.
+    public init(config: RaftConfig, log: Log, hardState: HardState = HardState(), appliedIndex: LogIndex = .zero) {
+        config.validate()
+        self.config = config
+        self.quorum = config.voters.count / 2 + 1
+        self.random = RaftRandom(seed: config.randomSeed ^ (config.id.rawValue &* 0x9E37_79B9_7F4A_7C15))
+        self.term = hardState.term
+        self.vote = hardState.vote
+        if let v = hardState.vote {
+            precondition(config.voters.contains(v), "the persisted vote for \(v) names no member of \(config.voters)")
+        }
+        if let lastTerm = log.term(at: log.lastIndex) {
+            precondition(lastTerm <= hardState.term, "the log's last term \(lastTerm) is past the persisted term \(hardState.term)")
+        }
+        self.log = RaftLog(stable: log, committed: hardState.commit, applied: min(appliedIndex, hardState.commit))
+        self.previousHardState = hardState
+        self.previousSoftState = SoftState(role: .follower, leader: nil)
+        becomeFollower(term: hardState.term, leader: nil)
+    }
+
+    // MARK: Observers
+
+    public var role: Role { roleState.role }
+    public var softState: SoftState { SoftState(role: role, leader: leader) }
+    public var hardState: HardState { HardState(term: term, vote: vote, commit: log.committed) }
+    public var commitIndex: LogIndex { log.committed }
+    public var appliedIndex: LogIndex { log.applied }
+    public var lastIndex: LogIndex { log.lastIndex }
+    public var lastTerm: Term { log.lastTerm }
+    public func term(at index: LogIndex) -> Term? { log.term(at: index) }
+
+    /// A snapshot of everything `/raft/state` shows.
+    public var status: RaftStatus {
+        var peers: [RaftStatus.Peer] = []
+        var transferee: NodeID?
+        if case .leader(let l) = roleState {
+            transferee = l.transferee
+            for v in config.voters where v != id {
+                let p = l.progress[v]!
+                peers.append(.init(id: v, match: p.match, next: p.next, state: p.state.rawValue,
+                                   inflightAppends: p.inflights.count, recentActive: p.recentActive))
+            }
+        }
+        return RaftStatus(id: id, role: role, term: term, vote: vote, leader: leader, commit: log.committed,
+                          applied: log.applied, lastIndex: log.lastIndex, lastTerm: log.lastTerm,
+                          persistedIndex: log.persistedLastIndex, leadershipTransferee: transferee, peers: peers)
+    }
+
+    // MARK: Inputs
+
+    /// One unit of logical time.
+    public func tick() {
+        switch roleState {
+        case .leader: tickLeader()
+        case .follower, .preCandidate, .candidate: tickElection()
+        }
+    }
+
+    /// Appends `data` to the log if this node leads. Returns the entry's index: the proposal is
+    /// committed when an entry of this index and of the returned term comes out committed.
+    @discardableResult
+    public func propose(_ data: [UInt8]) throws(RaftError) -> (index: LogIndex, term: Term) {
+        let range = try propose(batch: [data])
+        return (range.lowerBound, term)
+    }
+
+    /// Appends several proposals at once (they travel in the same append messages).
+    @discardableResult
+    public func propose(batch: [[UInt8]]) throws(RaftError) -> ClosedRange<LogIndex> {
+        guard case .leader = roleState else { throw .notLeader(leader: leader) }
+        precondition(!batch.isEmpty, "propose: an empty batch")
+        var bytes = 0
+        for data in batch {
+            if data.isEmpty { throw .emptyProposal }
+            if data.count > config.maxEntryBytes { throw .proposalTooLarge(bytes: data.count, limit: config.maxEntryBytes) }
+            bytes += data.count
+        }
+        let first = log.lastIndex.next
+        try withLeader { (l) throws(RaftError) in
+            if let t = l.transferee { throw .leadershipTransferInProgress(to: t) }
+            if l.uncommitted.count + batch.count > config.maxPendingProposals {
+                throw .tooManyPendingProposals(limit: config.maxPendingProposals)
+            }
+            if l.uncommitted.bytes + bytes > config.maxUncommittedBytes {
+                throw .tooManyUncommittedBytes(limit: config.maxUncommittedBytes)
+            }
+        }
+        appendAsLeader(batch)
+        broadcastAppend()
+        return first...log.lastIndex
+    }
+
+    /// Asks for a linearizable read point. The answer comes later as a `ReadState` carrying
+    /// `context` (on a follower, once the leader answers).
+    public func readIndex(context: [UInt8]) throws(RaftError) {
+        switch roleState {
+        case .leader:
+            try leaderRead(context: context, from: id)
+        case .follower:
+            guard let leader else { throw .notLeader(leader: nil) }
+            send(Message(from: id, to: leader, term: term, body: .readIndex(context: context)))
+        case .preCandidate, .candidate:
+            throw .notLeader(leader: nil)
+        }
+    }
+
+    /// Moves leadership to `target`: the leader stops taking proposals, brings the target up to
+    /// date, then tells it to campaign at once (TimeoutNow, thesis §3.10). Aborted if it does not
+    /// finish within an election timeout.
+    public func transferLeadership(to target: NodeID) throws(RaftError) {
+        guard case .leader = roleState else { throw .notLeader(leader: leader) }
+        guard config.voters.contains(target) else { throw .unknownNode(target) }
+        startTransfer(to: target)
+    }
+
+    // MARK: Output
+
+    /// True when `ready()` has something to do.
+    public var hasReady: Bool {
+        precondition(!readyOutstanding, "hasReady while a Ready is not advanced")
+        return softState != previousSoftState || hardState != previousHardState
+            || !log.unstableEntries.isEmpty || log.hasNextCommittedEntries
+            || !outbox.isEmpty || !outboxAfterPersist.isEmpty || !readStates.isEmpty
+    }
+
+    /// What the driver must do now. Call `advance` with it before the next `ready()`.
+    public func ready() -> Ready {
+        precondition(!readyOutstanding, "ready() called twice without advance()")
+        let hs = hardState
+        let ss = softState
+        let entries = log.unstableEntries
+        let truncateAfter = log.pendingTruncation
+        let mustSync = !entries.isEmpty || truncateAfter != nil
+            || hs.term != previousHardState.term || hs.vote != previousHardState.vote
+        let r = Ready(
+            softState: ss == previousSoftState ? nil : ss,
+            hardState: hs == previousHardState ? nil : hs,
+            truncateAfter: truncateAfter,
+            entries: entries,
+            committedEntries: log.nextCommittedEntries(maxBytes: config.maxCommittedBytesPerReady),
+            messages: outbox,
+            messagesAfterPersist: outboxAfterPersist,
+            readStates: readStates,
+            mustSync: mustSync
+        )
+        outbox.removeAll()
+        outboxAfterPersist.removeAll()
+        readStates.removeAll()
+        previousHardState = hs
+        previousSoftState = ss
+        log.markInProgress()
+        readyOutstanding = true
+        return r
+    }
+
+    /// The driver did everything `ready` asked: its entries and hard state are durable and its
+    /// committed entries applied.
+    public func advance(_ ready: Ready) {
+        precondition(readyOutstanding, "advance() without ready()")
+        readyOutstanding = false
+        log.advanceStable()
+        if let last = ready.committedEntries.last {
+            log.markApplied(through: last.index)
+        }
+        if case .leader = roleState {
+            // The leader counts itself only for what is durable here (thesis §10.2.1: it may send
+            // before its own write, but its own vote for commit needs the write).
+            let persisted = log.persistedLastIndex
+            let committedNow = withLeader { l in l.progress[id]!.maybeUpdate(persisted) }
+            if committedNow && maybeCommit() {
+                broadcastAppend()
+            }
+        }
+    }
+
+    // MARK: Sending
+
+    func send(_ m: Message) {
+        precondition(m.from == id && m.to != id, "send: \(m) is not from this node to another")
+        switch m.body {
+        case .voteResponse, .appendResponse:
+            if config.brokenRules.contains(.ackBeforePersist) { outbox.append(m) } else { outboxAfterPersist.append(m) }
+        case .vote:
+            // Our own vote for ourselves must be durable before we ask for others'.
+            outboxAfterPersist.append(m)
+        default:
+            outbox.append(m)
+        }
+    }
+}
+
+/// A small seeded generator (SplitMix64) for election timeouts; RaftCore draws no system randomness.
+struct RaftRandom {
+    private var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// A value in 0..<bound.
+    mutating func below(_ bound: Int) -> Int {
+        precondition(bound > 0)
+        return Int(next() % UInt64(bound))
+    }
+}
+
+/// What observers may read about a node.
+public struct RaftStatus: Sendable, Hashable {
+    public struct Peer: Sendable, Hashable {
+        public var id: NodeID
+        public var match: LogIndex
+        public var next: LogIndex
+        public var state: String
+        public var inflightAppends: Int
+        public var recentActive: Bool
+    }
+    public var id: NodeID
+    public var role: Role
+    public var term: Term
+    public var vote: NodeID?
+    public var leader: NodeID?
+    public var commit: LogIndex
+    public var applied: LogIndex
+    public var lastIndex: LogIndex
+    public var lastTerm: Term
+    public var persistedIndex: LogIndex
+    public var leadershipTransferee: NodeID?
+    /// Per follower, when this node leads.
+    public var peers: [Peer]
+}

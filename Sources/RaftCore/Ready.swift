@@ -1,0 +1,31 @@
+/// Everything the driver must do after the node changed, in this order:
+/// 1. send `messages` (they may leave before the local write);
+/// 2. if `truncateAfter` is set, drop the log after it; append `entries`; persist `hardState`;
+///    make it durable when `mustSync`;
+/// 3. send `messagesAfterPersist` (vote and append acknowledgements: they promise durability);
+/// 4. apply `committedEntries`, answer `readStates`;
+/// 5. call `advance(ready)`.
+public struct Ready: Sendable {
+    /// Set when the role or the known leader changed.
+    public var softState: SoftState?
+    /// Set when term, vote or commit changed.
+    public var hardState: HardState?
+    /// The log must be cut after this index before `entries` are appended (a conflict with the leader).
+    public var truncateAfter: LogIndex?
+    /// Entries to append, consecutive, starting right after `truncateAfter` or the log's end.
+    public var entries: [Entry]
+    /// Entries known committed that the driver has not been given yet, in order.
+    public var committedEntries: [Entry]
+    public var messages: [Message]
+    public var messagesAfterPersist: [Message]
+    public var readStates: [ReadState]
+
+    /// True when term, vote or entries changed: the write must reach the disk before
+    /// `messagesAfterPersist` leave. A commit-only change may be written lazily.
+    public var mustSync: Bool
+
+    public var isEmpty: Bool {
+        softState == nil && hardState == nil && entries.isEmpty && committedEntries.isEmpty
+            && messages.isEmpty && messagesAfterPersist.isEmpty && readStates.isEmpty
+    }
+}
