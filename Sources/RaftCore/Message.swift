@@ -63,8 +63,7 @@ extension Message.Body: CustomStringConvertible {
         case .vote(let i, let t, let transfer): return "Vote last=\(t)/\(i)" + (transfer ? " transfer" : "")
         case .voteResponse(let g): return "VoteResp \(g ? "granted" : "rejected")"
         case .append(let pi, let pt, let entries, let commit):
-            let list = entries.map { e in e.isEmpty ? "\(e.term)/\(e.index) empty" : "\(e.term)/\(e.index) \(String(decoding: e.data, as: UTF8.self))" }
-            return "App prev=\(pt)/\(pi) commit=\(commit) entries=[\(list.joined(separator: ", "))]"
+            return "App prev=\(pt)/\(pi) commit=\(commit) entries=[\(entries.map(\.description).joined(separator: ", "))]"
         case .appendResponse(.accepted(let m)): return "AppResp match=\(m)"
         case .appendResponse(.rejected(let r, let hi, let ht)): return "AppResp rejected=\(r) hint=\(ht)/\(hi)"
         case .heartbeat(let c, let context): return "Heartbeat commit=\(c)" + ctx(context)

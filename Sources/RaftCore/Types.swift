@@ -53,7 +53,12 @@ public struct Entry: Hashable, Sendable, CustomStringConvertible {
     }
     /// True for a leader's no-op entry.
     public var isEmpty: Bool { data.isEmpty }
-    public var description: String { "\(term)/\(index)" + (data.isEmpty ? " (empty)" : " \(data.count)B") }
+    /// `2/7 empty` for a no-op, `2/7 "abc"` for short printable data, `2/7 5000B` otherwise.
+    public var description: String {
+        if data.isEmpty { return "\(term)/\(index) empty" }
+        let printable = data.count <= 32 && data.allSatisfy { $0 >= 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "\"") }
+        return "\(term)/\(index) " + (printable ? "\"\(String(decoding: data, as: UTF8.self))\"" : "\(data.count)B")
+    }
 }
 
 /// What must be durable before a node speaks again (Raft Figure 2 "persistent state").
@@ -83,16 +88,17 @@ public struct SoftState: Hashable, Sendable, CustomStringConvertible {
         self.role = role
         self.leader = leader
     }
-    public var description: String { "\(role) leader=\(leader.map { "\($0)" } ?? "none")" }
+    public var description: String { "role=\(role) leader=\(leader.map { "\($0)" } ?? "none")" }
 }
 
 /// A linearizable read point: once the node has applied `index`, it may answer the read whose
 /// request carried `context`.
-public struct ReadState: Hashable, Sendable {
+public struct ReadState: Hashable, Sendable, CustomStringConvertible {
     public var index: LogIndex
     public var context: [UInt8]
     public init(index: LogIndex, context: [UInt8]) {
         self.index = index
         self.context = context
     }
+    public var description: String { "index=\(index) ctx=" + String(decoding: context, as: UTF8.self) }
 }
