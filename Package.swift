@@ -14,6 +14,7 @@ let package = Package(
     products: [
         .executable(name: "mqbroker", targets: ["mqbroker"]),
         .executable(name: "mqbench", targets: ["mqbench"]),
+        .executable(name: "raftsim", targets: ["raftsim"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -30,6 +31,9 @@ let package = Package(
         .target(name: "LogStore", dependencies: ["LogFormat"], swiftSettings: strict),
         // The pure Raft state machine: decides, never waits. Standard library only.
         .target(name: "RaftCore", swiftSettings: strict),
+        // The deterministic whole-cluster simulator: seeded network, disk and clock with faults, and
+        // the invariant checkers.
+        .target(name: "Simulation", dependencies: ["RaftCore"], swiftSettings: strict),
         // RocketMQ .properties -> typed, validated configuration.
         .target(name: "Config", swiftSettings: strict),
         .executableTarget(
@@ -48,14 +52,24 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .executableTarget(
+            name: "raftsim",
+            dependencies: [
+                "Simulation", "RaftCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
         // Test support: appends until killed, printing what was acknowledged (CommandTests SIGKILL it).
         .executableTarget(name: "storewriter", dependencies: ["LogStore", "LogFormat"], swiftSettings: strict),
         // Shared by the test targets only (a seeded generator).
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "LogFormatTests", dependencies: ["LogFormat", "CChecksum", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "LogStoreTests", dependencies: ["LogStore", "LogFormat", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore"], swiftSettings: strict),
+        // Transcripts/ holds the interaction scripts, read through #filePath (and rewritten in place).
+        .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore"], exclude: ["Transcripts"], swiftSettings: strict),
+        .testTarget(name: "SimulationTests", dependencies: ["Simulation", "RaftCore"], swiftSettings: strict),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "CommandTests", dependencies: ["mqbroker", "mqbench", "storewriter", "LogStore", "LogFormat"], swiftSettings: strict),
+        .testTarget(name: "CommandTests", dependencies: ["mqbroker", "mqbench", "raftsim", "storewriter", "LogStore", "LogFormat"], swiftSettings: strict),
     ]
 )

@@ -1,0 +1,585 @@
+import RaftCore
+
+/// A whole Raft group in one thread on a simulated network, disk and clock, every choice drawn from
+/// one seed (TigerBeetle's VOPR). A run has a safety phase (clients propose and read while faults
+/// strike; the checkers run after every step) and a liveness phase (every fault healed: a leader
+/// must emerge and every acknowledged proposal must be applied on every node within a bound).
+public final class Simulator {
+    public let seed: UInt64
+    public let options: SimOptions
+
+    enum Event {
+        case tick(slot: Int, incarnation: Int)
+        case deliver(Message)
+        case syncDone(slot: Int, incarnation: Int)
+        case client(Int)
+        case fault
+        case heal(generation: Int)
+        case restart(slot: Int)
+        case resume(slot: Int, incarnation: Int)
+        case diskRecovers(slot: Int)
+        case endOfSafetyPhase
+    }
+
+    struct Client {
+        var target: Int
+        var inFlight = 0
+        var sequence = 0
+    }
+
+    private var random: SimRandom
+    private var now = SimTime.zero
+    private var queue = EventQueue<Event>()
+    private let nodes: [SimNode]
+    private var checker: Checker
+    var trace: Trace
+    private var clients: [Client] = []
+    /// Directed links that drop everything (from slot, to slot).
+    private var blocked: Set<Int> = []
+    /// When the last message on each link arrives: links are FIFO unless a message is reordered.
+    private var linkArrival: [SimTime]
+    /// Network faults; all heal at the liveness phase.
+    private var lossProbability: Double
+    private var duplicateProbability: Double
+    private var reorderProbability: Double
+    private var partitionGeneration = 0
+    private var inLiveness = false
+    private var livenessStart = SimTime.zero
+    private var readSequence = 0
+    public private(set) var stats = SimStats()
+
+    public init(seed: UInt64, options: SimOptions) {
+        precondition(options.nodes >= 1 && options.nodes <= 64, "a simulated group has 1 to 64 nodes")
+        self.seed = seed
+        self.options = options
+        var r = SimRandom(seed: seed)
+        var nodes: [SimNode] = []
+        for slot in 0..<options.nodes {
+            let rate = 1 + r.double(in: -options.clockSkew...options.clockSkew)
+            nodes.append(SimNode(slot: slot, tickIntervalUs: max(1, UInt64(Double(options.tickIntervalUs) * rate))))
+        }
+        self.nodes = nodes
+        self.random = r
+        self.checker = Checker(nodes: options.nodes)
+        self.trace = Trace(capacity: 4_096)
+        self.linkArrival = Array(repeating: .zero, count: 64 * 64)
+        self.lossProbability = options.lossProbability
+        self.duplicateProbability = options.duplicateProbability
+        self.reorderProbability = options.reorderProbability
+    }
+
+    // MARK: Running
+
+    /// Runs both phases. Returns the violation that ended the run, if any.
+    public func run() -> Violation? {
+        for n in nodes { start(n) }
+        for c in 0..<options.clients {
+            clients.append(Client(target: random.int(in: 0...(nodes.count - 1))))
+            schedule(.client(c), after: random.exponential(mean: options.proposalIntervalMeanUs, max: 10 * options.proposalIntervalMeanUs))
+        }
+        scheduleNextFault()
+        let safetyEnd = SimTime(microseconds: UInt64(options.safetyTicks) * options.tickIntervalUs)
+        queue.push(.endOfSafetyPhase, at: safetyEnd)
+        let deadline = safetyEnd + UInt64(options.livenessTicks) * options.tickIntervalUs
+        do {
+            while let (time, event) = queue.pop() {
+                precondition(time >= now, "simulated time went back")
+                if time > deadline { break }
+                now = time
+                stats.events += 1
+                try handle(event)
+                if inLiveness, try converged() {
+                    stats.livenessConvergenceUs = now.rawValue - livenessStart.rawValue
+                    stats.simulatedUs = now.rawValue
+                    return nil
+                }
+            }
+            stats.simulatedUs = now.rawValue
+            return Violation(rule: "liveness", detail: livenessReport())
+        } catch {
+            stats.simulatedUs = now.rawValue
+            return error
+        }
+    }
+
+    private func schedule(_ e: Event, after us: Double) {
+        queue.push(e, at: now + UInt64(max(0, us)))
+    }
+
+    private func handle(_ event: Event) throws(Violation) {
+        switch event {
+        case .tick(let slot, let inc):
+            let n = nodes[slot]
+            guard n.incarnation == inc, n.isUp else { return }
+            schedule(.tick(slot: slot, incarnation: inc), after: Double(n.tickIntervalUs))
+            if n.paused { return }  // a stopped process misses its timers
+            _ = n.enqueue(.tick, limit: options.mailboxLimit)
+            try pump(n)
+        case .deliver(let m):
+            let from = Int(m.from.rawValue), to = Int(m.to.rawValue)
+            let n = nodes[to]
+            if blocked.contains(link(from, to)) { return drop(m, "partition") }
+            guard n.isUp else { return drop(m, "node down") }
+            guard n.enqueue(.message(m), limit: options.mailboxLimit) else { return drop(m, "mailbox full") }
+            stats.delivered += 1
+            trace.record(now, .deliver(m))
+            try pump(n)
+        case .syncDone(let slot, let inc):
+            let n = nodes[slot]
+            guard n.incarnation == inc, n.isUp else { return }
+            if n.paused {
+                n.syncFinishedWhilePaused = true
+                return
+            }
+            try completeReady(n)
+            try pump(n)
+        case .client(let c):
+            try clientStep(c)
+        case .fault:
+            if !inLiveness {
+                try injectFault()
+                scheduleNextFault()
+            }
+        case .heal(let generation):
+            if generation == partitionGeneration && !blocked.isEmpty {
+                blocked.removeAll()
+                trace.record(now, .fault("partition healed"))
+            }
+        case .restart(let slot):
+            let n = nodes[slot]
+            if !n.isUp { try restart(n) }
+        case .resume(let slot, let inc):
+            let n = nodes[slot]
+            if n.incarnation == inc && n.paused { try resume(n) }
+        case .diskRecovers(let slot):
+            nodes[slot].slowDisk = false
+        case .endOfSafetyPhase:
+            try beginLiveness()
+        }
+    }
+
+    // MARK: The driver loop of one node
+
+    private func start(_ n: SimNode) {
+        let lastTerm = n.disk.entry(at: n.disk.lastIndex)?.term ?? .zero
+        let hs = SimNode.restartHardState(durable: n.disk.durableHardState, lastTerm: lastTerm)
+        var config = RaftConfig(id: n.id, voters: nodes.map(\.id))
+        config.electionTimeoutTicks = options.electionTimeoutTicks
+        config.heartbeatTicks = options.heartbeatTicks
+        config.preVote = options.preVote
+        config.checkQuorum = options.checkQuorum
+        config.preferredLeader = options.preferredLeader ? NodeID(0) : nil
+        config.maxEntriesPerAppend = options.maxEntriesPerAppend
+        config.maxInflightAppends = options.maxInflightAppends
+        config.maxAppendBytes = options.maxAppendBytes
+        config.maxPendingProposals = 4_096
+        config.randomSeed = seed &+ UInt64(n.incarnation) &* 0x2545_F491_4F6C_DD1D
+        config.brokenRules = options.brokenRules
+        n.raft = RaftNode(config: config, log: n.reader, hardState: hs, appliedIndex: .zero)
+        n.lastTerm = hs.term
+        // The first tick comes at a random phase of the node's clock.
+        schedule(.tick(slot: n.slot, incarnation: n.incarnation), after: random.double(in: 0...Double(n.tickIntervalUs)))
+    }
+
+    /// Steps queued inputs and handles Readies until the node waits for its disk or has nothing to do.
+    private func pump(_ n: SimNode) throws(Violation) {
+        guard let raft = n.raft else { return }
+        while !n.paused && n.inFlight == nil {
+            var taken = 0
+            while taken < 64, let input = n.dequeue() {
+                taken += 1
+                try step(n, raft, input)
+            }
+            try checker.observe(n)
+            if raft.hasReady {
+                try handleReady(n, raft)
+            } else if n.mailboxCount == 0 {
+                return
+            }
+        }
+    }
+
+    private func step(_ n: SimNode, _ raft: RaftNode<SimLogReader>, _ input: SimNode.Input) throws(Violation) {
+        switch input {
+        case .message(let m):
+            raft.step(m)
+        case .tick:
+            raft.tick()
+        case .propose(let c, let data):
+            do {
+                let (index, term) = try raft.propose(data)
+                n.proposals[index] = .init(client: c, term: term, data: data, deadline: now + 2_000_000)
+                stats.proposed += 1
+                trace.record(now, .proposed(n.id, client: c, index: index, term: term))
+            } catch {
+                clients[c].inFlight -= 1
+                stats.refused += 1
+                if case .notLeader(let leader?) = error { clients[c].target = Int(leader.rawValue) }
+                else { clients[c].target = random.int(in: 0...(nodes.count - 1)) }
+            }
+        case .read(let context):
+            do {
+                try raft.readIndex(context: context)
+                n.reads[context] = checker.maxAckedIndex
+            } catch {
+                stats.refused += 1
+            }
+        case .transfer(let target):
+            try? raft.transferLeadership(to: target)
+        }
+    }
+
+    private func handleReady(_ n: SimNode, _ raft: RaftNode<SimLogReader>) throws(Violation) {
+        let r = raft.ready()
+        if let ss = r.softState, ss != n.lastSoftState {
+            n.lastSoftState = ss
+            trace.record(now, .role(n.id, ss, raft.term))
+            if ss.role == .leader { stats.leadersElected += 1 }
+        }
+        for m in r.messages { send(m) }
+        let firstWritten: LogIndex?
+        if let t = r.truncateAfter {
+            precondition(!r.entries.isEmpty, "a Ready truncates only to append")
+            n.disk.truncate(after: t)
+        }
+        if let first = r.entries.first {
+            precondition(first.index == n.disk.lastIndex.next, "Ready entries must continue the log after the truncation point")
+            n.disk.append(r.entries)
+            firstWritten = first.index
+        } else {
+            firstWritten = nil
+        }
+        if let first = firstWritten { try checker.written(n, from: first) }
+        try checker.afterWrite(n)
+        if r.mustSync {
+            n.inFlight = r
+            var latency = random.exponential(mean: options.syncLatencyMeanUs, max: options.syncLatencyMaxUs)
+            if n.slowDisk { latency *= 30 }
+            schedule(.syncDone(slot: n.slot, incarnation: n.incarnation), after: latency)
+        } else {
+            // A commit-only change is written lazily: losing it costs nothing but re-applying.
+            if let hs = r.hardState { n.disk.write(hardState: hs) }
+            n.inFlight = r
+            try completeReady(n)
+        }
+    }
+
+    /// The Ready's write is durable (or needed no sync): speak, apply, advance.
+    private func completeReady(_ n: SimNode) throws(Violation) {
+        guard let raft = n.raft, let r = n.inFlight else { preconditionFailure("completeReady without a Ready in flight") }
+        n.inFlight = nil
+        n.syncFinishedWhilePaused = false
+        if r.mustSync {
+            // Entries first, then the hard state that may point at them (see restartHardState).
+            n.disk.sync()
+            if let hs = r.hardState {
+                n.disk.write(hardState: hs)
+                n.disk.sync()
+            }
+            try checker.durableHardState(n)
+        }
+        for m in r.messagesAfterPersist { send(m) }
+        for e in r.committedEntries {
+            try checker.applied(n, e)
+            precondition(e.index == n.appliedIndex.next, "committed entries come out in order")
+            n.appliedIndex = e.index
+            if let p = n.proposals.removeValue(forKey: e.index) {
+                clients[p.client].inFlight -= 1
+                if p.term == e.term {
+                    if p.data != e.data {
+                        throw Violation(rule: "a proposal commits as proposed", detail: "\(n.id) applied other data at \(e.index)")
+                    }
+                    checker.acknowledged(index: e.index)
+                    trace.record(now, .acked(n.id, client: p.client, index: e.index))
+                }
+            }
+        }
+        for rs in r.readStates {
+            if let ackedBefore = n.reads.removeValue(forKey: rs.context) {
+                try checker.readServed(n, index: rs.index, ackedBeforeIssue: ackedBefore)
+                stats.reads += 1
+                trace.record(now, .read(n.id, index: rs.index))
+            }
+        }
+        raft.advance(r)
+        if raft.commitIndex != n.lastCommit { trace.record(now, .commit(n.id, raft.commitIndex)) }
+        try checker.observe(n)
+    }
+
+    // MARK: Network
+
+    private func link(_ from: Int, _ to: Int) -> Int { from * 64 + to }
+
+    private func send(_ m: Message) {
+        stats.sent += 1
+        if random.chance(lossProbability) { return drop(m, "loss") }
+        transmit(m)
+        if random.chance(duplicateProbability) { transmit(m) }
+    }
+
+    private func transmit(_ m: Message) {
+        let l = link(Int(m.from.rawValue), Int(m.to.rawValue))
+        var arrival = now + UInt64(random.exponential(mean: options.delayMeanUs, max: options.delayMaxUs))
+        if random.chance(reorderProbability) {
+            arrival = arrival + UInt64(random.exponential(mean: 4 * options.delayMeanUs, max: 4 * options.delayMaxUs))
+        } else {
+            arrival = max(arrival, linkArrival[l])
+            linkArrival[l] = arrival
+        }
+        queue.push(.deliver(m), at: arrival)
+    }
+
+    private func drop(_ m: Message, _ reason: StaticString) {
+        stats.dropped += 1
+        trace.record(now, .drop(m, reason: reason))
+    }
+
+    // MARK: Clients
+
+    private func clientStep(_ c: Int) throws(Violation) {
+        if inLiveness { return }
+        schedule(.client(c), after: random.exponential(mean: options.proposalIntervalMeanUs, max: 10 * options.proposalIntervalMeanUs))
+        expireProposals()
+        guard clients[c].inFlight < options.proposalsInFlightPerClient else { return }
+        let n = nodes[clients[c].target]
+        guard n.isUp else {
+            clients[c].target = random.int(in: 0...(nodes.count - 1))
+            return
+        }
+        if random.chance(options.readProbability) {
+            readSequence += 1
+            _ = n.enqueue(.read(context: Array("r\(readSequence)".utf8)), limit: options.mailboxLimit)
+        } else {
+            clients[c].sequence += 1
+            clients[c].inFlight += 1
+            let data = Array("c\(c)-\(clients[c].sequence)".utf8)
+            if !n.enqueue(.propose(client: c, data: data), limit: options.mailboxLimit) { clients[c].inFlight -= 1 }
+        }
+        try pump(n)
+    }
+
+    /// A client gives up on a proposal after its deadline (its outcome is then unknown to it).
+    private func expireProposals() {
+        for n in nodes where !n.proposals.isEmpty {
+            for (index, p) in n.proposals where p.deadline < now {
+                n.proposals.removeValue(forKey: index)
+                clients[p.client].inFlight -= 1
+            }
+        }
+    }
+
+    // MARK: Faults
+
+    private func scheduleNextFault() {
+        schedule(.fault, after: random.exponential(mean: options.faultIntervalMeanUs, max: 10 * options.faultIntervalMeanUs))
+    }
+
+    private func injectFault() throws(Violation) {
+        var kinds: [String] = []
+        if options.crashes { kinds += ["crash", "crash-leader", "crash-leader", "crash-all"] }
+        if options.pauses { kinds.append("pause") }
+        if options.partitions { kinds += ["partition", "partition", "isolate-leader"] }
+        if options.transfers { kinds.append("transfer") }
+        if options.slowDisks { kinds.append("slow-disk") }
+        guard !kinds.isEmpty else { return }
+        let electionUs = Double(options.electionTimeoutTicks) * Double(options.tickIntervalUs)
+        switch random.pick(kinds) {
+        case "crash":
+            let n = random.pick(nodes.filter(\.isUp).isEmpty ? nodes : nodes.filter(\.isUp))
+            if n.isUp {
+                try crash(n)
+                schedule(.restart(slot: n.slot), after: random.double(in: 0.1...20) * electionUs)
+            }
+        case "crash-leader":
+            // The leader dies, often right after winning: what leaves uncommitted entries of
+            // several terms behind (Raft figure 8).
+            if let leader = currentLeader() {
+                try crash(leader)
+                schedule(.restart(slot: leader.slot), after: random.double(in: 0.1...10) * electionUs)
+            }
+        case "isolate-leader":
+            if let leader = currentLeader() {
+                partitionGeneration += 1
+                stats.partitions += 1
+                blocked.removeAll()
+                for b in 0..<nodes.count where b != leader.slot {
+                    blocked.insert(link(leader.slot, b))
+                    blocked.insert(link(b, leader.slot))
+                }
+                trace.record(now, .fault("partition: the leader \(leader.id) isolated"))
+                schedule(.heal(generation: partitionGeneration), after: random.double(in: 1...30) * electionUs)
+            }
+        case "crash-all":
+            if random.chance(0.2) {
+                for n in nodes where n.isUp { try crash(n) }
+                for n in nodes { schedule(.restart(slot: n.slot), after: random.double(in: 0.1...5) * electionUs) }
+            }
+        case "pause":
+            let n = random.pick(nodes)
+            if n.isUp && !n.paused {
+                n.paused = true
+                stats.pauses += 1
+                let us = random.double(in: 1...10) * electionUs
+                trace.record(now, .fault("\(n.id) paused for \(Int(us / 1000))ms"))
+                schedule(.resume(slot: n.slot, incarnation: n.incarnation), after: us)
+            }
+        case "partition":
+            partition()
+            schedule(.heal(generation: partitionGeneration), after: random.double(in: 1...30) * electionUs)
+        case "transfer":
+            if let leader = currentLeader() {
+                let target = random.pick(nodes.filter { $0 !== leader })
+                trace.record(now, .fault("operator: transfer leadership \(leader.id) -> \(target.id)"))
+                stats.transfers += 1
+                _ = leader.enqueue(.transfer(to: target.id), limit: options.mailboxLimit)
+                try pump(leader)
+            }
+        default:  // slow-disk
+            let n = random.pick(nodes)
+            n.slowDisk = true
+            trace.record(now, .fault("\(n.id) disk slow (30x sync latency)"))
+            schedule(.diskRecovers(slot: n.slot), after: random.double(in: 1...20) * electionUs)
+        }
+    }
+
+    /// The up node that leads the highest term, if any.
+    private func currentLeader() -> SimNode? {
+        nodes.filter { $0.isUp && $0.raft?.role == .leader }.max { $0.raft!.term < $1.raft!.term }
+    }
+
+    private func partition() {
+        partitionGeneration += 1
+        stats.partitions += 1
+        blocked.removeAll()
+        let slots = Array(0..<nodes.count)
+        guard nodes.count > 1 else { return }
+        switch random.int(in: 0...3) {
+        case 0:  // one node isolated, both ways
+            let a = random.pick(slots)
+            for b in slots where b != a {
+                blocked.insert(link(a, b))
+                blocked.insert(link(b, a))
+            }
+            trace.record(now, .fault("partition: n\(a) isolated"))
+        case 1:  // two sides
+            var shuffled = slots
+            shuffled.shuffle(using: &random)
+            let cut = random.int(in: 1...(nodes.count - 1))
+            let left = Set(shuffled[..<cut])
+            for a in slots { for b in slots where left.contains(a) != left.contains(b) { blocked.insert(link(a, b)) } }
+            trace.record(now, .fault("partition: \(left.sorted().map { "n\($0)" }) | \(slots.filter { !left.contains($0) }.map { "n\($0)" })"))
+        case 2:  // a bridge: two sides that only the middle node sees
+            guard nodes.count >= 3 else { fallthrough }
+            var shuffled = slots
+            shuffled.shuffle(using: &random)
+            let bridge = shuffled[0]
+            let rest = Array(shuffled.dropFirst())
+            let cut = random.int(in: 1...(rest.count - 1))
+            let left = Set(rest[..<cut])
+            for a in rest { for b in rest where left.contains(a) != left.contains(b) { blocked.insert(link(a, b)) } }
+            trace.record(now, .fault("partition: bridge n\(bridge) between \(left.sorted().map { "n\($0)" }) and \(rest.filter { !left.contains($0) }.sorted().map { "n\($0)" })"))
+        default:  // asymmetric: some links drop one way only
+            var desc: [String] = []
+            for a in slots { for b in slots where a != b && random.chance(0.3) {
+                blocked.insert(link(a, b))
+                desc.append("n\(a)->n\(b)")
+            } }
+            trace.record(now, .fault("partition: one-way loss on " + (desc.isEmpty ? "no link" : desc.joined(separator: ", "))))
+        }
+    }
+
+    private func crash(_ n: SimNode) throws(Violation) {
+        let visible = n.disk.prefixHashes
+        for p in n.proposals.values { clients[p.client].inFlight -= 1 }
+        for c in n.queuedProposalClients { clients[c].inFlight -= 1 }
+        n.crash()
+        let lost = n.disk.crash(&random, tearProbability: options.tearProbability)
+        stats.crashes += 1
+        trace.record(now, .fault("\(n.id) crashed: \(lost)"))
+        // The longest prefix the node still holds as it was (prefix hashes are equal exactly up to it).
+        var lo = 0, hi = min(visible.count, n.disk.prefixHashes.count)
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if visible[mid - 1] == n.disk.prefixHashes[mid - 1] { lo = mid } else { hi = mid - 1 }
+        }
+        try checker.afterCrash(of: n, lostAfter: LogIndex(UInt64(lo)), nodes: nodes)
+    }
+
+    private func restart(_ n: SimNode) throws(Violation) {
+        let hs = n.disk.durableHardState
+        if hs.commit > n.disk.lastIndex {
+            throw Violation(rule: "a persisted commit index points into the durable log",
+                            detail: "\(n.id) restarts with commit \(hs.commit) but its durable log ends at \(n.disk.lastIndex)")
+        }
+        try checker.durableHardState(n)
+        trace.record(now, .fault("\(n.id) restarted (term \(hs.term), log \(n.disk.lastIndex), commit \(hs.commit))"))
+        start(n)
+        try checker.observe(n)
+        try checker.afterWrite(n)
+    }
+
+    private func resume(_ n: SimNode) throws(Violation) {
+        n.paused = false
+        trace.record(now, .fault("\(n.id) resumed"))
+        if n.syncFinishedWhilePaused { try completeReady(n) }
+        try pump(n)
+    }
+
+    // MARK: Liveness
+
+    private func beginLiveness() throws(Violation) {
+        inLiveness = true
+        livenessStart = now
+        trace.record(now, .fault("end of the safety phase: every fault heals"))
+        blocked.removeAll()
+        partitionGeneration += 1
+        lossProbability = 0
+        duplicateProbability = 0
+        reorderProbability = 0
+        for n in nodes {
+            n.slowDisk = false
+            if !n.isUp { try restart(n) } else if n.paused { try resume(n) }
+        }
+    }
+
+    /// A leader every node follows, and every acknowledged proposal applied on every node.
+    private func converged() throws(Violation) -> Bool {
+        let leaders = nodes.filter { $0.raft?.role == .leader }
+        guard leaders.count == 1, let leader = leaders.first?.raft else { return false }
+        if stats.livenessLeaderUs == nil { stats.livenessLeaderUs = now.rawValue - livenessStart.rawValue }
+        for n in nodes {
+            guard let r = n.raft, r.leader == leader.id, r.term == leader.term, n.appliedIndex >= checker.maxAckedIndex else { return false }
+        }
+        return true
+    }
+
+    private func livenessReport() -> String {
+        let states = nodes.map { n -> String in
+            guard let r = n.raft else { return "\(n.id) down" }
+            return "\(n.id) \(r.role) t\(r.term) leader=\(r.leader.map { "\($0)" } ?? "none") last=\(r.lastIndex) commit=\(r.commitIndex) applied=\(n.appliedIndex)"
+        }
+        return "no convergence within \(options.livenessTicks) ticks after the faults healed (highest acknowledged index \(checker.maxAckedIndex)): " + states.joined(separator: "; ")
+    }
+
+    public var acknowledged: Int { checker.acked }
+}
+
+/// What a run did.
+public struct SimStats: Sendable {
+    public var events = 0
+    public var simulatedUs: UInt64 = 0
+    public var sent = 0
+    public var delivered = 0
+    public var dropped = 0
+    public var proposed = 0
+    public var refused = 0
+    public var reads = 0
+    public var leadersElected = 0
+    public var crashes = 0
+    public var pauses = 0
+    public var partitions = 0
+    public var transfers = 0
+    /// From the end of the faults to a leader, and to full convergence.
+    public var livenessLeaderUs: UInt64?
+    public var livenessConvergenceUs: UInt64?
+}
