@@ -36,21 +36,27 @@ public final class RaftNode<Log: RaftLogReader> {
     /// Starts (or restarts) a node over `log`, from the hard state persisted last time.
     /// `appliedIndex` is how far the driver's state machine has applied; committed entries after it
     /// come out in the first Ready.
-    public init(config: RaftConfig, log: Log, hardState: HardState = HardState(), appliedIndex: LogIndex = .zero) {
+    public init(config: RaftConfig, log: Log, hardState persisted: HardState = HardState(), appliedIndex: LogIndex = .zero) {
         config.validate()
         self.config = config
         self.quorum = config.voters.count / 2 + 1
         self.random = RaftRandom(seed: config.randomSeed ^ (config.id.rawValue &* 0x9E37_79B9_7F4A_7C15))
+        // A driver makes a Ready's entries durable before the hard state that goes with them (so a
+        // persisted commit index never points past the durable log). A crash between the two can
+        // leave entries of a term the hard state has not reached: take that term, with no vote. No
+        // vote was promised in it: vote responses leave only once the hard state is durable.
+        var hardState = persisted
+        if let lastTerm = log.term(at: log.lastIndex), lastTerm > hardState.term {
+            hardState = HardState(term: lastTerm, vote: nil, commit: hardState.commit)
+        }
         self.term = hardState.term
         self.vote = hardState.vote
         if let v = hardState.vote {
             precondition(config.voters.contains(v), "the persisted vote for \(v) names no member of \(config.voters)")
         }
-        if let lastTerm = log.term(at: log.lastIndex) {
-            precondition(lastTerm <= hardState.term, "the log's last term \(lastTerm) is past the persisted term \(hardState.term)")
-        }
         self.log = RaftLog(stable: log, committed: hardState.commit, applied: min(appliedIndex, hardState.commit))
-        self.previousHardState = hardState
+        // The adopted term is new hard state: the first Ready persists it.
+        self.previousHardState = persisted
         self.previousSoftState = SoftState(role: .follower, leader: nil)
         becomeFollower(term: hardState.term, leader: nil)
     }

@@ -108,14 +108,4 @@ final class SimNode {
         appliedIndex = .zero
         completenessCheckedTerm = nil
     }
-
-    /// The hard state a restarted node starts from. Entries are made durable before the hard state
-    /// that goes with them (so a persisted commit index never points past the durable log), so a
-    /// crash between the two can leave entries of a term the hard state has not reached: the node
-    /// then takes that term, with no vote (it never sent one: votes leave only after the hard state
-    /// is durable).
-    static func restartHardState(durable hs: HardState, lastTerm: Term) -> HardState {
-        guard lastTerm > hs.term else { return hs }
-        return HardState(term: lastTerm, vote: nil, commit: hs.commit)
-    }
 }

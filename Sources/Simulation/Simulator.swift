@@ -161,8 +161,9 @@ public final class Simulator {
     // MARK: The driver loop of one node
 
     private func start(_ n: SimNode) {
-        let lastTerm = n.disk.entry(at: n.disk.lastIndex)?.term ?? .zero
-        let hs = SimNode.restartHardState(durable: n.disk.durableHardState, lastTerm: lastTerm)
+        // RaftNode adopts the log's last term when the hard state lags it (a crash between the
+        // entries' sync and the hard state's).
+        let hs = n.disk.durableHardState
         var config = RaftConfig(id: n.id, voters: nodes.map(\.id))
         config.electionTimeoutTicks = options.electionTimeoutTicks
         config.heartbeatTicks = options.heartbeatTicks
@@ -175,8 +176,9 @@ public final class Simulator {
         config.maxPendingProposals = 4_096
         config.randomSeed = seed &+ UInt64(n.incarnation) &* 0x2545_F491_4F6C_DD1D
         config.brokenRules = options.brokenRules
-        n.raft = RaftNode(config: config, log: n.reader, hardState: hs, appliedIndex: .zero)
-        n.lastTerm = hs.term
+        let raft = RaftNode(config: config, log: n.reader, hardState: hs, appliedIndex: .zero)
+        n.raft = raft
+        n.lastTerm = raft.term
         // The first tick comes at a random phase of the node's clock.
         schedule(.tick(slot: n.slot, incarnation: n.incarnation), after: random.double(in: 0...Double(n.tickIntervalUs)))
     }
@@ -270,7 +272,7 @@ public final class Simulator {
         n.inFlight = nil
         n.syncFinishedWhilePaused = false
         if r.mustSync {
-            // Entries first, then the hard state that may point at them (see restartHardState).
+            // Entries first, then the hard state that may point at them (see RaftNode.init).
             n.disk.sync()
             if let hs = r.hardState {
                 n.disk.write(hardState: hs)

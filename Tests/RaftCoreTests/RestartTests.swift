@@ -1,0 +1,27 @@
+import Testing
+@testable import RaftCore
+
+@Suite struct RestartTests {
+    @Test func aLogAheadOfTheHardStateGivesItsTermWithNoVote() {
+        // A crash after the entries of a new term were synced but before the hard state was.
+        let log = MemoryLog(entries: [Entry(term: Term(1), index: LogIndex(1), data: [1]),
+                                      Entry(term: Term(3), index: LogIndex(2), data: [2])])
+        let node = RaftNode(config: RaftConfig(id: NodeID(1), voters: [NodeID(1), NodeID(2), NodeID(3)]), log: log,
+                            hardState: HardState(term: Term(2), vote: NodeID(2), commit: LogIndex(1)))
+        #expect(node.term == Term(3))
+        #expect(node.vote == nil, "no vote was promised in term 3")
+        #expect(node.commitIndex == LogIndex(1))
+        #expect(node.hasReady)
+        let r = node.ready()
+        #expect(r.hardState == HardState(term: Term(3), vote: nil, commit: LogIndex(1)), "the first Ready persists the adopted term")
+        #expect(r.mustSync)
+    }
+
+    @Test func aHardStateAtOrAheadOfTheLogIsKept() {
+        let log = MemoryLog(entries: [Entry(term: Term(2), index: LogIndex(1), data: [1])])
+        let node = RaftNode(config: RaftConfig(id: NodeID(1), voters: [NodeID(1), NodeID(2), NodeID(3)]), log: log,
+                            hardState: HardState(term: Term(4), vote: NodeID(3), commit: LogIndex(1)))
+        #expect(node.term == Term(4))
+        #expect(node.vote == NodeID(3), "a persisted vote survives a restart")
+    }
+}
