@@ -7,3 +7,5 @@ cd "$(dirname "$0")/.."
 swift build --build-tests
 # Every test is written with Swift Testing; --disable-xctest drops XCTest's empty "Executed 0 tests" lines.
 swift test --skip-build --disable-xctest
+# The deterministic cluster simulator in release: 500 seeds per cluster size and the broken-rule self-test.
+./scripts/simulate.sh
