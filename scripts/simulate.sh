@@ -38,7 +38,8 @@ selftest() {
   fi
   echo "self-test: breaking $rule ($nodes nodes) is caught: $(grep -m1 -o 'seed [0-9]* FAILED.*' "$logs/break-$rule-$nodes.txt" | cut -c1-160)"
 }
-selftest old-term-commit 3 400
+selftest old-term-commit 3 20
+selftest old-term-commit 5 20
 selftest stale-vote 3 20
 selftest stale-vote 5 20
 selftest ack-before-persist 3 50

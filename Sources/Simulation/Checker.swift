@@ -74,6 +74,12 @@ struct Checker {
         if commit > n.disk.lastIndex {
             throw Violation(rule: "a node commits only what it holds", detail: "\(n.id) commit=\(commit) but its log ends at \(n.disk.lastIndex)")
         }
+        if commit > n.lastCommit, raft.role == .leader, n.ledInTermAtLastWrite == raft.term,
+           let t = n.disk.entry(at: commit)?.term, t != raft.term {
+            throw Violation(rule: "the commit rule (§5.4.2): a leader commits only by counting replicas of an entry of its own term",
+                            detail: "\(n.id), leader of term \(raft.term), moved its commit index from \(n.lastCommit) to \(commit), an entry of term \(t)")
+        }
+        n.ledInTermAtLastWrite = raft.role == .leader ? raft.term : nil
         if commit > n.lastCommit {
             // One hash comparison covers the whole prefix (log matching makes it exact).
             let known = min(commit, committedIndex)

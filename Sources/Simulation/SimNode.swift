@@ -53,6 +53,8 @@ final class SimNode {
     var appliedIndex = LogIndex.zero
     /// The term in which leader completeness was checked for this node.
     var completenessCheckedTerm: Term?
+    /// The term this node led when its last Ready was written, if it led.
+    var ledInTermAtLastWrite: Term?
 
     init(slot: Int, tickIntervalUs: UInt64) {
         self.slot = slot
@@ -107,5 +109,6 @@ final class SimNode {
         lastCommit = .zero
         appliedIndex = .zero
         completenessCheckedTerm = nil
+        ledInTermAtLastWrite = nil
     }
 }

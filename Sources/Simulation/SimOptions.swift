@@ -42,6 +42,9 @@ public struct SimOptions: Sendable, CustomStringConvertible {
     // Faults: one is drawn every `faultIntervalMeanUs` on average, among the enabled kinds.
     public var faultIntervalMeanUs: Double = 300_000
     public var crashes = true
+    /// A new leader crashes within a few milliseconds of winning, with this probability: what leaves
+    /// uncommitted entries of several terms on different nodes (the Raft paper's figure 8).
+    public var crashNewLeaderProbability: Double = 0
     public var pauses = true
     public var partitions = true
     public var transfers = true
@@ -78,6 +81,7 @@ public struct SimOptions: Sendable, CustomStringConvertible {
         o.clockSkew = r.pick([0, 0.05, 0.2, 0.4])
         o.faultIntervalMeanUs = r.pick([50_000, 200_000, 1_000_000])
         o.crashes = r.chance(0.8)
+        o.crashNewLeaderProbability = o.crashes ? r.pick([0, 0.1, 0.3, 0.6]) : 0
         o.pauses = r.chance(0.6)
         o.partitions = r.chance(0.8)
         o.transfers = r.chance(0.5)
@@ -97,7 +101,7 @@ public struct SimOptions: Sendable, CustomStringConvertible {
                      "dup=\(duplicateProbability)", "reorder=\(reorderProbability)", "sync=\(Int(syncLatencyMeanUs))us", "tear=\(tearProbability)",
                      "skew=\(clockSkew)", "faultEvery=\(Int(faultIntervalMeanUs / 1000))ms"]
         var faults: [String] = []
-        if crashes { faults.append("crash") }
+        if crashes { faults.append(crashNewLeaderProbability > 0 ? "crash(new leaders \(crashNewLeaderProbability))" : "crash") }
         if pauses { faults.append("pause") }
         if partitions { faults.append("partition") }
         if transfers { faults.append("transfer") }

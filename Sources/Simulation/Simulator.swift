@@ -18,6 +18,7 @@ public final class Simulator {
         case restart(slot: Int)
         case resume(slot: Int, incarnation: Int)
         case diskRecovers(slot: Int)
+        case crashNewLeader(slot: Int, incarnation: Int)
         case endOfSafetyPhase
     }
 
@@ -153,6 +154,14 @@ public final class Simulator {
             if n.incarnation == inc && n.paused { try resume(n) }
         case .diskRecovers(let slot):
             nodes[slot].slowDisk = false
+        case .crashNewLeader(let slot, let inc):
+            let n = nodes[slot]
+            if !inLiveness && n.incarnation == inc && n.isUp {
+                trace.record(now, .fault("\(n.id) crashes right after winning an election"))
+                try crash(n)
+                let electionUs = Double(options.electionTimeoutTicks) * Double(options.tickIntervalUs)
+                schedule(.restart(slot: slot), after: random.double(in: 0.1...5) * electionUs)
+            }
         case .endOfSafetyPhase:
             try beginLiveness()
         }
@@ -236,7 +245,12 @@ public final class Simulator {
         if let ss = r.softState, ss != n.lastSoftState {
             n.lastSoftState = ss
             trace.record(now, .role(n.id, ss, raft.term))
-            if ss.role == .leader { stats.leadersElected += 1 }
+            if ss.role == .leader {
+                stats.leadersElected += 1
+                if !inLiveness && random.chance(options.crashNewLeaderProbability) {
+                    schedule(.crashNewLeader(slot: n.slot, incarnation: n.incarnation), after: random.double(in: 0...5_000))
+                }
+            }
         }
         for m in r.messages { send(m) }
         let firstWritten: LogIndex?
