@@ -18,6 +18,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         // CRC32C (SSE4.2 with a portable fallback selected at run time) and zlib's CRC32.
@@ -31,6 +33,16 @@ let package = Package(
         .target(name: "LogStore", dependencies: ["LogFormat"], swiftSettings: strict),
         // The pure Raft state machine: decides, never waits. Standard library only.
         .target(name: "RaftCore", swiftSettings: strict),
+        // The RocketMQ remoting protocol on SwiftNIO: frames, JSON and ROCKETMQ headers, server, client.
+        .target(
+            name: "Remoting",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // The deterministic whole-cluster simulator: seeded network, disk and clock with faults, and
         // the invariant checkers.
         .target(name: "Simulation", dependencies: ["RaftCore"], swiftSettings: strict),
@@ -68,6 +80,7 @@ let package = Package(
         .testTarget(name: "LogStoreTests", dependencies: ["LogStore", "LogFormat", "TestSupport"], swiftSettings: strict),
         // Transcripts/ holds the interaction scripts, read through #filePath (and rewritten in place).
         .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore"], exclude: ["Transcripts"], swiftSettings: strict),
+        .testTarget(name: "RemotingTests", dependencies: ["Remoting", "TestSupport", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")], swiftSettings: strict),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "RaftCore"], swiftSettings: strict),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CommandTests", dependencies: ["mqbroker", "mqbench", "raftsim", "storewriter", "LogStore", "LogFormat"], swiftSettings: strict),

@@ -1,0 +1,36 @@
+/// Request codes RaftMQ handles or sends (rocketmq-protocol.md §2.2).
+public enum RequestCode {
+    public static let sendMessage: Int32 = 10
+    public static let pullMessage: Int32 = 11
+    public static let queryConsumerOffset: Int32 = 14
+    public static let updateConsumerOffset: Int32 = 15
+    public static let updateAndCreateTopic: Int32 = 17
+    public static let getAllTopicConfig: Int32 = 21
+    public static let getBrokerRuntimeInfo: Int32 = 28
+    public static let heartBeat: Int32 = 34
+    public static let registerBroker: Int32 = 103
+    public static let unregisterBroker: Int32 = 104
+    public static let getRouteInfoByTopic: Int32 = 105
+    public static let getBrokerClusterInfo: Int32 = 106
+    public static let sendMessageV2: Int32 = 310
+    public static let sendBatchMessage: Int32 = 320
+    /// RaftMQ's own: Raft messages between the members of a group, on the peer port. Above every
+    /// code RocketMQ uses, so a RocketMQ client sent there by mistake is answered 3.
+    public static let raftMessage: Int32 = 9_001
+}
+
+/// Response codes (rocketmq-protocol.md §2.1).
+public enum ResponseCode {
+    public static let success: Int32 = 0
+    public static let systemError: Int32 = 1
+    public static let systemBusy: Int32 = 2
+    public static let requestCodeNotSupported: Int32 = 3
+    public static let flushDiskTimeout: Int32 = 10
+    public static let slaveNotAvailable: Int32 = 11
+    public static let flushSlaveTimeout: Int32 = 12
+    public static let messageIllegal: Int32 = 13
+    public static let serviceNotAvailable: Int32 = 14
+    public static let topicNotExist: Int32 = 17
+    public static let pullNotFound: Int32 = 19
+    public static let queryNotFound: Int32 = 22
+}

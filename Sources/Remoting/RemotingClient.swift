@@ -1,0 +1,122 @@
+import Logging
+import NIOCore
+import NIOPosix
+
+/// A RocketMQ remoting client: one connection per address, made on first use and again after it
+/// breaks, with a growing pause after failed attempts so a dead peer is not hammered.
+public actor RemotingClient {
+    public struct Options: Sendable {
+        public var connectTimeoutMilliseconds: Int64 = 3_000
+        public var maxFrameBytes = RemotingFrame.defaultMaxFrameBytes
+        public var maxPendingRequestsPerConnection = 65_536
+        public var idleTimeoutSeconds: Int64 = 120
+        /// After a failed connect, the next attempt waits this long, doubling up to the maximum.
+        public var reconnectBackoffMinMilliseconds: Int64 = 50
+        public var reconnectBackoffMaxMilliseconds: Int64 = 2_000
+        public init() {}
+    }
+
+    private enum Slot {
+        case connecting(EventLoopFuture<any Channel>)
+        case connected(any Channel)
+        /// The last attempt failed: none before `retryAt`.
+        case backingOff(retryAt: NIODeadline, backoffMs: Int64, reason: String)
+    }
+
+    private let group: any EventLoopGroup
+    private let options: Options
+    private let dispatcher: (any RemotingDispatcher)?
+    private let logger: Logger
+    private var slots: [String: Slot] = [:]
+
+    /// `dispatcher` handles requests the peers send on these connections (a broker's notifications
+    /// to a client); without one they are answered REQUEST_CODE_NOT_SUPPORTED.
+    public init(group: any EventLoopGroup, options: Options = Options(), dispatcher: (any RemotingDispatcher)? = nil, logger: Logger) {
+        self.group = group
+        self.options = options
+        self.dispatcher = dispatcher
+        self.logger = logger
+    }
+
+    /// Sends `command` to `address` ("host:port") and waits for the answer.
+    public func request(_ address: String, _ command: RemotingCommand, timeoutMilliseconds: Int64) async throws(RemotingCallError) -> RemotingCommand {
+        let connection = try await connection(to: address)
+        return try await connection.request(command, timeoutMilliseconds: timeoutMilliseconds)
+    }
+
+    /// Sends a one-way request to `address`.
+    public func oneway(_ address: String, _ command: RemotingCommand) async throws(RemotingCallError) {
+        try await connection(to: address).oneway(command)
+    }
+
+    /// The live connection to `address`, connecting if there is none.
+    public func connection(to address: String) async throws(RemotingCallError) -> RemotingConnection {
+        switch slots[address] {
+        case .connected(let channel) where channel.isActive:
+            return RemotingConnection(channel: channel)
+        case .connecting(let future):
+            return try await awaitConnect(address, future)
+        case .backingOff(let retryAt, _, let reason) where NIODeadline.now() < retryAt:
+            throw .connectFailed(address: address, reason: reason + " (retrying shortly)")
+        default:
+            let future = connect(address)
+            slots[address] = .connecting(future)
+            return try await awaitConnect(address, future)
+        }
+    }
+
+    /// Closes every connection.
+    public func close() async {
+        for (_, slot) in slots {
+            if case .connected(let c) = slot { try? await c.close() }
+        }
+        slots.removeAll()
+    }
+
+    private func awaitConnect(_ address: String, _ future: EventLoopFuture<any Channel>) async throws(RemotingCallError) -> RemotingConnection {
+        do {
+            let channel = try await future.get()
+            // Another caller may have finished first; both see the same channel.
+            if case .connecting = slots[address] { slots[address] = .connected(channel) }
+            return RemotingConnection(channel: channel)
+        } catch {
+            let reason = "\(error)"
+            var backoff = options.reconnectBackoffMinMilliseconds
+            if case .backingOff(_, let previous, _) = slots[address] { backoff = min(previous * 2, options.reconnectBackoffMaxMilliseconds) }
+            if case .connecting = slots[address] {
+                slots[address] = .backingOff(retryAt: .now() + .milliseconds(backoff), backoffMs: backoff, reason: reason)
+            }
+            throw .connectFailed(address: address, reason: reason)
+        }
+    }
+
+    private func connect(_ address: String) -> EventLoopFuture<any Channel> {
+        let loop = group.next()
+        guard let (host, port) = Self.split(address) else {
+            return loop.makeFailedFuture(RemotingCallError.connectFailed(address: address, reason: "not host:port"))
+        }
+        let options = self.options
+        let dispatcher = self.dispatcher
+        let logger = self.logger
+        return ClientBootstrap(group: loop)
+            .connectTimeout(.milliseconds(options.connectTimeoutMilliseconds))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try RemotingPipeline.add(to: channel, maxFrameBytes: options.maxFrameBytes,
+                                             idleTimeoutSeconds: options.idleTimeoutSeconds, dispatcher: dispatcher,
+                                             maxPendingRequests: options.maxPendingRequestsPerConnection, logger: logger)
+                }
+            }
+            .connect(host: host, port: port)
+    }
+
+    /// "host:port" (IPv6 as "[::1]:port").
+    static func split(_ address: String) -> (String, Int)? {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
+              (1...65_535).contains(port) else { return nil }
+        var host = String(address[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return host.isEmpty ? nil : (host, port)
+    }
+}

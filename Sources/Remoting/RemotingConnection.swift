@@ -1,0 +1,181 @@
+import Logging
+import NIOCore
+
+/// Where a connection hands the requests it receives. Called on the connection's event loop; it
+/// must not block (queue the work, answer later through the connection).
+public protocol RemotingDispatcher: Sendable {
+    func dispatch(_ request: RemotingCommand, from connection: RemotingConnection)
+}
+
+/// Why a request got no answer.
+public enum RemotingCallError: Error, Sendable, Equatable, CustomStringConvertible {
+    case timeout(milliseconds: Int64)
+    case connectionClosed
+    case connectFailed(address: String, reason: String)
+    case tooManyPendingRequests(limit: Int)
+
+    public var description: String {
+        switch self {
+        case .timeout(let ms): return "no response within \(ms) ms"
+        case .connectionClosed: return "the connection closed before the response came"
+        case .connectFailed(let a, let r): return "cannot connect to \(a): \(r)"
+        case .tooManyPendingRequests(let l): return "more than \(l) requests are waiting for responses on this connection"
+        }
+    }
+}
+
+/// One remoting connection, either side. Requests and responses travel both ways over it, matched by
+/// opaque (rocketmq-protocol.md §1.1). Thread-safe: every method may be called from anywhere.
+public struct RemotingConnection: Sendable, Hashable {
+    public let channel: any Channel
+
+    public init(channel: any Channel) { self.channel = channel }
+
+    public var remoteAddress: SocketAddress? { channel.remoteAddress }
+
+    /// Sends an answer. Answers to one-way requests are never sent (§9 item 4).
+    public func respond(_ response: RemotingCommand, to request: RemotingCommand) {
+        precondition(response.isResponse, "respond: \(response.code) is not a response")
+        guard !request.isOneway else { return }
+        channel.writeAndFlush(response, promise: nil)
+    }
+
+    /// Sends a request and waits for its answer (the opaque is assigned here).
+    public func request(_ command: RemotingCommand, timeoutMilliseconds: Int64) async throws(RemotingCallError) -> RemotingCommand {
+        precondition(!command.isResponse && !command.isOneway, "request: use oneway() for one-way commands")
+        let promise = channel.eventLoop.makePromise(of: RemotingCommand.self)
+        channel.writeAndFlush(OutboundRequest(command: command, promise: promise, timeoutMilliseconds: timeoutMilliseconds), promise: nil)
+        do {
+            return try await promise.futureResult.get()
+        } catch let e as RemotingCallError {
+            throw e
+        } catch {
+            throw .connectionClosed
+        }
+    }
+
+    /// Sends a one-way request: no answer comes.
+    public func oneway(_ command: RemotingCommand) {
+        var c = command
+        c.flag |= RemotingCommand.onewayFlag
+        channel.writeAndFlush(OutboundRequest(command: c, promise: nil, timeoutMilliseconds: 0), promise: nil)
+    }
+
+    public static func == (a: RemotingConnection, b: RemotingConnection) -> Bool { a.channel === b.channel }
+    public func hash(into h: inout Hasher) { h.combine(ObjectIdentifier(channel)) }
+}
+
+/// A request on its way out, with the promise its answer completes.
+struct OutboundRequest {
+    var command: RemotingCommand
+    var promise: EventLoopPromise<RemotingCommand>?
+    var timeoutMilliseconds: Int64
+}
+
+/// The per-connection state machine: assigns opaques to outgoing requests, matches responses to
+/// them, times them out, and hands incoming requests to the dispatcher. Confined to its event loop.
+final class RemotingConnectionHandler: ChannelDuplexHandler {
+    typealias InboundIn = RemotingCommand
+    typealias OutboundIn = Any
+    typealias OutboundOut = RemotingCommand
+
+    private let dispatcher: (any RemotingDispatcher)?
+    private let maxPendingRequests: Int
+    private let logger: Logger
+    private var nextOpaque: Int32 = 0
+    private var pending: [Int32: (promise: EventLoopPromise<RemotingCommand>, timeout: Scheduled<Void>?)] = [:]
+    private var loggedError = false
+
+    init(dispatcher: (any RemotingDispatcher)?, maxPendingRequests: Int, logger: Logger) {
+        precondition(maxPendingRequests > 0, "maxPendingRequests must be positive")
+        self.dispatcher = dispatcher
+        self.maxPendingRequests = maxPendingRequests
+        self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let command = unwrapInboundIn(data)
+        if command.isResponse {
+            // A response nobody waits for any more (it timed out) is dropped.
+            if let p = pending.removeValue(forKey: command.opaque) {
+                p.timeout?.cancel()
+                p.promise.succeed(command)
+            }
+            return
+        }
+        guard let dispatcher else {
+            if !command.isOneway {
+                context.writeAndFlush(wrapOutboundOut(.response(to: command, code: ResponseCode.requestCodeNotSupported,
+                                                                 remark: " request type \(command.code) not supported")), promise: nil)
+            }
+            return
+        }
+        dispatcher.dispatch(command, from: RemotingConnection(channel: context.channel))
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let value = unwrapOutboundIn(data)
+        if let response = value as? RemotingCommand {
+            context.write(wrapOutboundOut(response), promise: promise)
+            return
+        }
+        guard let request = value as? OutboundRequest else {
+            preconditionFailure("RemotingConnectionHandler: cannot write \(type(of: value))")
+        }
+        var command = request.command
+        // Opaques count up per connection (Go starts at 1 too); the sign bit stays clear (as C++).
+        nextOpaque = nextOpaque == Int32.max ? 1 : nextOpaque + 1
+        command.opaque = nextOpaque
+        if let p = request.promise {
+            guard pending.count < maxPendingRequests else {
+                p.fail(RemotingCallError.tooManyPendingRequests(limit: maxPendingRequests))
+                promise?.succeed()
+                return
+            }
+            let opaque = command.opaque
+            let ms = request.timeoutMilliseconds
+            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let timeout = context.eventLoop.scheduleTask(in: .milliseconds(ms)) { () -> Void in
+                bound.value.pending.removeValue(forKey: opaque)?.promise.fail(RemotingCallError.timeout(milliseconds: ms))
+            }
+            pending[opaque] = (p, timeout)
+        }
+        context.write(wrapOutboundOut(command), promise: promise)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        failPending()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // Bad bytes from a peer: say so once, and close. Never trap.
+        if !loggedError {
+            loggedError = true
+            logger.warning("closing remoting connection", metadata: [
+                "peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")", "error": "\(error)",
+            ])
+        }
+        failPending()
+        context.close(promise: nil)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .all {
+            // RocketMQ closes a channel idle for serverChannelMaxIdleTimeSeconds.
+            logger.debug("closing idle remoting connection", metadata: ["peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")"])
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    private func failPending() {
+        let all = pending
+        pending.removeAll()
+        for (_, p) in all {
+            p.timeout?.cancel()
+            p.promise.fail(RemotingCallError.connectionClosed)
+        }
+    }
+}

@@ -1,0 +1,182 @@
+import Logging
+import NIOCore
+import NIOPosix
+
+/// A request processor: the codes it serves, how many requests may wait for it, how many it works
+/// on at once, and the work. The work returns the answer, or nil when it answers later itself (a
+/// long-polled pull) or the request was one-way.
+public struct RemotingProcessor: Sendable {
+    public var name: String
+    public var codes: [Int32]
+    /// Requests that may wait for a worker; one more is answered SYSTEM_BUSY (code 2).
+    public var maxQueuedRequests: Int
+    public var workers: Int
+    public var handle: @Sendable (RemotingCommand, RemotingConnection) async -> RemotingCommand?
+
+    public init(name: String, codes: [Int32], maxQueuedRequests: Int, workers: Int = 1,
+                handle: @escaping @Sendable (RemotingCommand, RemotingConnection) async -> RemotingCommand?) {
+        precondition(!codes.isEmpty, "a processor serves at least one code")
+        precondition(maxQueuedRequests > 0, "maxQueuedRequests must be positive")
+        precondition(workers > 0, "workers must be positive")
+        self.name = name
+        self.codes = codes
+        self.maxQueuedRequests = maxQueuedRequests
+        self.workers = workers
+        self.handle = handle
+    }
+}
+
+/// How a server listens.
+public struct RemotingServerOptions: Sendable {
+    public var host: String
+    public var port: Int
+    /// Larger frames close the connection (RocketMQ's 16 MiB).
+    public var maxFrameBytes = RemotingFrame.defaultMaxFrameBytes
+    /// Requests this side sent on one connection that may wait for answers.
+    public var maxPendingRequestsPerConnection = 65_536
+    /// A connection with no traffic for this long is closed (RocketMQ's serverChannelMaxIdleTimeSeconds).
+    public var idleTimeoutSeconds: Int64 = 120
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+}
+
+/// A RocketMQ remoting server: dispatches requests by code to processors with bounded queues. An
+/// unknown code is answered REQUEST_CODE_NOT_SUPPORTED (3), a full queue SYSTEM_BUSY (2); bad frames
+/// close their connection. `run()` serves until its task is cancelled.
+public final class RemotingServer: Sendable {
+    public let options: RemotingServerOptions
+    private let processors: [RemotingProcessor]
+    private let dispatcher: QueueDispatcher
+    private let streams: [AsyncStream<QueuedRequest>]
+    private let group: any EventLoopGroup
+    private let logger: Logger
+
+    public init(options: RemotingServerOptions, processors: [RemotingProcessor], group: any EventLoopGroup, logger: Logger) {
+        var byCode: [Int32: Int] = [:]
+        var continuations: [AsyncStream<QueuedRequest>.Continuation] = []
+        var streams: [AsyncStream<QueuedRequest>] = []
+        for (k, p) in processors.enumerated() {
+            for code in p.codes {
+                precondition(byCode[code] == nil, "request code \(code) has two processors")
+                byCode[code] = k
+            }
+            let (stream, continuation) = AsyncStream.makeStream(of: QueuedRequest.self, bufferingPolicy: .bufferingOldest(p.maxQueuedRequests))
+            streams.append(stream)
+            continuations.append(continuation)
+        }
+        self.options = options
+        self.processors = processors
+        self.streams = streams
+        self.dispatcher = QueueDispatcher(processorByCode: byCode, queues: continuations)
+        self.group = group
+        self.logger = logger
+    }
+
+    /// Binds, then serves until cancelled; `onBound` learns the bound address (port 0 picks one).
+    public func run(onBound: @Sendable (SocketAddress) -> Void = { _ in }) async throws {
+        let options = self.options
+        let dispatcher = self.dispatcher
+        let logger = self.logger
+        let server = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try RemotingPipeline.add(to: channel, maxFrameBytes: options.maxFrameBytes,
+                                             idleTimeoutSeconds: options.idleTimeoutSeconds, dispatcher: dispatcher,
+                                             maxPendingRequests: options.maxPendingRequestsPerConnection, logger: logger)
+                }
+            }
+            .bind(host: options.host, port: options.port)
+            .get()
+        if let address = server.localAddress { onBound(address) }
+        await withTaskCancellationHandler {
+            await withDiscardingTaskGroup { group in
+                for (k, p) in processors.enumerated() {
+                    let stream = streams[k]
+                    // One consumer per queue (an AsyncStream has one reader), running up to
+                    // `workers` requests at once.
+                    group.addTask {
+                        await withTaskGroup(of: Void.self) { running in
+                            var busy = 0
+                            var queue = stream.makeAsyncIterator()
+                            while true {
+                                // Take the next request only when a worker is free, so the queue's
+                                // limit is what waits: a request held here would be one too many.
+                                if busy == p.workers {
+                                    await running.next()
+                                    busy -= 1
+                                }
+                                guard let q = await queue.next() else { break }
+                                busy += 1
+                                running.addTask {
+                                    if let answer = await p.handle(q.request, q.connection) {
+                                        q.connection.respond(answer, to: q.request)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                group.addTask { try? await server.closeFuture.get() }
+            }
+        } onCancel: {
+            server.close(promise: nil)
+            dispatcher.finish()
+        }
+    }
+}
+
+struct QueuedRequest: Sendable {
+    var request: RemotingCommand
+    var connection: RemotingConnection
+}
+
+/// Puts each request in its processor's bounded queue, or answers at once.
+final class QueueDispatcher: RemotingDispatcher {
+    let processorByCode: [Int32: Int]
+    let queues: [AsyncStream<QueuedRequest>.Continuation]
+
+    init(processorByCode: [Int32: Int], queues: [AsyncStream<QueuedRequest>.Continuation]) {
+        self.processorByCode = processorByCode
+        self.queues = queues
+    }
+
+    func dispatch(_ request: RemotingCommand, from connection: RemotingConnection) {
+        guard let k = processorByCode[request.code] else {
+            connection.respond(.response(to: request, code: ResponseCode.requestCodeNotSupported,
+                                         remark: " request type \(request.code) not supported"), to: request)
+            return
+        }
+        switch queues[k].yield(QueuedRequest(request: request, connection: connection)) {
+        case .enqueued: break
+        case .dropped:
+            connection.respond(.response(to: request, code: ResponseCode.systemBusy,
+                                         remark: "[REJECTREQUEST]system busy, start flow control for a while"), to: request)
+        case .terminated:
+            connection.respond(.response(to: request, code: ResponseCode.systemBusy, remark: "[SHUTDOWN]the server is stopping"), to: request)
+        @unknown default:
+            connection.respond(.response(to: request, code: ResponseCode.systemBusy), to: request)
+        }
+    }
+
+    func finish() {
+        for q in queues { q.finish() }
+    }
+}
+
+/// The handlers of every remoting connection, server or client side.
+enum RemotingPipeline {
+    static func add(to channel: any Channel, maxFrameBytes: Int, idleTimeoutSeconds: Int64,
+                    dispatcher: (any RemotingDispatcher)?, maxPendingRequests: Int, logger: Logger) throws {
+        let ops = channel.pipeline.syncOperations
+        try ops.addHandler(IdleStateHandler(allTimeout: .seconds(idleTimeoutSeconds)))
+        try ops.addHandler(ByteToMessageHandler(RemotingFrameDecoder(maxFrameBytes: maxFrameBytes)))
+        try ops.addHandler(MessageToByteHandler(RemotingFrameEncoder()))
+        try ops.addHandler(RemotingConnectionHandler(dispatcher: dispatcher, maxPendingRequests: maxPendingRequests, logger: logger))
+    }
+}

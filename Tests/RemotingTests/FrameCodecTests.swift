@@ -1,0 +1,158 @@
+import NIOCore
+import NIOEmbedded
+import Testing
+import TestSupport
+@testable import Remoting
+
+private func frame(_ c: RemotingCommand) -> ByteBuffer {
+    var b = ByteBuffer()
+    RemotingFrame.encode(c, into: &b)
+    return b
+}
+
+/// A frame with a hand-written JSON header, as another client would send it.
+private func jsonFrame(_ header: String, body: [UInt8] = []) -> ByteBuffer {
+    var b = ByteBuffer()
+    let h = Array(header.utf8)
+    b.writeInteger(Int32(4 + h.count + body.count))
+    b.writeInteger(UInt32(h.count))
+    b.writeBytes(h)
+    b.writeBytes(body)
+    return b
+}
+
+private func randomCommand(_ r: inout SplitMix64) -> RemotingCommand {
+    func word() -> String {
+        let alphabet = Array("abcXYZ019 _-\"\\\n\t/é中😀".unicodeScalars)
+        return String(String.UnicodeScalarView((0..<Int(r.next() % 12)).map { _ in alphabet[Int(r.next() % UInt64(alphabet.count))] }))
+    }
+    var ext: [String: String] = [:]
+    for _ in 0..<Int(r.next() % 6) { ext[word()] = word() }
+    var body: ByteBuffer?
+    if r.next() % 2 == 0 {
+        var b = ByteBuffer()
+        b.writeBytes((0..<Int(r.next() % 300)).map { _ in UInt8(truncatingIfNeeded: r.next()) })
+        body = b.readableBytes > 0 ? b : nil
+    }
+    let remark = r.next() % 3 == 0 ? nil : "r" + word()
+    return RemotingCommand(code: Int32(Int16(truncatingIfNeeded: r.next())), language: LanguageCode.allCases[Int(r.next() % 12)],
+                           version: Int32(Int16(truncatingIfNeeded: r.next())), opaque: Int32(truncatingIfNeeded: r.next()),
+                           flag: Int32(r.next() % 4), remark: remark, extFields: ext,
+                           serializeType: r.next() % 2 == 0 ? .json : .rocketmq, body: body)
+}
+
+@Suite struct FrameCodecTests {
+    @Test func everyCommandRoundTripsInBothSerializations() throws {
+        var r = SplitMix64(seed: 1)
+        for _ in 0..<2_000 {
+            let c = randomCommand(&r)
+            var b = frame(c)
+            let back = try #require(try RemotingFrame.decode(&b))
+            #expect(back == c)
+            #expect(b.readableBytes == 0)
+        }
+    }
+
+    @Test func aJSONHeaderIsWrittenAsFastjsonWritesIt() {
+        var request = RemotingCommand.request(code: 310, opaque: 7)
+        request.language = .go
+        let response = RemotingCommand.response(to: request, code: 0,
+                                                extFields: ["queueId": "0", "msgId": "C0A8"])
+        var b = frame(response)
+        b.moveReaderIndex(forwardBy: 8)
+        #expect(b.readString(length: b.readableBytes) ==
+                #"{"code":0,"extFields":{"msgId":"C0A8","queueId":"0"},"flag":1,"language":"JAVA","opaque":7,"serializeTypeCurrentRPC":"JSON","version":396}"#)
+    }
+
+    @Test func responsesCopyOpaqueAndSerializationAndAlwaysCarryExtFields() throws {
+        var req = RemotingCommand.request(code: 105, opaque: 42, serializeType: .rocketmq)
+        req.language = .cpp
+        let resp = RemotingCommand.response(to: req, code: 17, remark: "No topic route info")
+        #expect(resp.opaque == 42 && resp.isResponse && !resp.isOneway)
+        #expect(resp.serializeType == .rocketmq && resp.language == .java && resp.version >= 396)
+        var b = frame(RemotingCommand.response(to: RemotingCommand.request(code: 1, opaque: 1), code: 0))
+        b.moveReaderIndex(forwardBy: 8)
+        #expect(b.readString(length: b.readableBytes)!.contains(#""extFields":{}"#))
+    }
+
+    /// rocketmq-protocol.md §9 items 1-2: what real clients send.
+    @Test func headersFromOtherClientsAreAccepted() throws {
+        // C++: trailing newline, numbers and booleans in extFields, empty AccessKey.
+        var cpp = jsonFrame(#"{"code":310,"language":"CPP","version":334,"opaque":5,"flag":0,"remark":"","extFields":{"a":"g","b":"T","d":4,"e":-1,"m":false,"z":1.5e3,"n":null,"AccessKey":""}}"# + "\n")
+        let c = try #require(try RemotingFrame.decode(&cpp))
+        #expect(c.code == 310 && c.language == .cpp && c.opaque == 5)
+        #expect(c.extFields == ["a": "g", "b": "T", "d": "4", "e": "-1", "m": "false", "z": "1.5e3", "AccessKey": ""])
+        // Go: no remark; Java: serializeTypeCurrentRPC and unknown keys, with nesting and escapes.
+        var go = jsonFrame(#"{"code":105,"language":"GO","version":317,"opaque":1,"flag":0,"extFields":{"topic":"T\u00e9\ud83d\ude00"}}"#)
+        let g = try #require(try RemotingFrame.decode(&go))
+        #expect(g.remark == nil && g.extFields["topic"] == "Té😀")
+        var java = jsonFrame(#" { "code" : 34 , "opaque" : 9 , "future" : {"x": [1, {"y": [true, null, "s\"]"]}], "z": {}} , "serializeTypeCurrentRPC" : "JSON" } "#, body: [1, 2, 3])
+        let j = try #require(try RemotingFrame.decode(&java))
+        #expect(j.code == 34 && j.opaque == 9 && j.extFields.isEmpty && j.language == .other)
+        #expect(j.body.map { Array($0.readableBytesView) } == [1, 2, 3])
+    }
+
+    @Test func malformedHeadersAreTypedErrors() {
+        for header in [#"{"code":1}"#, #"{"opaque":1}"#, #"{"code":"1","opaque":1}"#, #"{"code":1,"opaque":1"#,
+                       #"{"code":1,"opaque":1}x"#, #"{"code":1,"opaque":99999999999}"#, #"{"code":1,"opaque":1,"extFields":{"a":[1]}}"#,
+                       #"{"code":1,"opaque":1,"remark":"\q"}"#, #"{"code":1,"opaque":1,"x":"# + String(repeating: "[", count: 40) + "]"] {
+            var b = jsonFrame(header)
+            #expect(throws: RemotingError.self, "\(header)") { _ = try RemotingFrame.decode(&b) }
+        }
+        var tooBig = ByteBuffer()
+        tooBig.writeInteger(Int32(17 << 20))
+        #expect(throws: RemotingError.frameTooLarge(bytes: (17 << 20) + 4, limit: 16 << 20)) { _ = try RemotingFrame.decode(&tooBig) }
+        var short = ByteBuffer()
+        short.writeInteger(Int32(2))
+        short.writeInteger(Int16(0))
+        #expect(throws: RemotingError.self) { _ = try RemotingFrame.decode(&short) }
+        var badType = ByteBuffer()
+        badType.writeInteger(Int32(4))
+        badType.writeInteger(UInt32(7) << 24)
+        #expect(throws: RemotingError.self) { _ = try RemotingFrame.decode(&badType) }
+    }
+
+    @Test func randomBytesNeverTrap() {
+        var r = SplitMix64(seed: 7)
+        var errors = 0
+        for _ in 0..<20_000 {
+            var b = ByteBuffer()
+            let n = Int(r.next() % 64)
+            b.writeInteger(Int32(n))
+            // Half the time a plausible type/length word, then garbage.
+            if r.next() % 2 == 0 { b.writeInteger(UInt32(r.next() % 2) << 24 | UInt32(r.next() % UInt64(max(n, 1)))) }
+            b.writeBytes((0..<n).map { _ in UInt8(truncatingIfNeeded: r.next() % 3 == 0 ? UInt64(UInt8(ascii: "{")) : r.next()) })
+            do { _ = try RemotingFrame.decode(&b) } catch { errors += 1 }
+        }
+        #expect(errors > 0)
+    }
+
+    /// The decoder handler, fed the same stream byte by byte and in random splits.
+    @Test func theDecoderCutsAStreamSplitAnywhere() throws {
+        var r = SplitMix64(seed: 3)
+        let commands = (0..<50).map { _ in randomCommand(&r) }
+        var stream = ByteBuffer()
+        for c in commands { RemotingFrame.encode(c, into: &stream) }
+        for mode in ["bytes", "random"] {
+            let channel = EmbeddedChannel(handler: ByteToMessageHandler(RemotingFrameDecoder()))
+            var rest = stream
+            while rest.readableBytes > 0 {
+                let n = mode == "bytes" ? 1 : Int(r.next() % 200) + 1
+                let piece = rest.readSlice(length: min(n, rest.readableBytes))!
+                try channel.writeInbound(piece)
+            }
+            var got: [RemotingCommand] = []
+            while let c = try channel.readInbound(as: RemotingCommand.self) { got.append(c) }
+            #expect(got == commands, "\(mode)")
+            _ = try channel.finish()
+        }
+    }
+
+    @Test func theDecoderRefusesAnOversizedFrameBeforeBufferingIt() throws {
+        let channel = EmbeddedChannel(handler: ByteToMessageHandler(RemotingFrameDecoder(maxFrameBytes: 1024)))
+        var b = ByteBuffer()
+        b.writeInteger(Int32(1_000_000))
+        #expect(throws: RemotingError.self) { try channel.writeInbound(b) }
+        _ = try? channel.finish()
+    }
+}

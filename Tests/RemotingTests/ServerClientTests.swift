@@ -1,0 +1,211 @@
+import Logging
+import NIOCore
+import NIOPosix
+import Testing
+@testable import Remoting
+
+/// A gate a handler waits at until the test opens it.
+private actor Gate {
+    private var open = false
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+    func wait() async {
+        if open { return }
+        await withCheckedContinuation { waiters.append($0) }
+    }
+    func release() {
+        open = true
+        for w in waiters { w.resume() }
+        waiters.removeAll()
+    }
+}
+
+private final class Collector: ChannelInboundHandler, Sendable {
+    typealias InboundIn = RemotingCommand
+    let sink: AsyncStream<RemotingCommand>.Continuation
+    init(sink: AsyncStream<RemotingCommand>.Continuation) { self.sink = sink }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) { sink.yield(unwrapInboundIn(data)) }
+}
+
+private actor Log {
+    var codes: [Int32] = []
+    func add(_ c: Int32) { codes.append(c) }
+}
+
+/// Runs `body` against a server on 127.0.0.1 (a free port) with `processors`, then stops it.
+private func withServer(_ processors: [RemotingProcessor], port: Int = 0,
+                        _ body: @Sendable (String, RemotingClient) async throws -> Void) async throws {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let logger = Logger(label: "test")
+    let server = RemotingServer(options: RemotingServerOptions(host: "127.0.0.1", port: port), processors: processors, group: group, logger: logger)
+    let (bound, boundContinuation) = AsyncStream.makeStream(of: Int.self)
+    try await withThrowingTaskGroup(of: Void.self) { tasks in
+        tasks.addTask { try await server.run { boundContinuation.yield($0.port ?? 0) } }
+        var it = bound.makeAsyncIterator()
+        let p = await it.next()!
+        let client = RemotingClient(group: group, logger: logger)
+        do {
+            try await body("127.0.0.1:\(p)", client)
+        } catch {
+            await client.close()
+            tasks.cancelAll()
+            throw error
+        }
+        await client.close()
+        tasks.cancelAll()
+    }
+    try await group.shutdownGracefully()
+}
+
+private let echo = RemotingProcessor(name: "echo", codes: [100], maxQueuedRequests: 64, workers: 2) { request, _ in
+    .response(to: request, code: ResponseCode.success, extFields: request.extFields, body: request.body)
+}
+
+@Suite struct ServerClientTests {
+    @Test func aRequestIsAnsweredWithItsOpaqueInItsSerialization() async throws {
+        try await withServer([echo]) { address, client in
+            for type in [SerializeType.json, .rocketmq] {
+                var body = ByteBuffer()
+                body.writeString("hello")
+                let r = try await client.request(address, .request(code: 100, opaque: 0, extFields: ["k": "v"], body: body, serializeType: type), timeoutMilliseconds: 2_000)
+                #expect(r.isResponse && r.code == 0 && r.extFields == ["k": "v"])
+                #expect(r.serializeType == type)
+                #expect(r.body.map { String(buffer: $0) } == "hello")
+            }
+        }
+    }
+
+    @Test func anUnknownCodeIsAnsweredRequestCodeNotSupported() async throws {
+        try await withServer([echo]) { address, client in
+            let r = try await client.request(address, .request(code: 4242, opaque: 0), timeoutMilliseconds: 2_000)
+            #expect(r.code == ResponseCode.requestCodeNotSupported)
+            #expect(r.remark == " request type 4242 not supported")
+        }
+    }
+
+    @Test func oneWayRequestsAreNeverAnswered() async throws {
+        let log = Log()
+        let recorder = RemotingProcessor(name: "rec", codes: [7, 8], maxQueuedRequests: 8) { request, _ in
+            await log.add(request.code)
+            return .response(to: request, code: 0)
+        }
+        try await withServer([recorder]) { address, _ in
+            // A bare connection that records every frame the server sends.
+            let (host, port) = RemotingClient.split(address)!
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            let (frames, sink) = AsyncStream.makeStream(of: RemotingCommand.self)
+            let raw = try await ClientBootstrap(group: group).channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(RemotingFrameDecoder()))
+                    try channel.pipeline.syncOperations.addHandler(Collector(sink: sink))
+                }
+            }.connect(host: host, port: port).get()
+            var out = ByteBuffer()
+            RemotingFrame.encode(.request(code: 7, opaque: 70, oneway: true), into: &out)
+            RemotingFrame.encode(.request(code: 9999, opaque: 71, oneway: true), into: &out)  // unknown and one-way: silent too
+            RemotingFrame.encode(.request(code: 8, opaque: 72), into: &out)
+            try await raw.writeAndFlush(out)
+            var it = frames.makeAsyncIterator()
+            let first = await it.next()
+            #expect(first?.opaque == 72, "the only answer is to the two-way request")
+            #expect(await log.codes == [7, 8], "the one-way request was processed")
+            try await raw.close()
+            try await group.shutdownGracefully()
+        }
+    }
+
+    @Test func aFullQueueAnswersSystemBusy() async throws {
+        let gate = Gate()
+        let slow = RemotingProcessor(name: "slow", codes: [1], maxQueuedRequests: 1, workers: 1) { request, _ in
+            await gate.wait()
+            return .response(to: request, code: 0)
+        }
+        try await withServer([slow]) { address, client in
+            async let first = client.request(address, .request(code: 1, opaque: 0), timeoutMilliseconds: 5_000)
+            try await Task.sleep(for: .milliseconds(100))  // the first is with the worker
+            async let second = client.request(address, .request(code: 1, opaque: 0), timeoutMilliseconds: 5_000)
+            try await Task.sleep(for: .milliseconds(100))  // the second waits in the queue
+            let third = try await client.request(address, .request(code: 1, opaque: 0), timeoutMilliseconds: 5_000)
+            #expect(third.code == ResponseCode.systemBusy)
+            #expect(third.remark?.contains("[REJECTREQUEST]") == true)
+            await gate.release()
+            let (a, b) = try await (first, second)
+            #expect(a.code == 0 && b.code == 0)
+        }
+    }
+
+    @Test func answersMayComeOutOfOrderAndStillMatch() async throws {
+        let slowFirst = RemotingProcessor(name: "sleepy", codes: [1], maxQueuedRequests: 8, workers: 4) { request, _ in
+            let ms = Int(request.extFields["ms"] ?? "0") ?? 0
+            try? await Task.sleep(for: .milliseconds(ms))
+            return .response(to: request, code: 0, extFields: ["ms": "\(ms)"])
+        }
+        try await withServer([slowFirst]) { address, client in
+            async let slow = client.request(address, .request(code: 1, opaque: 0, extFields: ["ms": "300"]), timeoutMilliseconds: 5_000)
+            async let fast = client.request(address, .request(code: 1, opaque: 0, extFields: ["ms": "1"]), timeoutMilliseconds: 5_000)
+            let (f, sl) = try await (fast, slow)
+            #expect(f.extFields["ms"] == "1")
+            #expect(sl.extFields["ms"] == "300")
+        }
+    }
+
+    @Test func aRequestWithoutAnAnswerTimesOut() async throws {
+        let silent = RemotingProcessor(name: "silent", codes: [1], maxQueuedRequests: 8) { _, _ in nil }
+        try await withServer([silent]) { address, client in
+            await #expect(throws: RemotingCallError.timeout(milliseconds: 200)) {
+                _ = try await client.request(address, .request(code: 1, opaque: 0), timeoutMilliseconds: 200)
+            }
+            // The connection survives a timeout.
+            let r = try await client.request(address, .request(code: 2, opaque: 0), timeoutMilliseconds: 2_000)
+            #expect(r.code == ResponseCode.requestCodeNotSupported)
+        }
+    }
+
+    @Test func garbageClosesOnlyItsOwnConnection() async throws {
+        try await withServer([echo]) { address, client in
+            let (host, port) = RemotingClient.split(address)!
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            let raw = try await ClientBootstrap(group: group).connect(host: host, port: port).get()
+            var junk = ByteBuffer()
+            junk.writeInteger(Int32(12))
+            junk.writeInteger(UInt32(3) << 24)  // serialize type 3 does not exist
+            junk.writeBytes([1, 2, 3, 4, 5, 6, 7, 8])
+            try await raw.writeAndFlush(junk)
+            try await raw.closeFuture.get()  // the server hung up
+            try await group.shutdownGracefully()
+            let r = try await client.request(address, .request(code: 100, opaque: 0), timeoutMilliseconds: 2_000)
+            #expect(r.code == 0, "other connections are served")
+        }
+    }
+
+    @Test func theClientReconnectsWithBackoff() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let client = RemotingClient(group: group, logger: Logger(label: "test"))
+        // Nothing listens here (a port from the ephemeral range, bound and released).
+        let probe = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
+        let port = probe.localAddress!.port!
+        try await probe.close()
+        let address = "127.0.0.1:\(port)"
+        await #expect(throws: RemotingCallError.self) { _ = try await client.request(address, .request(code: 100, opaque: 0), timeoutMilliseconds: 500) }
+        do {
+            _ = try await client.request(address, .request(code: 100, opaque: 0), timeoutMilliseconds: 500)
+            Issue.record("a second attempt right after a failure should wait for the backoff")
+        } catch {
+            #expect("\(error)".contains("retrying shortly"))
+        }
+        try await withServer([echo], port: port) { _, _ in
+            try await Task.sleep(for: .milliseconds(150))  // past the first backoff
+            let r = try await client.request(address, .request(code: 100, opaque: 0), timeoutMilliseconds: 2_000)
+            #expect(r.code == 0)
+        }
+        await client.close()
+        try await group.shutdownGracefully()
+    }
+
+    @Test func addressesParse() {
+        #expect(RemotingClient.split("127.0.0.1:9876")! == ("127.0.0.1", 9876))
+        #expect(RemotingClient.split("[::1]:10911")! == ("::1", 10911))
+        #expect(RemotingClient.split("mq1") == nil)
+        #expect(RemotingClient.split("mq1:0") == nil)
+        #expect(RemotingClient.split(":80") == nil)
+    }
+}
