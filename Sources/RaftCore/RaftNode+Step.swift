@@ -20,6 +20,15 @@ extension RaftNode {
                 break  // carries the term we would campaign in, not a newer term of the group
             case .append, .heartbeat:
                 becomeFollower(term: m.term, leader: m.from)
+            case .vote:
+                // Raft Figure 2: the election timer restarts on hearing the leader or on granting a
+                // vote, not on stepping down to a candidate's newer term. Otherwise a node whose log
+                // is too stale to win, with a clock a little fast, restarts everyone's timer with
+                // each of its elections and no one else ever campaigns (found by the simulator with
+                // pre-vote off, seed 5276). A granted vote restarts the timer in handleVoteRequest.
+                let elapsed = electionElapsed
+                becomeFollower(term: m.term, leader: nil)
+                electionElapsed = min(elapsed, randomizedElectionTimeout - 1)
             default:
                 becomeFollower(term: m.term, leader: nil)
             }
