@@ -43,6 +43,13 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // RaftReplica (the driver of a RaftCore node over LogStore and the peer port) and its wire
+        // format; ClassicHA later (never imports RaftCore).
+        .target(
+            name: "Replication",
+            dependencies: ["RaftCore", "Remoting", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
         // The deterministic whole-cluster simulator: seeded network, disk and clock with faults, and
         // the invariant checkers.
         .target(name: "Simulation", dependencies: ["RaftCore"], swiftSettings: strict),
@@ -81,6 +88,7 @@ let package = Package(
         // Transcripts/ holds the interaction scripts, read through #filePath (and rewritten in place).
         .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore"], exclude: ["Transcripts"], swiftSettings: strict),
         .testTarget(name: "RemotingTests", dependencies: ["Remoting", "TestSupport", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")], swiftSettings: strict),
+        .testTarget(name: "ReplicationTests", dependencies: ["Replication", "RaftCore", "TestSupport", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "RaftCore"], swiftSettings: strict),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CommandTests", dependencies: ["mqbroker", "mqbench", "raftsim", "storewriter", "LogStore", "LogFormat"], swiftSettings: strict),
