@@ -47,7 +47,11 @@ let package = Package(
         // format; ClassicHA later (never imports RaftCore).
         .target(
             name: "Replication",
-            dependencies: ["RaftCore", "Remoting", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "RaftCore", "LogStore", "LogFormat", "Remoting",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         // The deterministic whole-cluster simulator: seeded network, disk and clock with faults, and

@@ -112,7 +112,7 @@ public actor RemotingClient {
     }
 
     /// "host:port" (IPv6 as "[::1]:port").
-    static func split(_ address: String) -> (String, Int)? {
+    public static func split(_ address: String) -> (String, Int)? {
         guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
               (1...65_535).contains(port) else { return nil }
         var host = String(address[..<colon])

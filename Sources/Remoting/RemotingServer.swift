@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// A request processor: the codes it serves, how many requests may wait for it, how many it works
 /// on at once, and the work. The work returns the answer, or nil when it answers later itself (a
@@ -53,6 +54,8 @@ public final class RemotingServer: Sendable {
     private let streams: [AsyncStream<QueuedRequest>]
     private let group: any EventLoopGroup
     private let logger: Logger
+    /// Accepted connections, closed when the server stops (as a process exit would close them).
+    private let connections = ConnectionSet()
 
     public init(options: RemotingServerOptions, processors: [RemotingProcessor], group: any EventLoopGroup, logger: Logger) {
         var byCode: [Int32: Int] = [:]
@@ -80,12 +83,14 @@ public final class RemotingServer: Sendable {
         let options = self.options
         let dispatcher = self.dispatcher
         let logger = self.logger
+        let connections = self.connections
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                connections.add(channel)
+                return channel.eventLoop.makeCompletedFuture {
                     try RemotingPipeline.add(to: channel, maxFrameBytes: options.maxFrameBytes,
                                              idleTimeoutSeconds: options.idleTimeoutSeconds, dispatcher: dispatcher,
                                              maxPendingRequests: options.maxPendingRequestsPerConnection, logger: logger)
@@ -127,7 +132,23 @@ public final class RemotingServer: Sendable {
         } onCancel: {
             server.close(promise: nil)
             dispatcher.finish()
+            connections.closeAll()
         }
+    }
+}
+
+/// The open connections of a server.
+final class ConnectionSet: Sendable {
+    private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+
+    func add(_ channel: any Channel) {
+        let key = ObjectIdentifier(channel)
+        channels.withLock { $0[key] = channel }
+        channel.closeFuture.whenComplete { [self] _ in _ = channels.withLock { $0.removeValue(forKey: key) } }
+    }
+
+    func closeAll() {
+        for c in channels.withLock({ Array($0.values) }) { c.close(promise: nil) }
     }
 }
 

@@ -1,0 +1,243 @@
+import LogFormat
+import LogStore
+import Logging
+import NIOCore
+import RaftCore
+import Remoting
+import Synchronization
+
+/// How a replica runs.
+public struct RaftReplicaOptions: Sendable {
+    public var raft: RaftConfig
+    /// "host:port" of every member's peer listener, this node's included (DLedger's dLegerPeers).
+    public var peerAddresses: [NodeID: String]
+    /// One RaftCore tick of real time. RaftConfig's tick counts are in these.
+    public var tickIntervalMs: Int = 10
+    /// SYNC_FLUSH: an entry counts toward the quorum only once it is fdatasync'ed here. ASYNC_FLUSH
+    /// (false): once it is in the page cache; a power cut of a majority at once can then lose
+    /// acknowledged entries written within the last flush interval (docs/replication.md).
+    public var syncBeforeAcknowledging = true
+    /// The store index of the first entry of an empty log (DLedger numbers from 0).
+    public var storeIndexOfEmptyLog: UInt64 = 0
+    /// How far the subscriber already applied (Raft index); committed entries after it are delivered.
+    public var appliedIndex: RaftCore.LogIndex = .zero
+    /// Inputs (peer messages, ticks, proposals) waiting for the driver; more are refused.
+    public var mailboxLimit = 65_536
+    /// Inputs the driver steps before it handles a Ready (one write and one sync for all of them).
+    public var maxInputsPerReady = 4_096
+    /// Messages waiting to be sent to one peer.
+    public var peerOutboxLimit = 16_384
+
+    public init(raft: RaftConfig, peerAddresses: [NodeID: String]) {
+        precondition(Set(raft.voters) == Set(peerAddresses.keys), "RaftReplicaOptions: every voter needs a peer address")
+        self.raft = raft
+        self.peerAddresses = peerAddresses
+    }
+}
+
+/// Why a proposal was not committed.
+public enum ReplicaError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Refused by the Raft node (not the leader, a limit, a transfer in progress).
+    case refused(RaftError)
+    /// The mailbox is full: the caller should answer SYSTEM_BUSY.
+    case busy
+    /// A new leader replaced the entry before it committed.
+    case overwritten(index: RaftCore.LogIndex)
+    case stopped
+    case storage(String)
+
+    public var description: String {
+        switch self {
+        case .refused(let e): return "\(e)"
+        case .busy: return "the replica's mailbox is full"
+        case .overwritten(let i): return "entry \(i) was replaced by a new leader before it committed"
+        case .stopped: return "the replica stopped"
+        case .storage(let s): return "storage failure: \(s)"
+        }
+    }
+}
+
+/// The one task that owns a RaftCore node and drives its Ready loop over LogStore, the peer port and
+/// a real clock (ARCHITECTURE.md, "The driver loop"):
+/// take a batch of inputs and step them; send `messages`; write the entries (truncating first when the
+/// Ready says so); wait until they are durable (SYNC_FLUSH) and persist term and vote; send
+/// `messagesAfterPersist`; hand committed entries to the subscriber in order and complete the
+/// proposals; advance.
+public final class RaftReplica: Sendable {
+    enum Input: Sendable {
+        case message(Message)
+        case tick
+        case propose([UInt8], CheckedContinuation<RaftCore.LogIndex, any Error>)
+        case transfer(NodeID)
+    }
+
+    public let options: RaftReplicaOptions
+    private let store: LogStore
+    private let hardStateFile: HardStateFile
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let apply: @Sendable ([RaftCore.Entry]) async -> Void
+    private let mailbox: Mailbox<Input>
+    private let published = Mutex<RaftStatus?>(nil)
+
+    /// `apply` receives committed entries in order, once each per run (from `appliedIndex` on); the
+    /// driver waits for it, so a slow subscriber slows the node instead of queueing without bound.
+    public init(options: RaftReplicaOptions, store: LogStore, hardStateFile: HardStateFile, group: any EventLoopGroup,
+                logger: Logger, apply: @escaping @Sendable ([RaftCore.Entry]) async -> Void) {
+        self.options = options
+        self.store = store
+        self.hardStateFile = hardStateFile
+        self.group = group
+        self.logger = logger
+        self.apply = apply
+        self.mailbox = Mailbox(limit: options.mailboxLimit)
+    }
+
+    /// The node's state after its last Ready (nil before the first).
+    public var status: RaftStatus? { published.withLock { $0 } }
+
+    /// Proposes `data`; returns its Raft index once it is committed.
+    public func propose(_ data: [UInt8]) async throws -> RaftCore.LogIndex {
+        try await withCheckedThrowingContinuation { c in
+            if !mailbox.offer(.propose(data, c)) { c.resume(throwing: ReplicaError.busy) }
+        }
+    }
+
+    /// Asks the leader to hand leadership to `target` (ignored on a follower).
+    public func transferLeadership(to target: NodeID) -> Bool {
+        mailbox.offer(.transfer(target))
+    }
+
+    /// Serves the peer port, ticks, sends and drives the node until cancelled.
+    public func run() async throws {
+        let client = RemotingClient(group: group, logger: logger)
+        let transport = PeerTransport(selfID: options.raft.id, addresses: options.peerAddresses, client: client,
+                                      outboxLimit: options.peerOutboxLimit, logger: logger)
+        let selfAddress = options.peerAddresses[options.raft.id]!
+        guard let (host, port) = RemotingClient.split(selfAddress) else {
+            throw ReplicaError.storage("the peer address \(selfAddress) is not host:port")
+        }
+        let mailbox = self.mailbox
+        let logger = self.logger
+        let inbound = RemotingProcessor(name: "raft", codes: [RequestCode.raftMessage], maxQueuedRequests: options.mailboxLimit) { request, _ in
+            guard let body = request.body else { return nil }
+            do {
+                mailbox.offer(.message(try RaftWire.decode(body)))
+            } catch {
+                logger.warning("dropping a malformed Raft message", metadata: ["error": "\(error)"])
+            }
+            return nil
+        }
+        let server = RemotingServer(options: RemotingServerOptions(host: host, port: port), processors: [inbound], group: group, logger: logger)
+        let tickMs = options.tickIntervalMs
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await server.run() }
+            tasks.addTask { await transport.run() }
+            tasks.addTask {
+                while !Task.isCancelled {
+                    try await Task.sleep(for: .milliseconds(tickMs))
+                    mailbox.offer(.tick)
+                }
+            }
+            tasks.addTask { try await self.drive(transport) }
+            defer {
+                mailbox.close()
+                transport.close()
+            }
+            // The first to end (the driver on a storage error, or cancellation) ends them all.
+            do {
+                try await tasks.next()
+            } catch {
+                tasks.cancelAll()
+                throw error
+            }
+            tasks.cancelAll()
+        }
+        await client.close()
+    }
+
+    private func loadHardState(_ log: StoreLog) throws -> RaftCore.HardState {
+        guard let saved = try hardStateFile.load() else { return RaftCore.HardState() }
+        var vote: NodeID?
+        if let v = saved.votedFor {
+            guard v.hasPrefix("n"), let raw = UInt64(v.dropFirst()) else { throw ReplicaError.storage("hard state vote \"\(v)\" is not a node id") }
+            vote = NodeID(raw)
+        }
+        var commit = RaftCore.LogIndex.zero
+        if let c = saved.commitIndex { commit = RaftCore.LogIndex(log.raftIndex(c)) }
+        if commit > log.lastIndex {
+            // Only possible when entries were acknowledged from the page cache (ASYNC_FLUSH) and lost
+            // in a crash. The commit index is a hint; the node learns it again from the leader.
+            logger.warning("persisted commit index is past the log; starting from the log's end", metadata: ["commit": "\(commit)", "lastIndex": "\(log.lastIndex)"])
+            commit = log.lastIndex
+        }
+        return RaftCore.HardState(term: RaftCore.Term(saved.term.rawValue), vote: vote, commit: commit)
+    }
+
+    private func drive(_ transport: PeerTransport) async throws {
+        // The node and its log belong to this task alone (STYLE 6).
+        let log = try StoreLog(store: store, storeIndexOfEmptyLog: options.storeIndexOfEmptyLog)
+        let node = RaftNode(config: options.raft, log: log, hardState: try loadHardState(log), appliedIndex: options.appliedIndex)
+        logger.info("raft replica started", metadata: ["node": "\(options.raft.id)", "term": "\(node.term)", "lastIndex": "\(node.lastIndex)", "peer": "\(options.peerAddresses[options.raft.id]!)"])
+        var waiters: [RaftCore.LogIndex: (term: RaftCore.Term, continuation: CheckedContinuation<RaftCore.LogIndex, any Error>)] = [:]
+        var saved = (term: node.term, vote: node.vote)
+        defer {
+            for (_, w) in waiters { w.continuation.resume(throwing: ReplicaError.stopped) }
+        }
+        while !Task.isCancelled {
+            let inputs = await mailbox.take(max: options.maxInputsPerReady)
+            if inputs.isEmpty { return }
+            for input in inputs {
+                switch input {
+                case .message(let m): node.step(m)
+                case .tick: node.tick()
+                case .propose(let data, let c):
+                    do {
+                        let (index, term) = try node.propose(data)
+                        waiters[index] = (term, c)
+                    } catch {
+                        c.resume(throwing: ReplicaError.refused(error))
+                    }
+                case .transfer(let target): try? node.transferLeadership(to: target)
+                }
+            }
+            while node.hasReady {
+                let r = node.ready()
+                for m in r.messages { transport.send(m) }
+                do {
+                    let end = try log.write(truncateAfter: r.truncateAfter, entries: r.entries)
+                    if r.mustSync {
+                        if options.syncBeforeAcknowledging && (!r.entries.isEmpty || r.truncateAfter != nil) {
+                            try await store.waitUntilDurable(end)
+                        }
+                        if let hs = r.hardState, hs.term != saved.term || hs.vote != saved.vote {
+                            try hardStateFile.save(StoredHardState(
+                                term: LogFormat.Term(hs.term.rawValue), votedFor: hs.vote.map { "n\($0.rawValue)" },
+                                commitIndex: hs.commit > .zero ? log.storeIndex(hs.commit) : nil))
+                            saved = (hs.term, hs.vote)
+                        }
+                    }
+                } catch {
+                    // STYLE 11: a storage error stops the node; it is not retried here.
+                    logger.error("storage failure: the Raft node stops", metadata: ["error": "\(error)"])
+                    throw ReplicaError.storage("\(error)")
+                }
+                for m in r.messagesAfterPersist { transport.send(m) }
+                if let ss = r.softState {
+                    logger.info("raft role", metadata: ["node": "\(options.raft.id)", "role": "\(ss.role)", "leader": "\(ss.leader.map { "\($0)" } ?? "none")", "term": "\(node.term)"])
+                }
+                if !r.committedEntries.isEmpty {
+                    await apply(r.committedEntries)
+                    for e in r.committedEntries {
+                        guard let w = waiters.removeValue(forKey: e.index) else { continue }
+                        if w.term == e.term { w.continuation.resume(returning: e.index) }
+                        else { w.continuation.resume(throwing: ReplicaError.overwritten(index: e.index)) }
+                    }
+                }
+                node.advance(r)
+                let status = node.status
+                published.withLock { $0 = status }
+            }
+        }
+    }
+}

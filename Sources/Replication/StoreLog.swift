@@ -1,0 +1,104 @@
+import LogFormat
+import LogStore
+import RaftCore
+
+/// RaftCore's view of a LogStore. Raft index r is store index r - 1 + the store's first index of an
+/// empty log (DLedger numbers entries from 0; Raft from 1, with 0 the empty prefix), so
+/// `/raft/state` can show DLedger's numbers while the core keeps the paper's.
+///
+/// Terms are kept in memory as runs (one per term change), so `term(at:)`, which the core calls on
+/// every message, never reads the disk. A read error is fatal to the node: a log it cannot read is
+/// not a log it may vote or lead with (RaftLogReader's contract; the process stops, and recovery
+/// decides at the next start).
+final class StoreLog: RaftLogReader {
+    let store: LogStore
+    /// Raft index of store index `storeBase`.
+    private let storeBase: UInt64
+    /// (first Raft index, term) of each run of equal terms, ascending.
+    private var runs: [(first: UInt64, term: UInt64)] = []
+    private(set) var firstIndex: RaftCore.LogIndex
+    private(set) var lastIndex: RaftCore.LogIndex
+
+    init(store: LogStore, storeIndexOfEmptyLog: UInt64) throws(StorageError) {
+        self.store = store
+        self.storeBase = storeIndexOfEmptyLog
+        firstIndex = RaftCore.LogIndex(store.firstIndex.rawValue - storeIndexOfEmptyLog + 1)
+        if let last = store.lastIndex {
+            lastIndex = RaftCore.LogIndex(last.rawValue - storeIndexOfEmptyLog + 1)
+        } else {
+            lastIndex = firstIndex.previous
+        }
+        // Build the term runs by reading the log once (cheap next to recovery, which verified it all).
+        var i = store.firstIndex
+        while let last = store.lastIndex, i <= last {
+            let batch = try store.read(from: i, maxBytes: 8 << 20)
+            for e in batch { noteTerm(raftIndex(e.index), e.term.rawValue) }
+            i = LogFormat.LogIndex(batch.last!.index.rawValue + 1)
+        }
+    }
+
+    func storeIndex(_ r: RaftCore.LogIndex) -> LogFormat.LogIndex { LogFormat.LogIndex(r.rawValue - 1 + storeBase) }
+    func raftIndex(_ s: LogFormat.LogIndex) -> UInt64 { s.rawValue + 1 - storeBase }
+
+    private func noteTerm(_ index: UInt64, _ term: UInt64) {
+        if let last = runs.last, last.term == term { return }
+        precondition(runs.last.map { $0.term < term } ?? true, "terms in the log go back at \(index)")
+        runs.append((index, term))
+    }
+
+    func term(at index: RaftCore.LogIndex) -> RaftCore.Term? {
+        guard index >= firstIndex, index <= lastIndex, index.rawValue >= 1 else { return nil }
+        // The last run starting at or before index.
+        var lo = 0, hi = runs.count - 1
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if runs[mid].first <= index.rawValue { lo = mid } else { hi = mid - 1 }
+        }
+        return RaftCore.Term(runs[lo].term)
+    }
+
+    func entries(in range: ClosedRange<RaftCore.LogIndex>, maxBytes: Int) -> [RaftCore.Entry] {
+        precondition(range.lowerBound >= firstIndex && range.upperBound <= lastIndex, "entries \(range) outside \(firstIndex)...\(lastIndex)")
+        var out: [RaftCore.Entry] = []
+        var next = range.lowerBound
+        var bytes = 0
+        while next <= range.upperBound {
+            let batch: [LogEntry]
+            do {
+                batch = try store.read(from: storeIndex(next), maxBytes: max(1, maxBytes - bytes))
+            } catch {
+                preconditionFailure("the commitlog cannot be read at Raft index \(next): \(error)")
+            }
+            for e in batch {
+                let i = RaftCore.LogIndex(raftIndex(e.index))
+                if i > range.upperBound { return out }
+                bytes += e.body.count
+                if !out.isEmpty && bytes > maxBytes { return out }
+                out.append(RaftCore.Entry(term: RaftCore.Term(e.term.rawValue), index: i, data: e.kind == .noop ? [] : e.body))
+                next = i.next
+            }
+            if bytes >= maxBytes { break }
+        }
+        return out
+    }
+
+    /// Writes what a Ready says: the truncation, then the entries (to the page cache). Returns the
+    /// position the entries' durability depends on.
+    func write(truncateAfter: RaftCore.LogIndex?, entries: [RaftCore.Entry]) throws(StorageError) -> LogPosition {
+        if let t = truncateAfter {
+            precondition(t >= firstIndex.previous, "truncate after \(t) below the first index \(firstIndex)")
+            try store.truncateSuffix(after: t >= firstIndex ? storeIndex(t) : nil)
+            lastIndex = t
+            while let last = runs.last, last.first > t.rawValue { runs.removeLast() }
+        }
+        guard let first = entries.first else { return store.writePosition }
+        precondition(first.index == lastIndex.next, "Ready entries start at \(first.index), the log ends at \(lastIndex)")
+        let toAppend = entries.map {
+            EntryToAppend(kind: $0.isEmpty ? .noop : .normal, term: LogFormat.Term($0.term.rawValue), body: $0.data)
+        }
+        let result = try store.write(toAppend, expectingFirstIndex: storeIndex(first.index))
+        for e in entries { noteTerm(e.index.rawValue, e.term.rawValue) }
+        lastIndex = entries.last!.index
+        return result.endPosition
+    }
+}

@@ -1,0 +1,150 @@
+import Foundation
+import LogStore
+import Logging
+import NIOCore
+import NIOPosix
+import RaftCore
+import Testing
+@testable import Replication
+
+/// What one replica applied, in order.
+private actor Applied {
+    private(set) var entries: [RaftCore.Entry] = []
+    func add(_ es: [RaftCore.Entry]) { entries.append(contentsOf: es) }
+    func reset() { entries = [] }
+    /// The payloads applied (no-ops left out).
+    var payloads: [[UInt8]] { entries.filter { !$0.isEmpty }.map(\.data) }
+}
+
+/// Three replicas in this process on 127.0.0.1, .2 and .3, each with its own LogStore.
+private final class ReplicaGroup: @unchecked Sendable {
+    let root: String
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+    let addresses: [NodeID: String]
+    var stores: [NodeID: LogStore] = [:]
+    var replicas: [NodeID: RaftReplica] = [:]
+    var tasks: [NodeID: Task<Void, any Error>] = [:]
+    let applied: [NodeID: Applied]
+    let ids = [NodeID(0), NodeID(1), NodeID(2)]
+
+    init() async throws {
+        root = NSTemporaryDirectory() + "raftmq-replica-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        // A free port on 127.0.0.1, used on all three addresses (each node binds its own).
+        let probe = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
+        let port = probe.localAddress!.port!
+        try await probe.close()
+        var a: [NodeID: String] = [:]
+        var ap: [NodeID: Applied] = [:]
+        for id in ids {
+            a[id] = "127.0.0.\(id.rawValue + 1):\(port)"
+            ap[id] = Applied()
+        }
+        addresses = a
+        applied = ap
+    }
+
+    func start(_ id: NodeID) throws {
+        let dir = root + "/\(id)"
+        let store = try LogStore.open(LogStoreOptions(directory: dir + "/commitlog", segmentBytes: 1 << 20, indexFileBytes: 32 * 4096, flushMode: .sync, entryBodyBytesMax: 64 << 10))
+        stores[id] = store
+        var config = RaftConfig(id: id, voters: ids)
+        config.electionTimeoutTicks = 30
+        config.heartbeatTicks = 5
+        config.randomSeed = UInt64.random(in: 0...UInt64.max)
+        var options = RaftReplicaOptions(raft: config, peerAddresses: addresses)
+        options.tickIntervalMs = 10
+        let sink = applied[id]!
+        let replica = RaftReplica(options: options, store: store, hardStateFile: HardStateFile(path: dir + "/hardstate"), group: group,
+                                  logger: Logger(label: "replica-\(id)")) { entries in await sink.add(entries) }
+        replicas[id] = replica
+        tasks[id] = Task { try await replica.run() }
+    }
+
+    /// Stops the replica as a crash of its process would (its store is closed after the task ends).
+    func stop(_ id: NodeID) async throws {
+        tasks[id]?.cancel()
+        _ = await tasks[id]?.result
+        try stores[id]?.close()
+        tasks[id] = nil
+        await applied[id]!.reset()
+    }
+
+    func leader(among: [NodeID]? = nil, within seconds: Double = 5) async throws -> NodeID {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            let leaders = (among ?? ids).filter { replicas[$0]?.status?.role == .leader && tasks[$0] != nil }
+            if leaders.count == 1 { return leaders[0] }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw ReplicaError.stopped
+    }
+
+    func waitApplied(_ id: NodeID, count: Int, within seconds: Double = 5) async throws -> [[UInt8]] {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            let p = await applied[id]!.payloads
+            if p.count >= count { return p }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return await applied[id]!.payloads
+    }
+
+    func shutdown() async throws {
+        for id in ids where tasks[id] != nil { try await stop(id) }
+        try await group.shutdownGracefully()
+        try? FileManager.default.removeItem(atPath: root)
+    }
+}
+
+@Suite(.serialized) struct ReplicaGroupTests {
+    @Test func threeReplicasElectALeaderAndCommitTheSameEntriesInOrder() async throws {
+        let g = try await ReplicaGroup()
+        do {
+            for id in g.ids { try g.start(id) }
+            let leader = try await g.leader()
+            var indexes: [RaftCore.LogIndex] = []
+            for k in 0..<50 { indexes.append(try await g.replicas[leader]!.propose(Array("m\(k)".utf8))) }
+            #expect(indexes == indexes.sorted() && Set(indexes).count == 50, "each proposal has its own index, in order")
+            let expected = (0..<50).map { Array("m\($0)".utf8) }
+            for id in g.ids {
+                #expect(try await g.waitApplied(id, count: 50) == expected, "\(id) applied the same entries in the same order")
+            }
+            // A follower refuses proposals and names the leader.
+            let follower = g.ids.first { $0 != leader }!
+            await #expect(throws: ReplicaError.refused(.notLeader(leader: leader))) { _ = try await g.replicas[follower]!.propose([1]) }
+        } catch {
+            try await g.shutdown()
+            throw error
+        }
+        try await g.shutdown()
+    }
+
+    @Test func whenTheLeaderStopsAnotherTakesOverAndNothingCommittedIsLost() async throws {
+        let g = try await ReplicaGroup()
+        do {
+            for id in g.ids { try g.start(id) }
+            let first = try await g.leader()
+            for k in 0..<30 { _ = try await g.replicas[first]!.propose(Array("a\(k)".utf8)) }
+            try await g.stop(first)
+            let rest = g.ids.filter { $0 != first }
+            let started = Date()
+            let second = try await g.leader(among: rest, within: 5)
+            let failover = Date().timeIntervalSince(started)
+            #expect(second != first)
+            #expect(failover < 2, "a new leader in \(failover) s")
+            for k in 0..<20 { _ = try await g.replicas[second]!.propose(Array("b\(k)".utf8)) }
+            // The old leader restarts from its disk and catches up with what it missed.
+            try g.start(first)
+            let expected = (0..<30).map { Array("a\($0)".utf8) } + (0..<20).map { Array("b\($0)".utf8) }
+            for id in g.ids {
+                let got = try await g.waitApplied(id, count: 50)
+                #expect(got == expected, "\(id) (first leader \(first)): \(got.map { String(decoding: $0, as: UTF8.self) })")
+            }
+        } catch {
+            try await g.shutdown()
+            throw error
+        }
+        try await g.shutdown()
+    }
+}
