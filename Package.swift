@@ -54,6 +54,17 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The HTTP admin endpoint: /raft/state, /healthz (HTTP/1.1 now; h2c through libnghttp2 next).
+        .target(
+            name: "AdminHTTP",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // The deterministic whole-cluster simulator: seeded network, disk and clock with faults, and
         // the invariant checkers.
         .target(name: "Simulation", dependencies: ["RaftCore"], swiftSettings: strict),
@@ -62,7 +73,10 @@ let package = Package(
         .executableTarget(
             name: "mqbroker",
             dependencies: [
-                "Config", "LogStore",
+                "Config", "LogStore", "LogFormat", "RaftCore", "Replication", "Remoting", "AdminHTTP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

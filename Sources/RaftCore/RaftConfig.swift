@@ -5,9 +5,13 @@ public struct RaftConfig: Sendable {
     /// Every voting member, this node included.
     public var voters: [NodeID]
     /// A follower that hears nothing for a random number of ticks in
-    /// [electionTimeoutTicks, 2 * electionTimeoutTicks) campaigns. Also the leader's check-quorum
+    /// [electionTimeoutTicks, electionTimeoutMaxTicks) campaigns. Also the leader's check-quorum
     /// period and the length of a follower's leader lease.
     public var electionTimeoutTicks: Int = 10
+    /// The upper end (exclusive) of the randomized election timeout; nil means 2 * electionTimeoutTicks
+    /// (RaftMQ's raftElectionTimeoutMaxMs).
+    public var electionTimeoutMaxTicks: Int? = nil
+    var electionTimeoutRangeTicks: Int { (electionTimeoutMaxTicks ?? 2 * electionTimeoutTicks) - electionTimeoutTicks }
     /// A leader sends heartbeats every this many ticks. Must be less than electionTimeoutTicks.
     public var heartbeatTicks: Int = 1
     /// Campaign with a pre-vote round first, so a node that was cut off does not disrupt the group by
@@ -54,6 +58,9 @@ public struct RaftConfig: Sendable {
         precondition(voters.contains(id), "RaftConfig: \(id) is not among the voters \(voters)")
         precondition(electionTimeoutTicks > 0, "RaftConfig: electionTimeoutTicks must be positive")
         precondition(heartbeatTicks > 0, "RaftConfig: heartbeatTicks must be positive")
+        if let m = electionTimeoutMaxTicks {
+            precondition(m > electionTimeoutTicks, "RaftConfig: electionTimeoutMaxTicks must be above electionTimeoutTicks")
+        }
         precondition(heartbeatTicks < electionTimeoutTicks, "RaftConfig: heartbeatTicks must be less than electionTimeoutTicks")
         precondition(maxInflightAppends > 0, "RaftConfig: maxInflightAppends must be positive")
         precondition(maxInflightBytes > 0, "RaftConfig: maxInflightBytes must be positive")

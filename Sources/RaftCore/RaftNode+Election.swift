@@ -51,7 +51,7 @@ extension RaftNode {
         leader = nil
         electionElapsed = 0
         heartbeatElapsed = 0
-        randomizedElectionTimeout = config.electionTimeoutTicks + random.below(config.electionTimeoutTicks)
+        randomizedElectionTimeout = config.electionTimeoutTicks + random.below(config.electionTimeoutRangeTicks)
     }
 
     // MARK: Elections

@@ -35,6 +35,17 @@ public struct RaftReplicaOptions: Sendable {
     }
 }
 
+/// What `/raft/state` shows: the node's status, when each peer was last heard from, and how Raft
+/// indexes map to the store's (DLedger's) numbers.
+public struct ReplicaStatus: Sendable {
+    public var raft: RaftStatus
+    public var lastHeard: [NodeID: ContinuousClock.Instant]
+    public var storeIndexOfEmptyLog: UInt64
+
+    /// A Raft index in the store's numbering (DLedger's: the first entry is 0); -1 for "none".
+    public func storeNumber(_ i: RaftCore.LogIndex) -> Int64 { Int64(i.rawValue) - 1 + Int64(storeIndexOfEmptyLog) }
+}
+
 /// Why a proposal was not committed.
 public enum ReplicaError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Refused by the Raft node (not the leader, a limit, a transfer in progress).
@@ -78,7 +89,7 @@ public final class RaftReplica: Sendable {
     private let logger: Logger
     private let apply: @Sendable ([RaftCore.Entry]) async -> Void
     private let mailbox: Mailbox<Input>
-    private let published = Mutex<RaftStatus?>(nil)
+    private let published = Mutex<ReplicaStatus?>(nil)
 
     /// `apply` receives committed entries in order, once each per run (from `appliedIndex` on); the
     /// driver waits for it, so a slow subscriber slows the node instead of queueing without bound.
@@ -94,7 +105,7 @@ public final class RaftReplica: Sendable {
     }
 
     /// The node's state after its last Ready (nil before the first).
-    public var status: RaftStatus? { published.withLock { $0 } }
+    public var status: ReplicaStatus? { published.withLock { $0 } }
 
     /// Proposes `data`; returns its Raft index once it is committed.
     public func propose(_ data: [UInt8]) async throws -> RaftCore.LogIndex {
@@ -181,6 +192,7 @@ public final class RaftReplica: Sendable {
         logger.info("raft replica started", metadata: ["node": "\(options.raft.id)", "term": "\(node.term)", "lastIndex": "\(node.lastIndex)", "peer": "\(options.peerAddresses[options.raft.id]!)"])
         var waiters: [RaftCore.LogIndex: (term: RaftCore.Term, continuation: CheckedContinuation<RaftCore.LogIndex, any Error>)] = [:]
         var saved = (term: node.term, vote: node.vote)
+        var lastHeard: [NodeID: ContinuousClock.Instant] = [:]
         defer {
             for (_, w) in waiters { w.continuation.resume(throwing: ReplicaError.stopped) }
         }
@@ -189,7 +201,9 @@ public final class RaftReplica: Sendable {
             if inputs.isEmpty { return }
             for input in inputs {
                 switch input {
-                case .message(let m): node.step(m)
+                case .message(let m):
+                    lastHeard[m.from] = .now
+                    node.step(m)
                 case .tick: node.tick()
                 case .propose(let data, let c):
                     do {
@@ -235,7 +249,7 @@ public final class RaftReplica: Sendable {
                     }
                 }
                 node.advance(r)
-                let status = node.status
+                let status = ReplicaStatus(raft: node.status, lastHeard: lastHeard, storeIndexOfEmptyLog: options.storeIndexOfEmptyLog)
                 published.withLock { $0 = status }
             }
         }

@@ -73,7 +73,7 @@ private final class ReplicaGroup: @unchecked Sendable {
     func leader(among: [NodeID]? = nil, within seconds: Double = 5) async throws -> NodeID {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
-            let leaders = (among ?? ids).filter { replicas[$0]?.status?.role == .leader && tasks[$0] != nil }
+            let leaders = (among ?? ids).filter { replicas[$0]?.status?.raft.role == .leader && tasks[$0] != nil }
             if leaders.count == 1 { return leaders[0] }
             try await Task.sleep(for: .milliseconds(20))
         }

@@ -3,7 +3,8 @@ import Config
 import Glibc
 
 /// `mqbroker -c FILE [-n NAMESRV] [-p]`: RocketMQ's broker command.
-struct MQBroker: ParsableCommand {
+@main
+struct MQBroker: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mqbroker",
         abstract: "RaftMQ broker: a RocketMQ broker whose commitlog is a Raft log.",
@@ -21,7 +22,7 @@ struct MQBroker: ParsableCommand {
     @Flag(name: .customShort("p"), help: "Print the effective configuration and exit.")
     var printConfig = false
 
-    func run() throws {
+    func run() async throws {
         var overrides: [String: String] = [:]
         if let namesrvAddr { overrides["namesrvAddr"] = namesrvAddr }
         let settings: BrokerSettings
@@ -39,8 +40,16 @@ struct MQBroker: ParsableCommand {
             print(out, terminator: "")
             return
         }
-        printError("mqbroker: the configuration is valid, but this build cannot serve clients yet: the remoting and Raft layers arrive with the next issues. Use -p to print the effective configuration.")
-        throw ExitCode(2)
+        guard settings.raft.enableDLegerCommitLog else {
+            printError("mqbroker: the configuration is valid, but classic \(settings.store.brokerRole.rawValue) groups arrive with a later issue; this build runs Raft groups (enableDLegerCommitLog=true). Use -p to print the effective configuration.")
+            throw ExitCode(2)
+        }
+        do {
+            try await RaftNodeMode.run(settings)
+        } catch {
+            printError("mqbroker: \(error)")
+            throw ExitCode(1)
+        }
     }
 }
 
@@ -63,4 +72,3 @@ func processEnvironment() -> [String: String] {
     return result
 }
 
-MQBroker.main()

@@ -1,0 +1,112 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// One answer of the admin endpoint.
+public struct AdminResponse: Sendable {
+    public var status: HTTPResponseStatus
+    public var contentType: String
+    public var body: String
+    public init(status: HTTPResponseStatus, contentType: String = "application/json", body: String) {
+        self.status = status
+        self.contentType = contentType
+        self.body = body
+    }
+
+    static func error(_ status: HTTPResponseStatus, _ message: String) -> AdminResponse {
+        AdminResponse(status: status, body: "{\"error\":\"\(message)\",\"status\":\(status.code)}")
+    }
+}
+
+/// The paths the admin endpoint serves (INTERFACES.md). Each is called on an event loop: keep it quick.
+public struct AdminRoutes: Sendable {
+    public var routes: [String: @Sendable () -> AdminResponse]
+    public init(routes: [String: @Sendable () -> AdminResponse]) { self.routes = routes }
+}
+
+/// The broker's HTTP admin endpoint on `httpListenPort`. This first cut speaks HTTP/1.1 (with
+/// keep-alive); h2c with prior knowledge on the same port, through libnghttp2, is the next step of
+/// issue 4. Unknown paths answer 404 with a JSON error, other methods than GET/HEAD 405.
+public final class AdminServer: Sendable {
+    private let host: String
+    private let port: Int
+    private let routes: AdminRoutes
+    private let group: any EventLoopGroup
+    private let logger: Logger
+
+    public init(host: String, port: Int, routes: AdminRoutes, group: any EventLoopGroup, logger: Logger) {
+        self.host = host
+        self.port = port
+        self.routes = routes
+        self.group = group
+        self.logger = logger
+    }
+
+    /// Serves until the task is cancelled.
+    public func run(onBound: @Sendable (SocketAddress) -> Void = { _ in }) async throws {
+        let routes = self.routes
+        let server = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(AdminHTTP1Handler(routes: routes))
+                }
+            }
+            .bind(host: host, port: port)
+            .get()
+        if let a = server.localAddress { onBound(a) }
+        try await withTaskCancellationHandler {
+            try await server.closeFuture.get()
+        } onCancel: {
+            server.close(promise: nil)
+        }
+    }
+
+    /// What a request for `path` with `method` gets.
+    static func answer(method: HTTPMethod, path: String, routes: AdminRoutes) -> AdminResponse {
+        let bare = path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? path
+        guard let route = routes.routes[bare] else { return .error(.notFound, "no such path: \(bare.prefix(200))") }
+        guard method == .GET || method == .HEAD else { return .error(.methodNotAllowed, "only GET is served on \(bare)") }
+        return route()
+    }
+}
+
+/// HTTP/1.1: one answer per request, in order.
+final class AdminHTTP1Handler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let routes: AdminRoutes
+    private var head: HTTPRequestHead?
+
+    init(routes: AdminRoutes) { self.routes = routes }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h): head = h
+        case .body: break  // the admin paths take no body
+        case .end:
+            guard let h = head else { return }
+            head = nil
+            let answer = AdminServer.answer(method: h.method, path: h.uri, routes: routes)
+            var headers = HTTPHeaders()
+            headers.add(name: "Content-Type", value: answer.contentType)
+            headers.add(name: "Content-Length", value: String(answer.body.utf8.count))
+            headers.add(name: "Cache-Control", value: "no-store")
+            let keepAlive = h.isKeepAlive
+            if !keepAlive { headers.add(name: "Connection", value: "close") }
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: h.version, status: answer.status, headers: headers))), promise: nil)
+            if h.method != .HEAD {
+                context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: answer.body)))), promise: nil)
+            }
+            let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+            if !keepAlive {
+                let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+                done.whenComplete { _ in loopBound.value.close(promise: nil) }
+            }
+        }
+    }
+}

@@ -1,0 +1,196 @@
+import AdminHTTP
+import Config
+import Dispatch
+import Foundation
+import Glibc
+import LogStore
+import Logging
+import NIOCore
+import NIOPosix
+import RaftCore
+import Replication
+
+/// `mqbroker -c FILE` with `enableDLegerCommitLog=true`: a member of a Raft group. This stage runs
+/// the Raft replica over the commitlog and the HTTP admin endpoint; the RocketMQ client port (send,
+/// pull, nameserver registration) comes with issue 5.
+enum RaftNodeMode {
+    /// One RaftCore tick of real time; the configured Raft timings are multiples of it.
+    static let tickIntervalMs: Int64 = 10
+
+    static func run(_ settings: BrokerSettings) async throws {
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = .info
+            return h
+        }
+        let logger = Logger(label: "mqbroker")
+        let raft = settings.raft
+        guard let me = raft.selfPeer else { throw RaftModeError("dLegerSelfId \(raft.dLegerSelfId) is not among dLegerPeers") }
+        var addresses: [NodeID: String] = [:]
+        var names: [NodeID: String] = [:]
+        for p in raft.peers {
+            let id = nodeID(p.id)
+            addresses[id] = "\(p.address)"
+            names[id] = p.id
+        }
+        let selfID = nodeID(me.id)
+        var config = RaftConfig(id: selfID, voters: raft.peers.map { nodeID($0.id) })
+        config.heartbeatTicks = Int(max(1, raft.raftHeartbeatIntervalMs / tickIntervalMs))
+        config.electionTimeoutTicks = Int(max(2, raft.raftElectionTimeoutMinMs / tickIntervalMs))
+        config.electionTimeoutMaxTicks = max(config.electionTimeoutTicks + 1, Int(raft.raftElectionTimeoutMaxMs / tickIntervalMs))
+        config.maxEntryBytes = Int(settings.store.maxMessageSize)
+        config.randomSeed = UInt64.random(in: 0...UInt64.max)
+        if !raft.preferredLeaderId.isEmpty { config.preferredLeader = nodeID(raft.preferredLeaderId) }
+        var options = RaftReplicaOptions(raft: config, peerAddresses: addresses)
+        options.tickIntervalMs = Int(tickIntervalMs)
+        options.syncBeforeAcknowledging = settings.store.flushDiskType == .SYNC_FLUSH
+
+        let store: LogStore
+        let hardStateDirectory = settings.store.storePathRootDir + "/raft"
+        do {
+            try FileManager.default.createDirectory(atPath: hardStateDirectory, withIntermediateDirectories: true)
+            store = try LogStore.open(LogStoreOptions(
+                directory: settings.store.storePathCommitLog,
+                segmentBytes: UInt64(settings.store.mappedFileSizeCommitLog),
+                indexFileBytes: UInt64(settings.store.commitLogIndexFileSize),
+                flushMode: settings.store.flushDiskType == .SYNC_FLUSH ? .sync : .async(
+                    intervalMs: Int(settings.store.flushIntervalCommitLog),
+                    leastBytes: Int(settings.store.flushCommitLogLeastPages) * 4096,
+                    thoroughIntervalMs: Int(settings.store.flushCommitLogThoroughInterval)),
+                entryBodyBytesMax: Int(settings.store.maxMessageSize),
+                diskMaxUsedSpaceRatio: Int(settings.store.diskMaxUsedSpaceRatio)))
+        } catch {
+            throw RaftModeError("cannot open the commitlog at \(settings.store.storePathCommitLog): \(error)")
+        }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        let replica = RaftReplica(options: options, store: store, hardStateFile: HardStateFile(path: hardStateDirectory + "/hardstate"),
+                                  group: group, logger: logger) { _ in }
+        let peerNames = names, peerAddresses = addresses
+        let brokerAddr = "\(settings.broker.brokerIP1.isEmpty ? settings.broker.bindAddress : settings.broker.brokerIP1):\(settings.broker.listenPort)"
+        let state: @Sendable () -> AdminResponse = {
+            AdminResponse(status: .ok, body: raftStateJSON(replica.status, group: raft.dLegerGroup, selfName: me.id,
+                                                            names: peerNames, addresses: peerAddresses, brokerAddr: brokerAddr))
+        }
+        let health: @Sendable () -> AdminResponse = {
+            guard let s = replica.status else { return AdminResponse(status: .serviceUnavailable, body: #"{"status":"starting"}"#) }
+            if s.raft.role == .leader || (s.raft.role == .follower && s.raft.leader != nil) {
+                return AdminResponse(status: .ok, body: #"{"status":"ok","role":"\#(s.raft.role)"}"#)
+            }
+            return AdminResponse(status: .serviceUnavailable, body: #"{"status":"no leader known","role":"\#(s.raft.role)"}"#)
+        }
+        let admin = AdminServer(host: settings.broker.bindAddress, port: settings.broker.httpListenPort,
+                                routes: AdminRoutes(routes: ["/raft/state": state, "/healthz": health]), group: group, logger: logger)
+
+        let stop = SignalWaiter()
+        logger.info("raft node started", metadata: [
+            "group": "\(raft.dLegerGroup)", "selfId": "\(me.id)", "peer": "\(me.address)",
+            "http": "\(settings.broker.bindAddress):\(settings.broker.httpListenPort)", "flushDiskType": "\(settings.store.flushDiskType)",
+        ])
+        let failure: (any Error)? = await withTaskGroup(of: (any Error)?.self) { tasks in
+            tasks.addTask { do { try await replica.run(); return nil } catch { return error } }
+            tasks.addTask { do { try await admin.run(); return nil } catch { return error } }
+            tasks.addTask { await stop.wait(); return nil }
+            let first = await tasks.next() ?? nil
+            tasks.cancelAll()
+            for await _ in tasks {}
+            return first
+        }
+        do { try store.close() } catch { logger.error("closing the commitlog failed", metadata: ["error": "\(error)"]) }
+        try? await group.shutdownGracefully()
+        if let failure {
+            throw RaftModeError("the Raft node stopped: \(failure)")
+        }
+        logger.info("raft node stopped")
+    }
+
+    /// `n0` -> node 0: the digits of a DLedger peer id (the loader checked the shape).
+    static func nodeID(_ name: String) -> NodeID { NodeID(UInt64(name.dropFirst()) ?? 0) }
+}
+
+struct RaftModeError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+/// SIGTERM and SIGINT end the process cleanly: stop taking work, flush, close.
+final class SignalWaiter: @unchecked Sendable {
+    /// Kept alive for the process's life; never touched after init (hence @unchecked).
+    private let sources: [any DispatchSourceSignal]
+    private let stream: AsyncStream<Void>
+    private let continuation: AsyncStream<Void>.Continuation
+
+    init() {
+        (stream, continuation) = AsyncStream.makeStream(of: Void.self)
+        var s: [any DispatchSourceSignal] = []
+        for sig in [SIGTERM, SIGINT] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { [continuation] in continuation.yield() }
+            source.resume()
+            s.append(source)
+        }
+        sources = s
+    }
+
+    func wait() async {
+        var it = stream.makeAsyncIterator()
+        _ = await it.next()
+    }
+}
+
+/// INTERFACES.md's `/raft/state` object: every field present, null where unknown; indexes in the
+/// store's (DLedger's) numbering.
+func raftStateJSON(_ status: ReplicaStatus?, group: String, selfName: String, names: [NodeID: String],
+                   addresses: [NodeID: String], brokerAddr: String) -> String {
+    var o: [String: Any] = [
+        "mode": "raft", "group": group, "selfId": selfName, "brokerAddr": brokerAddr,
+    ]
+    guard let s = status else {
+        for k in ["role", "term", "leaderId", "leaderPeerAddr", "firstIndex", "lastIndex", "lastTerm", "commitIndex", "appliedIndex"] { o[k] = NSNull() }
+        o["brokerId"] = -1
+        o["peers"] = [Any]()
+        return serialize(o)
+    }
+    let r = s.raft
+    o["role"] = r.role == .preCandidate ? "precandidate" : r.role.rawValue
+    o["term"] = r.term.rawValue
+    o["leaderId"] = r.leader.flatMap { names[$0] } ?? NSNull()
+    o["leaderPeerAddr"] = r.leader.flatMap { addresses[$0] } ?? NSNull()
+    let digits = Int64(selfName.dropFirst()) ?? 0
+    o["brokerId"] = r.role == .leader ? 0 : (r.role == .follower && r.leader != nil ? digits + 1 : -1)
+    o["firstIndex"] = s.storeNumber(LogIndex(1))
+    o["lastIndex"] = s.storeNumber(r.lastIndex)
+    o["lastTerm"] = r.lastTerm.rawValue
+    o["commitIndex"] = s.storeNumber(r.commit)
+    o["appliedIndex"] = s.storeNumber(r.applied)
+    let now = ContinuousClock.now
+    var peers: [[String: Any]] = []
+    for (id, name) in names.sorted(by: { $0.value < $1.value }) where name != selfName {
+        var p: [String: Any] = ["id": name, "addr": addresses[id] ?? NSNull()]
+        if let heard = s.lastHeard[id] {
+            let ms = (now - heard).components
+            let agoMs = ms.seconds * 1000 + ms.attoseconds / 1_000_000_000_000_000
+            p["lastContactMsAgo"] = agoMs
+            // Only a leader hears from every peer (followers hear from the leader alone).
+            p["reachable"] = r.role == .leader ? agoMs < 2_000 : NSNull()
+        } else {
+            p["lastContactMsAgo"] = NSNull()
+            p["reachable"] = r.role == .leader ? false : NSNull()
+        }
+        if let progress = r.peers.first(where: { $0.id == id }) {
+            p["matchIndex"] = s.storeNumber(progress.match)
+            p["nextIndex"] = s.storeNumber(progress.next)
+        } else {
+            p["matchIndex"] = NSNull()
+            p["nextIndex"] = NSNull()
+        }
+        peers.append(p)
+    }
+    o["peers"] = peers
+    return serialize(o)
+}
+
+private func serialize(_ o: [String: Any]) -> String {
+    guard let data = try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys]) else { return "{}" }
+    return String(decoding: data, as: UTF8.self)
+}
