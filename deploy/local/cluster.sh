@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# The local Raft group of conf/dledger-local on one machine: n0 on 127.0.0.1, n1 on 127.0.0.2,
+# n2 on 127.0.0.3. Data and logs go under $RAFTMQ_HOME (default ./.local-cluster in the source tree).
+#
+#   deploy/local/cluster.sh start          build if needed, start the three nodes, wait for a leader
+#   deploy/local/cluster.sh status         every node's process and /raft/state
+#   deploy/local/cluster.sh kill-leader    kill -9 the leader; print how long until a new one leads
+#   deploy/local/cluster.sh restart NODE   stop NODE (n0, n1, n2) with SIGTERM and start it again
+#   deploy/local/cluster.sh stop           SIGTERM every node, wait for each to exit
+#
+# Processes are found by the pid files this script writes, never by name. The nameservers join
+# with issue 5 (mqnamesrv); until then `start` runs the Raft group alone.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+export RAFTMQ_HOME=${RAFTMQ_HOME:-.local-cluster}
+mkdir -p "$RAFTMQ_HOME/logs"
+bin=${RAFTMQ_BIN:-$root/.build/release}
+nodes=(n0 n1 n2)
+
+ip_of() { echo "127.0.0.$(( ${1#n} + 1 ))"; }
+pidfile() { echo "$RAFTMQ_HOME/$1.pid"; }
+state_url() { echo "http://$(ip_of "$1"):30913/raft/state"; }
+
+# The pid of NODE if its pid file names a running mqbroker, else nothing.
+running_pid() {
+  local f pid
+  f=$(pidfile "$1")
+  [ -f "$f" ] || return 0
+  pid=$(cat "$f")
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "mqbroker"; then
+    echo "$pid"
+  fi
+}
+
+state() { curl -s --max-time 1 "$(state_url "$1")" 2>/dev/null || true; }
+field() { sed -n "s/.*\"$2\":\"\{0,1\}\([^\",}]*\)\"\{0,1\}[,}].*/\1/p" <<<"$1" | head -n 1; }
+
+summary() {
+  local s
+  s=$(state "$1")
+  if [ -z "$s" ]; then echo "$1 ($(ip_of "$1")): no answer"; return; fi
+  echo "$1 ($(ip_of "$1")): role=$(field "$s" role) term=$(field "$s" term) leader=$(field "$s" leaderId) lastIndex=$(field "$s" lastIndex) commitIndex=$(field "$s" commitIndex) brokerId=$(field "$s" brokerId)"
+}
+
+leader() {
+  local n s
+  for n in "${nodes[@]}"; do
+    s=$(state "$n")
+    if [ "$(field "$s" role)" = leader ]; then echo "$n"; return; fi
+  done
+}
+
+start_node() {
+  local n=$1
+  if [ -n "$(running_pid "$n")" ]; then echo "$n already runs (pid $(running_pid "$n"))"; return; fi
+  nohup "$bin/mqbroker" -c "conf/dledger-local/broker-$n.conf" >>"$RAFTMQ_HOME/logs/$n.log" 2>&1 </dev/null &
+  echo $! >"$(pidfile "$n")"
+  echo "started $n (pid $!, log $RAFTMQ_HOME/logs/$n.log)"
+}
+
+stop_node() {
+  local n=$1 pid k
+  pid=$(running_pid "$n")
+  [ -n "$pid" ] || { echo "$n is not running"; return; }
+  kill -TERM "$pid"
+  for k in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+  if kill -0 "$pid" 2>/dev/null; then echo "$n (pid $pid) did not exit within 5 s of SIGTERM" >&2; return 1; fi
+  rm -f "$(pidfile "$n")"
+  echo "stopped $n"
+}
+
+wait_for_leader() {
+  local deadline=$(( $(date +%s) + ${1:-30} )) l
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    l=$(leader)
+    if [ -n "$l" ]; then echo "$l"; return; fi
+    sleep 0.05
+  done
+  return 1
+}
+
+case "${1:-}" in
+  start)
+    if [ ! -x "$bin/mqbroker" ] || [ -n "$(find Sources Package.swift -newer "$bin/mqbroker" -print -quit 2>/dev/null)" ]; then
+      swift build -c release --product mqbroker
+    fi
+    for n in "${nodes[@]}"; do start_node "$n"; done
+    if l=$(wait_for_leader 30); then echo "leader: $l"; else echo "no leader within 30 s; see $RAFTMQ_HOME/logs" >&2; exit 1; fi
+    for n in "${nodes[@]}"; do summary "$n"; done
+    for n in "${nodes[@]}"; do echo "$n /raft/state: $(state "$n")"; done
+    ;;
+  status)
+    for n in "${nodes[@]}"; do
+      pid=$(running_pid "$n")
+      if [ -n "$pid" ]; then echo "$n: pid $pid"; else echo "$n: not running"; fi
+      summary "$n"
+    done
+    ;;
+  kill-leader)
+    l=$(leader) || true
+    [ -n "$l" ] || { echo "no leader right now" >&2; exit 1; }
+    pid=$(running_pid "$l")
+    [ -n "$pid" ] || { echo "$l leads but its pid file is missing" >&2; exit 1; }
+    t0=$(date +%s%N)
+    kill -9 "$pid"
+    rm -f "$(pidfile "$l")"
+    echo "killed the leader $l (pid $pid) with SIGKILL"
+    deadline=$(( $(date +%s) + 10 ))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+      for n in "${nodes[@]}"; do
+        [ "$n" = "$l" ] && continue
+        if [ "$(field "$(state "$n")" role)" = leader ]; then
+          echo "new leader $n after $(( ($(date +%s%N) - t0) / 1000000 )) ms (accepting writes needs the broker of issue 5)"
+          exit 0
+        fi
+      done
+      sleep 0.01
+    done
+    echo "no new leader within 10 s" >&2
+    exit 1
+    ;;
+  restart)
+    n=${2:-}
+    [[ " ${nodes[*]} " == *" $n "* ]] || { echo "usage: $0 restart n0|n1|n2" >&2; exit 2; }
+    stop_node "$n" || true
+    start_node "$n"
+    ;;
+  stop)
+    status=0
+    for n in "${nodes[@]}"; do stop_node "$n" || status=1; done
+    exit $status
+    ;;
+  *)
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac
