@@ -1,16 +1,11 @@
 @testable import RaftCore
+import TestSupport
 
-/// SplitMix64, for the seeded runs of the paper-rule tests (RaftCore's own generator stays inside).
+/// The seeded generator of the paper-rule tests' random runs (RaftCore's own generator stays inside).
 final class TestRandom {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    private var generator: SplitMix64
+    init(seed: UInt64) { generator = SplitMix64(seed: seed) }
+    func next() -> UInt64 { generator.next() }
     func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
     /// True with probability `percent`/100.
     func percent(_ percent: Int) -> Bool { below(100) < percent }
