@@ -54,10 +54,13 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // The HTTP admin endpoint: /raft/state, /healthz (HTTP/1.1 now; h2c through libnghttp2 next).
+        // libnghttp2 (apt: libnghttp2-dev, installed by scripts/install-deps.sh).
+        .systemLibrary(name: "CNghttp2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev"])]),
+        // The HTTP admin endpoint: /raft/state, /healthz over h2c (libnghttp2) and HTTP/1.1 on one port.
         .target(
             name: "AdminHTTP",
             dependencies: [
+                "CNghttp2",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -107,6 +110,7 @@ let package = Package(
         .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore", "TestSupport"], exclude: ["Transcripts"], swiftSettings: strict),
         .testTarget(name: "RemotingTests", dependencies: ["Remoting", "TestSupport", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")], swiftSettings: strict),
         .testTarget(name: "ReplicationTests", dependencies: ["Replication", "RaftCore", "TestSupport", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),
+        .testTarget(name: "AdminHTTPTests", dependencies: ["AdminHTTP", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "RaftCore"], swiftSettings: strict),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CommandTests", dependencies: ["mqbroker", "mqbench", "raftsim", "storewriter", "LogStore", "LogFormat"], swiftSettings: strict),

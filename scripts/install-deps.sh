@@ -5,6 +5,10 @@ set -euo pipefail
 
 packages=(
   zlib1g-dev   # zlib's crc32: RocketMQ's message body checksum (CChecksum links -lz)
+  libnghttp2-dev  # HTTP/2 (h2c) on the admin port (AdminHTTP)
+  nghttp2-client  # nghttp and h2load, for the admin endpoint's tests and benchmarks
+  curl            # deploy/local/cluster.sh reads /raft/state; tests use --http2-prior-knowledge
+  pkg-config      # SwiftPM finds libnghttp2 through it
 )
 
 missing=()

@@ -25,9 +25,9 @@ public struct AdminRoutes: Sendable {
     public init(routes: [String: @Sendable () -> AdminResponse]) { self.routes = routes }
 }
 
-/// The broker's HTTP admin endpoint on `httpListenPort`. This first cut speaks HTTP/1.1 (with
-/// keep-alive); h2c with prior knowledge on the same port, through libnghttp2, is the next step of
-/// issue 4. Unknown paths answer 404 with a JSON error, other methods than GET/HEAD 405.
+/// The broker's HTTP admin endpoint on `httpListenPort`: h2c with prior knowledge (libnghttp2) and
+/// HTTP/1.1 (with keep-alive) on the same port, told apart by the first bytes (the HTTP/2 connection
+/// preface). Unknown paths answer 404 with a JSON error, other methods than GET/HEAD 405.
 public final class AdminServer: Sendable {
     private let host: String
     private let port: Int
@@ -51,8 +51,7 @@ public final class AdminServer: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(AdminHTTP1Handler(routes: routes))
+                    try channel.pipeline.syncOperations.addHandler(ProtocolSelector(routes: routes))
                 }
             }
             .bind(host: host, port: port)
@@ -66,10 +65,11 @@ public final class AdminServer: Sendable {
     }
 
     /// What a request for `path` with `method` gets.
-    static func answer(method: HTTPMethod, path: String, routes: AdminRoutes) -> AdminResponse {
+    static func answer(getOrHead: Bool, path: String, routes: AdminRoutes) -> AdminResponse {
         let bare = path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? path
-        guard let route = routes.routes[bare] else { return .error(.notFound, "no such path: \(bare.prefix(200))") }
-        guard method == .GET || method == .HEAD else { return .error(.methodNotAllowed, "only GET is served on \(bare)") }
+        let printable = String(bare.unicodeScalars.prefix(200).filter { $0.isASCII && $0.value >= 0x20 && $0 != "\"" && $0 != "\\" })
+        guard let route = routes.routes[bare] else { return .error(.notFound, "no such path: \(printable)") }
+        guard getOrHead else { return .error(.methodNotAllowed, "only GET is served on \(printable)") }
         return route()
     }
 }
@@ -91,7 +91,7 @@ final class AdminHTTP1Handler: ChannelInboundHandler {
         case .end:
             guard let h = head else { return }
             head = nil
-            let answer = AdminServer.answer(method: h.method, path: h.uri, routes: routes)
+            let answer = AdminServer.answer(getOrHead: h.method == .GET || h.method == .HEAD, path: h.uri, routes: routes)
             var headers = HTTPHeaders()
             headers.add(name: "Content-Type", value: answer.contentType)
             headers.add(name: "Content-Length", value: String(answer.body.utf8.count))
@@ -108,5 +108,43 @@ final class AdminHTTP1Handler: ChannelInboundHandler {
                 done.whenComplete { _ in loopBound.value.close(promise: nil) }
             }
         }
+    }
+}
+
+/// Looks at a connection's first bytes: the HTTP/2 preface (`PRI * HTTP/2.0...`) selects h2c, anything
+/// else HTTP/1.1. nghttp2 would answer an HTTP/1.1 request with GOAWAY, so the choice comes first.
+final class ProtocolSelector: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+
+    private let routes: AdminRoutes
+    private var buffered: ByteBuffer?
+
+    init(routes: AdminRoutes) { self.routes = routes }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        if buffered == nil { buffered = incoming } else { buffered!.writeBuffer(&incoming) }
+        let seen = buffered!.readableBytesView
+        let n = min(seen.count, Self.preface.count)
+        let matches = seen.prefix(n).elementsEqual(Self.preface.prefix(n))
+        if matches && seen.count < Self.preface.count { return }  // not enough bytes to decide yet
+        do {
+            let ops = context.pipeline.syncOperations
+            if matches {
+                try ops.addHandler(HTTP2AdminHandler(routes: routes), position: .after(self))
+            } else {
+                try ops.configureHTTPServerPipeline(position: .after(self), withErrorHandling: true)
+                try ops.addHandler(AdminHTTP1Handler(routes: routes))
+            }
+        } catch {
+            context.close(promise: nil)
+            return
+        }
+        let bytes = buffered!
+        buffered = nil
+        context.fireChannelRead(wrapInboundOut(bytes))
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }

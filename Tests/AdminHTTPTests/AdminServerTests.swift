@@ -1,0 +1,94 @@
+import AdminHTTP
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import Testing
+
+/// Runs `curl ARGS` and returns (exit status, stdout).
+private func curl(_ args: [String]) throws -> (Int32, String) {
+    try run("/usr/bin/curl", ["-s", "--max-time", "5"] + args)
+}
+
+private func run(_ program: String, _ args: [String]) throws -> (Int32, String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: program)
+    p.arguments = args
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = FileHandle.nullDevice
+    p.standardInput = FileHandle.nullDevice
+    try p.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+private func withAdminServer(_ body: @Sendable (String) async throws -> Void) async throws {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let routes = AdminRoutes(routes: [
+        "/raft/state": { AdminResponse(status: .ok, body: #"{"mode":"raft","role":"leader"}"#) },
+        "/healthz": { AdminResponse(status: .serviceUnavailable, body: #"{"status":"no leader known"}"#) },
+    ])
+    let server = AdminServer(host: "127.0.0.1", port: 0, routes: routes, group: group, logger: Logger(label: "test"))
+    let (ports, sink) = AsyncStream.makeStream(of: Int.self)
+    try await withThrowingTaskGroup(of: Void.self) { tasks in
+        tasks.addTask { try await server.run { sink.yield($0.port ?? 0) } }
+        var it = ports.makeAsyncIterator()
+        let port = await it.next()!
+        defer { tasks.cancelAll() }
+        try await body("http://127.0.0.1:\(port)")
+    }
+    try await group.shutdownGracefully()
+}
+
+@Suite struct AdminServerTests {
+    @Test func h2cWithPriorKnowledgeAndHTTP1AreServedOnOnePort() async throws {
+        try await withAdminServer { base in
+            let (s2, h2) = try curl(["--http2-prior-knowledge", "-w", "\n%{http_version} %{http_code} %{content_type}", base + "/raft/state"])
+            #expect(s2 == 0)
+            #expect(h2 == "{\"mode\":\"raft\",\"role\":\"leader\"}\n2 200 application/json", "\(h2)")
+            let (s1, h1) = try curl(["--http1.1", "-w", "\n%{http_version} %{http_code}", base + "/raft/state"])
+            #expect(s1 == 0 && h1.hasSuffix("\n1.1 200") && h1.hasPrefix("{\"mode\":\"raft\""), "\(h1)")
+        }
+    }
+
+    @Test func unknownPathsAre404AndOtherMethods405AsJSON() async throws {
+        try await withAdminServer { base in
+            for flags in [["--http2-prior-knowledge"], ["--http1.1"]] {
+                let (_, missing) = try curl(flags + ["-w", " %{http_code}", base + "/nope"])
+                #expect(missing == #"{"error":"no such path: /nope","status":404} 404"#, "\(flags): \(missing)")
+                let (_, post) = try curl(flags + ["-X", "POST", "-w", " %{http_code}", base + "/raft/state"])
+                #expect(post.hasSuffix(" 405") && post.contains(#""status":405"#), "\(flags): \(post)")
+                let (_, health) = try curl(flags + ["-w", " %{http_code}", base + "/healthz"])
+                #expect(health.hasSuffix(" 503"), "\(flags): \(health)")
+            }
+        }
+    }
+
+    @Test func manyConcurrentStreamsOnOneConnection() async throws {
+        try await withAdminServer { base in
+            // h2load (nghttp2-client): 200 requests, 10 streams at a time, over one connection.
+            let (status, out) = try run("/usr/bin/h2load", ["-n", "200", "-c", "1", "-m", "10", base + "/raft/state"])
+            #expect(status == 0)
+            #expect(out.contains("200 succeeded, 0 failed, 0 errored"), "\(out)")
+            #expect(out.contains("status codes: 200 2xx"), "\(out)")
+        }
+    }
+
+    @Test func garbageAfterThePrefaceClosesOnlyThatConnection() async throws {
+        try await withAdminServer { base in
+            let port = Int(base.split(separator: ":").last!)!
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            let raw = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: port).get()
+            var junk = ByteBuffer()
+            junk.writeString("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            junk.writeBytes((0..<64).map { UInt8(truncatingIfNeeded: $0 &* 37) })
+            try await raw.writeAndFlush(junk)
+            try await raw.closeFuture.get()  // the server sent GOAWAY and closed
+            try await group.shutdownGracefully()
+            let (status, body) = try curl(["--http2-prior-knowledge", base + "/raft/state"])
+            #expect(status == 0 && body.contains("leader"), "the server still answers")
+        }
+    }
+}
