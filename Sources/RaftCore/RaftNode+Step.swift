@@ -69,12 +69,10 @@ extension RaftNode {
     private func stepFollower(_ m: Message) {
         switch m.body {
         case .append(let prevIndex, let prevTerm, let entries, let commit):
-            electionElapsed = 0
-            leader = m.from
+            heardFromLeader(m.from)
             handleAppend(from: m.from, prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commit)
         case .heartbeat(let commit, let context):
-            electionElapsed = 0
-            leader = m.from
+            heardFromLeader(m.from)
             handleHeartbeat(from: m.from, commit: commit, context: context)
         case .timeoutNow:
             // The leader chose us: campaign now, through the others' leader leases.
@@ -83,6 +81,15 @@ extension RaftNode {
             readStates.append(ReadState(index: index, context: context))
         case .readIndex, .appendResponse, .heartbeatResponse, .preVoteResponse, .voteResponse, .preVote, .vote:
             break
+        }
+    }
+
+    private func heardFromLeader(_ from: NodeID) {
+        electionElapsed = 0
+        leader = from
+        if randomizedElectionTimeout < config.electionTimeoutTicks {
+            // The leader is alive after all (leaderConnectionLost was a false alarm): a full timeout again.
+            randomizedElectionTimeout = config.electionTimeoutTicks + random.below(config.electionTimeoutRangeTicks)
         }
     }
 

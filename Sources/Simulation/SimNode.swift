@@ -10,6 +10,7 @@ final class SimNode {
         case propose(client: Int, data: [UInt8])
         case read(context: [UInt8])
         case transfer(to: NodeID)
+        case connectionLost(NodeID)
     }
 
     struct PendingProposal {

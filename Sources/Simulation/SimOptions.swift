@@ -49,6 +49,10 @@ public struct SimOptions: Sendable, CustomStringConvertible {
     public var partitions = true
     public var transfers = true
     public var slowDisks = true
+    /// The transport's connection-loss hints (`RaftNode.leaderConnectionLost`): when a node crashes,
+    /// the nodes it had an open link to learn of it within a millisecond; and now and then a hint
+    /// arrives about a peer that is in fact alive (a connection reset).
+    public var connectionLossHints = true
 
     // Workload.
     public var clients = 4
@@ -90,6 +94,7 @@ public struct SimOptions: Sendable, CustomStringConvertible {
         o.proposalIntervalMeanUs = r.pick([1_000, 4_000, 20_000])
         o.proposalsInFlightPerClient = r.pick([1, 4, 32])
         o.readProbability = r.pick([0, 0.1, 0.3])
+        o.connectionLossHints = r.chance(0.7)
         return o
     }
 
@@ -106,6 +111,7 @@ public struct SimOptions: Sendable, CustomStringConvertible {
         if partitions { faults.append("partition") }
         if transfers { faults.append("transfer") }
         if slowDisks { faults.append("slow-disk") }
+        if connectionLossHints { faults.append("conn-loss-hints") }
         parts.append("faults=" + (faults.isEmpty ? "none" : faults.joined(separator: ",")))
         parts.append("clients=\(clients)x\(proposalsInFlightPerClient) every \(Int(proposalIntervalMeanUs))us")
         if !brokenRules.isEmpty { parts.append("BROKEN=" + brokenRules.map(\.rawValue).sorted().joined(separator: ",")) }

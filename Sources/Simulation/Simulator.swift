@@ -19,6 +19,8 @@ public final class Simulator {
         case resume(slot: Int, incarnation: Int)
         case diskRecovers(slot: Int)
         case crashNewLeader(slot: Int, incarnation: Int)
+        /// The transport of `slot` reports that its connection to `peer` closed.
+        case connectionLost(slot: Int, incarnation: Int, peer: Int)
         case endOfSafetyPhase
     }
 
@@ -180,6 +182,12 @@ public final class Simulator {
                 let electionUs = Double(options.electionTimeoutTicks) * Double(options.tickIntervalUs)
                 schedule(.restart(slot: slot), after: random.double(in: 0.1...5) * electionUs)
             }
+        case .connectionLost(let slot, let inc, let peer):
+            let n = nodes[slot]
+            guard n.incarnation == inc, n.isUp else { return }
+            trace.record(now, .fault("\(n.id) sees its connection to n\(peer) close"))
+            _ = n.enqueue(.connectionLost(nodes[peer].id), limit: options.mailboxLimit)
+            if !n.paused { try pump(n) }
         case .endOfSafetyPhase:
             try beginLiveness()
         }
@@ -255,6 +263,8 @@ public final class Simulator {
             }
         case .transfer(let target):
             try? raft.transferLeadership(to: target)
+        case .connectionLost(let peer):
+            raft.leaderConnectionLost(peer)
         }
     }
 
@@ -415,6 +425,7 @@ public final class Simulator {
         if options.partitions { kinds += ["partition", "partition", "isolate-leader"] }
         if options.transfers { kinds.append("transfer") }
         if options.slowDisks { kinds.append("slow-disk") }
+        if options.connectionLossHints { kinds.append("connection-reset") }
         guard !kinds.isEmpty else { return }
         let electionUs = Double(options.electionTimeoutTicks) * Double(options.tickIntervalUs)
         switch random.pick(kinds) {
@@ -460,6 +471,10 @@ public final class Simulator {
         case "partition":
             partition()
             schedule(.heal(generation: partitionGeneration), after: random.double(in: 1...30) * electionUs)
+        case "connection-reset":
+            // A connection closes while both ends live (a middlebox reset, a restarted NIC).
+            let n = random.pick(nodes), peer = random.pick(nodes.filter { $0 !== n })
+            if n.isUp { schedule(.connectionLost(slot: n.slot, incarnation: n.incarnation, peer: peer.slot), after: 0) }
         case "transfer":
             if let leader = currentLeader() {
                 let target = random.pick(nodes.filter { $0 !== leader })
@@ -527,6 +542,15 @@ public final class Simulator {
         for p in n.proposals.values { clients[p.client].inFlight -= 1 }
         for c in n.queuedProposalClients { clients[c].inFlight -= 1 }
         n.crash()
+        if options.connectionLossHints {
+            // The dead process's kernel closes its sockets: the peers it had a working link with
+            // hear of it within a millisecond (a partitioned link carries no FIN).
+            for other in nodes where other !== n && other.isUp
+                && !blocked.contains(link(n.slot, other.slot)) && !blocked.contains(link(other.slot, n.slot)) {
+                schedule(.connectionLost(slot: other.slot, incarnation: other.incarnation, peer: n.slot),
+                         after: random.double(in: 20...1_000))
+            }
+        }
         let lost = n.disk.crash(&random, tearProbability: options.tearProbability)
         stats.crashes += 1
         trace.record(now, .fault("\(n.id) crashed: \(lost)"))

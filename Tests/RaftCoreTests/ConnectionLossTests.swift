@@ -1,0 +1,97 @@
+import Testing
+@testable import RaftCore
+
+/// `leaderConnectionLost`: a follower that sees its leader's connection close campaigns within a
+/// few ticks instead of an election timeout, without weakening leader stickiness when it is wrong.
+@Suite struct ConnectionLossTests {
+    private let n1 = NodeID(1), n2 = NodeID(2), n3 = NodeID(3)
+
+    /// A follower of n2 in term 2 that just heard n2's heartbeat (its lease is fresh).
+    private func follower(_ id: NodeID, seed: UInt64 = 1) -> RaftNode<MemoryLog> {
+        let log = MemoryLog(entries: [Entry(term: Term(2), index: LogIndex(1), data: [1])])
+        var config = RaftConfig(id: id, voters: [n1, n2, n3])
+        config.electionTimeoutTicks = 30
+        config.heartbeatTicks = 10
+        config.randomSeed = seed
+        let node = RaftNode(config: config, log: log, hardState: HardState(term: Term(2)))
+        node.step(Message(from: n2, to: id, term: Term(2), body: .heartbeat(commit: .zero, context: nil)))
+        drain(node)
+        return node
+    }
+
+    @discardableResult
+    private func drain(_ node: RaftNode<MemoryLog>) -> [Message] {
+        var out: [Message] = []
+        while node.hasReady {
+            let r = node.ready()
+            out += r.messages + r.messagesAfterPersist
+            node.advance(r)
+        }
+        return out
+    }
+
+    @Test func theFollowerCampaignsWithinTheConfiguredTicks() {
+        for seed in UInt64(1)...20 {
+            let node = follower(n1, seed: seed)
+            node.leaderConnectionLost(n2)
+            #expect(node.leader == nil, "the dead leader is forgotten")
+            var ticks = 0
+            while node.role == .follower && ticks < 100 {
+                node.tick()
+                ticks += 1
+            }
+            #expect(node.role == .preCandidate)
+            #expect(ticks >= 1 && ticks <= node.config.connectionLossCampaignTicks, "seed \(seed): campaigned after \(ticks) ticks")
+            let preVotes = drain(node).filter { if case .preVote = $0.body { return true } else { return false } }
+            #expect(Set(preVotes.map(\.to)) == [n2, n3])
+        }
+    }
+
+    @Test func aFollowerThatAlsoLostTheLeaderGrantsThePreVoteAndOneThatDidNotRefuses() {
+        let preVote = Message(from: n1, to: n3, term: Term(3), body: .preVote(lastIndex: LogIndex(1), lastTerm: Term(2)))
+
+        let stillSticky = follower(n3)
+        stillSticky.step(preVote)
+        #expect(drain(stillSticky).isEmpty, "a follower holding the leader's lease ignores the pre-vote")
+
+        let alsoLost = follower(n3)
+        alsoLost.leaderConnectionLost(n2)
+        alsoLost.step(preVote)
+        let answers = drain(alsoLost)
+        #expect(answers.count == 1)
+        #expect(answers.first?.body == .preVoteResponse(granted: true))
+        #expect(alsoLost.term == Term(2), "a pre-vote changes no term")
+    }
+
+    @Test func aFalseAlarmEndsWithTheLeadersNextHeartbeat() {
+        let node = follower(n1)
+        node.leaderConnectionLost(n2)
+        node.step(Message(from: n2, to: n1, term: Term(2), body: .heartbeat(commit: .zero, context: nil)))
+        drain(node)
+        #expect(node.leader == n2)
+        for _ in 0..<(node.config.electionTimeoutTicks - 1) { node.tick() }
+        #expect(node.role == .follower, "a full election timeout again once the leader was heard")
+        #expect(drain(node).isEmpty)
+    }
+
+    @Test func aFalseAlarmDoesNotDeposeALiveLeader() {
+        // n1 campaigns after a spurious loss; n3 still follows n2 and refuses; n2's heartbeat ends it.
+        let node = follower(n1)
+        node.leaderConnectionLost(n2)
+        while node.role == .follower { node.tick() }
+        drain(node)
+        #expect(node.role == .preCandidate)
+        #expect(node.term == Term(2), "a pre-vote round bumps no term, so the leader is not deposed")
+        node.step(Message(from: n2, to: n1, term: Term(2), body: .heartbeat(commit: .zero, context: nil)))
+        #expect(node.role == .follower)
+        #expect(node.leader == n2)
+    }
+
+    @Test func losingAnotherPeerOrNotBeingAFollowerChangesNothing() {
+        let node = follower(n1)
+        node.leaderConnectionLost(n3)
+        #expect(node.leader == n2)
+        for _ in 0..<(node.config.electionTimeoutTicks - 1) { node.tick() }
+        #expect(node.role == .follower)
+    }
+}
