@@ -13,6 +13,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "mqbroker", targets: ["mqbroker"]),
+        .executable(name: "mqadmin", targets: ["mqadmin"]),
         .executable(name: "mqbench", targets: ["mqbench"]),
         .executable(name: "raftsim", targets: ["raftsim"]),
     ],
@@ -84,6 +85,18 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // RocketMQ's admin command; for now the Raft group commands over the raw-log API.
+        .executableTarget(
+            name: "mqadmin",
+            dependencies: [
+                "Replication", "Remoting",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "mqbench",
             dependencies: [
@@ -113,6 +126,6 @@ let package = Package(
         .testTarget(name: "AdminHTTPTests", dependencies: ["AdminHTTP", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "RaftCore"], swiftSettings: strict),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "CommandTests", dependencies: ["mqbroker", "mqbench", "raftsim", "storewriter", "LogStore", "LogFormat"], swiftSettings: strict),
+        .testTarget(name: "CommandTests", dependencies: ["mqbroker", "mqadmin", "mqbench", "raftsim", "storewriter", "LogStore", "LogFormat", "Replication", "Remoting", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
     ]
 )

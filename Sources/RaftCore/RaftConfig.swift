@@ -22,10 +22,13 @@ public struct RaftConfig: Sendable {
     public var checkQuorum: Bool = true
     /// The node the group moves its leadership to when that node is healthy and caught up.
     public var preferredLeader: NodeID? = nil
-    /// When the transport reports that the leader's connection closed (`leaderConnectionLost`), a
-    /// follower campaigns within a random number of ticks in [1, this]: soon, but not in the same
-    /// instant as the other followers, so that one of them usually wins the first round.
-    public var connectionLossCampaignTicks: Int = 5
+    /// When the transport reports that the leader's connection closed (`leaderConnectionLost`), the
+    /// surviving voters campaign one after another, this many ticks apart, in the order of their ids:
+    /// the first after one tick, the next `connectionLossCampaignSpacingTicks` later, and so on. All
+    /// of them learn of the crash at once, and a random delay lets two collide and split the vote
+    /// (measured: 1 kill in 5 took an extra election timeout); spaced turns let the first win alone,
+    /// and if its log is too old to win, the next one's turn comes.
+    public var connectionLossCampaignSpacingTicks: Int = 3
     /// Seeds the generator of randomized election timeouts. Give each node a different seed.
     public var randomSeed: UInt64 = 0
 
@@ -62,7 +65,7 @@ public struct RaftConfig: Sendable {
         precondition(voters.contains(id), "RaftConfig: \(id) is not among the voters \(voters)")
         precondition(electionTimeoutTicks > 0, "RaftConfig: electionTimeoutTicks must be positive")
         precondition(heartbeatTicks > 0, "RaftConfig: heartbeatTicks must be positive")
-        precondition(connectionLossCampaignTicks > 0, "RaftConfig: connectionLossCampaignTicks must be positive")
+        precondition(connectionLossCampaignSpacingTicks > 0, "RaftConfig: connectionLossCampaignSpacingTicks must be positive")
         if let m = electionTimeoutMaxTicks {
             precondition(m > electionTimeoutTicks, "RaftConfig: electionTimeoutMaxTicks must be above electionTimeoutTicks")
         }

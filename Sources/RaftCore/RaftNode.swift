@@ -149,15 +149,16 @@ public final class RaftNode<Log: RaftLogReader> {
 
     /// The transport saw its connection to `peer` close: the process most likely died (a crashed
     /// process's sockets are closed by its kernel at once). If `peer` is this follower's leader, the
-    /// follower forgets it, so its lease no longer turns away the others' votes, and campaigns within
-    /// `connectionLossCampaignTicks` instead of a whole election timeout. Only a hint: a pre-vote
+    /// follower forgets it, so its lease no longer turns away the others' votes, and campaigns in its
+    /// turn (`connectionLossCampaignSpacingTicks`) instead of after an election timeout. Only a hint: a pre-vote
     /// round still decides, and a leader that is in fact alive keeps its followers (the others still
     /// hold its lease and refuse the pre-vote; its next heartbeat brings this node back).
     public func leaderConnectionLost(_ peer: NodeID) {
         guard case .follower = roleState, leader == peer else { return }
         leader = nil
         electionElapsed = 0
-        randomizedElectionTimeout = 1 + random.below(config.connectionLossCampaignTicks)
+        let turn = config.voters.filter { $0 != peer }.sorted { $0.rawValue < $1.rawValue }.firstIndex(of: id) ?? 0
+        randomizedElectionTimeout = 1 + turn * config.connectionLossCampaignSpacingTicks
     }
 
     /// Moves leadership to `target`: the leader stops taking proposals, brings the target up to

@@ -63,6 +63,20 @@ final class Mailbox<Item: Sendable>: Sendable {
         }
     }
 
+    /// Closes the mailbox and returns what was still queued (to fail the callers waiting on it).
+    func closeAndDrain() -> [Item] {
+        let (rest, waiter) = state.withLock { s -> ([Item], CheckedContinuation<Void, Never>?) in
+            s.closed = true
+            let rest = Array(s.items[s.head...])
+            s.items.removeAll()
+            s.head = 0
+            defer { s.waiter = nil }
+            return (rest, s.waiter)
+        }
+        waiter?.resume()
+        return rest
+    }
+
     func close() {
         let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
             s.closed = true

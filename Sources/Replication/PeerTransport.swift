@@ -11,9 +11,13 @@ final class PeerTransport: Sendable {
     private let outboxes: [NodeID: Mailbox<Message>]
     private let client: RemotingClient
     private let logger: Logger
+    private let connectionLost: @Sendable (NodeID) -> Void
 
-    init(selfID: NodeID, addresses: [NodeID: String], client: RemotingClient, outboxLimit: Int, logger: Logger) {
+    /// `connectionLost` is called (on an event loop) when an established connection to a peer closes.
+    init(selfID: NodeID, addresses: [NodeID: String], client: RemotingClient, outboxLimit: Int, logger: Logger,
+         connectionLost: @escaping @Sendable (NodeID) -> Void) {
         self.addresses = addresses
+        self.connectionLost = connectionLost
         var boxes: [NodeID: Mailbox<Message>] = [:]
         for id in addresses.keys where id != selfID { boxes[id] = Mailbox(limit: outboxLimit) }
         self.outboxes = boxes
@@ -33,14 +37,22 @@ final class PeerTransport: Sendable {
         await withDiscardingTaskGroup { group in
             for (id, box) in outboxes {
                 let address = addresses[id]!
-                group.addTask { [client, logger] in
+                group.addTask { [client, logger, connectionLost] in
                     var lastFailure = ""
+                    var watched: RemotingConnection?
                     while !Task.isCancelled {
                         let batch = await box.take(max: 256)
                         if batch.isEmpty { return }
                         for m in batch {
                             do {
-                                try await client.oneway(address, .request(code: RequestCode.raftMessage, opaque: 0, body: RaftWire.encode(m), oneway: true))
+                                let connection = try await client.connection(to: address)
+                                if connection != watched {
+                                    // A crashed peer's kernel closes this socket at once: tell the
+                                    // node, which campaigns early if that peer was its leader.
+                                    watched = connection
+                                    connection.channel.closeFuture.whenComplete { _ in connectionLost(id) }
+                                }
+                                connection.oneway(.request(code: RequestCode.raftMessage, opaque: 0, body: RaftWire.encode(m), oneway: true))
                                 lastFailure = ""
                             } catch {
                                 // Unreachable peer: the message is lost, as on a partitioned network.

@@ -54,6 +54,9 @@ public enum ReplicaError: Error, Sendable, Equatable, CustomStringConvertible {
     case busy
     /// A new leader replaced the entry before it committed.
     case overwritten(index: RaftCore.LogIndex)
+    /// Not committed within the caller's time limit. The entry is in the log and may still commit
+    /// (DLedger's WAIT_QUORUM_ACK_TIMEOUT): the outcome is unknown.
+    case timedOut(index: RaftCore.LogIndex)
     case stopped
     case storage(String)
 
@@ -62,6 +65,7 @@ public enum ReplicaError: Error, Sendable, Equatable, CustomStringConvertible {
         case .refused(let e): return "\(e)"
         case .busy: return "the replica's mailbox is full"
         case .overwritten(let i): return "entry \(i) was replaced by a new leader before it committed"
+        case .timedOut(let i): return "entry \(i) did not commit in time; it may still commit"
         case .stopped: return "the replica stopped"
         case .storage(let s): return "storage failure: \(s)"
         }
@@ -78,8 +82,9 @@ public final class RaftReplica: Sendable {
     enum Input: Sendable {
         case message(Message)
         case tick
-        case propose([UInt8], CheckedContinuation<RaftCore.LogIndex, any Error>)
-        case transfer(NodeID)
+        case propose([UInt8], deadline: ContinuousClock.Instant, CheckedContinuation<Committed, any Error>)
+        case transfer(NodeID, CheckedContinuation<Void, any Error>)
+        case connectionLost(NodeID)
     }
 
     public let options: RaftReplicaOptions
@@ -104,31 +109,83 @@ public final class RaftReplica: Sendable {
         self.mailbox = Mailbox(limit: options.mailboxLimit)
     }
 
+    /// A Raft index in the store's numbering (DLedger's: the first entry is 0).
+    public func storeNumber(_ i: RaftCore.LogIndex) -> Int64 { Int64(i.rawValue) - 1 + Int64(options.storeIndexOfEmptyLog) }
+
     /// The node's state after its last Ready (nil before the first).
     public var status: ReplicaStatus? { published.withLock { $0 } }
 
-    /// Proposes `data`; returns its Raft index once it is committed.
-    public func propose(_ data: [UInt8]) async throws -> RaftCore.LogIndex {
-        try await withCheckedThrowingContinuation { c in
-            if !mailbox.offer(.propose(data, c)) { c.resume(throwing: ReplicaError.busy) }
+    /// Proposes `data`; returns its Raft index once it is committed, or throws `.timedOut` when it
+    /// is not committed within `timeout` (then it may still commit later).
+    public func propose(_ data: [UInt8], timeout: Duration = .seconds(3_600)) async throws -> RaftCore.LogIndex {
+        try await append(data, timeout: timeout).index
+    }
+
+    /// A committed proposal: its index and the term of its entry.
+    public struct Committed: Sendable, Equatable {
+        public var index: RaftCore.LogIndex
+        public var term: RaftCore.Term
+    }
+
+    /// `propose`, returning the entry's term as well.
+    public func append(_ data: [UInt8], timeout: Duration = .seconds(3_600)) async throws -> Committed {
+        let deadline = ContinuousClock.now + timeout
+        return try await withCheckedThrowingContinuation { c in
+            if !mailbox.offer(.propose(data, deadline: deadline, c)) { c.resume(throwing: ReplicaError.busy) }
         }
     }
 
-    /// Asks the leader to hand leadership to `target` (ignored on a follower).
-    public func transferLeadership(to target: NodeID) -> Bool {
-        mailbox.offer(.transfer(target))
+    /// What `committedEntries` found.
+    public enum CommittedRead: Sendable {
+        case entries([LogEntry])
+        /// The index is older than the log's first entry (deleted by retention).
+        case beforeFirst(firstIndex: UInt64)
+        /// The index is not committed (yet) on this node.
+        case notCommitted(commitIndex: Int64)
+    }
+
+    /// Committed entries from `storeIndex` on (store numbering), at most `maxCount` and about
+    /// `maxBytes` (at least one entry). Reads the store directly: committed entries never change.
+    public func committedEntries(from storeIndex: UInt64, maxCount: Int, maxBytes: Int) throws -> CommittedRead {
+        guard let status else { return .notCommitted(commitIndex: -1) }
+        let commit = status.storeNumber(status.raft.commit)
+        let first = store.firstIndex.rawValue
+        if storeIndex < first { return .beforeFirst(firstIndex: first) }
+        if Int64(storeIndex) > commit { return .notCommitted(commitIndex: commit) }
+        var out: [LogEntry] = []
+        var next = storeIndex
+        while out.count < maxCount && Int64(next) <= commit {
+            let batch = try store.read(from: LogFormat.LogIndex(next), maxBytes: max(1, maxBytes))
+            if batch.isEmpty { break }
+            for e in batch where out.count < maxCount && Int64(e.index.rawValue) <= commit { out.append(e) }
+            next = batch.last!.index.rawValue + 1
+            if out.reduce(0, { $0 + $1.body.count }) >= maxBytes { break }
+        }
+        return .entries(out)
+    }
+
+    /// Asks this node, if it leads, to hand leadership to `target`. Returns once the transfer has
+    /// started (the leader stops taking proposals and brings the target up to date; the target then
+    /// campaigns); throws `.refused(.notLeader)` and the like when it cannot start. Watch `status`
+    /// to see it finish.
+    public func transferLeadership(to target: NodeID) async throws {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            if !mailbox.offer(.transfer(target, c)) { c.resume(throwing: ReplicaError.busy) }
+        }
     }
 
     /// Serves the peer port, ticks, sends and drives the node until cancelled.
     public func run() async throws {
         let client = RemotingClient(group: group, logger: logger)
+        let mailbox = self.mailbox
         let transport = PeerTransport(selfID: options.raft.id, addresses: options.peerAddresses, client: client,
-                                      outboxLimit: options.peerOutboxLimit, logger: logger)
+                                      outboxLimit: options.peerOutboxLimit, logger: logger) { peer in
+            mailbox.offer(.connectionLost(peer))
+        }
         let selfAddress = options.peerAddresses[options.raft.id]!
         guard let (host, port) = RemotingClient.split(selfAddress) else {
             throw ReplicaError.storage("the peer address \(selfAddress) is not host:port")
         }
-        let mailbox = self.mailbox
         let logger = self.logger
         let inbound = RemotingProcessor(name: "raft", codes: [RequestCode.raftMessage], maxQueuedRequests: options.mailboxLimit) { request, _ in
             guard let body = request.body else { return nil }
@@ -190,11 +247,21 @@ public final class RaftReplica: Sendable {
         let log = try StoreLog(store: store, storeIndexOfEmptyLog: options.storeIndexOfEmptyLog)
         let node = RaftNode(config: options.raft, log: log, hardState: try loadHardState(log), appliedIndex: options.appliedIndex)
         logger.info("raft replica started", metadata: ["node": "\(options.raft.id)", "term": "\(node.term)", "lastIndex": "\(node.lastIndex)", "peer": "\(options.peerAddresses[options.raft.id]!)"])
-        var waiters: [RaftCore.LogIndex: (term: RaftCore.Term, continuation: CheckedContinuation<RaftCore.LogIndex, any Error>)] = [:]
+        var waiters: [RaftCore.LogIndex: (term: RaftCore.Term, continuation: CheckedContinuation<Committed, any Error>)] = [:]
+        // (index, deadline) of each waiter in proposal order; a caller's timeout is checked per tick.
+        var deadlines: [(index: RaftCore.LogIndex, term: RaftCore.Term, deadline: ContinuousClock.Instant)] = []
+        var deadlinesHead = 0
         var saved = (term: node.term, vote: node.vote)
         var lastHeard: [NodeID: ContinuousClock.Instant] = [:]
         defer {
             for (_, w) in waiters { w.continuation.resume(throwing: ReplicaError.stopped) }
+            for input in mailbox.closeAndDrain() {
+                switch input {
+                case .propose(_, _, let c): c.resume(throwing: ReplicaError.stopped)
+                case .transfer(_, let c): c.resume(throwing: ReplicaError.stopped)
+                case .message, .tick, .connectionLost: break
+                }
+            }
         }
         while !Task.isCancelled {
             let inputs = await mailbox.take(max: options.maxInputsPerReady)
@@ -204,15 +271,42 @@ public final class RaftReplica: Sendable {
                 case .message(let m):
                     lastHeard[m.from] = .now
                     node.step(m)
-                case .tick: node.tick()
-                case .propose(let data, let c):
+                case .tick:
+                    node.tick()
+                    let now = ContinuousClock.now
+                    while deadlinesHead < deadlines.count, deadlines[deadlinesHead].deadline <= now {
+                        let (index, term, _) = deadlines[deadlinesHead]
+                        deadlinesHead += 1
+                        if waiters[index]?.term == term {
+                            waiters.removeValue(forKey: index)!.continuation.resume(throwing: ReplicaError.timedOut(index: index))
+                        }
+                    }
+                    if deadlinesHead > 1024 && deadlinesHead * 2 > deadlines.count {
+                        deadlines.removeFirst(deadlinesHead)
+                        deadlinesHead = 0
+                    }
+                case .propose(let data, let deadline, let c):
                     do {
                         let (index, term) = try node.propose(data)
+                        // An older waiter at this index lost its entry to a new leader's.
+                        waiters[index]?.continuation.resume(throwing: ReplicaError.overwritten(index: index))
                         waiters[index] = (term, c)
+                        deadlines.append((index, term, deadline))
                     } catch {
                         c.resume(throwing: ReplicaError.refused(error))
                     }
-                case .transfer(let target): try? node.transferLeadership(to: target)
+                case .transfer(let target, let c):
+                    do {
+                        try node.transferLeadership(to: target)
+                        c.resume()
+                    } catch {
+                        c.resume(throwing: ReplicaError.refused(error))
+                    }
+                case .connectionLost(let peer):
+                    if node.status.leader == peer && node.status.role == .follower {
+                        logger.info("the leader's connection closed: campaigning early", metadata: ["leader": "\(peer)", "term": "\(node.term)"])
+                    }
+                    node.leaderConnectionLost(peer)
                 }
             }
             while node.hasReady {
@@ -244,7 +338,7 @@ public final class RaftReplica: Sendable {
                     await apply(r.committedEntries)
                     for e in r.committedEntries {
                         guard let w = waiters.removeValue(forKey: e.index) else { continue }
-                        if w.term == e.term { w.continuation.resume(returning: e.index) }
+                        if w.term == e.term { w.continuation.resume(returning: Committed(index: e.index, term: e.term)) }
                         else { w.continuation.resume(throwing: ReplicaError.overwritten(index: e.index)) }
                     }
                 }

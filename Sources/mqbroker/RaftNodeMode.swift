@@ -8,6 +8,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import RaftCore
+import Remoting
 import Replication
 
 /// `mqbroker -c FILE` with `enableDLegerCommitLog=true`: a member of a Raft group. This stage runs
@@ -62,15 +63,27 @@ enum RaftNodeMode {
         } catch {
             throw RaftModeError("cannot open the commitlog at \(settings.store.storePathCommitLog): \(error)")
         }
+        logger.info("\(store.recoveryReport)")
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let replica = RaftReplica(options: options, store: store, hardStateFile: HardStateFile(path: hardStateDirectory + "/hardstate"),
                                   group: group, logger: logger) { _ in }
         let peerNames = names, peerAddresses = addresses
         let brokerAddr = "\(settings.broker.brokerIP1.isEmpty ? settings.broker.bindAddress : settings.broker.brokerIP1):\(settings.broker.listenPort)"
-        let state: @Sendable () -> AdminResponse = {
-            AdminResponse(status: .ok, body: raftStateJSON(replica.status, group: raft.dLegerGroup, selfName: me.id,
-                                                            names: peerNames, addresses: peerAddresses, brokerAddr: brokerAddr))
+        let stateJSON: @Sendable () -> String = {
+            raftStateJSON(replica.status, group: raft.dLegerGroup, selfName: me.id, names: peerNames, addresses: peerAddresses, brokerAddr: brokerAddr)
         }
+        let state: @Sendable () -> AdminResponse = { AdminResponse(status: .ok, body: stateJSON()) }
+        // Every member serves its broker port on its peer host with the same listenPort (as in the
+        // guide's layouts); NOT_LEADER answers point there.
+        var clientAddresses: [NodeID: String] = [:]
+        for p in raft.peers {
+            let host = p.id == me.id && !settings.broker.brokerIP1.isEmpty ? settings.broker.brokerIP1 : p.address.host
+            clientAddresses[nodeID(p.id)] = (host.contains(":") ? "[\(host)]" : host) + ":\(settings.broker.listenPort)"
+        }
+        let service = RaftLogService(options: RaftLogService.Options(group: raft.dLegerGroup, selfName: me.id, names: names, clientAddresses: clientAddresses),
+                                     replica: replica, logger: logger, stateJSON: stateJSON)
+        let brokerServer = RemotingServer(options: RemotingServerOptions(host: settings.broker.bindAddress, port: settings.broker.listenPort),
+                                          processors: service.processors, group: group, logger: logger)
         let health: @Sendable () -> AdminResponse = {
             guard let s = replica.status else { return AdminResponse(status: .serviceUnavailable, body: #"{"status":"starting"}"#) }
             if s.raft.role == .leader || (s.raft.role == .follower && s.raft.leader != nil) {
@@ -89,6 +102,15 @@ enum RaftNodeMode {
         let failure: (any Error)? = await withTaskGroup(of: (any Error)?.self) { tasks in
             tasks.addTask { do { try await replica.run(); return nil } catch { return error } }
             tasks.addTask { do { try await admin.run(); return nil } catch { return error } }
+            tasks.addTask {
+                do {
+                    try await brokerServer.run { _ in
+                        // RocketMQ's boot line (INTERFACES.md); nameserver registration arrives with issue 5.
+                        logger.info("The broker[\(settings.broker.brokerName), \(brokerAddr)] boot success. serializeType=JSON and name server is \(settings.broker.namesrvAddr)")
+                    }
+                    return nil
+                } catch { return RaftModeError("cannot serve the broker port \(settings.broker.bindAddress):\(settings.broker.listenPort): \(error)") }
+            }
             tasks.addTask { await stop.wait(); return nil }
             let first = await tasks.next() ?? nil
             tasks.cancelAll()

@@ -1,4 +1,9 @@
 import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import Remoting
+import Replication
 import Synchronization
 import Testing
 
@@ -9,9 +14,10 @@ import Testing
 @Suite(.serialized) struct RaftGroupProcessTests {
     final class Node {
         let name: String
-        let conf: String
+        var conf: String
         let host: String
         var process: Process?
+        var brokerAddress: String { host + ":30911" }
         init(_ k: Int) {
             name = "n\(k)"
             conf = packageRoot + "/conf/dledger-local/broker-n\(k).conf"
@@ -30,8 +36,11 @@ import Testing
         p.arguments = ["-c", n.conf]
         p.environment = ["RAFTMQ_HOME": home, "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin"]
         p.currentDirectoryURL = URL(fileURLWithPath: home)
-        FileManager.default.createFile(atPath: home + "/\(n.name).log", contents: nil)
+        if !FileManager.default.fileExists(atPath: home + "/\(n.name).log") {
+            _ = FileManager.default.createFile(atPath: home + "/\(n.name).log", contents: nil)
+        }
         let log = FileHandle(forWritingAtPath: home + "/\(n.name).log") ?? FileHandle.nullDevice
+        log.seekToEndOfFile()
         p.standardInput = FileHandle.nullDevice
         p.standardOutput = log
         p.standardError = log
@@ -116,6 +125,223 @@ import Testing
             if !n.process!.isRunning { #expect(n.process!.terminationStatus == 0, "\(n.name) exit status") }
         }
     }
+    // MARK: The raw log through the broker port
+
+    /// A RaftLogClient and its event loop for one test.
+    final class LogClient: Sendable {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let remoting: RemotingClient
+        let log: RaftLogClient
+        init(_ addresses: [String]) {
+            remoting = RemotingClient(group: group, logger: Logger(label: "test"))
+            log = RaftLogClient(group: "RaftNode00", addresses: addresses, client: remoting)
+        }
+        func close() async {
+            await remoting.close()
+            try? await group.shutdownGracefully()
+        }
+    }
+
+    /// Every committed entry a node holds, read through GET.
+    func entries(_ n: Node, _ client: LogClient) async throws -> [RaftLogEntryCodec.Entry] {
+        var out: [RaftLogEntryCodec.Entry] = []
+        while true {
+            let batch: [RaftLogEntryCodec.Entry]
+            do {
+                batch = try await client.log.get(at: n.brokerAddress, from: Int64(out.count), maxCount: 1_000)
+            } catch {
+                // INDEX_OUT_OF_RANGE: past the node's commit index, the end of what it serves.
+                if case .refused(let code, _, _) = error, code == RaftLogResponse.indexOutOfRange { return out }
+                throw error
+            }
+            if batch.isEmpty { return out }
+            out += batch
+        }
+    }
+
+    /// Waits until every node in `among` has committed at least `index`.
+    func committed(_ among: [Node], through index: Int, within seconds: Double) async throws -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if among.allSatisfy({ (state($0)?["commitIndex"] as? Int ?? -1) >= index }) { return true }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return false
+    }
+
+    /// Appends from `writers` tasks until `stop` says so or `count` were acknowledged; returns every
+    /// acknowledged (index, body).
+    final class Writer: @unchecked Sendable {
+        let acked = Mutex<[(index: Int64, body: [UInt8])]>([])
+        let failures = Mutex<[String]>([])
+        let running = Atomic<Bool>(true)
+        /// When the first append after `markTime` was acknowledged.
+        let firstAfterMark = Mutex<(mark: ContinuousClock.Instant?, acked: ContinuousClock.Instant?)>((nil, nil))
+
+        func run(_ client: LogClient, writers: Int, count: Int, tag: String) async {
+            await withTaskGroup(of: Void.self) { group in
+                for w in 0..<writers {
+                    group.addTask {
+                        var k = 0
+                        while self.running.load(ordering: .relaxed) && self.acked.withLock({ $0.count }) < count {
+                            let body = Array("\(tag)-w\(w)-\(k)".utf8)
+                            k += 1
+                            let sentAt = ContinuousClock.now
+                            do {
+                                let a = try await client.log.append(body, deadline: .now + .seconds(5))
+                                self.acked.withLock { $0.append((a.index, body)) }
+                                self.firstAfterMark.withLock { m in
+                                    if let mark = m.mark, m.acked == nil, sentAt >= mark { m.acked = .now }
+                                }
+                            } catch {
+                                // Unknown outcome (the connection died with the leader): not acknowledged.
+                                self.failures.withLock { $0.append("\(error)") }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The three logs, read through GET from each node, are identical entry for entry (index, term,
+    /// body CRC and chain CRC), and hold every acknowledged append at its index.
+    func expectIdenticalLogs(_ client: LogClient, acked: [(index: Int64, body: [UInt8])]) async throws {
+        var logs: [[RaftLogEntryCodec.Entry]] = []
+        for n in nodes { logs.append(try await entries(n, client)) }
+        let shortest = logs.map(\.count).min() ?? 0
+        #expect(logs.allSatisfy { $0.count == logs[0].count }, "log lengths \(logs.map(\.count))")
+        for i in 0..<shortest {
+            let a = logs[0][i]
+            for (k, l) in logs.enumerated().dropFirst() where l[i].term != a.term || l[i].chainCRC != a.chainCRC || l[i].bodyCRC != a.bodyCRC || l[i].index != a.index {
+                Issue.record("entry \(i): n0 has index \(a.index) term \(a.term) chain \(a.chainCRC), n\(k) has index \(l[i].index) term \(l[i].term) chain \(l[i].chainCRC)")
+                return
+            }
+        }
+        var lost = 0
+        for a in acked where Int(a.index) >= logs[0].count || logs[0][Int(a.index)].body != a.body { lost += 1 }
+        #expect(lost == 0, "\(lost) of \(acked.count) acknowledged appends are missing")
+    }
+
+    @Test func appendsCommitOnEveryNodeAndSurviveKillsOfTheLeaderAndOfAFollower() async throws {
+        try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
+        let client = LogClient(nodes.map(\.brokerAddress))
+        defer {
+            for n in nodes { if let p = n.process, p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+            try? FileManager.default.removeItem(atPath: home)
+        }
+        for n in nodes { try start(n) }
+        let first = try #require(try await agreedLeader(among: nodes, within: 30), "no leader: \(seen.text)\n\(logs())")
+        let leaderNode = try #require(nodes.first { $0.name == first.leader })
+        let followers = nodes.filter { $0 !== leaderNode }
+
+        // A follower answers an append with NOT_LEADER and the leader's broker address.
+        var body = ByteBuffer()
+        body.writeString("to a follower")
+        let answer = try await client.remoting.request(followers[0].brokerAddress,
+            .request(code: RaftLogCode.append, opaque: 0, extFields: ["group": "RaftNode00"], body: body), timeoutMilliseconds: 3_000)
+        #expect(answer.code == RaftLogResponse.notLeader)
+        #expect(answer.extFields["leaderAddr"] == leaderNode.brokerAddress)
+        #expect(answer.extFields["leaderId"] == leaderNode.name)
+        // The command line follows that answer to the leader.
+        let cli = try Executable("mqadmin").run(["raftAppend", "-b", followers[1].brokerAddress, "-m", "through mqadmin"])
+        #expect(cli.status == 0, "mqadmin raftAppend: \(cli.stderr)")
+        #expect(cli.stdout.contains("leader=\(leaderNode.brokerAddress)"), "\(cli.stdout)")
+
+        // 300 appends from 8 writers; once committed they are readable, identically, on every node.
+        let writer = Writer()
+        await writer.run(client, writers: 8, count: 300, tag: "a")
+        let acked = writer.acked.withLock { $0 }
+        #expect(acked.count >= 300, "failures: \(writer.failures.withLock { $0.prefix(3) })")
+        let top = Int(acked.map(\.index).max() ?? 0)
+        #expect(try await committed(nodes, through: top, within: 5), "not committed everywhere\n\(logs())")
+        let got = try await client.log.get(at: followers[1].brokerAddress, from: acked[0].index)
+        #expect(got.first?.body == acked[0].body, "a follower serves the committed entry")
+        try await expectIdenticalLogs(client, acked: acked)
+
+        // SIGKILL the leader while 8 writers keep appending: a new leader accepts appends within 2 s.
+        let second = Writer()
+        let load = Task { await second.run(client, writers: 8, count: 100_000, tag: "b") }
+        try await Task.sleep(for: .milliseconds(300))
+        second.firstAfterMark.withLock { $0.mark = .now }
+        kill(leaderNode.process!.processIdentifier, SIGKILL)
+        leaderNode.process!.waitUntilExit()
+        let killedAt = ContinuousClock.now
+        let deadline = Date().addingTimeInterval(5)
+        while second.firstAfterMark.withLock({ $0.acked }) == nil && Date() < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        let resumed = try #require(second.firstAfterMark.withLock { $0.acked }, "no append accepted within 5 s of the kill\n\(logs())")
+        #expect(resumed - killedAt < .seconds(2), "the first append after the kill took \(resumed - killedAt)")
+
+        // SIGKILL a follower mid-write (its tail may be torn), then restart both killed nodes.
+        try await Task.sleep(for: .milliseconds(300))
+        let now = try #require(try await agreedLeader(among: followers, within: 5))
+        let victim = try #require(followers.first { $0.name != now.leader })
+        kill(victim.process!.processIdentifier, SIGKILL)
+        victim.process!.waitUntilExit()
+        try await Task.sleep(for: .milliseconds(300))
+        try start(victim)
+        try start(leaderNode)
+        try await Task.sleep(for: .milliseconds(700))
+        second.running.store(false, ordering: .relaxed)
+        await load.value
+        let all = acked + second.acked.withLock { $0 }
+        #expect(second.acked.withLock { $0.count } > 100, "appends went on through the kills")
+        let allTop = Int(all.map(\.index).max() ?? 0)
+        #expect(try await committed(nodes, through: allTop, within: 10), "the restarted nodes did not catch up\n\(logs())")
+        try await expectIdenticalLogs(client, acked: all)
+        let victimLog = (try? String(contentsOfFile: home + "/\(victim.name).log", encoding: .utf8)) ?? ""
+        #expect(victimLog.components(separatedBy: "commitlog: ").count == 3, "the killed follower recovered its store at its second start")
+
+        // Leadership transfer to a named follower.
+        let target = try #require(nodes.first { $0.name != now.leader })
+        let moved = try Executable("mqadmin").run(["leadershipTransfer", "-g", "RaftNode00", "-i", target.name,
+                                                   "-b", nodes.map(\.brokerAddress).joined(separator: ";")])
+        #expect(moved.status == 0, "mqadmin leadershipTransfer: \(moved.stderr)")
+        let after = try #require(try await agreedLeader(among: nodes, within: 5))
+        #expect(after.leader == target.name, "leadership moved to \(after.leader), not \(target.name)")
+        await client.close()
+    }
+
+    @Test func preferredLeaderIdTakesLeadershipBackAfterItReturns() async throws {
+        try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
+        defer {
+            for n in nodes { if let p = n.process, p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+            try? FileManager.default.removeItem(atPath: home)
+        }
+        // The sample files plus preferredLeaderId=n1.
+        for n in nodes {
+            let text = try String(contentsOfFile: n.conf, encoding: .utf8) + "\npreferredLeaderId=n1\n"
+            n.conf = home + "/broker-\(n.name).conf"
+            try text.write(toFile: n.conf, atomically: true, encoding: .utf8)
+        }
+        for n in nodes { try start(n) }
+        let preferred = nodes[1]
+        // Whoever wins the first election hands leadership to n1 once it is caught up.
+        var s = try #require(try await agreedLeader(among: nodes, within: 30), "no leader\n\(logs())")
+        let settle = Date().addingTimeInterval(10)
+        while s.leader != preferred.name && Date() < settle {
+            try await Task.sleep(for: .milliseconds(100))
+            s = try await agreedLeader(among: nodes, within: 5) ?? s
+        }
+        #expect(s.leader == preferred.name, "the preferred leader n1 does not lead: \(seen.text)")
+
+        // Kill n1: another node leads; n1 restarts and takes leadership back.
+        kill(preferred.process!.processIdentifier, SIGKILL)
+        preferred.process!.waitUntilExit()
+        let others = nodes.filter { $0 !== preferred }
+        let interim = try #require(try await agreedLeader(among: others, within: 5), "no leader without n1\n\(logs())")
+        #expect(interim.leader != preferred.name)
+        try start(preferred)
+        let back = Date().addingTimeInterval(15)
+        var last = interim
+        while Date() < back {
+            if let t = try await agreedLeader(among: nodes, within: 2) { last = t; if t.leader == preferred.name { break } }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(last.leader == preferred.name, "leadership did not move back to n1: \(seen.text)\n\(logs())")
+        #expect(last.term > interim.term)
+    }
+
 }
 
 let lastHTTPError = Mutex("")
