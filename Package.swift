@@ -100,7 +100,10 @@ let package = Package(
         .executableTarget(
             name: "mqbench",
             dependencies: [
-                "LogStore", "LogFormat",
+                "LogStore", "LogFormat", "Replication", "Remoting",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

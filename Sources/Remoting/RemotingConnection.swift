@@ -61,6 +61,21 @@ public struct RemotingConnection: Sendable, Hashable {
         channel.writeAndFlush(OutboundRequest(command: c, promise: nil, timeoutMilliseconds: 0), promise: nil)
     }
 
+    /// Sends several one-way requests with one hop to the event loop and one flush (one write
+    /// system call for all of them when the socket takes them).
+    public func oneway(batch commands: [RemotingCommand]) {
+        guard !commands.isEmpty else { return }
+        let channel = self.channel
+        channel.eventLoop.execute {
+            for command in commands {
+                var c = command
+                c.flag |= RemotingCommand.onewayFlag
+                channel.write(OutboundRequest(command: c, promise: nil, timeoutMilliseconds: 0), promise: nil)
+            }
+            channel.flush()
+        }
+    }
+
     public static func == (a: RemotingConnection, b: RemotingConnection) -> Bool { a.channel === b.channel }
     public func hash(into h: inout Hasher) { h.combine(ObjectIdentifier(channel)) }
 }

@@ -67,13 +67,15 @@ public enum RemotingFrame {
     public static let defaultMaxFrameBytes = 16 << 20
     static let maxHeaderBytes = (1 << 24) - 1
 
-    /// Appends `command` as one frame.
+    /// Appends `command` as one frame. The ROCKETMQ header holds a code in 16 bits; a command whose
+    /// code does not fit (DLedger's 50000s) goes with a JSON header instead, as DLedger sends them.
     public static func encode(_ command: RemotingCommand, into out: inout ByteBuffer) {
         let start = out.writerIndex
         out.writeInteger(Int32(0))  // length, patched below
         out.writeInteger(UInt32(0))  // type and header length, patched below
         let headerStart = out.writerIndex
-        switch command.serializeType {
+        let type: SerializeType = command.serializeType == .rocketmq && Int16(exactly: command.code) == nil ? .json : command.serializeType
+        switch type {
         case .json: JSONHeader.write(command, into: &out)
         case .rocketmq: RocketMQHeader.write(command, into: &out)
         }
@@ -81,7 +83,7 @@ public enum RemotingFrame {
         precondition(headerLength <= maxHeaderBytes, "a header of \(headerLength) bytes does not fit 24 bits")
         if var body = command.body { out.writeBuffer(&body) }
         out.setInteger(Int32(out.writerIndex - start - 4), at: start)
-        out.setInteger(UInt32(command.serializeType.rawValue) << 24 | UInt32(headerLength), at: start + 4)
+        out.setInteger(UInt32(type.rawValue) << 24 | UInt32(headerLength), at: start + 4)
     }
 
     /// Takes one whole frame off the front of `buffer`, or returns nil (consuming nothing) when the

@@ -43,24 +43,25 @@ final class PeerTransport: Sendable {
                     while !Task.isCancelled {
                         let batch = await box.take(max: 256)
                         if batch.isEmpty { return }
-                        for m in batch {
-                            do {
-                                let connection = try await client.connection(to: address)
-                                if connection != watched {
-                                    // A crashed peer's kernel closes this socket at once: tell the
-                                    // node, which campaigns early if that peer was its leader.
-                                    watched = connection
-                                    connection.channel.closeFuture.whenComplete { _ in connectionLost(id) }
-                                }
-                                connection.oneway(.request(code: RequestCode.raftMessage, opaque: 0, body: RaftWire.encode(m), oneway: true))
-                                lastFailure = ""
-                            } catch {
-                                // Unreachable peer: the message is lost, as on a partitioned network.
-                                let text = "\(error)"
-                                if text != lastFailure {
-                                    logger.info("cannot reach Raft peer", metadata: ["peer": "\(id)", "address": "\(address)", "error": "\(text)"])
-                                    lastFailure = text
-                                }
+                        do {
+                            let connection = try await client.connection(to: address)
+                            if connection != watched {
+                                // A crashed peer's kernel closes this socket at once: tell the
+                                // node, which campaigns early if that peer was its leader.
+                                watched = connection
+                                connection.channel.closeFuture.whenComplete { _ in connectionLost(id) }
+                            }
+                            // Binary (ROCKETMQ) headers, and the whole batch in one write.
+                            connection.oneway(batch: batch.map {
+                                .request(code: RequestCode.raftMessage, opaque: 0, body: RaftWire.encode($0), oneway: true, serializeType: .rocketmq)
+                            })
+                            lastFailure = ""
+                        } catch {
+                            // Unreachable peer: the messages are lost, as on a partitioned network.
+                            let text = "\(error)"
+                            if text != lastFailure {
+                                logger.info("cannot reach Raft peer", metadata: ["peer": "\(id)", "address": "\(address)", "error": "\(text)"])
+                                lastFailure = text
                             }
                         }
                     }

@@ -263,10 +263,43 @@ public final class RaftReplica: Sendable {
                 }
             }
         }
+        // Proposals of one batch of inputs go to the node together: one append message per
+        // follower for all of them instead of one each.
+        var proposals: [(data: [UInt8], deadline: ContinuousClock.Instant, continuation: CheckedContinuation<Committed, any Error>)] = []
+        func wait(_ index: RaftCore.LogIndex, _ term: RaftCore.Term, _ deadline: ContinuousClock.Instant, _ c: CheckedContinuation<Committed, any Error>) {
+            // An older waiter at this index lost its entry to a new leader's.
+            waiters[index]?.continuation.resume(throwing: ReplicaError.overwritten(index: index))
+            waiters[index] = (term, c)
+            deadlines.append((index, term, deadline))
+        }
+        func proposeBatch() {
+            guard !proposals.isEmpty else { return }
+            defer { proposals.removeAll(keepingCapacity: true) }
+            if let range = try? node.propose(batch: proposals.map(\.data)) {
+                for (k, p) in proposals.enumerated() {
+                    wait(RaftCore.LogIndex(range.lowerBound.rawValue + UInt64(k)), node.term, p.deadline, p.continuation)
+                }
+                return
+            }
+            // Something in the batch was refused: one by one, so each caller gets its own answer.
+            for p in proposals {
+                do {
+                    let (index, term) = try node.propose(p.data)
+                    wait(index, term, p.deadline, p.continuation)
+                } catch {
+                    p.continuation.resume(throwing: ReplicaError.refused(error))
+                }
+            }
+        }
         while !Task.isCancelled {
             let inputs = await mailbox.take(max: options.maxInputsPerReady)
             if inputs.isEmpty { return }
             for input in inputs {
+                if case .propose(let data, let deadline, let c) = input {
+                    proposals.append((data, deadline, c))
+                    continue
+                }
+                proposeBatch()
                 switch input {
                 case .message(let m):
                     lastHeard[m.from] = .now
@@ -285,16 +318,8 @@ public final class RaftReplica: Sendable {
                         deadlines.removeFirst(deadlinesHead)
                         deadlinesHead = 0
                     }
-                case .propose(let data, let deadline, let c):
-                    do {
-                        let (index, term) = try node.propose(data)
-                        // An older waiter at this index lost its entry to a new leader's.
-                        waiters[index]?.continuation.resume(throwing: ReplicaError.overwritten(index: index))
-                        waiters[index] = (term, c)
-                        deadlines.append((index, term, deadline))
-                    } catch {
-                        c.resume(throwing: ReplicaError.refused(error))
-                    }
+                case .propose:
+                    break  // gathered above
                 case .transfer(let target, let c):
                     do {
                         try node.transferLeadership(to: target)
@@ -309,6 +334,7 @@ public final class RaftReplica: Sendable {
                     node.leaderConnectionLost(peer)
                 }
             }
+            proposeBatch()
             while node.hasReady {
                 let r = node.ready()
                 for m in r.messages { transport.send(m) }

@@ -1,11 +1,11 @@
 import ArgumentParser
 
-/// `mqbench`: RaftMQ's benchmark tool. `storage` measures the commitlog against the disk it runs on;
-/// produce/consume against brokers arrive with the broker.
+/// `mqbench`: RaftMQ's benchmark tool. `storage` measures the commitlog against the disk it runs on,
+/// `raft-append` a Raft group's raw log; produce/consume against brokers arrive with the broker.
 @main
 struct MQBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mqbench",
         abstract: "Benchmarks for RaftMQ.",
-        subcommands: [StorageBenchmark.self])
+        subcommands: [StorageBenchmark.self, RaftAppendBenchmark.self])
 }

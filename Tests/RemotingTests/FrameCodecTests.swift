@@ -53,6 +53,17 @@ private func randomCommand(_ r: inout SplitMix64) -> RemotingCommand {
         }
     }
 
+    @Test func aCodeBeyondSixteenBitsGoesWithAJSONHeader() throws {
+        // DLedger's request codes (50000...) do not fit the ROCKETMQ header's int16.
+        let c = RemotingCommand.request(code: 50_001, opaque: 3, extFields: ["group": "g"], serializeType: .rocketmq)
+        var b = frame(c)
+        #expect(b.getInteger(at: 4, as: UInt8.self) == SerializeType.json.rawValue)
+        let back = try #require(try RemotingFrame.decode(&b))
+        #expect(back.code == 50_001)
+        #expect(back.serializeType == .json)
+        #expect(back.extFields == ["group": "g"])
+    }
+
     @Test func aJSONHeaderIsWrittenAsFastjsonWritesIt() {
         var request = RemotingCommand.request(code: 310, opaque: 7)
         request.language = .go

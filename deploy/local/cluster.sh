@@ -16,6 +16,8 @@ cd "$root"
 export RAFTMQ_HOME=${RAFTMQ_HOME:-.local-cluster}
 mkdir -p "$RAFTMQ_HOME/logs"
 bin=${RAFTMQ_BIN:-$root/.build/release}
+# The directory of broker-n{0,1,2}.conf (benchmarks point it at copies with other settings).
+confdir=${RAFTMQ_CONF:-conf/dledger-local}
 nodes=(n0 n1 n2)
 
 ip_of() { echo "127.0.0.$(( ${1#n} + 1 ))"; }
@@ -54,7 +56,7 @@ leader() {
 start_node() {
   local n=$1
   if [ -n "$(running_pid "$n")" ]; then echo "$n already runs (pid $(running_pid "$n"))"; return; fi
-  nohup "$bin/mqbroker" -c "conf/dledger-local/broker-$n.conf" >>"$RAFTMQ_HOME/logs/$n.log" 2>&1 </dev/null &
+  nohup "$bin/mqbroker" -c "$confdir/broker-$n.conf" >>"$RAFTMQ_HOME/logs/$n.log" 2>&1 </dev/null &
   echo $! >"$(pidfile "$n")"
   echo "started $n (pid $!, log $RAFTMQ_HOME/logs/$n.log)"
 }
@@ -82,7 +84,7 @@ wait_for_leader() {
 
 case "${1:-}" in
   start)
-    for product in mqbroker mqadmin; do
+    for product in mqbroker mqadmin mqbench; do
       if [ ! -x "$bin/$product" ] || [ -n "$(find Sources Package.swift -newer "$bin/$product" -print -quit 2>/dev/null)" ]; then
         swift build -c release --product "$product"
       fi
