@@ -31,6 +31,9 @@ extension LogStore {
             let previous = try headerUnderLock(of: LogIndex(keepNext.rawValue - 1))
             point.lastTerm = previous.term
             point.lastChainCRC = previous.chainCRC
+        } else if let base = state.base {
+            point.lastTerm = base.lastTerm
+            point.lastChainCRC = base.lastChainCRC
         }
 
         do {
@@ -81,6 +84,56 @@ extension LogStore {
         try writeCheckpoint(point, ifEpoch: nil)
     }
 
+    var basePath: String { options.directory + "/base" }
+
+    /// Empties the log and makes it start at `base`: the next entry gets index `base.nextIndex`, goes
+    /// to position `base.position` (the first segment starts there), and chains from
+    /// `base.lastChainCRC`. For a Raft follower whose log ends before the leader's first entry (the
+    /// leader's retention deleted what it lacks): it takes the leader's base and continues the
+    /// leader's log byte for byte. Durable when it returns. Appends waiting for durability fail with
+    /// `.truncatedBeforeDurable`.
+    ///
+    /// Crash-safe order: the checkpoint goes first (a store without one is scanned in full), then the
+    /// segments newest first and the index files, then the base and a checkpoint at it. A crash before
+    /// the end leaves a shorter log (possibly empty at the configured first index), never a broken one.
+    public func reset(to base: LogBase) throws(StorageError) {
+        checkpointLock.lock()
+        defer { checkpointLock.unlock() }
+        lock.lock()
+        defer { lock.unlock() }
+        if state.closing { throw .closed }
+        if let failure = state.failure { throw .failed(failure) }
+        try drainPendingOrFail()
+        let point = base.point
+        do {
+            try FileIO.unlink(checkpointPath)
+            try FileIO.fsyncDirectory(options.directory)
+            state.lastCheckpoint = nil
+            for s in state.segments.reversed() { try FileIO.unlink(s.path) }
+            try FileIO.fsyncDirectory(dataDirectory)
+            state.segments.removeAll()
+            try state.index.removeAll()
+            state.unsyncedIndexFiles.removeAll()
+            try FileIO.writeAtomically(CheckpointFile.encode(point), to: basePath)
+            try FileIO.writeAtomically(CheckpointFile.encode(point), to: checkpointPath)
+            state.lastCheckpoint = point
+        } catch {
+            state.failure = error.description
+            failWaiters(error)
+            throw error
+        }
+        state.epoch &+= 1
+        state.firstIndex = base.nextIndex
+        state.nextIndex = base.nextIndex
+        state.base = point
+        state.written = point
+        state.durable = point
+        state.unsyncedSegment = nil
+        let doomed = state.waiters
+        state.waiters.removeAll()
+        for w in doomed { w.continuation.resume(throwing: StorageError.truncatedBeforeDurable(position: base.position.rawValue)) }
+    }
+
     /// The verified header of entry `index`, read while holding the lock.
     func headerUnderLock(of index: LogIndex) throws(StorageError) -> EntryHeader {
         guard let record = try state.index.record(index), record.index == index,
@@ -122,9 +175,15 @@ extension LogStore {
                 break  // the successor holds no entry yet: keep the victim, it holds the last entries
             }
             guard shouldDelete(victim.start, h.index) else { break }
+            // What will precede the new first entry, recorded before the old entries go (a crash in
+            // between leaves a base that names an index the log does not start at: ignored).
+            let last = try headerUnderLock(of: LogIndex(h.index.rawValue - 1))
+            let base = DurablePoint(endPosition: successor.start, nextIndex: h.index, lastTerm: last.term, lastChainCRC: last.chainCRC)
+            try FileIO.writeAtomically(CheckpointFile.encode(base), to: basePath)
             try FileIO.unlink(victim.path)
             state.segments.removeFirst()
             state.firstIndex = h.index
+            state.base = base
             removed += 1
         }
         if removed > 0 {

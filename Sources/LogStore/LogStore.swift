@@ -15,6 +15,30 @@ public struct EntryToAppend: Sendable {
 }
 
 /// Counters since the store was opened.
+/// The point before a log's first entry: the index and position where the first entry is (or goes),
+/// and the term and chain CRC of the entry before it. Raft's "last included" index and term.
+public struct LogBase: Sendable, Equatable, CustomStringConvertible {
+    public var nextIndex: LogIndex
+    public var position: LogPosition
+    public var lastTerm: Term
+    public var lastChainCRC: UInt32
+
+    public init(nextIndex: LogIndex, position: LogPosition, lastTerm: Term, lastChainCRC: UInt32) {
+        self.nextIndex = nextIndex
+        self.position = position
+        self.lastTerm = lastTerm
+        self.lastChainCRC = lastChainCRC
+    }
+
+    init(_ p: DurablePoint) {
+        self.init(nextIndex: p.nextIndex, position: LogPosition(p.endPosition), lastTerm: p.lastTerm, lastChainCRC: p.lastChainCRC)
+    }
+
+    var point: DurablePoint { DurablePoint(endPosition: position.rawValue, nextIndex: nextIndex, lastTerm: lastTerm, lastChainCRC: lastChainCRC) }
+
+    public var description: String { "index \(nextIndex) at position \(position) (previous term \(lastTerm), chain CRC \(lastChainCRC))" }
+}
+
 public struct LogStoreStatistics: Sendable, Equatable {
     public var appendCalls = 0
     public var entriesAppended = 0
@@ -106,6 +130,8 @@ public final class LogStore: @unchecked Sendable {
         var segments: [SegmentFile]
         var index: IndexFiles
         var firstIndex: LogIndex
+        /// The point just before `firstIndex` (term and chain CRC of the entry before it), when known.
+        var base: DurablePoint?
         var nextIndex: LogIndex
         var written: DurablePoint
         var durable: DurablePoint
@@ -169,7 +195,7 @@ public final class LogStore: @unchecked Sendable {
         self.recoveryReport = recovered.report
         self.lockFileDescriptor = lockFileDescriptor
         self.state = State(
-            segments: recovered.segments, index: recovered.index, firstIndex: recovered.firstIndex,
+            segments: recovered.segments, index: recovered.index, firstIndex: recovered.firstIndex, base: recovered.base,
             nextIndex: recovered.end.nextIndex, written: recovered.end, durable: recovered.end,
             lastCheckpoint: recovered.checkpoint)
         state.flusherRunning = true
@@ -181,6 +207,11 @@ public final class LogStore: @unchecked Sendable {
     deinit { _ = Glibc.close(lockFileDescriptor) }
 
     // MARK: - Queries
+
+    /// What precedes the first entry: where it starts, and the term and chain CRC of the entry before
+    /// it (deleted by retention, or never held: term 0). Nil when a store from before this was
+    /// recorded lost its prefix (then a Raft leader cannot bring a follower to its first index).
+    public var base: LogBase? { lock.withLock { state.base.map(LogBase.init) } }
 
     /// Index of the first entry present; equals `nextIndex` when the log is empty.
     public var firstIndex: LogIndex { lock.withLock { state.firstIndex } }

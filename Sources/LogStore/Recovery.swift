@@ -17,6 +17,7 @@ struct Recovery {
         var segments: [SegmentFile]
         var index: IndexFiles
         var firstIndex: LogIndex
+        var base: DurablePoint?
         var end: DurablePoint
         var checkpoint: DurablePoint?
         var report: RecoveryReport
@@ -40,19 +41,28 @@ struct Recovery {
             throw .layout("segments \(a.path) and \(b.path) are not contiguous (expected the second to start at \(a.end)); was mappedFileSizeCommitLog changed?")
         }
         let checkpoint = (try FileIO.readFile(options.directory + "/checkpoint")).flatMap(CheckpointFile.decode)
+        // What precedes the first entry, written when retention deleted segments or a reset emptied
+        // the store (it is only believed where the log starts at its index).
+        let savedBase = (try FileIO.readFile(options.directory + "/base")).flatMap(CheckpointFile.decode)
+        let emptyBase = DurablePoint(endPosition: options.firstPositionOfEmptyStore.rawValue, nextIndex: options.firstIndexOfEmptyStore,
+                                     lastTerm: Term(0), lastChainCRC: 0)
+        func base(startingAt first: LogIndex) -> DurablePoint? {
+            if let b = savedBase, b.nextIndex == first { return b }
+            return first == options.firstIndexOfEmptyStore ? emptyBase : nil
+        }
 
         guard let first = segments.first else {
             // A store that never held an entry, or whose last truncation emptied it before its first
             // segment existed.
-            let end = checkpoint ?? DurablePoint(
-                endPosition: options.firstPositionOfEmptyStore.rawValue, nextIndex: options.firstIndexOfEmptyStore,
-                lastTerm: Term(0), lastChainCRC: 0)
+            let end = checkpoint ?? savedBase ?? emptyBase
             if !index.files.isEmpty { try index.removeAll() }
             let report = RecoveryReport(
                 segmentCount: 0, firstIndex: end.nextIndex, lastIndex: nil, usedCheckpoint: checkpoint != nil,
                 scanStartPosition: end.endPosition, scannedBytes: 0, scannedEntries: 0, cut: nil,
                 indexRecordsRewritten: 0, ignoredFiles: ignored)
-            return Result(segments: [], index: index, firstIndex: end.nextIndex, end: end, checkpoint: checkpoint, report: report)
+            // An empty log's end is what precedes its first entry.
+            return Result(segments: [], index: index, firstIndex: end.nextIndex, base: end,
+                          end: end, checkpoint: checkpoint, report: report)
         }
 
         // The first entry of the log: the first segment always starts with one (or is empty).
@@ -127,7 +137,8 @@ struct Recovery {
             usedCheckpoint: usedCheckpoint, scanStartPosition: segments[scanFrom].start, scannedBytes: scan.scannedBytes,
             scannedEntries: scan.scannedEntries, cut: cut, indexRecordsRewritten: scan.indexRecordsRewritten,
             ignoredFiles: ignored)
-        return Result(segments: segments, index: index, firstIndex: effectiveFirst, end: end, checkpoint: checkpoint, report: report)
+        return Result(segments: segments, index: index, firstIndex: effectiveFirst, base: base(startingAt: effectiveFirst),
+                      end: end, checkpoint: checkpoint, report: report)
     }
 
     /// Opens the 20-digit-named files of a directory in order; other names are reported, not touched.
