@@ -57,7 +57,7 @@ enum BrokerKeys {
             .int("maxIndexNum", \.store.maxIndexNum, 1...Int64(Int32.max), section: storage, "Entries per index file."),
             // Retention
             .string("deleteWhen", \.store.deleteWhen, section: retention, check: Values.hours, "Hours of the day (0-23, ';'-separated) in which expired commitlog files are deleted."),
-            .int("fileReservedTime", \.store.fileReservedTime, 1...876_000, section: retention, "Hours a commitlog file is kept after its last write."),
+            .int("fileReservedTime", \.store.fileReservedTime, 0...876_000, section: retention, "Hours a commitlog file is kept after its last write (0: any file no longer written may go)."),
             .int("diskMaxUsedSpaceRatio", \.store.diskMaxUsedSpaceRatio, 10...95, section: retention, "Percent of the disk the store may fill. Above it expired files are deleted at any hour, and RaftMQ refuses writes (reads are still served)."),
             .bool("cleanFileForciblyEnable", \.store.cleanFileForciblyEnable, section: retention, "Above 85 % disk use, delete files even before they expire."),
             .int("cleanResourceInterval", \.store.cleanResourceInterval, 100...3_600_000, section: retention, "ms between retention runs."),

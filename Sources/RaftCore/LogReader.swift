@@ -11,11 +11,28 @@ public protocol RaftLogReader: AnyObject {
     var firstIndex: LogIndex { get }
     /// The last index held; `firstIndex - 1` when the log is empty.
     var lastIndex: LogIndex { get }
-    /// The term of the entry at `index`, or nil when the index is outside [firstIndex, lastIndex].
+    /// The term of the entry at `index`, or nil when the index is outside [firstIndex - 1, lastIndex].
+    /// At `firstIndex - 1` it is the term of the last entry before the log's start (deleted by
+    /// retention; 0 at index 0), or nil when that is not known.
     func term(at index: LogIndex) -> Term?
     /// The entries in `range` (within [firstIndex, lastIndex]), in order, stopping once their data
     /// exceeds `maxBytes` but always returning at least the first.
     func entries(in range: ClosedRange<LogIndex>, maxBytes: Int) -> [Entry]
+    /// What a follower's driver needs, besides index and term, to continue this log from
+    /// `firstIndex - 1` (`Ready.resetLog`); opaque to the node. Empty by default.
+    var baseContext: [UInt8] { get }
+}
+
+extension RaftLogReader {
+    public var baseContext: [UInt8] { [] }
+}
+
+/// What a follower's driver must do before anything else in a Ready: empty the log and make it
+/// continue from `baseIndex` (term `baseTerm`), as the leader's `context` describes.
+public struct LogReset: Sendable, Hashable {
+    public var baseIndex: LogIndex
+    public var baseTerm: Term
+    public var context: [UInt8]
 }
 
 /// A log held in memory: the reader of transcript tests and a model for other readers.

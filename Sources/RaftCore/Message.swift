@@ -32,6 +32,12 @@ public struct Message: Hashable, Sendable, CustomStringConvertible {
         /// A follower asking the leader for a read index on behalf of its client.
         case readIndex(context: [UInt8])
         case readIndexResponse(index: LogIndex, context: [UInt8])
+        /// "Your log ends before my first entry: drop it and continue mine from `baseIndex`", whose
+        /// term is `baseTerm` (the entries up to it are committed and deleted here by retention).
+        /// `context` is the log reader's description of the base (LogStore's position and chain
+        /// CRC), passed to the follower's driver unread. Message logs need no snapshot: the entries
+        /// before the base are simply gone, as on the leader.
+        case resetLog(baseIndex: LogIndex, baseTerm: Term, context: [UInt8], commit: LogIndex)
     }
 
     /// The outcome of an append on the follower.
@@ -71,6 +77,7 @@ extension Message.Body: CustomStringConvertible {
         case .timeoutNow: return "TimeoutNow"
         case .readIndex(let context): return "ReadIndex" + ctx(context)
         case .readIndexResponse(let i, let context): return "ReadIndexResp index=\(i)" + ctx(context)
+        case .resetLog(let i, let t, _, let commit): return "ResetLog base=\(t)/\(i) commit=\(commit)"
         }
     }
 }

@@ -14,6 +14,11 @@ struct RaftLog<Reader: RaftLogReader> {
     private(set) var applied: LogIndex
     /// The last unstable entry handed out in a Ready that is not advanced yet.
     private var inProgress: (index: LogIndex, term: Term)?
+    /// A reset the driver has not confirmed yet (`Ready.resetLog`): until then this log is empty
+    /// after the reset's base, whatever the reader still holds.
+    private(set) var pendingReset: LogReset?
+    /// The pending reset went out in the Ready that is not advanced yet.
+    private var resetInProgress = false
 
     init(stable: Reader, committed: LogIndex, applied: LogIndex) {
         precondition(committed <= stable.lastIndex, "the persisted commit index \(committed) is past the log's last index \(stable.lastIndex): the log lost committed entries")
@@ -24,17 +29,18 @@ struct RaftLog<Reader: RaftLogReader> {
         self.applied = max(applied, stable.firstIndex.previous)
     }
 
-    var firstIndex: LogIndex { stable.firstIndex }
+    var firstIndex: LogIndex { pendingReset.map { $0.baseIndex.next } ?? stable.firstIndex }
 
     var lastIndex: LogIndex {
-        unstable.isEmpty ? stable.lastIndex : unstableOffset + (unstable.count - 1)
+        unstable.isEmpty ? (pendingReset?.baseIndex ?? stable.lastIndex) : unstableOffset + (unstable.count - 1)
     }
 
     var lastTerm: Term { term(at: lastIndex) ?? .zero }
 
     /// The last index of this log that is durable: the driver confirmed it with `advance`.
     var persistedLastIndex: LogIndex {
-        unstable.isEmpty ? stable.lastIndex : unstableOffset.previous
+        if pendingReset != nil { return firstIndex.previous }
+        return unstable.isEmpty ? stable.lastIndex : unstableOffset.previous
     }
 
     func term(at index: LogIndex) -> Term? {
@@ -43,8 +49,24 @@ struct RaftLog<Reader: RaftLogReader> {
             let k = index - unstableOffset
             return k < unstable.count ? unstable[k].term : nil
         }
+        if let r = pendingReset { return index == r.baseIndex ? r.baseTerm : nil }
         return stable.term(at: index)
     }
+
+    /// Empties the log and continues it from `reset`'s base, which is committed (the leader deleted
+    /// everything up to it after committing it). The driver does it on the next Ready.
+    mutating func reset(_ reset: LogReset) {
+        precondition(reset.baseIndex > committed, "a reset to \(reset.baseIndex) would drop the committed index \(committed)")
+        precondition(!resetInProgress && inProgress == nil, "reset while a Ready is outstanding")
+        pendingReset = reset
+        unstable = []
+        unstableOffset = reset.baseIndex.next
+        committed = reset.baseIndex
+        applied = reset.baseIndex
+    }
+
+    /// The reset the next Ready carries.
+    var resetToHandOut: LogReset? { resetInProgress ? nil : pendingReset }
 
     func matchTerm(_ index: LogIndex, _ term: Term) -> Bool {
         self.term(at: index) == term
@@ -141,7 +163,7 @@ struct RaftLog<Reader: RaftLogReader> {
 
     /// Where the driver must cut the durable log before writing the unstable entries.
     var pendingTruncation: LogIndex? {
-        guard !unstable.isEmpty, unstableOffset <= stable.lastIndex else { return nil }
+        guard pendingReset == nil, !unstable.isEmpty, unstableOffset <= stable.lastIndex else { return nil }
         return unstableOffset.previous
     }
 
@@ -149,12 +171,19 @@ struct RaftLog<Reader: RaftLogReader> {
 
     mutating func markInProgress() {
         if let last = unstable.last { inProgress = (last.index, last.term) }
+        if pendingReset != nil { resetInProgress = true }
     }
 
     /// The driver wrote what the last Ready held: forget the unstable entries that are now durable,
     /// unless a conflict replaced them in the meantime (then the next Ready writes them again).
     mutating func advanceStable() {
         defer { inProgress = nil }
+        if resetInProgress, let r = pendingReset {
+            precondition(stable.firstIndex == r.baseIndex.next && stable.term(at: r.baseIndex) == r.baseTerm,
+                         "the driver did not reset the log to \(r.baseTerm)/\(r.baseIndex) (it starts at \(stable.firstIndex))")
+            pendingReset = nil
+            resetInProgress = false
+        }
         guard let (index, term) = inProgress, index >= unstableOffset, matchTerm(index, term) else { return }
         let count = (index - unstableOffset) + 1
         precondition(stable.lastIndex >= index, "the driver did not write the entries of the Ready before advance (log ends at \(stable.lastIndex), expected \(index))")

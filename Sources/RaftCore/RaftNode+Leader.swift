@@ -77,9 +77,16 @@ extension RaftNode {
             if pr.isPaused { return false }
             let prevIndex = pr.next.previous
             guard let prevTerm = log.term(at: prevIndex) else {
-                // The entries this follower needs were deleted here by retention; without snapshots
-                // it cannot be caught up by appends (the driver reports it from `status`).
-                return false
+                // The entries this follower needs were deleted here by retention. A message log
+                // needs no snapshot: the follower drops its log and continues ours from our base.
+                let base = log.firstIndex.previous
+                guard let baseTerm = log.term(at: base), base > prevIndex else { return false }  // base unknown: nothing to offer
+                send(Message(from: id, to: peer, term: term,
+                             body: .resetLog(baseIndex: base, baseTerm: baseTerm, context: log.stable.baseContext, commit: log.committed)))
+                if pr.state == .replicate { pr.becomeProbe() }
+                pr.next = base.next
+                pr.probeSent = true
+                return true
             }
             var entries: [Entry] = []
             if pr.next <= log.lastIndex {

@@ -18,7 +18,7 @@ extension RaftNode {
                 break  // a pre-vote never changes our term
             case .preVoteResponse(granted: true):
                 break  // carries the term we would campaign in, not a newer term of the group
-            case .append, .heartbeat:
+            case .append, .heartbeat, .resetLog:
                 becomeFollower(term: m.term, leader: m.from)
             case .vote:
                 // Raft Figure 2: the election timer restarts on hearing the leader or on granting a
@@ -34,7 +34,7 @@ extension RaftNode {
             }
         } else if m.term < term {
             switch m.body {
-            case .append, .heartbeat:
+            case .append, .heartbeat, .resetLog:
                 // An old leader, perhaps cut off while we moved on: answer with our term so it steps
                 // down (without this, check-quorum plus pre-vote could leave it stranded).
                 if config.checkQuorum || config.preVote {
@@ -79,6 +79,9 @@ extension RaftNode {
             campaign(.leadershipTransfer)
         case .readIndexResponse(let index, let context):
             readStates.append(ReadState(index: index, context: context))
+        case .resetLog(let base, let baseTerm, let context, let commit):
+            heardFromLeader(m.from)
+            handleResetLog(from: m.from, LogReset(baseIndex: base, baseTerm: baseTerm, context: context), commit: commit)
         case .readIndex, .appendResponse, .heartbeatResponse, .preVoteResponse, .voteResponse, .preVote, .vote:
             break
         }
@@ -102,6 +105,9 @@ extension RaftNode {
         case .heartbeat(let commit, let context):
             becomeFollower(term: term, leader: m.from)
             handleHeartbeat(from: m.from, commit: commit, context: context)
+        case .resetLog(let base, let baseTerm, let context, let commit):
+            becomeFollower(term: term, leader: m.from)
+            handleResetLog(from: m.from, LogReset(baseIndex: base, baseTerm: baseTerm, context: context), commit: commit)
         case .preVoteResponse(let granted):
             if case .preCandidate = roleState { recordVote(from: m.from, granted: granted) }
         case .voteResponse(let granted):
@@ -120,7 +126,7 @@ extension RaftNode {
         case .readIndex(let context):
             // Refused reads from followers are dropped: the follower's client times out and retries.
             try? leaderRead(context: context, from: m.from)
-        case .append, .heartbeat:
+        case .append, .heartbeat, .resetLog:
             // Another leader in our own term would break election safety; a correct peer never
             // sends this. Drop it rather than trust it.
             break
@@ -155,6 +161,21 @@ extension RaftNode {
         }
         log.commit(to: min(commit, lastNew))
         send(Message(from: id, to: leaderID, term: term, body: .appendResponse(.accepted(matchIndex: lastNew))))
+    }
+
+    /// The leader's log starts after `reset.baseIndex`, and ours ends before it (or differs there).
+    func handleResetLog(from leaderID: NodeID, _ reset: LogReset, commit: LogIndex) {
+        if reset.baseIndex <= log.committed || log.matchTerm(reset.baseIndex, reset.baseTerm) {
+            // We hold the base already: ordinary appends continue from it.
+            let match = max(log.committed, log.matchTerm(reset.baseIndex, reset.baseTerm) ? reset.baseIndex : .zero)
+            send(Message(from: id, to: leaderID, term: term, body: .appendResponse(.accepted(matchIndex: match))))
+            return
+        }
+        // Everything we hold after our commit index is uncommitted (or the leader would hold it
+        // too); everything up to it is committed and was deleted on the leader.
+        log.reset(reset)
+        log.commit(to: min(commit, log.lastIndex))
+        send(Message(from: id, to: leaderID, term: term, body: .appendResponse(.accepted(matchIndex: reset.baseIndex))))
     }
 
     func handleHeartbeat(from leaderID: NodeID, commit: LogIndex, context: [UInt8]?) {

@@ -176,7 +176,7 @@ public final class RaftNode<Log: RaftLogReader> {
     public var hasReady: Bool {
         precondition(!readyOutstanding, "hasReady while a Ready is not advanced")
         return softState != previousSoftState || hardState != previousHardState
-            || !log.unstableEntries.isEmpty || log.hasNextCommittedEntries
+            || !log.unstableEntries.isEmpty || log.hasNextCommittedEntries || log.resetToHandOut != nil
             || !outbox.isEmpty || !outboxAfterPersist.isEmpty || !readStates.isEmpty
     }
 
@@ -187,11 +187,13 @@ public final class RaftNode<Log: RaftLogReader> {
         let ss = softState
         let entries = log.unstableEntries
         let truncateAfter = log.pendingTruncation
-        let mustSync = !entries.isEmpty || truncateAfter != nil
+        let reset = log.resetToHandOut
+        let mustSync = !entries.isEmpty || truncateAfter != nil || reset != nil
             || hs.term != previousHardState.term || hs.vote != previousHardState.vote
         let r = Ready(
             softState: ss == previousSoftState ? nil : ss,
             hardState: hs == previousHardState ? nil : hs,
+            resetLog: reset,
             truncateAfter: truncateAfter,
             entries: entries,
             committedEntries: log.nextCommittedEntries(maxBytes: config.maxCommittedBytesPerReady),

@@ -1,6 +1,7 @@
 /// Everything the driver must do after the node changed, in this order:
 /// 1. send `messages` (they may leave before the local write);
-/// 2. if `truncateAfter` is set, drop the log after it; append `entries`; persist `hardState`;
+/// 2. if `resetLog` is set, empty the log and make it start after its base; if `truncateAfter` is
+///    set, drop the log after it; append `entries`; persist `hardState`;
 ///    make it durable when `mustSync`;
 /// 3. send `messagesAfterPersist` (vote and append acknowledgements: they promise durability);
 /// 4. apply `committedEntries`, answer `readStates`;
@@ -10,6 +11,9 @@ public struct Ready: Sendable {
     public var softState: SoftState?
     /// Set when term, vote or commit changed.
     public var hardState: HardState?
+    /// The log must be emptied and continue from this base (it ended before the leader's first
+    /// entry); then `entries` follow it. Never together with `truncateAfter`.
+    public var resetLog: LogReset?
     /// The log must be cut after this index before `entries` are appended (a conflict with the leader).
     public var truncateAfter: LogIndex?
     /// Entries to append, consecutive, starting right after `truncateAfter` or the log's end.
@@ -25,7 +29,7 @@ public struct Ready: Sendable {
     public var mustSync: Bool
 
     public var isEmpty: Bool {
-        softState == nil && hardState == nil && entries.isEmpty && committedEntries.isEmpty
+        softState == nil && hardState == nil && resetLog == nil && entries.isEmpty && committedEntries.isEmpty
             && messages.isEmpty && messagesAfterPersist.isEmpty && readStates.isEmpty
     }
 }

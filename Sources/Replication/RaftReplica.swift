@@ -1,3 +1,4 @@
+import Glibc
 import LogFormat
 import LogStore
 import Logging
@@ -27,6 +28,12 @@ public struct RaftReplicaOptions: Sendable {
     public var maxInputsPerReady = 4_096
     /// Messages waiting to be sent to one peer.
     public var peerOutboxLimit = 16_384
+    /// Deletes old segments by RocketMQ's rules (fileReservedTime, deleteWhen, disk ratios), every
+    /// `retentionIntervalMs`, never entries the subscriber has not applied. The driver runs it, so no
+    /// read of the node races a deletion. A follower that then lacks what the leader deleted is reset
+    /// to the leader's first entry (docs/replication.md). Nil: nothing is deleted.
+    public var retention: RetentionPolicy? = nil
+    public var retentionIntervalMs = 10_000
 
     public init(raft: RaftConfig, peerAddresses: [NodeID: String]) {
         precondition(Set(raft.voters) == Set(peerAddresses.keys), "RaftReplicaOptions: every voter needs a peer address")
@@ -41,6 +48,9 @@ public struct ReplicaStatus: Sendable {
     public var raft: RaftStatus
     public var lastHeard: [NodeID: ContinuousClock.Instant]
     public var storeIndexOfEmptyLog: UInt64
+    /// The Raft index of the log's first entry (above 1 once retention deleted a prefix or a reset
+    /// moved the log to the leader's base).
+    public var firstIndex: RaftCore.LogIndex
 
     /// A Raft index in the store's numbering (DLedger's: the first entry is 0); -1 for "none".
     public func storeNumber(_ i: RaftCore.LogIndex) -> Int64 { Int64(i.rawValue) - 1 + Int64(storeIndexOfEmptyLog) }
@@ -224,6 +234,23 @@ public final class RaftReplica: Sendable {
         await client.close()
     }
 
+    private func runRetention(_ policy: RetentionPolicy, log: StoreLog, applied: RaftCore.LogIndex) throws {
+        var now = time(nil)
+        var parts = tm()
+        localtime_r(&now, &parts)
+        do {
+            let result = try store.applyRetention(policy, nowSeconds: Int64(now), hourOfDay: Int(parts.tm_hour),
+                                                  keepFrom: log.storeIndex(applied.next))
+            guard result.segmentsDeleted > 0 else { return }
+            log.prefixDeleted()
+            logger.info("retention deleted old commitlog segments", metadata: [
+                "segments": "\(result.segmentsDeleted)", "reason": "\(result.reason.map(\.rawValue) ?? "-")", "firstIndex": "\(result.firstIndex)"])
+        } catch {
+            logger.error("storage failure during retention: the Raft node stops", metadata: ["error": "\(error)"])
+            throw ReplicaError.storage("\(error)")
+        }
+    }
+
     private func loadHardState(_ log: StoreLog) throws -> RaftCore.HardState {
         guard let saved = try hardStateFile.load() else { return RaftCore.HardState() }
         var vote: NodeID?
@@ -253,6 +280,7 @@ public final class RaftReplica: Sendable {
         var deadlinesHead = 0
         var saved = (term: node.term, vote: node.vote)
         var lastHeard: [NodeID: ContinuousClock.Instant] = [:]
+        var lastRetention = ContinuousClock.now
         defer {
             for (_, w) in waiters { w.continuation.resume(throwing: ReplicaError.stopped) }
             for input in mailbox.closeAndDrain() {
@@ -307,6 +335,10 @@ public final class RaftReplica: Sendable {
                 case .tick:
                     node.tick()
                     let now = ContinuousClock.now
+                    if let policy = options.retention, now - lastRetention >= .milliseconds(options.retentionIntervalMs) {
+                        lastRetention = now
+                        try runRetention(policy, log: log, applied: node.status.applied)
+                    }
                     while deadlinesHead < deadlines.count, deadlines[deadlinesHead].deadline <= now {
                         let (index, term, _) = deadlines[deadlinesHead]
                         deadlinesHead += 1
@@ -339,6 +371,13 @@ public final class RaftReplica: Sendable {
                 let r = node.ready()
                 for m in r.messages { transport.send(m) }
                 do {
+                    if let reset = r.resetLog {
+                        let before = (first: log.firstIndex, last: log.lastIndex)
+                        let base = try log.reset(reset)
+                        logger.warning("this node's log ended before the leader's first entry (the leader's retention deleted what it lacked): emptied, it now continues the leader's log from its base",
+                                       metadata: ["firstIndexWas": "\(storeNumber(before.first))", "lastIndexWas": "\(storeNumber(before.last))",
+                                                  "firstIndex": "\(base.nextIndex)", "position": "\(base.position)", "leader": "\(node.status.leader.map { "\($0)" } ?? "none")"])
+                    }
                     let end = try log.write(truncateAfter: r.truncateAfter, entries: r.entries)
                     if r.mustSync {
                         if options.syncBeforeAcknowledging && (!r.entries.isEmpty || r.truncateAfter != nil) {
@@ -369,7 +408,8 @@ public final class RaftReplica: Sendable {
                     }
                 }
                 node.advance(r)
-                let status = ReplicaStatus(raft: node.status, lastHeard: lastHeard, storeIndexOfEmptyLog: options.storeIndexOfEmptyLog)
+                let status = ReplicaStatus(raft: node.status, lastHeard: lastHeard, storeIndexOfEmptyLog: options.storeIndexOfEmptyLog,
+                                           firstIndex: log.firstIndex)
                 published.withLock { $0 = status }
             }
         }

@@ -49,7 +49,7 @@ public enum RaftWire {
 
     enum Kind: UInt8 {
         case preVote = 1, preVoteResponse, vote, voteResponse, append, appendAccepted, appendRejected,
-             heartbeat, heartbeatResponse, timeoutNow, readIndex, readIndexResponse
+             heartbeat, heartbeatResponse, timeoutNow, readIndex, readIndexResponse, resetLog
     }
 
     public static func encode(_ m: Message, into out: inout ByteBuffer) {
@@ -67,6 +67,7 @@ public enum RaftWire {
         case .timeoutNow: kind = .timeoutNow
         case .readIndex: kind = .readIndex
         case .readIndexResponse: kind = .readIndexResponse
+        case .resetLog: kind = .resetLog
         }
         out.writeInteger(version)
         out.writeInteger(kind.rawValue)
@@ -111,6 +112,11 @@ public enum RaftWire {
             writeContext(context, into: &out)
         case .readIndexResponse(let index, let context):
             out.writeInteger(index.rawValue)
+            writeContext(context, into: &out)
+        case .resetLog(let base, let baseTerm, let context, let commit):
+            out.writeInteger(base.rawValue)
+            out.writeInteger(baseTerm.rawValue)
+            out.writeInteger(commit.rawValue)
             writeContext(context, into: &out)
         }
     }
@@ -192,6 +198,11 @@ public enum RaftWire {
         case .readIndexResponse:
             let i = LogIndex(try read(&b, "index"))
             body = .readIndexResponse(index: i, context: try context(&b, limits))
+        case .resetLog:
+            let base = LogIndex(try read(&b, "baseIndex")), baseTerm = Term(try read(&b, "baseTerm"))
+            let commit = LogIndex(try read(&b, "commit"))
+            guard baseTerm <= term else { throw .invalid("a base of term \(baseTerm) in a message of term \(term)") }
+            body = .resetLog(baseIndex: base, baseTerm: baseTerm, context: try context(&b, limits), commit: commit)
         }
         guard b.readableBytes == 0 else { throw .trailingBytes(b.readableBytes) }
         return Message(from: from, to: to, term: term, body: body)

@@ -18,11 +18,15 @@ final class StoreLog: RaftLogReader {
     private var runs: [(first: UInt64, term: UInt64)] = []
     private(set) var firstIndex: RaftCore.LogIndex
     private(set) var lastIndex: RaftCore.LogIndex
+    /// The store's base (what precedes the first entry), when known; its term answers
+    /// `term(at: firstIndex - 1)`.
+    private var base: LogBase?
 
     init(store: LogStore, storeIndexOfEmptyLog: UInt64) throws(StorageError) {
         self.store = store
         self.storeBase = storeIndexOfEmptyLog
         firstIndex = RaftCore.LogIndex(store.firstIndex.rawValue - storeIndexOfEmptyLog + 1)
+        base = store.base
         if let last = store.lastIndex {
             lastIndex = RaftCore.LogIndex(last.rawValue - storeIndexOfEmptyLog + 1)
         } else {
@@ -47,6 +51,7 @@ final class StoreLog: RaftLogReader {
     }
 
     func term(at index: RaftCore.LogIndex) -> RaftCore.Term? {
+        if index == firstIndex.previous { return base.map { RaftCore.Term($0.lastTerm.rawValue) } }
         guard index >= firstIndex, index <= lastIndex, index.rawValue >= 1 else { return nil }
         // The last run starting at or before index.
         var lo = 0, hi = runs.count - 1
@@ -80,6 +85,41 @@ final class StoreLog: RaftLogReader {
             if bytes >= maxBytes { break }
         }
         return out
+    }
+
+    /// The base's position and chain CRC (big-endian u64, u32): what a follower needs to continue
+    /// this log byte for byte from `firstIndex - 1`.
+    var baseContext: [UInt8] {
+        guard let base else { return [] }
+        var out: [UInt8] = []
+        withUnsafeBytes(of: base.position.rawValue.bigEndian) { out.append(contentsOf: $0) }
+        withUnsafeBytes(of: base.lastChainCRC.bigEndian) { out.append(contentsOf: $0) }
+        return out
+    }
+
+    /// A Ready's `resetLog`: the store is emptied and continues from the leader's base.
+    func reset(_ r: LogReset) throws(StorageError) -> LogBase {
+        guard r.context.count == 12 else {
+            throw .invalidArgument("a log reset carries \(r.context.count) bytes of base, not 12 (position, chain CRC)")
+        }
+        var position: UInt64 = 0, chain: UInt32 = 0
+        for b in r.context[0..<8] { position = position << 8 | UInt64(b) }
+        for b in r.context[8..<12] { chain = chain << 8 | UInt32(b) }
+        let newBase = LogBase(nextIndex: storeIndex(r.baseIndex.next), position: LogPosition(position),
+                              lastTerm: LogFormat.Term(r.baseTerm.rawValue), lastChainCRC: chain)
+        try store.reset(to: newBase)
+        base = newBase
+        firstIndex = r.baseIndex.next
+        lastIndex = r.baseIndex
+        runs.removeAll()
+        return newBase
+    }
+
+    /// After retention deleted a prefix of the store: the log now starts where the store does.
+    func prefixDeleted() {
+        firstIndex = RaftCore.LogIndex(raftIndex(store.firstIndex))
+        base = store.base
+        while runs.count >= 2 && runs[1].first <= firstIndex.rawValue { runs.removeFirst() }
     }
 
     /// Writes what a Ready says: the truncation, then the entries (to the page cache). Returns the

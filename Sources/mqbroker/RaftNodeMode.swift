@@ -45,6 +45,12 @@ enum RaftNodeMode {
         var options = RaftReplicaOptions(raft: config, peerAddresses: addresses)
         options.tickIntervalMs = Int(tickIntervalMs)
         options.syncBeforeAcknowledging = settings.store.flushDiskType == .SYNC_FLUSH
+        options.retention = RetentionPolicy(
+            fileReservedHours: Int(settings.store.fileReservedTime),
+            deleteWhenHours: RetentionPolicy.parseDeleteWhen(settings.store.deleteWhen) ?? [4],
+            diskMaxUsedSpaceRatio: Int(settings.store.diskMaxUsedSpaceRatio),
+            cleanFileForcibly: settings.store.cleanFileForciblyEnable)
+        options.retentionIntervalMs = Int(settings.store.cleanResourceInterval)
 
         let store: LogStore
         let hardStateDirectory = settings.store.storePathRootDir + "/raft"
@@ -183,7 +189,7 @@ func raftStateJSON(_ status: ReplicaStatus?, group: String, selfName: String, na
     j.string("leaderPeerAddr", r.leader.flatMap { addresses[$0] })
     let digits = Int64(selfName.dropFirst()) ?? 0
     j.number("brokerId", r.role == .leader ? 0 : (r.role == .follower && r.leader != nil ? digits + 1 : -1))
-    j.number("firstIndex", s.storeNumber(LogIndex(1)))
+    j.number("firstIndex", s.storeNumber(s.firstIndex))
     j.number("lastIndex", s.storeNumber(r.lastIndex))
     j.number("lastTerm", Int64(r.lastTerm.rawValue))
     j.number("commitIndex", s.storeNumber(r.commit))

@@ -342,6 +342,73 @@ import Testing
         #expect(last.term > interim.term)
     }
 
+    @Test func aFollowerBehindTheLeadersRetentionStartIsResetAndCatchesUp() async throws {
+        try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
+        let client = LogClient(nodes.map(\.brokerAddress))
+        defer {
+            for n in nodes { if let p = n.process, p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+            try? FileManager.default.removeItem(atPath: home)
+        }
+        // The sample files with 64 KiB segments that retention may delete as soon as they are sealed.
+        let hours = (0..<24).map { String(format: "%02d", $0) }.joined(separator: ";")
+        for n in nodes {
+            let text = try String(contentsOfFile: n.conf, encoding: .utf8)
+                + "\nmappedFileSizeCommitLog=65536\nmaxMessageSize=16384\nfileReservedTime=0\ndeleteWhen=\(hours)\ncleanResourceInterval=200\n"
+            n.conf = home + "/broker-\(n.name).conf"
+            try text.write(toFile: n.conf, atomically: true, encoding: .utf8)
+        }
+        for n in nodes { try start(n) }
+        let first = try #require(try await agreedLeader(among: nodes, within: 30), "no leader\n\(logs())")
+        let leaderNode = try #require(nodes.first { $0.name == first.leader })
+        let victim = try #require(nodes.first { $0 !== leaderNode })
+        let writer = Writer()
+        await writer.run(client, writers: 4, count: 50, tag: "before")
+        let victimLast = try #require(state(victim)?["lastIndex"] as? Int)
+        kill(victim.process!.processIdentifier, SIGKILL)
+        victim.process!.waitUntilExit()
+
+        // While the victim is down: about 3 MB in 1 KiB entries, 40-odd segments; retention deletes
+        // the sealed ones on the other two nodes.
+        let payload = [UInt8](repeating: 0x61, count: 1_000)
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<8 {
+                group.addTask { for _ in 0..<400 { _ = try? await client.log.append(payload, deadline: .now + .seconds(5)) } }
+            }
+        }
+        let deadline = Date().addingTimeInterval(10)
+        var leaderFirst = 0
+        while Date() < deadline {
+            leaderFirst = state(leaderNode)?["firstIndex"] as? Int ?? 0
+            if leaderFirst > 1_000 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(leaderFirst > 1_000, "retention did not delete the leader's old segments (first index \(leaderFirst))\n\(logs())")
+        #expect(leaderFirst > victimLast, "the test needs the victim to be behind the leader's first entry")
+
+        // The victim comes back behind the leader's first entry: it is reset and catches up.
+        try start(victim)
+        let top = try #require(state(leaderNode)?["lastIndex"] as? Int)
+        #expect(try await committed(nodes, through: top, within: 10), "the victim did not catch up\n\(logs())")
+        let victimLog = (try? String(contentsOfFile: home + "/\(victim.name).log", encoding: .utf8)) ?? ""
+        #expect(victimLog.contains("continues the leader's log"), "the reset is told in the log\n\(logs())")
+        let victimFirst = try #require(state(victim)?["firstIndex"] as? Int)
+        #expect(victimFirst >= leaderFirst - 64, "the victim starts near the leader's first entry (\(victimFirst), leader \(leaderFirst))")
+
+        // Where all three hold entries, they hold the same ones, byte for byte.
+        let from = Int64(nodes.compactMap { state($0)?["firstIndex"] as? Int }.max() ?? 0)
+        var tails: [[RaftLogEntryCodec.Entry]] = []
+        for n in nodes { tails.append(try await client.log.get(at: n.brokerAddress, from: from, maxCount: 1_000)) }
+        #expect(!tails[0].isEmpty)
+        for t in tails.dropFirst() {
+            #expect(t.map(\.chainCRC) == tails[0].map(\.chainCRC) && t.map(\.position) == tails[0].map(\.position), "logs differ after the reset")
+        }
+        // And the group goes on.
+        let after = Writer()
+        await after.run(client, writers: 2, count: 20, tag: "after")
+        #expect(after.acked.withLock { $0.count } >= 20)
+        await client.close()
+    }
+
 }
 
 let lastHTTPError = Mutex("")

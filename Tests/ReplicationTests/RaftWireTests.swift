@@ -9,7 +9,7 @@ private func randomMessage(_ r: inout SplitMix64) -> Message {
     func bytes(_ max: UInt64) -> [UInt8] { (0..<u(max)).map { _ in UInt8(truncatingIfNeeded: r.next()) } }
     let term = Term(u(1000) + 1)
     let body: Message.Body
-    switch u(12) {
+    switch u(13) {
     case 0: body = .preVote(lastIndex: LogIndex(u(1 << 40)), lastTerm: Term(u(1000)))
     case 1: body = .preVoteResponse(granted: u(2) == 0)
     case 2: body = .vote(lastIndex: LogIndex(u(1 << 40)), lastTerm: Term(u(1000)), leadershipTransfer: u(2) == 0)
@@ -28,7 +28,8 @@ private func randomMessage(_ r: inout SplitMix64) -> Message {
     case 8: body = .heartbeatResponse(context: u(2) == 0 ? nil : bytes(16))
     case 9: body = .timeoutNow
     case 10: body = .readIndex(context: bytes(16))
-    default: body = .readIndexResponse(index: LogIndex(u(1 << 40)), context: bytes(16))
+    case 11: body = .readIndexResponse(index: LogIndex(u(1 << 40)), context: bytes(16))
+    default: body = .resetLog(baseIndex: LogIndex(u(1 << 40)), baseTerm: Term(u(term.rawValue + 1)), context: bytes(40), commit: LogIndex(u(1 << 40)))
     }
     return Message(from: NodeID(u(5)), to: NodeID(u(5)), term: term, body: body)
 }

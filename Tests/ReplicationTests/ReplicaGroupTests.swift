@@ -77,8 +77,11 @@ private final class ReplicaGroup: @unchecked Sendable {
             if leaders.count == 1 { return leaders[0] }
             try await Task.sleep(for: .milliseconds(20))
         }
-        throw ReplicaError.stopped
+        let roles = ids.map { "\($0): \(replicas[$0]?.status.map { "\($0.raft.role) t\($0.raft.term) leader=\($0.raft.leader.map { "\($0)" } ?? "-")" } ?? "stopped")" }
+        throw NoLeader(description: "no single leader within \(seconds) s: " + roles.joined(separator: ", "))
     }
+
+    struct NoLeader: Error, CustomStringConvertible { var description: String }
 
     func waitApplied(_ id: NodeID, count: Int, within seconds: Double = 5) async throws -> [[UInt8]] {
         let deadline = Date().addingTimeInterval(seconds)
