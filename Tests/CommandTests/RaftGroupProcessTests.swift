@@ -409,6 +409,37 @@ import Testing
         await client.close()
     }
 
+    @Test func aPausedLeaderIsReplacedByTheElectionTimeoutAndRejoinsAsAFollower() async throws {
+        try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
+        let client = LogClient(nodes.map(\.brokerAddress))
+        defer {
+            for n in nodes { if let p = n.process, p.isRunning { kill(p.processIdentifier, SIGCONT); kill(p.processIdentifier, SIGKILL) } }
+            try? FileManager.default.removeItem(atPath: home)
+        }
+        for n in nodes { try start(n) }
+        let first = try #require(try await agreedLeader(among: nodes, within: 30), "no leader\n\(logs())")
+        let leaderNode = try #require(nodes.first { $0.name == first.leader })
+        let rest = nodes.filter { $0 !== leaderNode }
+        // SIGSTOP: the leader's connections stay open, so only the election timeout can tell.
+        kill(leaderNode.process!.processIdentifier, SIGSTOP)
+        let stoppedAt = Date()
+        let second = try #require(try await agreedLeader(among: rest, within: 5), "no new leader while the leader is paused\n\(logs())")
+        let took = Date().timeIntervalSince(stoppedAt)
+        #expect(second.term > first.term)
+        #expect(took < 2, "a paused leader was replaced after \(took) s")
+        let w = Writer()
+        await w.run(LogClient(rest.map(\.brokerAddress)), writers: 2, count: 20, tag: "paused")
+        #expect(w.acked.withLock { $0.count } >= 20, "\(w.failures.withLock { $0.prefix(2) })")
+        // SIGCONT: the old leader learns the new term and follows; one leader again.
+        kill(leaderNode.process!.processIdentifier, SIGCONT)
+        let third = try #require(try await agreedLeader(among: nodes, within: 5), "the old leader did not rejoin\n\(logs())")
+        #expect(third.leader == second.leader)
+        let top = Int(w.acked.withLock { $0.map(\.index).max() ?? 0 })
+        #expect(try await committed(nodes, through: top, within: 5))
+        try await expectIdenticalLogs(client, acked: w.acked.withLock { $0 })
+        await client.close()
+    }
+
 }
 
 let lastHTTPError = Mutex("")
