@@ -69,6 +69,18 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // zlib's inflate (apt: zlib1g-dev): compressed broker registrations.
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+        // mqnamesrv's tables and protocol: broker registration, routes, cluster info, KV config.
+        .target(
+            name: "NameServer",
+            dependencies: [
+                "CZlib", "CChecksum", "Remoting",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // The deterministic whole-cluster simulator: seeded network, disk and clock with faults, and
         // the invariant checkers.
         .target(name: "Simulation", dependencies: ["RaftCore"], swiftSettings: strict),

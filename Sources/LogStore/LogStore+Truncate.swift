@@ -175,12 +175,15 @@ extension LogStore {
                 break  // the successor holds no entry yet: keep the victim, it holds the last entries
             }
             guard shouldDelete(victim.start, h.index) else { break }
-            // What will precede the new first entry, recorded before the old entries go (a crash in
-            // between leaves a base that names an index the log does not start at: ignored).
+            // What will precede the new first entry. Both bases are on disk while the victim goes, so
+            // whether or not a crash lets its unlink survive, recovery finds the one that names the
+            // index the log starts at; then the new one alone.
             let last = try headerUnderLock(of: LogIndex(h.index.rawValue - 1))
             let base = DurablePoint(endPosition: successor.start, nextIndex: h.index, lastTerm: last.term, lastChainCRC: last.chainCRC)
-            try FileIO.writeAtomically(CheckpointFile.encode(base), to: basePath)
+            try FileIO.writeAtomically(CheckpointFile.encode(base) + (state.base.map(CheckpointFile.encode) ?? []), to: basePath)
             try FileIO.unlink(victim.path)
+            try FileIO.fsyncDirectory(dataDirectory)
+            try FileIO.writeAtomically(CheckpointFile.encode(base), to: basePath)
             state.segments.removeFirst()
             state.firstIndex = h.index
             state.base = base

@@ -43,11 +43,16 @@ struct Recovery {
         let checkpoint = (try FileIO.readFile(options.directory + "/checkpoint")).flatMap(CheckpointFile.decode)
         // What precedes the first entry, written when retention deleted segments or a reset emptied
         // the store (it is only believed where the log starts at its index).
-        let savedBase = (try FileIO.readFile(options.directory + "/base")).flatMap(CheckpointFile.decode)
+        // The file holds one base, or two (the new one, then the old) while a segment is deleted.
+        let baseBytes = try FileIO.readFile(options.directory + "/base") ?? []
+        let savedBases = stride(from: 0, to: baseBytes.count, by: CheckpointFile.byteCount).compactMap { k -> DurablePoint? in
+            k + CheckpointFile.byteCount <= baseBytes.count ? CheckpointFile.decode(Array(baseBytes[k..<(k + CheckpointFile.byteCount)])) : nil
+        }
+        let savedBase = savedBases.first
         let emptyBase = DurablePoint(endPosition: options.firstPositionOfEmptyStore.rawValue, nextIndex: options.firstIndexOfEmptyStore,
                                      lastTerm: Term(0), lastChainCRC: 0)
         func base(startingAt first: LogIndex) -> DurablePoint? {
-            if let b = savedBase, b.nextIndex == first { return b }
+            if let b = savedBases.first(where: { $0.nextIndex == first }) { return b }
             return first == options.firstIndexOfEmptyStore ? emptyBase : nil
         }
 

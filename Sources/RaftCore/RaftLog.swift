@@ -3,7 +3,8 @@
 ///
 /// Invariants: `unstableOffset <= stable.lastIndex + 1` (unstable entries start at or before the end
 /// of the durable log; when they start before it, the durable entries from `unstableOffset` on are
-/// stale and the next Ready truncates them); `applied <= committed <= lastIndex`.
+/// stale and the next Ready truncates them), except while a reset is pending (then the reader still
+/// shows the old log and `unstableOffset` is the base + 1); `applied <= committed <= lastIndex`.
 struct RaftLog<Reader: RaftLogReader> {
     let stable: Reader
     private(set) var unstable: [Entry] = []
@@ -25,7 +26,10 @@ struct RaftLog<Reader: RaftLogReader> {
         precondition(applied <= committed, "applied index \(applied) is past the commit index \(committed)")
         self.stable = stable
         self.unstableOffset = stable.lastIndex.next
-        self.committed = committed
+        // Whatever precedes the first index is committed: retention deletes only committed entries,
+        // and a reset's base is committed. A persisted commit index below it is merely stale (it is
+        // saved with term and vote, not on every commit).
+        self.committed = max(committed, stable.firstIndex.previous)
         self.applied = max(applied, stable.firstIndex.previous)
     }
 

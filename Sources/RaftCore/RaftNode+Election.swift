@@ -51,6 +51,7 @@ extension RaftNode {
         leader = nil
         electionElapsed = 0
         heartbeatElapsed = 0
+        earlyCampaign = false
         randomizedElectionTimeout = config.electionTimeoutTicks + random.below(config.electionTimeoutRangeTicks)
     }
 
@@ -60,6 +61,11 @@ extension RaftNode {
         electionElapsed += 1
         if electionElapsed >= randomizedElectionTimeout {
             electionElapsed = 0
+            if earlyCampaign {
+                // The early turn is taken; should this round fail, the next waits a full timeout.
+                earlyCampaign = false
+                randomizedElectionTimeout = config.electionTimeoutTicks + random.below(config.electionTimeoutRangeTicks)
+            }
             campaign(.preVote)
         }
     }

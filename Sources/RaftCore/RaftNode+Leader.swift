@@ -82,7 +82,7 @@ extension RaftNode {
                 let base = log.firstIndex.previous
                 guard let baseTerm = log.term(at: base), base > prevIndex else { return false }  // base unknown: nothing to offer
                 send(Message(from: id, to: peer, term: term,
-                             body: .resetLog(baseIndex: base, baseTerm: baseTerm, context: log.stable.baseContext, commit: log.committed)))
+                             body: .resetLog(baseIndex: base, baseTerm: baseTerm, context: log.pendingReset?.context ?? log.stable.baseContext, commit: log.committed)))
                 if pr.state == .replicate { pr.becomeProbe() }
                 pr.next = base.next
                 pr.probeSent = true

@@ -90,8 +90,9 @@ extension RaftNode {
     private func heardFromLeader(_ from: NodeID) {
         electionElapsed = 0
         leader = from
-        if randomizedElectionTimeout < config.electionTimeoutTicks {
+        if earlyCampaign {
             // The leader is alive after all (leaderConnectionLost was a false alarm): a full timeout again.
+            earlyCampaign = false
             randomizedElectionTimeout = config.electionTimeoutTicks + random.below(config.electionTimeoutRangeTicks)
         }
     }
@@ -143,7 +144,10 @@ extension RaftNode {
             send(Message(from: id, to: leaderID, term: term, body: .appendResponse(.accepted(matchIndex: log.committed))))
             return
         }
-        guard log.matchTerm(prevIndex, prevTerm) else {
+        // At our commit index when its term is unknown (the base of a store whose base was lost):
+        // committed, so it matches any leader's log.
+        let committedBase = prevIndex == log.committed && log.term(at: prevIndex) == nil
+        guard committedBase || log.matchTerm(prevIndex, prevTerm) else {
             let hint = log.findConflictByTerm(index: prevIndex, term: prevTerm)
             send(Message(from: id, to: leaderID, term: term,
                          body: .appendResponse(.rejected(rejectedIndex: prevIndex, hintIndex: hint.index, hintTerm: hint.term))))
@@ -165,7 +169,10 @@ extension RaftNode {
 
     /// The leader's log starts after `reset.baseIndex`, and ours ends before it (or differs there).
     func handleResetLog(from leaderID: NodeID, _ reset: LogReset, commit: LogIndex) {
-        if reset.baseIndex <= log.committed || log.matchTerm(reset.baseIndex, reset.baseTerm) {
+        // Between ready() and advance() the log must not change under the driver: drop it; the
+        // leader probes again after its next heartbeat round.
+        if readyOutstanding { return }
+        if reset.baseIndex <= log.committed || reset.baseIndex < log.firstIndex || log.matchTerm(reset.baseIndex, reset.baseTerm) {
             // We hold the base already: ordinary appends continue from it.
             let match = max(log.committed, log.matchTerm(reset.baseIndex, reset.baseTerm) ? reset.baseIndex : .zero)
             send(Message(from: id, to: leaderID, term: term, body: .appendResponse(.accepted(matchIndex: match))))

@@ -31,7 +31,10 @@ public final class RaftNode<Log: RaftLogReader> {
 
     private var previousHardState: HardState
     private var previousSoftState: SoftState
-    private var readyOutstanding = false
+    var readyOutstanding = false
+    /// `leaderConnectionLost` shortened the election timeout to this node's turn; the next campaign,
+    /// or hearing from the leader, restores a randomized full timeout.
+    var earlyCampaign = false
 
     /// Starts (or restarts) a node over `log`, from the hard state persisted last time.
     /// `appliedIndex` is how far the driver's state machine has applied; committed entries after it
@@ -154,7 +157,9 @@ public final class RaftNode<Log: RaftLogReader> {
     /// round still decides, and a leader that is in fact alive keeps its followers (the others still
     /// hold its lease and refuse the pre-vote; its next heartbeat brings this node back).
     public func leaderConnectionLost(_ peer: NodeID) {
-        guard case .follower = roleState, leader == peer else { return }
+        // Without pre-vote a false alarm would bump the term and depose a live leader.
+        guard config.preVote, case .follower = roleState, leader == peer else { return }
+        earlyCampaign = true
         leader = nil
         electionElapsed = 0
         let turn = config.voters.filter { $0 != peer }.sorted { $0.rawValue < $1.rawValue }.firstIndex(of: id) ?? 0

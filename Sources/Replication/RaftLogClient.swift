@@ -73,6 +73,7 @@ public actor RaftLogClient {
     /// leader, a refused connection. An append sent but not answered is `.unknownOutcome`.
     public func append(_ data: [UInt8], deadline: ContinuousClock.Instant) async throws(Failure) -> Appended {
         var attempts = 0
+        var redirects = 0
         var last = "no attempt"
         while true {
             let address = target()
@@ -104,6 +105,9 @@ public actor RaftLogClient {
                 if let hint = answer.extFields["leaderAddr"], hint != address, answer.code == RaftLogResponse.notLeader {
                     leaderAddress = hint
                     if ContinuousClock.now >= deadline { throw .gaveUp(last) }
+                    // Two nodes with stale hints may point at each other while an election runs.
+                    redirects += 1
+                    if redirects > 2 { try? await Task.sleep(for: .milliseconds(5)) }
                     continue
                 }
                 forget(address)

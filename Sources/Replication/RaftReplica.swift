@@ -103,19 +103,25 @@ public final class RaftReplica: Sendable {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let apply: @Sendable ([RaftCore.Entry]) async -> Void
+    private let logReset: @Sendable (RaftCore.LogIndex) async -> Void
     private let mailbox: Mailbox<Input>
     private let published = Mutex<ReplicaStatus?>(nil)
 
     /// `apply` receives committed entries in order, once each per run (from `appliedIndex` on); the
     /// driver waits for it, so a slow subscriber slows the node instead of queueing without bound.
+    /// `logReset(base)` says that the log was reset to the leader's base (this node had fallen behind
+    /// the leader's retention start): the entries up to `base` were never applied here and never will
+    /// be; `apply` continues after it.
     public init(options: RaftReplicaOptions, store: LogStore, hardStateFile: HardStateFile, group: any EventLoopGroup,
-                logger: Logger, apply: @escaping @Sendable ([RaftCore.Entry]) async -> Void) {
+                logger: Logger, apply: @escaping @Sendable ([RaftCore.Entry]) async -> Void,
+                logReset: @escaping @Sendable (RaftCore.LogIndex) async -> Void = { _ in }) {
         self.options = options
         self.store = store
         self.hardStateFile = hardStateFile
         self.group = group
         self.logger = logger
         self.apply = apply
+        self.logReset = logReset
         self.mailbox = Mailbox(limit: options.mailboxLimit)
     }
 
@@ -165,7 +171,15 @@ public final class RaftReplica: Sendable {
         var out: [LogEntry] = []
         var next = storeIndex
         while out.count < maxCount && Int64(next) <= commit {
-            let batch = try store.read(from: LogFormat.LogIndex(next), maxBytes: max(1, maxBytes))
+            let batch: [LogEntry]
+            do {
+                batch = try store.read(from: LogFormat.LogIndex(next), maxBytes: max(1, maxBytes))
+            } catch {
+                // Retention or a reset removed it while we read: it is before the first entry now.
+                guard case .outOfRange(_, let first, _) = error, next < first else { throw error }
+                if out.isEmpty { return .beforeFirst(firstIndex: first) }
+                break
+            }
             if batch.isEmpty { break }
             for e in batch where out.count < maxCount && Int64(e.index.rawValue) <= commit { out.append(e) }
             next = batch.last!.index.rawValue + 1
@@ -270,17 +284,10 @@ public final class RaftReplica: Sendable {
     }
 
     private func drive(_ transport: PeerTransport) async throws {
-        // The node and its log belong to this task alone (STYLE 6).
-        let log = try StoreLog(store: store, storeIndexOfEmptyLog: options.storeIndexOfEmptyLog)
-        let node = RaftNode(config: options.raft, log: log, hardState: try loadHardState(log), appliedIndex: options.appliedIndex)
-        logger.info("raft replica started", metadata: ["node": "\(options.raft.id)", "term": "\(node.term)", "lastIndex": "\(node.lastIndex)", "peer": "\(options.peerAddresses[options.raft.id]!)"])
         var waiters: [RaftCore.LogIndex: (term: RaftCore.Term, continuation: CheckedContinuation<Committed, any Error>)] = [:]
-        // (index, deadline) of each waiter in proposal order; a caller's timeout is checked per tick.
-        var deadlines: [(index: RaftCore.LogIndex, term: RaftCore.Term, deadline: ContinuousClock.Instant)] = []
-        var deadlinesHead = 0
-        var saved = (term: node.term, vote: node.vote)
-        var lastHeard: [NodeID: ContinuousClock.Instant] = [:]
-        var lastRetention = ContinuousClock.now
+        // Every waiter's deadline, soonest first (callers may pass different timeouts).
+        var deadlines = DeadlineHeap()
+        // Registered before anything can throw: every caller is answered, whatever stops the node.
         defer {
             for (_, w) in waiters { w.continuation.resume(throwing: ReplicaError.stopped) }
             for input in mailbox.closeAndDrain() {
@@ -291,6 +298,13 @@ public final class RaftReplica: Sendable {
                 }
             }
         }
+        // The node and its log belong to this task alone (STYLE 6).
+        let log = try StoreLog(store: store, storeIndexOfEmptyLog: options.storeIndexOfEmptyLog)
+        let node = RaftNode(config: options.raft, log: log, hardState: try loadHardState(log), appliedIndex: options.appliedIndex)
+        logger.info("raft replica started", metadata: ["node": "\(options.raft.id)", "term": "\(node.term)", "lastIndex": "\(node.lastIndex)", "peer": "\(options.peerAddresses[options.raft.id]!)"])
+        var saved = (term: node.term, vote: node.vote)
+        var lastHeard: [NodeID: ContinuousClock.Instant] = [:]
+        var lastRetention = ContinuousClock.now
         // Proposals of one batch of inputs go to the node together: one append message per
         // follower for all of them instead of one each.
         var proposals: [(data: [UInt8], deadline: ContinuousClock.Instant, continuation: CheckedContinuation<Committed, any Error>)] = []
@@ -298,7 +312,7 @@ public final class RaftReplica: Sendable {
             // An older waiter at this index lost its entry to a new leader's.
             waiters[index]?.continuation.resume(throwing: ReplicaError.overwritten(index: index))
             waiters[index] = (term, c)
-            deadlines.append((index, term, deadline))
+            deadlines.push(deadline, index, term)
         }
         func proposeBatch() {
             guard !proposals.isEmpty else { return }
@@ -322,6 +336,7 @@ public final class RaftReplica: Sendable {
         while !Task.isCancelled {
             let inputs = await mailbox.take(max: options.maxInputsPerReady)
             if inputs.isEmpty { return }
+            var retentionDue = false
             for input in inputs {
                 if case .propose(let data, let deadline, let c) = input {
                     proposals.append((data, deadline, c))
@@ -335,21 +350,17 @@ public final class RaftReplica: Sendable {
                 case .tick:
                     node.tick()
                     let now = ContinuousClock.now
-                    if let policy = options.retention, now - lastRetention >= .milliseconds(options.retentionIntervalMs) {
+                    if options.retention != nil, now - lastRetention >= .milliseconds(options.retentionIntervalMs) {
                         lastRetention = now
-                        try runRetention(policy, log: log, applied: node.status.applied)
+                        retentionDue = true
                     }
-                    while deadlinesHead < deadlines.count, deadlines[deadlinesHead].deadline <= now {
-                        let (index, term, _) = deadlines[deadlinesHead]
-                        deadlinesHead += 1
+                    while let (index, term) = deadlines.popExpired(now) {
                         if waiters[index]?.term == term {
                             waiters.removeValue(forKey: index)!.continuation.resume(throwing: ReplicaError.timedOut(index: index))
                         }
                     }
-                    if deadlinesHead > 1024 && deadlinesHead * 2 > deadlines.count {
-                        deadlines.removeFirst(deadlinesHead)
-                        deadlinesHead = 0
-                    }
+                    // Deadlines of answered waiters are dropped lazily; rebuild before they pile up.
+                    if deadlines.count > 2 * waiters.count + 1_024 { deadlines.keep { waiters[$0.index]?.term == $0.term } }
                 case .propose:
                     break  // gathered above
                 case .transfer(let target, let c):
@@ -367,6 +378,8 @@ public final class RaftReplica: Sendable {
                 }
             }
             proposeBatch()
+            // After the batch, so that a storage failure here leaves no input unanswered.
+            if retentionDue, let policy = options.retention { try runRetention(policy, log: log, applied: node.status.applied) }
             while node.hasReady {
                 let r = node.ready()
                 for m in r.messages { transport.send(m) }
@@ -377,13 +390,20 @@ public final class RaftReplica: Sendable {
                         logger.warning("this node's log ended before the leader's first entry (the leader's retention deleted what it lacked): emptied, it now continues the leader's log from its base",
                                        metadata: ["firstIndexWas": "\(storeNumber(before.first))", "lastIndexWas": "\(storeNumber(before.last))",
                                                   "firstIndex": "\(base.nextIndex)", "position": "\(base.position)", "leader": "\(node.status.leader.map { "\($0)" } ?? "none")"])
+                        // Proposals at or before the base will never come out committed here: their
+                        // outcome is unknown (the leader may well have committed them).
+                        for (index, w) in waiters where index <= reset.baseIndex {
+                            waiters[index] = nil
+                            w.continuation.resume(throwing: ReplicaError.timedOut(index: index))
+                        }
+                        await logReset(reset.baseIndex)
                     }
                     let end = try log.write(truncateAfter: r.truncateAfter, entries: r.entries)
                     if r.mustSync {
                         if options.syncBeforeAcknowledging && (!r.entries.isEmpty || r.truncateAfter != nil) {
                             try await store.waitUntilDurable(end)
                         }
-                        if let hs = r.hardState, hs.term != saved.term || hs.vote != saved.vote {
+                        if let hs = r.hardState, hs.term != saved.term || hs.vote != saved.vote || r.resetLog != nil {
                             try hardStateFile.save(StoredHardState(
                                 term: LogFormat.Term(hs.term.rawValue), votedFor: hs.vote.map { "n\($0.rawValue)" },
                                 commitIndex: hs.commit > .zero ? log.storeIndex(hs.commit) : nil))

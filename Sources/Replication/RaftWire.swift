@@ -202,7 +202,10 @@ public enum RaftWire {
             let base = LogIndex(try read(&b, "baseIndex")), baseTerm = Term(try read(&b, "baseTerm"))
             let commit = LogIndex(try read(&b, "commit"))
             guard baseTerm <= term else { throw .invalid("a base of term \(baseTerm) in a message of term \(term)") }
-            body = .resetLog(baseIndex: base, baseTerm: baseTerm, context: try context(&b, limits), commit: commit)
+            let c = try context(&b, limits)
+            // StoreLog's base: position (8 bytes) and chain CRC (4).
+            guard c.count == 12 else { throw .invalid("a log reset's base context has \(c.count) bytes, not 12") }
+            body = .resetLog(baseIndex: base, baseTerm: baseTerm, context: c, commit: commit)
         }
         guard b.readableBytes == 0 else { throw .trailingBytes(b.readableBytes) }
         return Message(from: from, to: to, term: term, body: body)

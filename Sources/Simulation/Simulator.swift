@@ -281,6 +281,8 @@ public final class Simulator {
             }
         }
         for m in r.messages { send(m) }
+        // The simulated disks never lose a prefix, so no leader sends a log reset (not simulated yet).
+        precondition(r.resetLog == nil, "a log reset in the simulator")
         let firstWritten: LogIndex?
         if let t = r.truncateAfter {
             precondition(!r.entries.isEmpty, "a Ready truncates only to append")

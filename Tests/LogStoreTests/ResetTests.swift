@@ -89,4 +89,23 @@ import Testing
         #expect(r.positions.first == LogPosition(40_960))
         try reopened.close()
     }
+    @Test func aCrashWhileASegmentIsDeletedLeavesABaseForEitherOutcome() async throws {
+        let tmp = TempDirectory()
+        let dir = tmp.path + "/s"
+        let store = try await filled(dir, count: 200)
+        _ = try store.deletePrefix(before: LogIndex(40))
+        let first = try #require(store.base)
+        let crashed = tmp.snapshot(dir, to: "crashed")   // the log starts at first.nextIndex
+        _ = try store.deletePrefix(before: LogIndex(120))
+        let second = try #require(store.base)
+        #expect(second.nextIndex > first.nextIndex)
+        try store.close()
+        // The second deletion wrote both bases, then the crash kept its victim: the old one is found.
+        try FileManager.default.removeItem(atPath: crashed + "/base")
+        _ = FileManager.default.createFile(atPath: crashed + "/base", contents: Data(CheckpointFile.encode(second.point) + CheckpointFile.encode(first.point)))
+        let reopened = try LogStore.open(smallOptions(crashed))
+        #expect(reopened.firstIndex == first.nextIndex)
+        #expect(reopened.base == first)
+        try reopened.close()
+    }
 }

@@ -86,6 +86,30 @@ import Testing
         #expect(node.leader == n2)
     }
 
+    @Test func afterItsEarlyTurnAFailedRoundWaitsAFullTimeout() {
+        let node = follower(n1)
+        node.leaderConnectionLost(n2)
+        while node.role == .follower { node.tick() }
+        drain(node)
+        // Nobody answers the pre-vote: the next round comes after an election timeout, not a tick.
+        for _ in 0..<(node.config.electionTimeoutTicks - 1) { node.tick() }
+        #expect(drain(node).isEmpty, "no pre-vote every tick")
+    }
+
+    @Test func withoutPreVoteTheHintIsIgnored() {
+        let log = MemoryLog(entries: [Entry(term: Term(2), index: LogIndex(1), data: [1])])
+        var config = RaftConfig(id: n1, voters: [n1, n2, n3])
+        config.preVote = false
+        config.electionTimeoutTicks = 30
+        let node = RaftNode(config: config, log: log, hardState: HardState(term: Term(2)))
+        node.step(Message(from: n2, to: n1, term: Term(2), body: .heartbeat(commit: .zero, context: nil)))
+        drain(node)
+        node.leaderConnectionLost(n2)
+        #expect(node.leader == n2, "a false alarm would bump the term and depose a live leader")
+        for _ in 0..<29 { node.tick() }
+        #expect(node.role == .follower)
+    }
+
     @Test func losingAnotherPeerOrNotBeingAFollowerChangesNothing() {
         let node = follower(n1)
         node.leaderConnectionLost(n3)

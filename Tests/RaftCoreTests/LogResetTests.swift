@@ -104,6 +104,44 @@ final class PrefixLog: RaftLogReader {
         #expect(log.lastIndex == LogIndex(12), "nothing is dropped")
     }
 
+    @Test func aRestartWithAStaleCommitIndexCountsTheBaseAsCommittedAndIgnoresOldResets() {
+        // Reset to 100 earlier, caught up to 200; the hard state on disk still says commit 50.
+        let log = PrefixLog(base: LogIndex(100), baseTerm: Term(2), context: [1], entries: (101...200).map { Entry(term: Term(2), index: LogIndex(UInt64($0)), data: [1]) })
+        let f = node(n1, log, term: Term(2), commit: LogIndex(50))
+        #expect(f.commitIndex == LogIndex(100), "what precedes the first index is committed")
+        var resets: [LogReset] = []
+        drain(f, log, resets: &resets)
+        // A duplicate of the old reset to 100 (or an older one) arrives: nothing is dropped.
+        for base in [LogIndex(100), LogIndex(60)] {
+            f.step(Message(from: n2, to: n1, term: Term(2), body: .resetLog(baseIndex: base, baseTerm: Term(2), context: [1], commit: LogIndex(200))))
+            let sent = drain(f, log, resets: &resets)
+            #expect(resets.isEmpty)
+            #expect(log.lastIndex == LogIndex(200) && log.firstIndex == LogIndex(101))
+            guard case .appendResponse(.accepted(let match))? = sent.first?.body else {
+                Issue.record("no answer to the stale reset: \(sent)")
+                continue
+            }
+            #expect(match >= LogIndex(100))
+        }
+        // An append whose prevIndex is before our first index is answered from the commit index.
+        f.step(Message(from: n2, to: n1, term: Term(2), body: .append(prevIndex: LogIndex(40), prevTerm: Term(1), entries: [], commit: LogIndex(200))))
+        #expect(drain(f, log, resets: &resets).first?.body == .appendResponse(.accepted(matchIndex: f.commitIndex)))
+    }
+
+    @Test func aResetWhileAReadyIsOutstandingIsDroppedNotApplied() {
+        let log = PrefixLog(entries: (1...3).map { Entry(term: Term(1), index: LogIndex(UInt64($0)), data: [UInt8($0)]) })
+        let f = node(n1, log, term: Term(2), commit: LogIndex(1))
+        f.step(Message(from: n2, to: n1, term: Term(2), body: .heartbeat(commit: LogIndex(1), context: nil)))
+        let r = f.ready()
+        f.step(Message(from: n2, to: n1, term: Term(2), body: .resetLog(baseIndex: LogIndex(10), baseTerm: Term(2), context: [], commit: LogIndex(10))))
+        log.apply(r)
+        f.advance(r)
+        var resets: [LogReset] = []
+        drain(f, log, resets: &resets)
+        #expect(resets.isEmpty, "the leader asks again after its next heartbeat round")
+        #expect(log.lastIndex == LogIndex(3))
+    }
+
     @Test func theLeaderResetsAFollowerThatNeedsDeletedEntries() {
         // The leader's log: 1...30 in term 1, of which retention deleted 1...20.
         let log = PrefixLog(entries: (1...30).map { Entry(term: Term(1), index: LogIndex(UInt64($0)), data: [UInt8($0)]) })

@@ -151,6 +151,8 @@ final class TranscriptCluster {
     }
 
     private func write(_ m: Member, _ r: Ready) {
+        // MemoryLog never loses a prefix, so no leader here ever sends a reset (LogResetTests do).
+        precondition(r.resetLog == nil, "a log reset in a transcript")
         m.log.write(truncateAfter: r.truncateAfter, entries: r.entries)
         if let hs = r.hardState { m.persistedHardState = hs }
         // Only now that the write is durable may acknowledgements and our own votes leave.

@@ -29,7 +29,7 @@ private func randomMessage(_ r: inout SplitMix64) -> Message {
     case 9: body = .timeoutNow
     case 10: body = .readIndex(context: bytes(16))
     case 11: body = .readIndexResponse(index: LogIndex(u(1 << 40)), context: bytes(16))
-    default: body = .resetLog(baseIndex: LogIndex(u(1 << 40)), baseTerm: Term(u(term.rawValue + 1)), context: bytes(40), commit: LogIndex(u(1 << 40)))
+    default: body = .resetLog(baseIndex: LogIndex(u(1 << 40)), baseTerm: Term(u(term.rawValue + 1)), context: (0..<12).map { _ in UInt8(truncatingIfNeeded: r.next()) }, commit: LogIndex(u(1 << 40)))
     }
     return Message(from: NodeID(u(5)), to: NodeID(u(5)), term: term, body: body)
 }
