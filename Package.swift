@@ -12,6 +12,7 @@ let package = Package(
     name: "RaftMQ",
     platforms: [.macOS(.v15)],
     products: [
+        .executable(name: "mqnamesrv", targets: ["mqnamesrv"]),
         .executable(name: "mqbroker", targets: ["mqbroker"]),
         .executable(name: "mqadmin", targets: ["mqadmin"]),
         .executable(name: "mqbench", targets: ["mqbench"]),
@@ -81,6 +82,19 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // SIGTERM/SIGINT handling shared by the server executables.
+        .target(name: "ProcessLifecycle", swiftSettings: strict),
+        .executableTarget(
+            name: "mqnamesrv",
+            dependencies: [
+                "Config", "NameServer", "Remoting", "ProcessLifecycle",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
         // The deterministic whole-cluster simulator: seeded network, disk and clock with faults, and
         // the invariant checkers.
         .target(name: "Simulation", dependencies: ["RaftCore"], swiftSettings: strict),
@@ -89,7 +103,7 @@ let package = Package(
         .executableTarget(
             name: "mqbroker",
             dependencies: [
-                "Config", "LogStore", "LogFormat", "RaftCore", "Replication", "Remoting", "AdminHTTP",
+                "Config", "LogStore", "LogFormat", "RaftCore", "Replication", "Remoting", "AdminHTTP", "ProcessLifecycle",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -139,8 +153,9 @@ let package = Package(
         .testTarget(name: "RemotingTests", dependencies: ["Remoting", "TestSupport", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")], swiftSettings: strict),
         .testTarget(name: "ReplicationTests", dependencies: ["Replication", "RaftCore", "TestSupport", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),
         .testTarget(name: "AdminHTTPTests", dependencies: ["AdminHTTP", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .testTarget(name: "NameServerTests", dependencies: ["NameServer", "Remoting", "CZlib", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "RaftCore"], swiftSettings: strict),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "CommandTests", dependencies: ["mqbroker", "mqadmin", "mqbench", "raftsim", "storewriter", "LogStore", "LogFormat", "Replication", "Remoting", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .testTarget(name: "CommandTests", dependencies: ["mqnamesrv", "mqbroker", "mqadmin", "mqbench", "raftsim", "storewriter", "LogStore", "LogFormat", "Replication", "Remoting", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
     ]
 )

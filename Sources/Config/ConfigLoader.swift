@@ -4,12 +4,15 @@ import Glibc
 public struct NamesrvConfig: Sendable, Equatable {
     public var listenPort = 9876
     public var bindAddress = "0.0.0.0"
+    /// RocketMQ's `kvConfigPath`: where PUT_KV_CONFIG entries are kept (default ~/namesrv/kvConfig.json).
+    public var kvConfigPath = ""
     public var path = ""
 
     static var keys: [ConfigKey<NamesrvConfig>] {
         [
             .port("listenPort", \.listenPort, section: "Network", "Nameserver port."),
             .string("bindAddress", \.bindAddress, section: "Network", "Address the nameserver binds to."),
+            .string("kvConfigPath", \.kvConfigPath, section: "Storage", "File of the KV config (PUT_KV_CONFIG); default $HOME/namesrv/kvConfig.json."),
         ]
     }
 
@@ -50,6 +53,7 @@ public enum ConfigLoader {
 
     public static func loadNamesrv(path: String?, environment: [String: String]) throws(ConfigError) -> (NamesrvConfig, [ConfigWarning]) {
         var config = NamesrvConfig()
+        config.kvConfigPath = (environment["HOME"] ?? ".") + "/namesrv/kvConfig.json"
         var warnings: [ConfigWarning] = []
         guard let path else { return (config, warnings) }
         config.path = path

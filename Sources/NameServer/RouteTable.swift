@@ -136,6 +136,15 @@ public struct RouteTable: Sendable {
         topicQueueTable[t.topicName] = list
     }
 
+    /// QUERY_DATA_VERSION: whether the broker's topics changed since it last registered (then it
+    /// registers in full); refreshes its live timestamp either way. Nil stored version: unknown broker.
+    public mutating func queryDataVersion(brokerAddr: String, _ version: DataVersion, nowMs: Int64) -> (changed: Bool, stored: DataVersion?) {
+        guard var live = brokerLiveTable[brokerAddr] else { return (true, nil) }
+        live.lastUpdateMs = nowMs
+        brokerLiveTable[brokerAddr] = live
+        return (live.dataVersion != version, live.dataVersion)
+    }
+
     /// UNREGISTER_BROKER, a closed connection, or expiry: the address leaves its group; a group left
     /// with no address leaves its cluster and every topic (topics left with no broker go).
     public mutating func unregister(brokerName: String, brokerAddr: String, brokerId: Int64?) {

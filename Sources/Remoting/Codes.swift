@@ -8,12 +8,21 @@ public enum RequestCode {
     public static let getAllTopicConfig: Int32 = 21
     public static let getBrokerRuntimeInfo: Int32 = 28
     public static let heartBeat: Int32 = 34
+    public static let putKVConfig: Int32 = 100
+    public static let getKVConfig: Int32 = 101
+    public static let deleteKVConfig: Int32 = 102
     public static let registerBroker: Int32 = 103
     public static let unregisterBroker: Int32 = 104
     public static let getRouteInfoByTopic: Int32 = 105
     public static let getBrokerClusterInfo: Int32 = 106
+    public static let wipeWritePermOfBroker: Int32 = 205
+    public static let getAllTopicListFromNameserver: Int32 = 206
+    public static let deleteTopicInNamesrv: Int32 = 216
+    public static let getKVListByNamespace: Int32 = 219
+    public static let getTopicsByCluster: Int32 = 224
     public static let sendMessageV2: Int32 = 310
     public static let sendBatchMessage: Int32 = 320
+    public static let queryDataVersion: Int32 = 322
     /// RaftMQ's own: Raft messages between the members of a group, on the peer port. Above every
     /// code RocketMQ uses, so a RocketMQ client sent there by mistake is answered 3.
     public static let raftMessage: Int32 = 9_001

@@ -5,6 +5,7 @@ import Foundation
 import Glibc
 import LogStore
 import Logging
+import ProcessLifecycle
 import NIOCore
 import NIOPosix
 import RaftCore
@@ -138,32 +139,6 @@ enum RaftNodeMode {
 struct RaftModeError: Error, CustomStringConvertible {
     var description: String
     init(_ d: String) { description = d }
-}
-
-/// SIGTERM and SIGINT end the process cleanly: stop taking work, flush, close.
-final class SignalWaiter: @unchecked Sendable {
-    /// Kept alive for the process's life; never touched after init (hence @unchecked).
-    private let sources: [any DispatchSourceSignal]
-    private let stream: AsyncStream<Void>
-    private let continuation: AsyncStream<Void>.Continuation
-
-    init() {
-        (stream, continuation) = AsyncStream.makeStream(of: Void.self)
-        var s: [any DispatchSourceSignal] = []
-        for sig in [SIGTERM, SIGINT] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { [continuation] in continuation.yield() }
-            source.resume()
-            s.append(source)
-        }
-        sources = s
-    }
-
-    func wait() async {
-        var it = stream.makeAsyncIterator()
-        _ = await it.next()
-    }
 }
 
 /// INTERFACES.md's `/raft/state` object: every field present, null where unknown; indexes in the
