@@ -82,6 +82,17 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Broker semantics over the committed log: topics, registration with the nameservers (more
+        // with issue 5: send, consume queues, pull, offsets).
+        .target(
+            name: "Broker",
+            dependencies: [
+                "CChecksum", "Remoting", "Config",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // SIGTERM/SIGINT handling shared by the server executables.
         .target(name: "ProcessLifecycle", swiftSettings: strict),
         .executableTarget(
@@ -103,7 +114,7 @@ let package = Package(
         .executableTarget(
             name: "mqbroker",
             dependencies: [
-                "Config", "LogStore", "LogFormat", "RaftCore", "Replication", "Remoting", "AdminHTTP", "ProcessLifecycle",
+                "Config", "LogStore", "LogFormat", "RaftCore", "Replication", "Remoting", "AdminHTTP", "ProcessLifecycle", "Broker",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

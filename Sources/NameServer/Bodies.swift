@@ -1,4 +1,5 @@
 import CZlib
+import Remoting
 import Foundation
 
 /// The JSON bodies of the nameserver's answers, and the REGISTER_BROKER body in both its forms

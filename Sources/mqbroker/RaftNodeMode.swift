@@ -1,4 +1,5 @@
 import AdminHTTP
+import Broker
 import Config
 import Dispatch
 import Foundation
@@ -89,8 +90,26 @@ enum RaftNodeMode {
         }
         let service = RaftLogService(options: RaftLogService.Options(group: raft.dLegerGroup, selfName: me.id, names: names, clientAddresses: clientAddresses),
                                      replica: replica, logger: logger, stateJSON: stateJSON)
+        let runtime = RuntimeInfo(replica: replica, store: store, storeDirectory: settings.store.storePathCommitLog)
         let brokerServer = RemotingServer(options: RemotingServerOptions(host: settings.broker.bindAddress, port: settings.broker.listenPort),
-                                          processors: service.processors, group: group, logger: logger)
+                                          processors: service.processors + [runtime.processor], group: group, logger: logger)
+
+        // Registration with every nameserver: the leader as brokerId 0, a follower as the digit of its
+        // dLegerSelfId + 1 (as RocketMQ with DLedger shows the group), at once on every role change.
+        let nowMs = Int64(Date().timeIntervalSince1970 * 1000)
+        let topics = TopicConfigTable(
+            clusterName: settings.broker.brokerClusterName, brokerName: settings.broker.brokerName,
+            defaultTopicQueueNums: Int(settings.broker.defaultTopicQueueNums), autoCreateTopicEnable: settings.broker.autoCreateTopicEnable,
+            clusterTopicEnable: settings.broker.clusterTopicEnable, brokerTopicEnable: settings.broker.brokerTopicEnable,
+            traceTopicEnable: settings.broker.traceTopicEnable, nowMs: nowMs)
+        let haHost = settings.broker.brokerIP2.isEmpty ? (settings.broker.brokerIP1.isEmpty ? settings.broker.bindAddress : settings.broker.brokerIP1) : settings.broker.brokerIP2
+        let registrar = NameServerRegistrar(
+            identity: .init(clusterName: settings.broker.brokerClusterName, brokerName: settings.broker.brokerName, brokerAddr: brokerAddr,
+                            haServerAddr: "\(haHost):\(settings.broker.haListenPort)", brokerPermission: Int(settings.broker.brokerPermission)),
+            nameServers: settings.broker.namesrvAddresses.map { "\($0)" }, topics: topics,
+            client: RemotingClient(group: group, logger: logger), logger: logger)
+        let followerId = Int64(me.id.dropFirst()).map { $0 + 1 } ?? 1
+        let periodMs = max(10_000, min(settings.broker.registerNameServerPeriod, 60_000))
         let health: @Sendable () -> AdminResponse = {
             guard let s = replica.status else { return AdminResponse(status: .serviceUnavailable, body: #"{"status":"starting"}"#) }
             if s.raft.role == .leader || (s.raft.role == .follower && s.raft.leader != nil) {
@@ -112,18 +131,42 @@ enum RaftNodeMode {
             tasks.addTask {
                 do {
                     try await brokerServer.run { _ in
-                        // RocketMQ's boot line (INTERFACES.md); nameserver registration arrives with issue 5.
+                        // RocketMQ's boot line (INTERFACES.md).
                         logger.info("The broker[\(settings.broker.brokerName), \(brokerAddr)] boot success. serializeType=JSON and name server is \(settings.broker.namesrvAddr)")
                     }
                     return nil
                 } catch { return RaftModeError("cannot serve the broker port \(settings.broker.bindAddress):\(settings.broker.listenPort): \(error)") }
             }
+            tasks.addTask {
+                guard !registrar.nameServers.isEmpty else { return nil }
+                var registered: Int64 = -1
+                var lastRegistration = ContinuousClock.now
+                while !Task.isCancelled {
+                    let id: Int64
+                    if let st = replica.status?.raft {
+                        // A candidate re-registers nothing: its old id may be someone else's by now.
+                        id = st.role == .leader ? 0 : (st.role == .follower && st.leader != nil ? followerId : -1)
+                    } else {
+                        id = -1
+                    }
+                    if id >= 0 && (id != registered || ContinuousClock.now - lastRegistration >= .milliseconds(periodMs)) {
+                        registered = id
+                        lastRegistration = .now
+                        await registrar.register(brokerId: id)
+                    }
+                    try? await Task.sleep(for: .milliseconds(10))
+                }
+                return nil
+            }
+            tasks.addTask { await runtime.run(); return nil }
             tasks.addTask { await stop.wait(); return nil }
             let first = await tasks.next() ?? nil
             tasks.cancelAll()
             for await _ in tasks {}
             return first
         }
+        // Leave the nameservers, so clients stop coming here.
+        await registrar.unregister()
         do { try store.close() } catch { logger.error("closing the commitlog failed", metadata: ["error": "\(error)"]) }
         try? await group.shutdownGracefully()
         if let failure {

@@ -440,6 +440,78 @@ import Testing
         await client.close()
     }
 
+    @Test func theLeaderRegistersAsMasterWithEveryNameserverAndANewLeaderTakesItsPlace() async throws {
+        try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
+        var namesrvs: [Process] = []
+        defer {
+            for n in nodes { if let p = n.process, p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+            for p in namesrvs where p.isRunning { kill(p.processIdentifier, SIGKILL) }
+            try? FileManager.default.removeItem(atPath: home)
+        }
+        for k in 1...3 {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: Executable("mqnamesrv").path)
+            p.arguments = ["-c", packageRoot + "/conf/namesrv-local/namesrv-\(k).conf"]
+            p.environment = ["HOME": home + "/ns\(k)", "PATH": "/usr/bin:/bin"]
+            p.standardInput = FileHandle.nullDevice
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            namesrvs.append(p)
+        }
+        for n in nodes { try start(n) }
+        let first = try #require(try await agreedLeader(among: nodes, within: 30), "no leader\n\(logs())")
+        let leaderNode = try #require(nodes.first { $0.name == first.leader })
+        let admin = Executable("mqadmin")
+        /// clusterList rows as (BID, address), from each nameserver in turn.
+        func rows(_ ns: String) throws -> [String: String] {
+            let out = try admin.run(["clusterList", "-n", ns])
+            var r: [String: String] = [:]
+            for line in out.stdout.split(separator: "\n") where line.hasPrefix("RaftCluster") {
+                let f = line.split(separator: " ", omittingEmptySubsequences: true)
+                if f.count >= 4 && f[1] == "RaftNode00" { r[String(f[2])] = String(f[3]) }
+            }
+            return r
+        }
+        func expected(leader: Node, among: [Node]) -> [String: String] {
+            var e: [String: String] = ["0": leader.brokerAddress]
+            for n in among where n !== leader { e["\(Int(n.name.dropFirst())! + 1)"] = n.brokerAddress }
+            return e
+        }
+        var want = expected(leader: leaderNode, among: nodes)
+        var deadline = Date().addingTimeInterval(5)
+        var seen: [String: String] = [:]
+        while Date() < deadline {
+            seen = try rows("127.0.0.3:9876")
+            if seen == want { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(seen == want, "clusterList shows \(seen), not \(want)")
+        for ns in ["127.0.0.1:9876", "127.0.0.2:9876"] { #expect(try rows(ns) == want, "nameserver \(ns)") }
+        let header = try admin.run(["clusterList", "-n", "127.0.0.1:9876"]).stdout.split(separator: "\n").first.map(String.init) ?? ""
+        #expect(header.hasPrefix("#Cluster Name     #Broker Name            #BID  #Addr"), "\(header)")
+
+        // SIGKILL the leader: its registration goes with its connections, the new leader is BID 0.
+        kill(leaderNode.process!.processIdentifier, SIGKILL)
+        leaderNode.process!.waitUntilExit()
+        let rest = nodes.filter { $0 !== leaderNode }
+        let second = try #require(try await agreedLeader(among: rest, within: 5))
+        let newLeader = try #require(rest.first { $0.name == second.leader })
+        want = expected(leader: newLeader, among: rest)
+        deadline = Date().addingTimeInterval(5)
+        while Date() < deadline {
+            seen = try rows("127.0.0.2:9876")
+            if seen == want { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(seen == want, "after the kill clusterList shows \(seen), not \(want)")
+
+        // SIGTERM unregisters: the nameservers forget the group.
+        for n in rest { kill(n.process!.processIdentifier, SIGTERM) }
+        for n in rest { n.process!.waitUntilExit() }
+        #expect(try rows("127.0.0.1:9876").isEmpty, "a stopped group is still listed")
+    }
+
 }
 
 let lastHTTPError = Mutex("")

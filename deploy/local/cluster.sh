@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# The local Raft group of conf/dledger-local on one machine: n0 on 127.0.0.1, n1 on 127.0.0.2,
-# n2 on 127.0.0.3. Data and logs go under $RAFTMQ_HOME (default ./.local-cluster in the source tree).
+# The local cluster on one machine: three nameservers (conf/namesrv-local, 127.0.0.1-3:9876) and the
+# Raft group of conf/dledger-local: n0 on 127.0.0.1, n1 on 127.0.0.2, n2 on 127.0.0.3. Data and logs go
+# under $RAFTMQ_HOME (default ./.local-cluster in the source tree).
 #
-#   deploy/local/cluster.sh start          build if needed, start the three nodes, wait for a leader
+#   deploy/local/cluster.sh start          build if needed, start the nameservers and the three nodes,
+#                                          wait for a leader, print clusterList and every /raft/state
 #   deploy/local/cluster.sh status         every node's process and /raft/state
 #   deploy/local/cluster.sh kill-leader    kill -9 the leader; print how long until a new one accepted an append
 #   deploy/local/cluster.sh restart NODE   stop NODE (n0, n1, n2) with SIGTERM and start it again
-#   deploy/local/cluster.sh stop           SIGTERM every node, wait for each to exit
+#   deploy/local/cluster.sh stop           SIGTERM every node and nameserver, wait for each to exit
 #
-# Processes are found by the pid files this script writes, never by name. The nameservers join
-# with issue 5 (mqnamesrv); until then `start` runs the Raft group alone.
+# Processes are found by the pid files this script writes, never by name.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -19,20 +20,30 @@ bin=${RAFTMQ_BIN:-$root/.build/release}
 # The directory of broker-n{0,1,2}.conf (benchmarks point it at copies with other settings).
 confdir=${RAFTMQ_CONF:-conf/dledger-local}
 nodes=(n0 n1 n2)
+namesrvs=(ns1 ns2 ns3)
+namesrv_addr='127.0.0.1:9876;127.0.0.2:9876;127.0.0.3:9876'
 
 ip_of() { echo "127.0.0.$(( ${1#n} + 1 ))"; }
 pidfile() { echo "$RAFTMQ_HOME/$1.pid"; }
 state_url() { echo "http://$(ip_of "$1"):30913/raft/state"; }
 
-# The pid of NODE if its pid file names a running mqbroker, else nothing.
+# The pid of NODE (n0.. or ns1..) if its pid file names a running mqbroker or mqnamesrv, else nothing.
 running_pid() {
   local f pid
   f=$(pidfile "$1")
   [ -f "$f" ] || return 0
   pid=$(cat "$f")
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "mqbroker"; then
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "mq\(broker\|namesrv\)"; then
     echo "$pid"
   fi
+}
+
+start_namesrv() {
+  local n=$1
+  if [ -n "$(running_pid "$n")" ]; then return; fi
+  HOME="$RAFTMQ_HOME/$n" nohup "$bin/mqnamesrv" -c "conf/namesrv-local/namesrv-${n#ns}.conf" >>"$RAFTMQ_HOME/logs/$n.log" 2>&1 </dev/null &
+  echo $! >"$(pidfile "$n")"
+  echo "started nameserver $n (pid $!, log $RAFTMQ_HOME/logs/$n.log)"
 }
 
 state() { curl -s --max-time 1 "$(state_url "$1")" 2>/dev/null || true; }
@@ -84,22 +95,30 @@ wait_for_leader() {
 
 case "${1:-}" in
   start)
-    for product in mqbroker mqadmin mqbench; do
+    for product in mqnamesrv mqbroker mqadmin mqbench; do
       if [ ! -x "$bin/$product" ] || [ -n "$(find Sources Package.swift -newer "$bin/$product" -print -quit 2>/dev/null)" ]; then
         swift build -c release --product "$product"
       fi
     done
+    for n in "${namesrvs[@]}"; do start_namesrv "$n"; done
     for n in "${nodes[@]}"; do start_node "$n"; done
     if l=$(wait_for_leader 30); then echo "leader: $l"; else echo "no leader within 30 s; see $RAFTMQ_HOME/logs" >&2; exit 1; fi
     for n in "${nodes[@]}"; do summary "$n"; done
+    sleep 0.3   # the registrations follow the election
+    "$bin/mqadmin" clusterList -n "$namesrv_addr" || true
     for n in "${nodes[@]}"; do echo "$n /raft/state: $(state "$n")"; done
     ;;
   status)
+    for n in "${namesrvs[@]}"; do
+      pid=$(running_pid "$n")
+      if [ -n "$pid" ]; then echo "nameserver $n: pid $pid"; else echo "nameserver $n: not running"; fi
+    done
     for n in "${nodes[@]}"; do
       pid=$(running_pid "$n")
       if [ -n "$pid" ]; then echo "$n: pid $pid"; else echo "$n: not running"; fi
       summary "$n"
     done
+    "$bin/mqadmin" clusterList -n "$namesrv_addr" 2>/dev/null || true
     ;;
   kill-leader)
     l=$(leader) || true
@@ -131,10 +150,11 @@ case "${1:-}" in
   stop)
     status=0
     for n in "${nodes[@]}"; do stop_node "$n" || status=1; done
+    for n in "${namesrvs[@]}"; do stop_node "$n" || status=1; done
     exit $status
     ;;
   *)
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac
