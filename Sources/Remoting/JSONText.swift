@@ -16,6 +16,60 @@ public indirect enum JSONText: Sendable, Equatable {
         return out
     }
 
+    /// fastjson's PrettyFormat (what RocketMQ's `toJson(true)` prints): one member per line, tabs.
+    public var pretty: String {
+        var out = ""
+        writePretty(into: &out, depth: 0)
+        return out
+    }
+
+    func writePretty(into out: inout String, depth: Int) {
+        let indent = String(repeating: "\t", count: depth + 1), closing = String(repeating: "\t", count: depth)
+        switch self {
+        case .array(let items) where !items.isEmpty:
+            out += "[\n"
+            for (k, v) in items.enumerated() {
+                out += indent
+                v.writePretty(into: &out, depth: depth + 1)
+                out += k == items.count - 1 ? "\n" : ",\n"
+            }
+            out += closing + "]"
+        case .object(let members) where members.contains(where: { if case .null = $0.value { return false } else { return true } }):
+            out += "{\n"
+            let keys = members.keys.sorted().filter { if case .null = members[$0]! { return false } else { return true } }
+            for (k, key) in keys.enumerated() {
+                out += indent
+                JSONText.quote(key, into: &out)
+                out += ":"
+                members[key]!.writePretty(into: &out, depth: depth + 1)
+                out += k == keys.count - 1 ? "\n" : ",\n"
+            }
+            out += closing + "}"
+        default:
+            write(into: &out)
+        }
+    }
+
+    /// Reads what JSONSerialization produced back into a JSONText (numbers as integers when whole).
+    public init?(foundation value: Any) {
+        switch value {
+        case let s as String: self = .string(s)
+        case let b as Bool where type(of: value) == Bool.self: self = .bool(b)
+        case let n as Int: self = .int(Int64(n))
+        case let n as Int64: self = .int(n)
+        case let a as [Any]:
+            var items: [JSONText] = []
+            for v in a { guard let j = JSONText(foundation: v) else { return nil }; items.append(j) }
+            self = .array(items)
+        case let o as [String: Any]:
+            var members: [String: JSONText] = [:]
+            for (k, v) in o { guard let j = JSONText(foundation: v) else { return nil }; members[k] = j }
+            self = .object(members)
+        default:
+            return nil
+        }
+    }
+
     func write(into out: inout String) {
         switch self {
         case .null: out += "null"

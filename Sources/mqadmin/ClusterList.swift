@@ -87,3 +87,46 @@ func row(_ c: String, _ b: String, _ id: String, _ addr: String, _ version: Stri
     pad(c, 16) + "  " + pad(b, 22) + "  " + pad(id, 4) + "  " + pad(addr, 22) + " " + pad(version, 16) + " " + pad(inTPS, 19, right: true)
         + " " + pad(outTPS, 19, right: true) + " " + pad(pcWait, 10, right: true) + " " + pad(hour, 5, right: true) + " " + pad(space, 6, right: true)
 }
+
+/// `mqadmin topicList -n NAMESRV`: every topic the nameservers route, one a line.
+struct TopicList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "topicList", abstract: "List every topic the nameserver knows.")
+
+    @Option(name: .customShort("n"), help: "Nameservers (default $NAMESRV_ADDR).")
+    var namesrv: String?
+
+    func run() async throws {
+        let servers = try nameServerList(namesrv)
+        let topics: [String] = try await withClient { client in
+            let answer = try await askNameServers(client, servers, .request(code: RequestCode.getAllTopicListFromNameserver, opaque: 0))
+            guard answer.code == ResponseCode.success, let body = jsonBody(answer) as? [String: Any], let list = body["topicList"] as? [String] else {
+                throw fail("the nameserver answered \(answer.code): \(answer.remark ?? "no topic list")")
+            }
+            return list
+        }
+        for t in topics { print(t) }
+    }
+}
+
+/// `mqadmin topicRoute -t TOPIC -n NAMESRV`: the route as pretty JSON, as RocketMQ prints it.
+struct TopicRoute: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "topicRoute", abstract: "Print a topic's route (TopicRouteData) from the nameserver.")
+
+    @Option(name: .customShort("t"), help: "The topic.")
+    var topic: String
+
+    @Option(name: .customShort("n"), help: "Nameservers (default $NAMESRV_ADDR).")
+    var namesrv: String?
+
+    func run() async throws {
+        let servers = try nameServerList(namesrv)
+        let topic = self.topic
+        let text: String = try await withClient { client in
+            let answer = try await askNameServers(client, servers, .request(code: RequestCode.getRouteInfoByTopic, opaque: 0, extFields: ["topic": topic]))
+            guard answer.code == ResponseCode.success else { throw fail("\(answer.remark ?? "the nameserver answered \(answer.code)")") }
+            guard let body = jsonBody(answer), let json = JSONText(foundation: body) else { throw fail("the route is not JSON") }
+            return json.pretty
+        }
+        print(text)
+    }
+}

@@ -490,6 +490,13 @@ import Testing
         for ns in ["127.0.0.1:9876", "127.0.0.2:9876"] { #expect(try rows(ns) == want, "nameserver \(ns)") }
         let header = try admin.run(["clusterList", "-n", "127.0.0.1:9876"]).stdout.split(separator: "\n").first.map(String.init) ?? ""
         #expect(header.hasPrefix("#Cluster Name     #Broker Name            #BID  #Addr"), "\(header)")
+        // The start-up topics are routed to the group: TBW102 with defaultTopicQueueNums queues.
+        let topics = try admin.run(["topicList", "-n", "127.0.0.1:9876"]).stdout.split(separator: "\n").map(String.init)
+        #expect(topics.contains("TBW102") && topics.contains("RaftCluster") && topics.contains("RaftNode00"), "\(topics)")
+        let route = try admin.run(["topicRoute", "-t", "TBW102", "-n", "127.0.0.2:9876"])
+        #expect(route.status == 0 && route.stdout.contains("\"0\":\"\(leaderNode.brokerAddress)\"") && route.stdout.contains("\"writeQueueNums\":8"), "\(route.stdout)")
+        let missing = try admin.run(["topicRoute", "-t", "NoSuchTopic", "-n", "127.0.0.2:9876"])
+        #expect(missing.status == 1 && missing.stderr.contains("No topic route info in name server for the topic: NoSuchTopic"))
 
         // SIGKILL the leader: its registration goes with its connections, the new leader is BID 0.
         kill(leaderNode.process!.processIdentifier, SIGKILL)
