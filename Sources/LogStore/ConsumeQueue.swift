@@ -1,0 +1,232 @@
+import Glibc
+import Synchronization
+
+/// One RocketMQ consume queue (rocketmq-protocol.md §4.3): the 20-byte entries of one queue of one
+/// topic, big-endian `commitLogOffset` (int64) | `size` (int32) | `tagsCode` (int64), logical offset n at
+/// byte n x 20, in files of `fileBytes` named by the byte offset of their first entry (20 digits). A
+/// queue whose first file starts at a non-zero logical offset has blank entries before its first
+/// entry (offset 0, size Int32.max, tags 0), as RocketMQ writes them.
+///
+/// Built only from committed log entries, and rebuilt from the log on start: a consume queue is an
+/// index, never the truth. Recovery therefore only finds where the entries end (the first all-zero
+/// entry or a partial one) and the broker truncates what the log no longer holds
+/// (`truncate(fromCommitLogOffset:)`) before dispatching again.
+public final class ConsumeQueue: Sendable {
+    public struct Entry: Sendable, Equatable {
+        public var commitLogOffset: Int64
+        public var size: Int32
+        public var tagsCode: Int64
+        public init(commitLogOffset: Int64, size: Int32, tagsCode: Int64) {
+            self.commitLogOffset = commitLogOffset
+            self.size = size
+            self.tagsCode = tagsCode
+        }
+        public static let blank = Entry(commitLogOffset: 0, size: Int32.max, tagsCode: 0)
+        public var isBlank: Bool { self == .blank }
+    }
+
+    public static let entryBytes: UInt64 = 20
+
+    struct State {
+        var files: [SegmentFile]
+        /// Logical offset of the first real (non-blank) entry.
+        var minOffset: UInt64
+        /// Logical offset the next entry gets.
+        var maxOffset: UInt64
+        var dirty: [SegmentFile] = []
+    }
+
+    public let directory: String
+    public let fileBytes: UInt64
+    private let state: Mutex<State>
+
+    /// Opens (creating if needed) the queue in `directory`; `fileBytes` is a multiple of 20.
+    public init(directory: String, fileBytes: UInt64) throws(StorageError) {
+        guard fileBytes >= Self.entryBytes, fileBytes % Self.entryBytes == 0 else {
+            throw .invalidArgument("a consume queue file of \(fileBytes) bytes is not a positive multiple of 20")
+        }
+        self.directory = directory
+        self.fileBytes = fileBytes
+        try FileIO.makeDirectories(directory)
+        var files: [SegmentFile] = []
+        for name in try FileIO.listDirectory(directory) {
+            guard let start = SegmentName.parse(name) else { continue }
+            files.append(try SegmentFile(directory: directory, start: start, capacity: fileBytes, create: false))
+        }
+        files.sort { $0.start < $1.start }
+        for (a, b) in zip(files, files.dropFirst()) where b.start != a.end {
+            throw .layout("consume queue files \(a.path) and \(b.path) are not contiguous; was mappedFileSizeConsumeQueue changed?")
+        }
+        var minOffset: UInt64 = 0, maxOffset: UInt64 = 0
+        if let first = files.first {
+            minOffset = first.start / Self.entryBytes
+            maxOffset = minOffset
+            // Where the entries end: scan the last file (every earlier one is full).
+            let last = files[files.count - 1]
+            let ends = try Self.scanEnd(last)
+            maxOffset = (last.start + ends) / Self.entryBytes
+            // Blank entries before the first real one (they fill the first file's head only).
+            let head = try Self.readEntries(files, from: minOffset, count: Int(min(fileBytes / Self.entryBytes, maxOffset - minOffset)))
+            minOffset += UInt64(head.firstIndex { !$0.isBlank } ?? head.count)
+        }
+        state = Mutex(State(files: files, minOffset: minOffset, maxOffset: maxOffset))
+    }
+
+    /// Bytes of whole entries at the start of `file` (before the first all-zero or partial entry).
+    private static func scanEnd(_ file: SegmentFile) throws(StorageError) -> UInt64 {
+        let size = min(try file.fileSize(), file.capacity)
+        var buffer = [UInt8](repeating: 0, count: Int(size))
+        let n = try storageCall { try buffer.withUnsafeMutableBytes { try file.read(into: $0, at: file.start) } }
+        var at = 0
+        while at + Int(entryBytes) <= n {
+            if buffer[at..<(at + Int(entryBytes))].allSatisfy({ $0 == 0 }) { break }
+            at += Int(entryBytes)
+        }
+        return UInt64(at)
+    }
+
+    public var minOffset: UInt64 { state.withLock { $0.minOffset } }
+    public var maxOffset: UInt64 { state.withLock { $0.maxOffset } }
+
+    /// Appends `entries` at logical offset `at`, which must be `maxOffset` (or, for an empty queue,
+    /// any offset: the entries before it in its file are written blank).
+    public func append(_ entries: [Entry], at: UInt64) throws(StorageError) {
+        guard !entries.isEmpty else { return }
+        try state.withLock { (s) throws(StorageError) in
+            if s.files.isEmpty {
+                s.minOffset = at
+                s.maxOffset = at - at % (fileBytes / Self.entryBytes)
+            }
+            guard at == s.maxOffset || (s.maxOffset < at && s.minOffset == at) else {
+                throw .invalidArgument("consume queue \(directory): append at \(at), but the queue ends at \(s.maxOffset)")
+            }
+            var all = [Entry](repeating: .blank, count: Int(at - s.maxOffset)) + entries
+            var offset = s.maxOffset
+            while !all.isEmpty {
+                let byte = offset * Self.entryBytes
+                let file: SegmentFile
+                if let last = s.files.last, last.contains(byte) {
+                    file = last
+                } else {
+                    file = try SegmentFile(directory: directory, start: byte - byte % fileBytes, capacity: fileBytes, create: true)
+                    try FileIO.fsyncDirectory(directory)
+                    s.files.append(file)
+                }
+                let fit = Int((file.end - byte) / Self.entryBytes)
+                let chunk = all.prefix(fit)
+                var bytes: [UInt8] = []
+                bytes.reserveCapacity(chunk.count * Int(Self.entryBytes))
+                for e in chunk { Self.encode(e, into: &bytes) }
+                try storageCall { try bytes.withUnsafeBytes { try file.write($0, at: byte) } }
+                if !s.dirty.contains(where: { $0 === file }) { s.dirty.append(file) }
+                offset += UInt64(chunk.count)
+                all.removeFirst(chunk.count)
+            }
+            s.maxOffset = offset
+        }
+    }
+
+    /// Up to `maxCount` entries from logical offset `from` (within [minOffset, maxOffset)).
+    public func read(from: UInt64, maxCount: Int) throws(StorageError) -> [Entry] {
+        let (files, lo, hi) = state.withLock { ($0.files, $0.minOffset, $0.maxOffset) }
+        guard from >= lo, from < hi else { throw .outOfRange(requested: from, first: lo, last: hi > lo ? hi - 1 : nil) }
+        return try Self.readEntries(files, from: from, count: Int(min(UInt64(maxCount), hi - from)))
+    }
+
+    private static func readEntries(_ files: [SegmentFile], from: UInt64, count: Int) throws(StorageError) -> [Entry] {
+        var out: [Entry] = []
+        var offset = from
+        while out.count < count {
+            let byte = offset * entryBytes
+            guard let file = files.first(where: { $0.contains(byte) }) else { break }
+            let n = min(count - out.count, Int((file.end - byte) / entryBytes))
+            var buffer = [UInt8](repeating: 0, count: n * Int(entryBytes))
+            let got = try storageCall { try buffer.withUnsafeMutableBytes { try file.read(into: $0, at: byte) } }
+            let whole = got / Int(entryBytes)
+            for k in 0..<whole { out.append(decode(buffer, at: k * Int(entryBytes))) }
+            if whole < n { break }
+            offset += UInt64(whole)
+        }
+        return out
+    }
+
+    /// Removes every entry at or after logical offset `from`.
+    public func truncate(from: UInt64) throws(StorageError) {
+        try state.withLock { (s) throws(StorageError) in
+            guard from < s.maxOffset else { return }
+            let byte = max(from, s.files.first.map { $0.start / Self.entryBytes } ?? 0) * Self.entryBytes
+            while let last = s.files.last, last.start > byte || (last.start == byte && s.files.count > 1) {
+                try FileIO.unlink(last.path)
+                s.files.removeLast()
+                s.dirty.removeAll { $0 === last }
+            }
+            if let last = s.files.last {
+                // Zeros mark the end: overwrite the tail of the last file.
+                let zeros = [UInt8](repeating: 0, count: Int(last.end - byte))
+                try storageCall { try zeros.withUnsafeBytes { try last.write($0, at: byte) } }
+                try last.sync()
+            }
+            try FileIO.fsyncDirectory(directory)
+            s.maxOffset = byte / Self.entryBytes
+            s.minOffset = min(s.minOffset, s.maxOffset)
+        }
+    }
+
+    /// Removes the entries that point at or past `offset` of the commitlog (the log was truncated
+    /// there, or lost an unsynced tail): they are dispatched again once the log holds them.
+    public func truncate(fromCommitLogOffset offset: Int64) throws(StorageError) {
+        var lo = minOffset, hi = maxOffset
+        // The first entry pointing at or past `offset` (entries are in commitlog order).
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2
+            let e = try read(from: mid, maxCount: 1)[0]
+            if e.commitLogOffset >= offset { hi = mid } else { lo = mid + 1 }
+        }
+        try truncate(from: lo)
+    }
+
+    /// Retention: deletes the whole files whose entries all point before `offset` of the commitlog
+    /// (deleted there); never the last file. Returns how many went.
+    @discardableResult
+    public func deleteFiles(beforeCommitLogOffset offset: Int64) throws(StorageError) -> Int {
+        var removed = 0
+        while true {
+            let (files, hi) = state.withLock { ($0.files, $0.maxOffset) }
+            guard files.count >= 2 else { break }
+            let lastOfFirst = files[0].end / Self.entryBytes - 1
+            guard lastOfFirst < hi, let e = try Self.readEntries(files, from: lastOfFirst, count: 1).first,
+                  e.isBlank || e.commitLogOffset < offset else { break }
+            try FileIO.unlink(files[0].path)
+            state.withLock { s in
+                s.files.removeFirst()
+                s.dirty.removeAll { $0 === files[0] }
+                s.minOffset = max(s.minOffset, files[0].end / Self.entryBytes)
+            }
+            removed += 1
+        }
+        if removed > 0 { try FileIO.fsyncDirectory(directory) }
+        return removed
+    }
+
+    /// Makes every appended entry durable (RocketMQ flushes consume queues on an interval; a crash
+    /// loses at most what the log re-dispatches).
+    public func flush() throws(StorageError) {
+        let dirty = state.withLock { s -> [SegmentFile] in
+            defer { s.dirty.removeAll() }
+            return s.dirty
+        }
+        for f in dirty { try f.sync() }
+    }
+
+    static func encode(_ e: Entry, into out: inout [UInt8]) {
+        withUnsafeBytes(of: e.commitLogOffset.bigEndian) { out.append(contentsOf: $0) }
+        withUnsafeBytes(of: e.size.bigEndian) { out.append(contentsOf: $0) }
+        withUnsafeBytes(of: e.tagsCode.bigEndian) { out.append(contentsOf: $0) }
+    }
+
+    static func decode(_ b: [UInt8], at k: Int) -> Entry {
+        func int(_ at: Int, _ n: Int) -> UInt64 { b[at..<(at + n)].reduce(0) { $0 << 8 | UInt64($1) } }
+        return Entry(commitLogOffset: Int64(bitPattern: int(k, 8)), size: Int32(bitPattern: UInt32(int(k + 8, 4))),
+                     tagsCode: Int64(bitPattern: int(k + 12, 8)))
+    }
+}
