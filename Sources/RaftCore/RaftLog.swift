@@ -48,7 +48,9 @@ struct RaftLog<Reader: RaftLogReader> {
     }
 
     func term(at index: LogIndex) -> Term? {
-        if index == .zero { return .zero }
+        // The empty prefix, while the log still starts at 1 (once a prefix is gone, the log knows
+        // only its base: a follower that needs index 1 is reset, not sent entries that are gone).
+        if index == .zero { return firstIndex == LogIndex(1) ? .zero : nil }
         if index >= unstableOffset {
             let k = index - unstableOffset
             return k < unstable.count ? unstable[k].term : nil

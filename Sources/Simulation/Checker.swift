@@ -23,6 +23,8 @@ struct Checker {
     private var lastCommittedIndexSeenInTerm: [Term: LogIndex] = [:]
     /// ...and the hash of its data, once some node applied it.
     private var committedDataHashes: [UInt64?] = []
+    /// The committed entries themselves (a node reset to a leader's base gets its prefix from here).
+    private(set) var committedEntries: [Entry] = []
     /// Log matching: the prefix hash every log holding (index, term) must have.
     private var prefixHashOf: [IndexTerm: UInt64] = [:]
     /// The highest index acknowledged to a client.
@@ -90,6 +92,7 @@ struct Checker {
             var i = committedIndex.next
             while i <= commit {
                 let e = n.disk.entry(at: i)!
+                committedEntries.append(e)
                 committedTerms.append(e.term)
                 committedPrefixHashes.append(n.disk.prefixHash(at: i))
                 committedDataHashes.append(nil)

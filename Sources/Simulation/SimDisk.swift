@@ -22,6 +22,12 @@ final class SimDisk {
     private(set) var prefixHashes: [UInt64] = []
     private(set) var hardState = HardState()
 
+    /// The first entry the node may read: retention deleted the ones before it, or a reset made the
+    /// log start after the leader's base. Both are durable at once (the real store unlinks and
+    /// fsyncs before it returns). The entries before it stay in the arrays: the simulator's god view,
+    /// which keeps the checkers' prefix hashes whole; the node never reads them.
+    private(set) var firstIndex = LogIndex(1)
+
     private var pending: [Operation] = []
     private var hardStateDirty = false
     /// The visible log and the last synced log agree on this many first entries: whatever a crash
@@ -66,6 +72,27 @@ final class SimDisk {
     func write(hardState hs: HardState) {
         hardState = hs
         hardStateDirty = true
+    }
+
+    /// Retention: the entries up to `index` (durable and applied) are no longer readable.
+    func deletePrefix(through index: LogIndex) {
+        precondition(index < lastIndex && Int(index.rawValue) <= durableEntries.count, "delete a prefix through \(index) of a log ending at \(lastIndex)")
+        if index >= firstIndex { firstIndex = index.next }
+    }
+
+    /// A Ready's `resetLog`: the log becomes the leader's committed `prefix` (1...base), readable from
+    /// base + 1 on; what was not synced is gone, as LogStore.reset discards it.
+    func reset(toPrefix prefix: [Entry]) {
+        entries = []
+        prefixHashes = []
+        for e in prefix {
+            prefixHashes.append(Self.mix(prefixHashes.last ?? 0, e))
+            entries.append(e)
+        }
+        durableEntries = prefix
+        pending.removeAll()
+        unchangedSinceSync = prefix.count
+        firstIndex = LogIndex(UInt64(prefix.count)).next
     }
 
     /// fdatasync: everything written so far becomes durable.
@@ -145,15 +172,17 @@ final class SimLogReader: RaftLogReader {
     let disk: SimDisk
     init(disk: SimDisk) { self.disk = disk }
 
-    var firstIndex: LogIndex { LogIndex(1) }
+    var firstIndex: LogIndex { disk.firstIndex }
     var lastIndex: LogIndex { disk.lastIndex }
 
+    /// Down to `firstIndex - 1`, the base, whose term the leader needs.
     func term(at index: LogIndex) -> Term? {
-        disk.entry(at: index)?.term
+        guard index >= disk.firstIndex.previous else { return nil }
+        return disk.entry(at: index)?.term
     }
 
     func entries(in range: ClosedRange<LogIndex>, maxBytes: Int) -> [Entry] {
-        precondition(range.lowerBound.rawValue >= 1 && range.upperBound <= disk.lastIndex, "entries \(range) outside the log 1...\(disk.lastIndex)")
+        precondition(range.lowerBound >= disk.firstIndex && range.upperBound <= disk.lastIndex, "entries \(range) outside the log \(disk.firstIndex)...\(disk.lastIndex)")
         var out: [Entry] = []
         var bytes = 0
         var i = range.lowerBound

@@ -53,6 +53,9 @@ public struct SimOptions: Sendable, CustomStringConvertible {
     /// the nodes it had an open link to learn of it within a millisecond; and now and then a hint
     /// arrives about a peer that is in fact alive (a connection reset).
     public var connectionLossHints = true
+    /// Retention deletes a prefix of a node's log now and then (never entries it has not applied); a
+    /// follower that then lacks what its leader deleted is reset to the leader's base.
+    public var retention = true
 
     // Workload.
     public var clients = 4
@@ -95,6 +98,7 @@ public struct SimOptions: Sendable, CustomStringConvertible {
         o.proposalsInFlightPerClient = r.pick([1, 4, 32])
         o.readProbability = r.pick([0, 0.1, 0.3])
         o.connectionLossHints = r.chance(0.7)
+        o.retention = r.chance(0.4)
         return o
     }
 
@@ -112,6 +116,7 @@ public struct SimOptions: Sendable, CustomStringConvertible {
         if transfers { faults.append("transfer") }
         if slowDisks { faults.append("slow-disk") }
         if connectionLossHints { faults.append("conn-loss-hints") }
+        if retention { faults.append("retention") }
         parts.append("faults=" + (faults.isEmpty ? "none" : faults.joined(separator: ",")))
         parts.append("clients=\(clients)x\(proposalsInFlightPerClient) every \(Int(proposalIntervalMeanUs))us")
         if !brokenRules.isEmpty { parts.append("BROKEN=" + brokenRules.map(\.rawValue).sorted().joined(separator: ",")) }

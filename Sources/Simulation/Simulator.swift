@@ -212,6 +212,8 @@ public final class Simulator {
         config.randomSeed = seed &+ UInt64(n.incarnation) &* 0x2545_F491_4F6C_DD1D
         config.brokenRules = options.brokenRules
         let raft = RaftNode(config: config, log: n.reader, hardState: hs, appliedIndex: .zero)
+        // What retention deleted (or a reset skipped) was applied before and is not again.
+        n.appliedIndex = n.disk.firstIndex.previous
         n.raft = raft
         n.lastTerm = raft.term
         // The first tick comes at a random phase of the node's clock.
@@ -281,8 +283,20 @@ public final class Simulator {
             }
         }
         for m in r.messages { send(m) }
-        // The simulated disks never lose a prefix, so no leader sends a log reset (not simulated yet).
-        precondition(r.resetLog == nil, "a log reset in the simulator")
+        if let reset = r.resetLog {
+            // The committed prefix up to the leader's base, from the checker's record: the node itself
+            // never reads it, and the checkers' prefix hashes stay whole. (The base is committed: the
+            // leader deleted only entries it had applied.)
+            let committed = checker.committedEntries
+            guard Int(reset.baseIndex.rawValue) <= committed.count, committed[Int(reset.baseIndex.rawValue) - 1].term == reset.baseTerm else {
+                throw Violation(rule: "a log reset's base is committed", detail: "\(n.id) is reset to \(reset.baseTerm)/\(reset.baseIndex), beyond the committed prefix (\(committed.count) entries)")
+            }
+            let prefix = Array(committed[0..<Int(reset.baseIndex.rawValue)])
+            trace.record(now, .fault("\(n.id) is reset to the leader's base \(reset.baseTerm)/\(reset.baseIndex) (its log ended at \(n.disk.lastIndex))"))
+            stats.resets += 1
+            n.disk.reset(toPrefix: prefix)
+            n.appliedIndex = reset.baseIndex
+        }
         let firstWritten: LogIndex?
         if let t = r.truncateAfter {
             precondition(!r.entries.isEmpty, "a Ready truncates only to append")
@@ -428,6 +442,7 @@ public final class Simulator {
         if options.transfers { kinds.append("transfer") }
         if options.slowDisks { kinds.append("slow-disk") }
         if options.connectionLossHints { kinds.append("connection-reset") }
+        if options.retention { kinds += ["retention", "retention"] }
         guard !kinds.isEmpty else { return }
         let electionUs = Double(options.electionTimeoutTicks) * Double(options.tickIntervalUs)
         switch random.pick(kinds) {
@@ -473,6 +488,16 @@ public final class Simulator {
         case "partition":
             partition()
             schedule(.heal(generation: partitionGeneration), after: random.double(in: 1...30) * electionUs)
+        case "retention":
+            // Retention on one node: a prefix it applied (and holds durably) goes.
+            let n = random.pick(nodes)
+            let limit = min(n.appliedIndex, LogIndex(UInt64(n.disk.durableEntries.count)), n.disk.lastIndex > .zero ? n.disk.lastIndex.previous : .zero)
+            if n.isUp, !n.paused, n.inFlight == nil, limit >= n.disk.firstIndex {
+                let cut = LogIndex(UInt64(random.int(in: Int(n.disk.firstIndex.rawValue)...Int(limit.rawValue))))
+                n.disk.deletePrefix(through: cut)
+                stats.retentions += 1
+                trace.record(now, .fault("\(n.id): retention deletes its log through \(cut)"))
+            }
         case "connection-reset":
             // A connection closes while both ends live (a middlebox reset, a restarted NIC).
             let n = random.pick(nodes), peer = random.pick(nodes.filter { $0 !== n })
@@ -641,6 +666,8 @@ public struct SimStats: Sendable {
     public var pauses = 0
     public var partitions = 0
     public var transfers = 0
+    public var retentions = 0
+    public var resets = 0
     /// From the end of the faults to a leader, and to full convergence.
     public var livenessLeaderUs: UInt64?
     public var livenessConvergenceUs: UInt64?

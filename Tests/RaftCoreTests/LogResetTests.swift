@@ -156,6 +156,10 @@ final class PrefixLog: RaftLogReader {
         l.step(Message(from: n2, to: n1, term: Term(2), body: .voteResponse(granted: true)))
         #expect(l.role == .leader)
         drain(l, log, resets: &resets)
+        // An empty follower (hint 0, found by the simulator: index 0 used to count as held by
+        // every log, so the leader tried to send entries from 1, which retention had deleted).
+        l.step(Message(from: n2, to: n1, term: Term(2), body: .appendResponse(.rejected(rejectedIndex: LogIndex(30), hintIndex: .zero, hintTerm: .zero))))
+        #expect(drain(l, log, resets: &resets).filter { $0.to == n2 }.map(\.body) == [.resetLog(baseIndex: LogIndex(20), baseTerm: Term(1), context: [2, 0], commit: l.commitIndex)])
         // n3's log ends at 5: its rejection points below the leader's first index.
         l.step(Message(from: n3, to: n1, term: Term(2), body: .appendResponse(.rejected(rejectedIndex: LogIndex(30), hintIndex: LogIndex(5), hintTerm: Term(1)))))
         let sent = drain(l, log, resets: &resets)
