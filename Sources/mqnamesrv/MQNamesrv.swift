@@ -25,7 +25,7 @@ struct MQNamesrv: AsyncParsableCommand {
     func run() async throws {
         let config: NamesrvConfig
         do {
-            let (loaded, warnings) = try ConfigLoader.loadNamesrv(path: configFile, environment: environment())
+            let (loaded, warnings) = try ConfigLoader.loadNamesrv(path: configFile, environment: processEnvironment())
             for w in warnings { printError("warning: \(w)") }
             config = loaded
         } catch {
@@ -72,20 +72,4 @@ struct MQNamesrv: AsyncParsableCommand {
         }
         logger.info("the nameserver stopped")
     }
-}
-
-func printError(_ line: String) {
-    var text = line + "\n"
-    text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
-}
-
-func environment() -> [String: String] {
-    var result: [String: String] = [:]
-    var p = environ
-    while let entry = p.pointee {
-        let text = String(cString: entry)
-        if let eq = text.firstIndex(of: "=") { result[String(text[..<eq])] = String(text[text.index(after: eq)...]) }
-        p += 1
-    }
-    return result
 }
