@@ -82,12 +82,22 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // Broker semantics over the committed log: topics, registration with the nameservers (more
-        // with issue 5: send, consume queues, pull, offsets).
+        // Broker semantics over the committed log: topics and metadata entries, consume queues,
+        // send, pull with long polling, consumer offsets, registration with the nameservers.
         .target(
             name: "Broker",
             dependencies: [
-                "CChecksum", "Remoting", "Config",
+                "CChecksum", "Remoting", "Config", "LogStore", "LogFormat", "Replication", "RaftCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // The Swift producer and consumer (route lookup, fast failover, rebalance, offsets).
+        .target(
+            name: "Client",
+            dependencies: [
+                "Remoting", "LogFormat",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -126,7 +136,7 @@ let package = Package(
         .executableTarget(
             name: "mqadmin",
             dependencies: [
-                "Replication", "Remoting",
+                "Replication", "Remoting", "Client", "LogFormat",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -167,6 +177,6 @@ let package = Package(
         .testTarget(name: "NameServerTests", dependencies: ["NameServer", "Remoting", "CZlib", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "RaftCore"], swiftSettings: strict),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "CommandTests", dependencies: ["mqnamesrv", "mqbroker", "mqadmin", "mqbench", "raftsim", "storewriter", "LogStore", "LogFormat", "Replication", "Remoting", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .testTarget(name: "CommandTests", dependencies: ["mqnamesrv", "mqbroker", "mqadmin", "mqbench", "raftsim", "storewriter", "LogStore", "LogFormat", "Replication", "Remoting", "Client", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
     ]
 )

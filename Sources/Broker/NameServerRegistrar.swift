@@ -41,6 +41,9 @@ public actor NameServerRegistrar {
         self.timeoutMs = timeoutMilliseconds
     }
 
+    /// The topics the next registration announces.
+    public func update(topics: TopicConfigTable) { self.topics = topics }
+
     /// Registers as `brokerId` with every nameserver; returns how many accepted.
     @discardableResult
     public func register(brokerId: Int64) async -> Int {

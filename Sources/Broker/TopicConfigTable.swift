@@ -20,7 +20,7 @@ public struct TopicConfig: Sendable, Equatable {
 
     public static let permInherit = 1, permWrite = 2, permRead = 4
 
-    var json: JSONText {
+    public var json: JSONText {
         .object([
             "order": .bool(order), "perm": .int(Int64(perm)), "readQueueNums": .int(Int64(readQueueNums)),
             "topicFilterType": .string(topicFilterType), "topicName": .string(topicName), "topicSysFlag": .int(Int64(topicSysFlag)),
@@ -58,6 +58,25 @@ public struct TopicConfigTable: Sendable {
         add(TopicConfig(topicName: "SCHEDULE_TOPIC_XXXX", readQueueNums: 18, writeQueueNums: 18))
         if traceTopicEnable { add(TopicConfig(topicName: "RMQ_SYS_TRACE_TOPIC", readQueueNums: 1, writeQueueNums: 1)) }
         add(TopicConfig(topicName: clusterName + "_REPLY_TOPIC", readQueueNums: 1, writeQueueNums: 1))
+    }
+
+    /// Adds or replaces a topic and bumps the data version (so every member re-registers).
+    public mutating func upsert(_ t: TopicConfig, nowMs: Int64) {
+        topics[t.topicName] = t
+        dataVersion = DataVersion(timestamp: nowMs, counter: dataVersion.counter + 1)
+    }
+
+    /// Removes a topic; returns whether it existed.
+    @discardableResult
+    public mutating func remove(_ name: String, nowMs: Int64) -> Bool {
+        guard topics.removeValue(forKey: name) != nil else { return false }
+        dataVersion = DataVersion(timestamp: nowMs, counter: dataVersion.counter + 1)
+        return true
+    }
+
+    /// GET_ALL_TOPIC_CONFIG's body and topics.json: TopicConfigSerializeWrapper.
+    public var serializeWrapper: String {
+        JSONText.object(["dataVersion": dataVersion.json, "topicConfigTable": .object(topics.mapValues(\.json))]).serialized
     }
 
     /// RegisterBrokerBody as the Java broker sends it (uncompressed).

@@ -127,3 +127,32 @@ extension LogStore {
         return entries
     }
 }
+
+extension LogStore {
+    /// `count` bytes at `position` inside one entry's body (a message record a consume queue points
+    /// to), read without verifying the entry: the caller asks for what its own index says is there.
+    /// Throws `.outOfRange` when the position is before the first segment (deleted by retention) or
+    /// past what was written, or the range crosses a segment's end.
+    public func readBytes(at position: UInt64, count: Int) throws(StorageError) -> [UInt8] {
+        let (segments, written) = try lock.withLock { () throws(StorageError) in
+            if let failure = state.failure { throw StorageError.failed(failure) }
+            return (state.segments, state.written.endPosition)
+        }
+        guard count >= 0, position + UInt64(count) <= written,
+              let segment = segments.last(where: { $0.start <= position }), position + UInt64(count) <= segment.end
+        else {
+            throw .outOfRange(requested: position, first: segments.first?.start ?? written, last: written > 0 ? written - 1 : nil)
+        }
+        var out = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let at = done
+            let n = try storageCall { try out.withUnsafeMutableBytes { b in
+                try segment.read(into: UnsafeMutableRawBufferPointer(rebasing: b[at...]), at: position + UInt64(at))
+            } }
+            guard n > 0 else { throw .outOfRange(requested: position + UInt64(done), first: segments.first?.start ?? 0, last: written - 1) }
+            done += n
+        }
+        return out
+    }
+}

@@ -20,6 +20,22 @@ public enum RequestCode {
     public static let deleteTopicInNamesrv: Int32 = 216
     public static let getKVListByNamespace: Int32 = 219
     public static let getTopicsByCluster: Int32 = 224
+    public static let queryMessage: Int32 = 12
+    public static let searchOffsetByTimestamp: Int32 = 29
+    public static let getMaxOffset: Int32 = 30
+    public static let getMinOffset: Int32 = 31
+    public static let getEarliestMsgStoreTime: Int32 = 32
+    public static let viewMessageById: Int32 = 33
+    public static let unregisterClient: Int32 = 35
+    public static let consumerSendMsgBack: Int32 = 36
+    public static let getConsumerListByGroup: Int32 = 38
+    public static let notifyConsumerIdsChanged: Int32 = 40
+    public static let lockBatchMQ: Int32 = 41
+    public static let unlockBatchMQ: Int32 = 42
+    public static let getTopicStatsInfo: Int32 = 202
+    public static let getConsumerConnectionList: Int32 = 203
+    public static let getConsumeStats: Int32 = 208
+    public static let deleteTopicInBroker: Int32 = 215
     public static let sendMessageV2: Int32 = 310
     public static let sendBatchMessage: Int32 = 320
     public static let queryDataVersion: Int32 = 322
@@ -39,7 +55,13 @@ public enum ResponseCode {
     public static let flushSlaveTimeout: Int32 = 12
     public static let messageIllegal: Int32 = 13
     public static let serviceNotAvailable: Int32 = 14
+    public static let noPermission: Int32 = 16
     public static let topicNotExist: Int32 = 17
     public static let pullNotFound: Int32 = 19
+    public static let pullRetryImmediately: Int32 = 20
+    public static let pullOffsetMoved: Int32 = 21
     public static let queryNotFound: Int32 = 22
+    public static let subscriptionParseFailed: Int32 = 23
+    public static let subscriptionNotExist: Int32 = 24
+    public static let subscriptionGroupNotExist: Int32 = 26
 }

@@ -68,11 +68,17 @@ public struct RaftLogService: Sendable {
     private let replica: RaftReplica
     private let stateJSON: @Sendable () -> String
     private let logger: Logger
+    private let appender: Appender
+
+    /// How an APPEND reaches the log: the replica's own `append`, or the broker's write path, which
+    /// numbers every entry it proposes and must therefore see all of them.
+    public typealias Appender = @Sendable (_ data: [UInt8], _ timeout: Duration) async throws -> RaftReplica.Committed
 
     /// `stateJSON` is the node's `/raft/state` object, the body of a METADATA answer.
-    public init(options: Options, replica: RaftReplica, logger: Logger, stateJSON: @escaping @Sendable () -> String) {
+    public init(options: Options, replica: RaftReplica, logger: Logger, append: Appender? = nil, stateJSON: @escaping @Sendable () -> String) {
         self.options = options
         self.replica = replica
+        self.appender = append ?? { data, timeout in try await replica.append(data, timeout: timeout) }
         self.logger = logger
         self.stateJSON = stateJSON
     }
@@ -139,7 +145,7 @@ public struct RaftLogService: Sendable {
         }
         let data = body.readBytes(length: body.readableBytes)!
         do {
-            let committed = try await replica.append(data, timeout: options.appendTimeout)
+            let committed = try await appender(data, options.appendTimeout)
             var f = leaderFields(replica.status)
             f["index"] = "\(replica.storeNumber(committed.index))"
             f["term"] = "\(committed.term.rawValue)"
@@ -155,7 +161,7 @@ public struct RaftLogService: Sendable {
                 return .response(to: request, code: RaftLogResponse.unexpectedArgument, remark: "\(error)")
             case .refused, .busy:
                 return .response(to: request, code: RaftLogResponse.leaderPendingFull, remark: "\(error)")
-            case .overwritten:
+            case .overwritten, .unexpectedPosition:
                 return .response(to: request, code: RaftLogResponse.termChanged, remark: "\(error)", extFields: leaderFields(status))
             case .timedOut:
                 return .response(to: request, code: RaftLogResponse.waitQuorumAckTimeout, remark: "\(error)")

@@ -34,6 +34,10 @@ public struct RaftReplicaOptions: Sendable {
     /// to the leader's first entry (docs/replication.md). Nil: nothing is deleted.
     public var retention: RetentionPolicy? = nil
     public var retentionIntervalMs = 10_000
+    /// Rewrites an entry's body once its index and position are fixed, on every member alike (so the
+    /// logs stay identical byte for byte): the broker writes each message's physical offset there,
+    /// as DLedger's append hook does. It must depend on nothing but its arguments.
+    public var bodyPatch: (@Sendable (LogFormat.LogIndex, LogPosition, inout [UInt8]) -> Void)? = nil
 
     public init(raft: RaftConfig, peerAddresses: [NodeID: String]) {
         precondition(Set(raft.voters) == Set(peerAddresses.keys), "RaftReplicaOptions: every voter needs a peer address")
@@ -67,6 +71,9 @@ public enum ReplicaError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Not committed within the caller's time limit. The entry is in the log and may still commit
     /// (DLedger's WAIT_QUORUM_ACK_TIMEOUT): the outcome is unknown.
     case timedOut(index: RaftCore.LogIndex)
+    /// A guarded proposal (`ProposalGuard`) found the node in another term or its log at another
+    /// index than the proposer expected: nothing was appended.
+    case unexpectedPosition(expected: ProposalGuard, term: RaftCore.Term, nextIndex: RaftCore.LogIndex)
     case stopped
     case storage(String)
 
@@ -76,9 +83,23 @@ public enum ReplicaError: Error, Sendable, Equatable, CustomStringConvertible {
         case .busy: return "the replica's mailbox is full"
         case .overwritten(let i): return "entry \(i) was replaced by a new leader before it committed"
         case .timedOut(let i): return "entry \(i) did not commit in time; it may still commit"
+        case .unexpectedPosition(let g, let t, let n):
+            return "the proposal expected index \(g.index) in term \(g.term); the node is in term \(t) with next index \(n)"
         case .stopped: return "the replica stopped"
         case .storage(let s): return "storage failure: \(s)"
         }
+    }
+}
+
+/// Where a proposer expects its entry: the broker's write path numbers its messages (queue offsets)
+/// before they reach the log, so an entry must land exactly at the index it was numbered for, in the
+/// term it was numbered in, or not at all.
+public struct ProposalGuard: Sendable, Equatable {
+    public var term: RaftCore.Term
+    public var index: RaftCore.LogIndex
+    public init(term: RaftCore.Term, index: RaftCore.LogIndex) {
+        self.term = term
+        self.index = index
     }
 }
 
@@ -92,7 +113,7 @@ public final class RaftReplica: Sendable {
     enum Input: Sendable {
         case message(Message)
         case tick
-        case propose([UInt8], deadline: ContinuousClock.Instant, CheckedContinuation<Committed, any Error>)
+        case propose([UInt8], ProposalGuard?, deadline: ContinuousClock.Instant, CheckedContinuation<Committed, any Error>)
         case transfer(NodeID, CheckedContinuation<Void, any Error>)
         case connectionLost(NodeID)
     }
@@ -147,8 +168,18 @@ public final class RaftReplica: Sendable {
     public func append(_ data: [UInt8], timeout: Duration = .seconds(3_600)) async throws -> Committed {
         let deadline = ContinuousClock.now + timeout
         return try await withCheckedThrowingContinuation { c in
-            if !mailbox.offer(.propose(data, deadline: deadline, c)) { c.resume(throwing: ReplicaError.busy) }
+            if !mailbox.offer(.propose(data, nil, deadline: deadline, c)) { c.resume(throwing: ReplicaError.busy) }
         }
+    }
+
+    /// Hands a proposal to the node without waiting: `continuation` is resumed when it commits or
+    /// fails. Returns false, and leaves `continuation` to the caller, when the mailbox is full. With
+    /// a `guard`, the node appends it only as the entry at `guard.index` in `guard.term` while
+    /// leading, and refuses it with `.unexpectedPosition` otherwise. Proposals offered one after
+    /// another keep their order.
+    public func offer(_ data: [UInt8], guard proposalGuard: ProposalGuard?, timeout: Duration,
+                      continuation: CheckedContinuation<Committed, any Error>) -> Bool {
+        mailbox.offer(.propose(data, proposalGuard, deadline: .now + timeout, continuation))
     }
 
     /// What `committedEntries` found.
@@ -292,14 +323,14 @@ public final class RaftReplica: Sendable {
             for (_, w) in waiters { w.continuation.resume(throwing: ReplicaError.stopped) }
             for input in mailbox.closeAndDrain() {
                 switch input {
-                case .propose(_, _, let c): c.resume(throwing: ReplicaError.stopped)
+                case .propose(_, _, _, let c): c.resume(throwing: ReplicaError.stopped)
                 case .transfer(_, let c): c.resume(throwing: ReplicaError.stopped)
                 case .message, .tick, .connectionLost: break
                 }
             }
         }
         // The node and its log belong to this task alone (STYLE 6).
-        let log = try StoreLog(store: store, storeIndexOfEmptyLog: options.storeIndexOfEmptyLog)
+        let log = try StoreLog(store: store, storeIndexOfEmptyLog: options.storeIndexOfEmptyLog, patch: options.bodyPatch)
         let node = RaftNode(config: options.raft, log: log, hardState: try loadHardState(log), appliedIndex: options.appliedIndex)
         logger.info("raft replica started", metadata: ["node": "\(options.raft.id)", "term": "\(node.term)", "lastIndex": "\(node.lastIndex)", "peer": "\(options.peerAddresses[options.raft.id]!)"])
         var saved = (term: node.term, vote: node.vote)
@@ -307,7 +338,12 @@ public final class RaftReplica: Sendable {
         var lastRetention = ContinuousClock.now
         // Proposals of one batch of inputs go to the node together: one append message per
         // follower for all of them instead of one each.
-        var proposals: [(data: [UInt8], deadline: ContinuousClock.Instant, continuation: CheckedContinuation<Committed, any Error>)] = []
+        var proposals: [(data: [UInt8], guard: ProposalGuard?, deadline: ContinuousClock.Instant, continuation: CheckedContinuation<Committed, any Error>)] = []
+        // Whether the proposal would land where its guard expects, `offset` entries after the log's end.
+        func guardHolds(_ g: ProposalGuard?, offset: UInt64) -> Bool {
+            guard let g else { return true }
+            return node.role == .leader && node.term == g.term && g.index.rawValue == node.lastIndex.rawValue + 1 + offset
+        }
         func wait(_ index: RaftCore.LogIndex, _ term: RaftCore.Term, _ deadline: ContinuousClock.Instant, _ c: CheckedContinuation<Committed, any Error>) {
             // An older waiter at this index lost its entry to a new leader's.
             waiters[index]?.continuation.resume(throwing: ReplicaError.overwritten(index: index))
@@ -317,7 +353,8 @@ public final class RaftReplica: Sendable {
         func proposeBatch() {
             guard !proposals.isEmpty else { return }
             defer { proposals.removeAll(keepingCapacity: true) }
-            if let range = try? node.propose(batch: proposals.map(\.data)) {
+            if proposals.enumerated().allSatisfy({ guardHolds($1.guard, offset: UInt64($0)) }),
+               let range = try? node.propose(batch: proposals.map(\.data)) {
                 for (k, p) in proposals.enumerated() {
                     wait(RaftCore.LogIndex(range.lowerBound.rawValue + UInt64(k)), node.term, p.deadline, p.continuation)
                 }
@@ -325,6 +362,10 @@ public final class RaftReplica: Sendable {
             }
             // Something in the batch was refused: one by one, so each caller gets its own answer.
             for p in proposals {
+                guard guardHolds(p.guard, offset: 0) else {
+                    p.continuation.resume(throwing: ReplicaError.unexpectedPosition(expected: p.guard!, term: node.term, nextIndex: node.lastIndex.next))
+                    continue
+                }
                 do {
                     let (index, term) = try node.propose(p.data)
                     wait(index, term, p.deadline, p.continuation)
@@ -338,8 +379,8 @@ public final class RaftReplica: Sendable {
             if inputs.isEmpty { return }
             var retentionDue = false
             for input in inputs {
-                if case .propose(let data, let deadline, let c) = input {
-                    proposals.append((data, deadline, c))
+                if case .propose(let data, let g, let deadline, let c) = input {
+                    proposals.append((data, g, deadline, c))
                     continue
                 }
                 proposeBatch()

@@ -21,9 +21,13 @@ final class StoreLog: RaftLogReader {
     /// The store's base (what precedes the first entry), when known; its term answers
     /// `term(at: firstIndex - 1)`.
     private var base: LogBase?
+    /// Applied to every entry this node writes, whoever proposed it (see `RaftReplicaOptions.bodyPatch`).
+    private let patch: (@Sendable (LogFormat.LogIndex, LogPosition, inout [UInt8]) -> Void)?
 
-    init(store: LogStore, storeIndexOfEmptyLog: UInt64) throws(StorageError) {
+    init(store: LogStore, storeIndexOfEmptyLog: UInt64,
+         patch: (@Sendable (LogFormat.LogIndex, LogPosition, inout [UInt8]) -> Void)? = nil) throws(StorageError) {
         self.store = store
+        self.patch = patch
         self.storeBase = storeIndexOfEmptyLog
         firstIndex = RaftCore.LogIndex(store.firstIndex.rawValue - storeIndexOfEmptyLog + 1)
         base = store.base
@@ -136,7 +140,7 @@ final class StoreLog: RaftLogReader {
         let toAppend = entries.map {
             EntryToAppend(kind: $0.isEmpty ? .noop : .normal, term: LogFormat.Term($0.term.rawValue), body: $0.data)
         }
-        let result = try store.write(toAppend, expectingFirstIndex: storeIndex(first.index))
+        let result = try store.write(toAppend, expectingFirstIndex: storeIndex(first.index), patch: patch)
         for e in entries { noteTerm(e.index.rawValue, e.term.rawValue) }
         lastIndex = entries.last!.index
         return result.endPosition

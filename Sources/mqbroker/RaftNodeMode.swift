@@ -72,9 +72,40 @@ enum RaftNodeMode {
             throw RaftModeError("cannot open the commitlog at \(settings.store.storePathCommitLog): \(error)")
         }
         logger.info("\(store.recoveryReport)")
+        let nowMs = Int64(Date().timeIntervalSince1970 * 1000)
+        let initialTopics = TopicConfigTable(
+            clusterName: settings.broker.brokerClusterName, brokerName: settings.broker.brokerName,
+            defaultTopicQueueNums: Int(settings.broker.defaultTopicQueueNums), autoCreateTopicEnable: settings.broker.autoCreateTopicEnable,
+            clusterTopicEnable: settings.broker.clusterTopicEnable, brokerTopicEnable: settings.broker.brokerTopicEnable,
+            traceTopicEnable: settings.broker.traceTopicEnable, nowMs: nowMs)
+        let messages: MessageStore
+        do {
+            var storeOptions = MessageStore.Options(rootDirectory: settings.store.storePathRootDir, initialTopics: initialTopics)
+            storeOptions.consumeQueueFileBytes = UInt64(settings.store.mappedFileSizeConsumeQueue)
+            storeOptions.consumeQueueDirectory = settings.store.storePathConsumeQueue
+            messages = try MessageStore(options: storeOptions, log: store, logger: logger)
+        } catch {
+            throw RaftModeError("cannot open the consume queues under \(settings.store.storePathRootDir): \(error)")
+        }
+        // Dispatch is the replica's apply step: committed entries reach the consume queues before the
+        // producers waiting for them are answered, and the applied index is the dispatched one.
+        options.appliedIndex = RaftCore.LogIndex(UInt64(messages.dispatchedIndex + 1))
+        options.bodyPatch = BrokerLogHooks.bodyPatch
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let replica = RaftReplica(options: options, store: store, hardStateFile: HardStateFile(path: hardStateDirectory + "/hardstate"),
-                                  group: group, logger: logger) { _ in }
+                                  group: group, logger: logger, apply: { entries in
+            guard let last = entries.last else { return }
+            do {
+                try messages.dispatch(upTo: Int64(last.index.rawValue) - 1)
+            } catch {
+                logger.error("dispatching committed entries failed; retried with the next commit", metadata: ["error": "\(error)"])
+            }
+        }, logReset: { base in
+            do { try messages.logReset(toStoreIndex: Int64(base.rawValue) - 1) } catch {
+                logger.error("dropping the consume queues after a log reset failed", metadata: ["error": "\(error)"])
+            }
+        })
+        let writes = WritePath(replica: replica, store: messages)
         let peerNames = names, peerAddresses = addresses
         let brokerAddr = "\(settings.broker.brokerIP1.isEmpty ? settings.broker.bindAddress : settings.broker.brokerIP1):\(settings.broker.listenPort)"
         let stateJSON: @Sendable () -> String = {
@@ -89,24 +120,37 @@ enum RaftNodeMode {
             clientAddresses[nodeID(p.id)] = (host.contains(":") ? "[\(host)]" : host) + ":\(settings.broker.listenPort)"
         }
         let service = RaftLogService(options: RaftLogService.Options(group: raft.dLegerGroup, selfName: me.id, names: names, clientAddresses: clientAddresses),
-                                     replica: replica, logger: logger, stateJSON: stateJSON)
+                                     replica: replica, logger: logger, append: { data, timeout in
+            do throws(WriteError) {
+                return try await writes.appendOpaque(data, timeout: timeout)
+            } catch {
+                switch error {
+                case .notLeader(let l): throw ReplicaError.refused(.notLeader(leader: l))
+                case .notReady, .busy: throw ReplicaError.busy
+                case .timedOut: throw ReplicaError.timedOut(index: .zero)
+                case .failed(let e): throw e
+                }
+            }
+        }, stateJSON: stateJSON)
+        var brokerOptions = BrokerService.Options(
+            clusterName: settings.broker.brokerClusterName, brokerName: settings.broker.brokerName, storeHost: brokerAddr,
+            maxMessageSize: Int(settings.store.maxMessageSize), autoCreateTopicEnable: settings.broker.autoCreateTopicEnable,
+            defaultTopicQueueNums: Int(settings.broker.defaultTopicQueueNums), clientAddresses: clientAddresses)
+        // At most a second of offsets is what a leader kill can lose (RocketMQ saves its file every 5 s).
+        brokerOptions.offsetFlushInterval = .milliseconds(max(100, min(Int64(settings.broker.flushConsumerOffsetInterval), 1_000)))
+        let broker = BrokerService(options: brokerOptions, store: messages, writes: writes,
+                                   forwarder: RemotingClient(group: group, logger: logger), logger: logger)
         let runtime = RuntimeInfo(replica: replica, store: store, storeDirectory: settings.store.storePathCommitLog)
         let brokerServer = RemotingServer(options: RemotingServerOptions(host: settings.broker.bindAddress, port: settings.broker.listenPort),
-                                          processors: service.processors + [runtime.processor], group: group, logger: logger)
+                                          processors: service.processors + broker.processors + [runtime.processor], group: group, logger: logger)
 
         // Registration with every nameserver: the leader as brokerId 0, a follower as the digit of its
         // dLegerSelfId + 1 (as RocketMQ with DLedger shows the group), at once on every role change.
-        let nowMs = Int64(Date().timeIntervalSince1970 * 1000)
-        let topics = TopicConfigTable(
-            clusterName: settings.broker.brokerClusterName, brokerName: settings.broker.brokerName,
-            defaultTopicQueueNums: Int(settings.broker.defaultTopicQueueNums), autoCreateTopicEnable: settings.broker.autoCreateTopicEnable,
-            clusterTopicEnable: settings.broker.clusterTopicEnable, brokerTopicEnable: settings.broker.brokerTopicEnable,
-            traceTopicEnable: settings.broker.traceTopicEnable, nowMs: nowMs)
         let haHost = settings.broker.brokerIP2.isEmpty ? (settings.broker.brokerIP1.isEmpty ? settings.broker.bindAddress : settings.broker.brokerIP1) : settings.broker.brokerIP2
         let registrar = NameServerRegistrar(
             identity: .init(clusterName: settings.broker.brokerClusterName, brokerName: settings.broker.brokerName, brokerAddr: brokerAddr,
                             haServerAddr: "\(haHost):\(settings.broker.haListenPort)", brokerPermission: Int(settings.broker.brokerPermission)),
-            nameServers: settings.broker.namesrvAddresses.map { "\($0)" }, topics: topics,
+            nameServers: settings.broker.namesrvAddresses.map { "\($0)" }, topics: messages.topics,
             client: RemotingClient(group: group, logger: logger), logger: logger)
         let followerId = Int64(me.id.dropFirst()).map { $0 + 1 } ?? 1
         let periodMs = max(10_000, min(settings.broker.registerNameServerPeriod, 60_000))
@@ -141,6 +185,7 @@ enum RaftNodeMode {
                 guard !registrar.nameServers.isEmpty else { return nil }
                 var registered: Int64 = -1
                 var lastRegistration = ContinuousClock.now
+                var version = messages.topics.dataVersion
                 while !Task.isCancelled {
                     let id: Int64
                     if let st = replica.status?.raft {
@@ -149,7 +194,14 @@ enum RaftNodeMode {
                     } else {
                         id = -1
                     }
-                    if id >= 0 && (id != registered || ContinuousClock.now - lastRegistration >= .milliseconds(periodMs)) {
+                    // A topic change registers at once too, so routes follow it.
+                    let topics = messages.topics
+                    let topicsChanged = topics.dataVersion != version
+                    if topicsChanged {
+                        version = topics.dataVersion
+                        await registrar.update(topics: topics)
+                    }
+                    if id >= 0 && (id != registered || topicsChanged || ContinuousClock.now - lastRegistration >= .milliseconds(periodMs)) {
                         registered = id
                         lastRegistration = .now
                         await registrar.register(brokerId: id)
@@ -159,6 +211,8 @@ enum RaftNodeMode {
                 return nil
             }
             tasks.addTask { await runtime.run(); return nil }
+            tasks.addTask { await messages.run(); return nil }
+            tasks.addTask { await broker.run(); return nil }
             tasks.addTask { await stop.wait(); return nil }
             let first = await tasks.next() ?? nil
             tasks.cancelAll()

@@ -1,0 +1,603 @@
+import Foundation
+import LogFormat
+import Logging
+import NIOCore
+import RaftCore
+import Remoting
+import Replication
+import Synchronization
+
+/// The RocketMQ broker protocol of one member of a Raft group: send (10/310/320), pull with long
+/// polling (11), consumer offsets (14/15), heartbeats and consumer lists (34/35/38), queue locks
+/// (41/42), topics (17/21/215) and queue queries (29-33). Writes go through the `WritePath` on the
+/// leader; a follower forwards them to the leader and relays the answer, so a client with a stale
+/// route rides through a leadership change. Reads (pull, offsets, queries) are served by every
+/// member from what it dispatched: only committed entries.
+public final class BrokerService: Sendable {
+    public struct Options: Sendable {
+        public var clusterName: String
+        public var brokerName: String
+        /// brokerIP1:listenPort, the STOREHOST of every record this group writes.
+        public var storeHost: String
+        public var maxMessageSize: Int
+        public var autoCreateTopicEnable: Bool
+        public var autoCreateSubscriptionGroup = true
+        public var defaultTopicQueueNums: Int
+        public var regionId = "DefaultRegion"
+        public var traceOn = true
+        /// A send not committed within this is answered SYSTEM_ERROR (its outcome is unknown).
+        public var sendTimeout: Duration = .seconds(3)
+        /// Long polls end before the client's 30 s RPC timeout whatever it asks.
+        public var maxSuspend: Duration = .seconds(20)
+        /// Offsets are written to the log in one entry per interval (flushConsumerOffsetInterval).
+        public var offsetFlushInterval: Duration = .seconds(1)
+        /// Every member's broker address, for forwarding.
+        public var clientAddresses: [NodeID: String]
+        public init(clusterName: String, brokerName: String, storeHost: String, maxMessageSize: Int, autoCreateTopicEnable: Bool,
+                    defaultTopicQueueNums: Int, clientAddresses: [NodeID: String]) {
+            self.clusterName = clusterName
+            self.brokerName = brokerName
+            self.storeHost = storeHost
+            self.maxMessageSize = maxMessageSize
+            self.autoCreateTopicEnable = autoCreateTopicEnable
+            self.defaultTopicQueueNums = defaultTopicQueueNums
+            self.clientAddresses = clientAddresses
+        }
+    }
+
+    public let options: Options
+    public let store: MessageStore
+    public let writes: WritePath
+    public let consumers = ConsumerRegistry()
+    let locks = QueueLocks()
+    private let forwarder: RemotingClient
+    private let logger: Logger
+    private let storeHost: MessageHost
+    /// Offsets committed on this leader and not yet in the log: "topic@group" -> queue -> offset.
+    private let pendingOffsets = Mutex<[String: [Int32: Int64]]>([:])
+    private let counters = Mutex<(put: Int64, get: Int64)>((0, 0))
+
+    public init(options: Options, store: MessageStore, writes: WritePath, forwarder: RemotingClient, logger: Logger) {
+        self.options = options
+        self.store = store
+        self.writes = writes
+        self.forwarder = forwarder
+        self.logger = logger
+        self.storeHost = messageHost(options.storeHost)
+    }
+
+    /// Messages stored and served since start (GET_BROKER_RUNTIME_INFO).
+    public var totals: (put: Int64, get: Int64) { counters.withLock { $0 } }
+
+    public var processors: [RemotingProcessor] {
+        let s = self
+        return [
+            RemotingProcessor(name: "send", codes: [RequestCode.sendMessage, RequestCode.sendMessageV2, RequestCode.sendBatchMessage],
+                              maxQueuedRequests: 65_536, workers: 8_192) { r, c in await s.send(r, c) },
+            RemotingProcessor(name: "pull", codes: [RequestCode.pullMessage], maxQueuedRequests: 65_536, workers: 4_096) { r, c in await s.pull(r, c) },
+            RemotingProcessor(name: "consumer", codes: [
+                RequestCode.queryConsumerOffset, RequestCode.updateConsumerOffset, RequestCode.heartBeat, RequestCode.unregisterClient,
+                RequestCode.getConsumerListByGroup, RequestCode.lockBatchMQ, RequestCode.unlockBatchMQ,
+            ], maxQueuedRequests: 65_536, workers: 64) { r, c in await s.consumer(r, c) },
+            RemotingProcessor(name: "admin", codes: [
+                RequestCode.updateAndCreateTopic, RequestCode.getAllTopicConfig, RequestCode.deleteTopicInBroker,
+                RequestCode.searchOffsetByTimestamp, RequestCode.getMaxOffset, RequestCode.getMinOffset,
+                RequestCode.getEarliestMsgStoreTime, RequestCode.viewMessageById,
+            ], maxQueuedRequests: 4_096, workers: 16) { r, c in await s.admin(r, c) },
+        ]
+    }
+
+    // MARK: - Forwarding
+
+    static let forwardedField = "raftmqForwarded"
+
+    /// What a member that cannot take a write answers: the leader's answer (forwarded), or
+    /// SERVICE_NOT_AVAILABLE when no leader is known (clients retry).
+    func forwardOrRefuse(_ request: RemotingCommand, _ error: WriteError) async -> RemotingCommand? {
+        var leader: NodeID?
+        switch error {
+        case .notLeader(let l): leader = l
+        case .notReady:
+            return .response(to: request, code: ResponseCode.serviceNotAvailable, remark: "the new leader is still dispatching its log; retry")
+        default: return .response(to: request, code: ResponseCode.systemError, remark: "\(error)")
+        }
+        guard let leader, request.extFields[Self.forwardedField] == nil, let address = options.clientAddresses[leader] else {
+            return .response(to: request, code: ResponseCode.serviceNotAvailable,
+                             remark: "this broker is not the leader of its group and \(leader == nil ? "no leader is known" : "cannot forward again"); retry")
+        }
+        var forwarded = request
+        forwarded.extFields[Self.forwardedField] = "1"
+        do {
+            if request.isOneway {
+                try await forwarder.oneway(address, forwarded)
+                return nil
+            }
+            var answer = try await forwarder.request(address, forwarded, timeoutMilliseconds: 6_000)
+            answer.opaque = request.opaque
+            return answer
+        } catch {
+            return .response(to: request, code: ResponseCode.serviceNotAvailable, remark: "forwarding to the leader at \(address) failed: \(error); retry")
+        }
+    }
+
+    // MARK: - Send
+
+    struct SendHeader {
+        var producerGroup: String
+        var topic: String
+        var defaultTopic: String
+        var defaultTopicQueueNums: Int
+        var queueId: Int32
+        var sysFlag: Int32
+        var bornTimestamp: Int64
+        var flag: Int32
+        var properties: String
+        var reconsumeTimes: Int32
+        var batch: Bool
+    }
+
+    static func sendHeader(_ f: [String: String], v2: Bool) -> SendHeader? {
+        func v(_ long: String, _ short: String) -> String? { v2 ? (f[short] ?? f[long]) : (f[long] ?? f[short]) }
+        guard let topic = v("topic", "b"), let queueId = v("queueId", "e").flatMap({ Int32($0) }) else { return nil }
+        return SendHeader(
+            producerGroup: v("producerGroup", "a") ?? "", topic: topic, defaultTopic: v("defaultTopic", "c") ?? "TBW102",
+            defaultTopicQueueNums: v("defaultTopicQueueNums", "d").flatMap { Int($0) } ?? 4, queueId: queueId,
+            sysFlag: v("sysFlag", "f").flatMap { Int32($0) } ?? 0, bornTimestamp: v("bornTimestamp", "g").flatMap { Int64($0) } ?? 0,
+            flag: v("flag", "h").flatMap { Int32($0) } ?? 0, properties: v("properties", "i") ?? "",
+            reconsumeTimes: v("reconsumeTimes", "j").flatMap { Int32($0) } ?? 0, batch: v("batch", "m") == "true" || v("batch", "m") == "1")
+    }
+
+    func send(_ request: RemotingCommand, _ connection: RemotingConnection) async -> RemotingCommand? {
+        guard let h = Self.sendHeader(request.extFields, v2: request.code != RequestCode.sendMessage) else {
+            return .response(to: request, code: ResponseCode.systemError, remark: "the send header lacks topic or queueId, or they are not numbers")
+        }
+        guard TopicConfig.validName(h.topic) else {
+            return .response(to: request, code: ResponseCode.systemError, remark: "the topic[\(h.topic)] is not a valid topic name (1-127 characters of %|a-zA-Z0-9_-)")
+        }
+        if h.topic == "SCHEDULE_TOPIC_XXXX" {
+            return .response(to: request, code: ResponseCode.noPermission, remark: "sending to topic \(h.topic) is forbidden")
+        }
+        if !writes.isLeader { return await forwardOrRefuse(request, .notLeader(leader: writes.leader)) }
+        // The topic, created from its default topic when allowed.
+        let topic: TopicConfig
+        switch await topicForSend(h) {
+        case .success(let t): topic = t
+        case .failure(let answer): return answer(request)
+        }
+        if topic.perm & TopicConfig.permWrite == 0 {
+            return .response(to: request, code: ResponseCode.noPermission, remark: "the topic[\(h.topic)] is not writable")
+        }
+        let queues = max(topic.writeQueueNums, topic.readQueueNums)
+        var queueId = h.queueId
+        if queueId < 0 { queueId = Int32.random(in: 0..<Int32(max(1, topic.writeQueueNums))) }
+        guard queueId < queues else {
+            return .response(to: request, code: ResponseCode.systemError,
+                             remark: "queueId[\(queueId)] is illegal, topic:[\(h.topic)] topicConfig.writeQueueNums:[\(topic.writeQueueNums)] topicConfig.readQueueNums:[\(topic.readQueueNums)]")
+        }
+        var bodyBuffer = request.body ?? ByteBuffer()
+        let body = bodyBuffer.readBytes(length: bodyBuffer.readableBytes) ?? []
+        let bornHost = request.extFields["raftmqBornHost"].map(messageHost)
+            ?? connection.remoteAddress.map { messageHost("\($0.ipAddress ?? "127.0.0.1"):\($0.port ?? 0)") } ?? messageHost("127.0.0.1:0")
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        // The records, with queue offset and physical offset 0 (numbered by the write path, placed by the log).
+        var records: [[UInt8]] = []
+        do {
+            var batchProperties = MessageProperties()
+            if let p = Self.properties(h.properties) { batchProperties = p }
+            if h.batch {
+                for item in try Self.batchItems(body) {
+                    var props = item.properties
+                    for (k, v) in batchProperties where props[k] == nil { props[k] = v }
+                    props[PropertyName.cluster] = options.clusterName
+                    props[PropertyName.wait] = nil
+                    records.append(try MessageRecord(queueId: queueId, flag: item.flag, sysFlag: h.sysFlag, bornTimestamp: h.bornTimestamp,
+                                                     bornHost: bornHost, storeTimestamp: now, storeHost: storeHost, reconsumeTimes: h.reconsumeTimes,
+                                                     body: item.body, topic: h.topic, properties: props).encoded())
+                }
+                guard !records.isEmpty else { throw SendInputError("a batch without messages") }
+            } else {
+                var props = batchProperties
+                props[PropertyName.cluster] = options.clusterName
+                props[PropertyName.wait] = nil
+                records.append(try MessageRecord(queueId: queueId, flag: h.flag, sysFlag: h.sysFlag, bornTimestamp: h.bornTimestamp,
+                                                 bornHost: bornHost, storeTimestamp: now, storeHost: storeHost, reconsumeTimes: h.reconsumeTimes,
+                                                 body: body, topic: h.topic, properties: props).encoded())
+            }
+        } catch {
+            return .response(to: request, code: ResponseCode.messageIllegal, remark: "the message is malformed: \(error)")
+        }
+        for r in records where r.count > options.maxMessageSize {
+            return .response(to: request, code: ResponseCode.messageIllegal,
+                             remark: "the message is \(r.count) bytes stored, over maxMessageSize \(options.maxMessageSize)")
+        }
+        let key = QueueKey(h.topic, queueId)
+        let result: (queueOffset: Int64, committed: RaftReplica.Committed)
+        do {
+            result = try await writes.append(queue: key, count: records.count, timeout: options.sendTimeout) { first in
+                var entry: [UInt8] = []
+                entry.reserveCapacity(records.reduce(0) { $0 + $1.count })
+                for (k, var r) in records.enumerated() {
+                    MessageRecord.patch(queueOffset: first + Int64(k), physicalOffset: nil, in: &r)
+                    entry.append(contentsOf: r)
+                }
+                return entry
+            }
+        } catch {
+            switch error {
+            case .notLeader, .notReady: return await forwardOrRefuse(request, error)
+            case .busy: return .response(to: request, code: ResponseCode.systemBusy, remark: "[RAFT]broker busy: \(error)")
+            case .timedOut: return .response(to: request, code: ResponseCode.systemError, remark: "the message was not committed in time; it may still be stored")
+            case .failed: return .response(to: request, code: ResponseCode.systemError, remark: "\(error)")
+            }
+        }
+        counters.withLock { $0.put += Int64(records.count) }
+        // Committed and dispatched: the consume queue says where each message is.
+        let placed = (try? store.queue(key)?.read(from: UInt64(result.queueOffset), maxCount: records.count)) ?? []
+        let ids = placed.map { offsetMessageId(storeHost: storeHost, physicalOffset: $0.commitLogOffset) }.joined(separator: ",")
+        return .response(to: request, code: ResponseCode.success, extFields: [
+            "msgId": ids, "queueId": "\(queueId)", "queueOffset": "\(result.queueOffset)",
+            "MSG_REGION": options.regionId, "TRACE_ON": options.traceOn ? "true" : "false",
+        ])
+    }
+
+    struct SendInputError: Error, CustomStringConvertible {
+        var description: String
+        init(_ d: String) { description = d }
+    }
+
+    static func properties(_ text: String) -> MessageProperties? {
+        let bytes = Array(text.utf8)
+        return try? bytes.withUnsafeBytes { try MessageProperties.decode($0) }
+    }
+
+    /// The items of a batch body (MessageDecoder.encodeMessages).
+    static func batchItems(_ body: [UInt8]) throws -> [(flag: Int32, body: [UInt8], properties: MessageProperties)] {
+        var out: [(Int32, [UInt8], MessageProperties)] = []
+        var at = 0
+        while at < body.count {
+            guard at + 20 <= body.count else { throw SendInputError("a batch item is cut short at byte \(at)") }
+            let total = Int(Int32(bitPattern: UInt32(body.readBE(at, bytes: 4))))
+            let flag = Int32(bitPattern: UInt32(body.readBE(at + 12, bytes: 4)))
+            let bodyLength = Int(Int32(bitPattern: UInt32(body.readBE(at + 16, bytes: 4))))
+            guard bodyLength >= 0, at + 20 + bodyLength + 2 <= body.count else { throw SendInputError("a batch item's body overruns the batch at byte \(at)") }
+            let itemBody = Array(body[(at + 20)..<(at + 20 + bodyLength)])
+            let propLength = Int(Int16(bitPattern: UInt16(body.readBE(at + 20 + bodyLength, bytes: 2))))
+            let propStart = at + 22 + bodyLength
+            guard propLength >= 0, propStart + propLength <= body.count, total == 22 + bodyLength + propLength else {
+                throw SendInputError("a batch item's sizes disagree at byte \(at)")
+            }
+            let props = try body[propStart..<(propStart + propLength)].withUnsafeBytes { try MessageProperties.decode($0) }
+            out.append((flag, itemBody, props))
+            at = propStart + propLength
+        }
+        return out
+    }
+
+    enum TopicLookup {
+        case success(TopicConfig)
+        case failure(@Sendable (RemotingCommand) -> RemotingCommand)
+    }
+
+    /// The topic of a send, auto-created from its default topic (TopicConfigManager.createTopicInSendMessageMethod).
+    func topicForSend(_ h: SendHeader) async -> TopicLookup {
+        if let t = store.topic(h.topic) { return .success(t) }
+        var created: TopicConfig
+        if h.topic.hasPrefix("%RETRY%") {
+            created = TopicConfig(topicName: h.topic, readQueueNums: 1, writeQueueNums: 1, perm: 6)
+        } else {
+            guard let template = store.topic(h.defaultTopic), template.perm & TopicConfig.permInherit != 0,
+                  options.autoCreateTopicEnable || h.defaultTopic != "TBW102" else {
+                let topic = h.topic
+                return .failure { .response(to: $0, code: ResponseCode.topicNotExist, remark: "topic[\(topic)] not exist, apply first please!") }
+            }
+            let n = max(1, min(h.defaultTopicQueueNums, template.writeQueueNums))
+            created = TopicConfig(topicName: h.topic, readQueueNums: n, writeQueueNums: n, perm: template.perm & ~TopicConfig.permInherit)
+        }
+        created.topicSysFlag = 0
+        do {
+            _ = try await writes.append(.topicUpsert(created), timeout: options.sendTimeout)
+            logger.info("auto-created a topic", metadata: ["topic": "\(h.topic)", "queues": "\(created.writeQueueNums)"])
+        } catch {
+            let e = "\(error)"
+            return .failure { .response(to: $0, code: ResponseCode.systemError, remark: "creating the topic failed: \(e)") }
+        }
+        guard let t = store.topic(h.topic) else {
+            return .failure { .response(to: $0, code: ResponseCode.systemError, remark: "the created topic was not applied") }
+        }
+        return .success(t)
+    }
+
+    // MARK: - Pull
+
+    static let flagCommitOffset: Int32 = 0x1, flagSuspend: Int32 = 0x2, flagSubscription: Int32 = 0x4
+
+    func pull(_ request: RemotingCommand, _ connection: RemotingConnection) async -> RemotingCommand? {
+        let f = request.extFields
+        guard let group = f["consumerGroup"], let topic = f["topic"], let queueId = f["queueId"].flatMap({ Int32($0) }),
+              let offset = f["queueOffset"].flatMap({ Int64($0) }) else {
+            return .response(to: request, code: ResponseCode.systemError, remark: "the pull header needs consumerGroup, topic, queueId and queueOffset")
+        }
+        let maxNums = max(1, min(f["maxMsgNums"].flatMap { Int($0) } ?? 32, 1024))
+        let sysFlag = f["sysFlag"].flatMap { Int32($0) } ?? 0
+        guard let config = store.topic(topic) else {
+            return .response(to: request, code: ResponseCode.topicNotExist, remark: "topic[\(topic)] not exist, apply first please!")
+        }
+        if config.perm & TopicConfig.permRead == 0 {
+            return .response(to: request, code: ResponseCode.noPermission, remark: "the topic[\(topic)] pulling message is forbidden")
+        }
+        guard queueId >= 0, queueId < max(config.readQueueNums, config.writeQueueNums) else {
+            return .response(to: request, code: ResponseCode.systemError,
+                             remark: "queueId[\(queueId)] is illegal, topic:[\(topic)] topicConfig.readQueueNums:[\(config.readQueueNums)] consumer:[\(connection.remoteAddress.map { "\($0)" } ?? "?")]")
+        }
+        let subscription: Subscription
+        if sysFlag & Self.flagSubscription != 0 {
+            subscription = Subscription(topic: topic, expression: f["subscription"] ?? "*")
+        } else {
+            // Java push consumers rely on the heartbeat's subscription; without one, every message.
+            subscription = consumers.subscription(group: group, topic: topic) ?? Subscription(topic: topic, expression: "*")
+        }
+        if sysFlag & Self.flagCommitOffset != 0, let commit = f["commitOffset"].flatMap({ Int64($0) }), commit >= 0, writes.isLeader {
+            commitOffset(group: group, QueueKey(topic, queueId), commit)
+        }
+        let key = QueueKey(topic, queueId)
+        var result = store.getMessages(key, offset: offset, maxCount: maxNums, matches: subscription.matches)
+        let wouldBeNotFound = result.status == .offsetOverflowOne || ((result.status == .noMessageInQueue || result.status == .noMatchedLogicQueue) && offset == 0)
+        if wouldBeNotFound && sysFlag & Self.flagSuspend != 0 {
+            let asked = Duration.milliseconds(f["suspendTimeoutMillis"].flatMap { Int64($0) } ?? 15_000)
+            await store.waitForMessages(key, offset: offset, deadline: .now + min(max(asked, .zero), options.maxSuspend))
+            result = store.getMessages(key, offset: offset, maxCount: maxNums, matches: subscription.matches)
+        }
+        // Only the leader corrects a consumer's offset: a follower may simply not have dispatched
+        // that far yet (just restarted, catching up), so it answers "retry" and keeps the offset
+        // (RocketMQ's slave rule).
+        if !writes.isLeader, [.offsetTooSmall, .offsetOverflowBadly, .noMatchedLogicQueue, .noMessageInQueue].contains(result.status), offset != 0 {
+            return .response(to: request, code: ResponseCode.pullRetryImmediately, remark: result.status.rawValue, extFields: [
+                "suggestWhichBrokerId": "0", "nextBeginOffset": "\(offset)", "minOffset": "\(result.minOffset)", "maxOffset": "\(result.maxOffset)",
+            ])
+        }
+        let code: Int32
+        switch result.status {
+        case .found: code = ResponseCode.success
+        case .noMatchedMessage, .messageWasRemoving: code = ResponseCode.pullRetryImmediately
+        case .offsetOverflowOne, .offsetFoundNull: code = ResponseCode.pullNotFound
+        case .noMatchedLogicQueue, .noMessageInQueue: code = offset != 0 ? ResponseCode.pullOffsetMoved : ResponseCode.pullNotFound
+        case .offsetTooSmall, .offsetOverflowBadly: code = ResponseCode.pullOffsetMoved
+        }
+        var body: ByteBuffer?
+        if code == ResponseCode.success {
+            var b = ByteBuffer()
+            b.writeBytes(result.records)
+            body = b
+            counters.withLock { $0.get += Int64(result.count) }
+        }
+        return .response(to: request, code: code, remark: result.status.rawValue, extFields: [
+            "suggestWhichBrokerId": "0", "nextBeginOffset": "\(result.nextBeginOffset)",
+            "minOffset": "\(result.minOffset)", "maxOffset": "\(result.maxOffset)",
+        ], body: body)
+    }
+
+    // MARK: - Consumer offsets and clients
+
+    /// Records a consumer offset on the leader; `flushOffsets` writes them to the log.
+    func commitOffset(group: String, _ key: QueueKey, _ offset: Int64) {
+        pendingOffsets.withLock { $0["\(key.topic)@\(group)", default: [:]][key.queueId] = offset }
+    }
+
+    /// The offset a group consumes a queue from: the leader's newest (not yet in the log), else the
+    /// applied one.
+    func offset(group: String, _ key: QueueKey) -> Int64? {
+        if let p = pendingOffsets.withLock({ $0["\(key.topic)@\(group)"]?[key.queueId] }) { return p }
+        return store.consumerOffset(group: group, key)
+    }
+
+    /// Writes the pending offsets as one metadata entry (on the leader, every offsetFlushInterval).
+    public func flushOffsets() async {
+        let batch = pendingOffsets.withLock { p -> [String: [Int32: Int64]] in
+            defer { p.removeAll() }
+            return p
+        }
+        guard !batch.isEmpty else { return }
+        do {
+            _ = try await writes.append(.offsets(batch), timeout: .seconds(3))
+        } catch {
+            // Not the leader any more, or not committed: keep what no newer commit replaced.
+            if case .notLeader = error { return }
+            pendingOffsets.withLock { p in
+                for (k, q) in batch { for (id, o) in q where p[k]?[id] == nil { p[k, default: [:]][id] = o } }
+            }
+        }
+    }
+
+    func consumer(_ request: RemotingCommand, _ connection: RemotingConnection) async -> RemotingCommand? {
+        let f = request.extFields
+        switch request.code {
+        case RequestCode.queryConsumerOffset:
+            guard let group = f["consumerGroup"], let topic = f["topic"], let q = f["queueId"].flatMap({ Int32($0) }) else {
+                return .response(to: request, code: ResponseCode.systemError, remark: "QUERY_CONSUMER_OFFSET needs consumerGroup, topic and queueId")
+            }
+            // The leader knows the newest offsets (some not yet in the log); a follower asks it.
+            if !writes.isLeader, writes.leader != nil, request.extFields[Self.forwardedField] == nil,
+               let answer = await forwardOrRefuse(request, .notLeader(leader: writes.leader)), answer.code != ResponseCode.serviceNotAvailable {
+                return answer
+            }
+            let key = QueueKey(topic, q)
+            if let o = offset(group: group, key), o >= 0 {
+                return .response(to: request, code: ResponseCode.success, extFields: ["offset": "\(o)"])
+            }
+            // A new group on a young queue starts at 0 (rocketmq-protocol.md §9 item 9).
+            if store.minOffset(key) <= 0 {
+                return .response(to: request, code: ResponseCode.success, extFields: ["offset": "0"])
+            }
+            return .response(to: request, code: ResponseCode.queryNotFound, remark: "Not found, V3_0_6_SNAPSHOT maybe this group consumer boot first")
+        case RequestCode.updateConsumerOffset:
+            guard let group = f["consumerGroup"], let topic = f["topic"], let q = f["queueId"].flatMap({ Int32($0) }),
+                  let o = f["commitOffset"].flatMap({ Int64($0) }) else {
+                return .response(to: request, code: ResponseCode.systemError, remark: "UPDATE_CONSUMER_OFFSET needs consumerGroup, topic, queueId and commitOffset")
+            }
+            guard writes.isLeader else { return await forwardOrRefuse(request, .notLeader(leader: writes.leader)) }
+            commitOffset(group: group, QueueKey(topic, q), o)
+            return .response(to: request, code: ResponseCode.success)
+        case RequestCode.heartBeat:
+            var b = request.body ?? ByteBuffer()
+            let bytes = b.readBytes(length: b.readableBytes) ?? []
+            guard let r = consumers.heartbeat(bytes, connection: connection, language: request.language.name, version: request.version) else {
+                return .response(to: request, code: ResponseCode.systemError, remark: "the heartbeat body is not HeartbeatData JSON")
+            }
+            if writes.isLeader {
+                for group in r.groups where store.topic("%RETRY%" + group) == nil {
+                    _ = try? await writes.append(.topicUpsert(TopicConfig(topicName: "%RETRY%" + group, readQueueNums: 1, writeQueueNums: 1, perm: 6)),
+                                                 timeout: .seconds(2))
+                }
+            }
+            for group in r.changed { notifyIdsChanged(group) }
+            return .response(to: request, code: ResponseCode.success)
+        case RequestCode.unregisterClient:
+            if let id = f["clientID"] {
+                if let g = f["consumerGroup"], consumers.unregister(clientId: id, group: g) { notifyIdsChanged(g) }
+            }
+            return .response(to: request, code: ResponseCode.success)
+        case RequestCode.getConsumerListByGroup:
+            let group = f["consumerGroup"] ?? ""
+            let ids = consumers.clientIds(group: group)
+            guard !ids.isEmpty else {
+                return .response(to: request, code: ResponseCode.systemError, remark: "no consumer for this group, \(group)")
+            }
+            var body = ByteBuffer()
+            body.writeString(JSONText.object(["consumerIdList": .array(ids.map { .string($0) })]).serialized)
+            return .response(to: request, code: ResponseCode.success, body: body)
+        case RequestCode.lockBatchMQ, RequestCode.unlockBatchMQ:
+            var b = request.body ?? ByteBuffer()
+            guard let any = try? JSONSerialization.jsonObject(with: Data(b.readBytes(length: b.readableBytes) ?? [])),
+                  let o = any as? [String: Any], let client = o["clientId"] as? String, let group = o["consumerGroup"] as? String else {
+                return .response(to: request, code: ResponseCode.systemError, remark: "the lock body needs clientId, consumerGroup and mqSet")
+            }
+            let mqs = ((o["mqSet"] as? [[String: Any]]) ?? []).compactMap { m -> (String, JSONText)? in
+                guard let t = m["topic"] as? String, let b = m["brokerName"] as? String, let q = (m["queueId"] as? NSNumber)?.int64Value else { return nil }
+                return ("\(t)@\(b)@\(q)", .object(["brokerName": .string(b), "queueId": .int(q), "topic": .string(t)]))
+            }
+            if request.code == RequestCode.unlockBatchMQ {
+                locks.unlock(group: group, clientId: client, queues: mqs.map(\.0))
+                return .response(to: request, code: ResponseCode.success)
+            }
+            let held = Set(locks.lock(group: group, clientId: client, queues: mqs.map(\.0)))
+            var body = ByteBuffer()
+            body.writeString(JSONText.object(["lockOKMQSet": .array(mqs.filter { held.contains($0.0) }.map(\.1))]).serialized)
+            return .response(to: request, code: ResponseCode.success, body: body)
+        default:
+            return .response(to: request, code: ResponseCode.requestCodeNotSupported, remark: "request type \(request.code) not supported")
+        }
+    }
+
+    /// NOTIFY_CONSUMER_IDS_CHANGED to every member of a group, so they rebalance at once.
+    func notifyIdsChanged(_ group: String) {
+        for c in consumers.connections(group: group) {
+            c.oneway(.request(code: RequestCode.notifyConsumerIdsChanged, opaque: 0, extFields: ["consumerGroup": group], oneway: true))
+        }
+    }
+
+    // MARK: - Admin
+
+    func admin(_ request: RemotingCommand, _ connection: RemotingConnection) async -> RemotingCommand? {
+        let f = request.extFields
+        switch request.code {
+        case RequestCode.getAllTopicConfig:
+            var body = ByteBuffer()
+            body.writeString(store.topics.serializeWrapper)
+            return .response(to: request, code: ResponseCode.success, body: body)
+        case RequestCode.updateAndCreateTopic:
+            guard let name = f["topic"], TopicConfig.validName(name) else {
+                return .response(to: request, code: ResponseCode.systemError, remark: "the topic[\(f["topic"] ?? "")] is not a valid topic name")
+            }
+            if Self.systemTopics(options).contains(name) || name.hasPrefix("rmq_sys_") {
+                return .response(to: request, code: ResponseCode.systemError, remark: "The topic[\(name)] is conflict with system topic.")
+            }
+            var t = TopicConfig(topicName: name, readQueueNums: f["readQueueNums"].flatMap { Int($0) } ?? 16,
+                                writeQueueNums: f["writeQueueNums"].flatMap { Int($0) } ?? 16, perm: f["perm"].flatMap { Int($0) } ?? 6)
+            t.topicFilterType = f["topicFilterType"] ?? "SINGLE_TAG"
+            t.topicSysFlag = f["topicSysFlag"].flatMap { Int($0) } ?? 0
+            t.order = f["order"] == "true"
+            guard t.readQueueNums > 0, t.writeQueueNums > 0, t.readQueueNums <= 1024, t.writeQueueNums <= 1024 else {
+                return .response(to: request, code: ResponseCode.systemError, remark: "queue counts must be 1...1024")
+            }
+            return await metadataWrite(request, .topicUpsert(t))
+        case RequestCode.deleteTopicInBroker:
+            guard let name = f["topic"] else { return .response(to: request, code: ResponseCode.systemError, remark: "DELETE_TOPIC_IN_BROKER needs topic") }
+            return await metadataWrite(request, .topicDelete(name))
+        case RequestCode.getMaxOffset, RequestCode.getMinOffset, RequestCode.getEarliestMsgStoreTime, RequestCode.searchOffsetByTimestamp:
+            guard let topic = f["topic"], let q = f["queueId"].flatMap({ Int32($0) }) else {
+                return .response(to: request, code: ResponseCode.systemError, remark: "the request needs topic and queueId")
+            }
+            let key = QueueKey(topic, q)
+            switch request.code {
+            case RequestCode.getMaxOffset: return .response(to: request, code: ResponseCode.success, extFields: ["offset": "\(store.maxOffset(key))"])
+            case RequestCode.getMinOffset: return .response(to: request, code: ResponseCode.success, extFields: ["offset": "\(store.minOffset(key))"])
+            case RequestCode.getEarliestMsgStoreTime:
+                let t = storeTime(key, store.minOffset(key)) ?? -1
+                return .response(to: request, code: ResponseCode.success, extFields: ["timestamp": "\(t)"])
+            default:
+                let ts = f["timestamp"].flatMap { Int64($0) } ?? 0
+                return .response(to: request, code: ResponseCode.success, extFields: ["offset": "\(searchOffset(key, timestamp: ts))"])
+            }
+        case RequestCode.viewMessageById:
+            guard let o = f["offset"].flatMap({ Int64($0) }), let record = store.record(atPhysicalOffset: o) else {
+                return .response(to: request, code: ResponseCode.systemError, remark: "can not find message by the offset, \(f["offset"] ?? "")")
+            }
+            var body = ByteBuffer()
+            body.writeBytes(record)
+            return .response(to: request, code: ResponseCode.success, body: body)
+        default:
+            return .response(to: request, code: ResponseCode.requestCodeNotSupported, remark: "request type \(request.code) not supported")
+        }
+    }
+
+    /// A metadata change proposed on the leader (forwarded from a follower), answered once applied.
+    func metadataWrite(_ request: RemotingCommand, _ change: MetadataChange) async -> RemotingCommand? {
+        do {
+            _ = try await writes.append(change, timeout: options.sendTimeout)
+            return .response(to: request, code: ResponseCode.success)
+        } catch {
+            switch error {
+            case .notLeader, .notReady: return await forwardOrRefuse(request, error)
+            default: return .response(to: request, code: ResponseCode.systemError, remark: "\(error)")
+            }
+        }
+    }
+
+    static func systemTopics(_ o: Options) -> Set<String> {
+        ["TBW102", "SCHEDULE_TOPIC_XXXX", "BenchmarkTest", "RMQ_SYS_TRANS_HALF_TOPIC", "RMQ_SYS_TRACE_TOPIC", "RMQ_SYS_TRANS_OP_HALF_TOPIC",
+         "TRANS_CHECK_MAX_TIME_TOPIC", "SELF_TEST_TOPIC", "OFFSET_MOVED_EVENT", o.clusterName, o.brokerName, o.clusterName + "_REPLY_TOPIC"]
+    }
+
+    /// The store timestamp of the message at a queue offset.
+    func storeTime(_ key: QueueKey, _ offset: Int64) -> Int64? {
+        guard let e = try? store.queue(key)?.read(from: UInt64(max(0, offset)), maxCount: 1).first,
+              let bytes = store.record(atPhysicalOffset: e.commitLogOffset),
+              let r = try? bytes.withUnsafeBytes({ try MessageRecord.decode($0, verifyBodyCRC: false) }) else { return nil }
+        return r.storeTimestamp
+    }
+
+    /// SEARCH_OFFSET_BY_TIMESTAMP: the first offset whose message was stored at or after `timestamp`
+    /// (the queue's end when none was).
+    func searchOffset(_ key: QueueKey, timestamp: Int64) -> Int64 {
+        var lo = store.minOffset(key), hi = store.maxOffset(key)
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2
+            if (storeTime(key, mid) ?? Int64.max) >= timestamp { hi = mid } else { lo = mid + 1 }
+        }
+        return lo
+    }
+
+    /// Flushes offsets on the leader and expires silent clients, until cancelled.
+    public func run() async {
+        var lastExpiry = ContinuousClock.now
+        while !Task.isCancelled {
+            try? await Task.sleep(for: options.offsetFlushInterval)
+            if writes.isLeader { await flushOffsets() } else { pendingOffsets.withLock { $0.removeAll() } }
+            if ContinuousClock.now - lastExpiry >= .seconds(10) {
+                lastExpiry = .now
+                consumers.expire()
+            }
+        }
+        if writes.isLeader { await flushOffsets() }
+    }
+}

@@ -1,0 +1,136 @@
+import LogFormat
+
+/// What a Raft entry's body holds, as the broker reads it (docs/broker-metadata.md):
+/// - one or more RocketMQ message records back to back (a single send, or a batch: one record per
+///   item, so every item has its own physical offset and queue offset);
+/// - a metadata change (RaftMQ's magic "RAMD" where a record has its magic);
+/// - anything else (raw-log API appends, the leader's no-op): skipped by dispatch.
+enum EntryBody {
+    case messages
+    case metadata
+    case opaque
+
+    static let metadataMagic: UInt32 = 0x5241_4D44
+
+    static func classify(_ body: [UInt8]) -> EntryBody {
+        guard body.count >= 8 else { return .opaque }
+        let magic = UInt32(body[4]) << 24 | UInt32(body[5]) << 16 | UInt32(body[6]) << 8 | UInt32(body[7])
+        if magic == metadataMagic { return .metadata }
+        guard magic == MessageRecord.magic else { return .opaque }
+        // Records must tile the body exactly; a body that merely starts like one is opaque.
+        var at = 0
+        while at < body.count {
+            guard at + 8 <= body.count else { return .opaque }
+            let size = Int(Int32(bitPattern: UInt32(body[at]) << 24 | UInt32(body[at + 1]) << 16 | UInt32(body[at + 2]) << 8 | UInt32(body[at + 3])))
+            let m = UInt32(body[at + 4]) << 24 | UInt32(body[at + 5]) << 16 | UInt32(body[at + 6]) << 8 | UInt32(body[at + 7])
+            guard m == MessageRecord.magic, size >= 36, at + size <= body.count else { return .opaque }
+            at += size
+        }
+        return .messages
+    }
+
+    /// The byte ranges of the records of a `.messages` body.
+    static func recordRanges(_ body: [UInt8]) -> [Range<Int>] {
+        var out: [Range<Int>] = []
+        var at = 0
+        while at + 4 <= body.count {
+            let size = Int(Int32(bitPattern: UInt32(body[at]) << 24 | UInt32(body[at + 1]) << 16 | UInt32(body[at + 2]) << 8 | UInt32(body[at + 3])))
+            guard size > 0, at + size <= body.count else { break }
+            out.append(at..<(at + size))
+            at += size
+        }
+        return out
+    }
+
+    /// The append hook of every member (RaftReplicaOptions.bodyPatch): each record's PHYSICALOFFSET
+    /// becomes where the record starts in the commitlog (entry position + 48 + its place in the body),
+    /// as DLedger's append hook writes it. A function of its arguments only, so logs stay identical.
+    static func patchPhysicalOffsets(position: LogPosition, body: inout [UInt8]) {
+        guard classify(body) == .messages else { return }
+        let base = Int64(position.rawValue) + Int64(EntryHeader.byteCount)
+        for r in recordRanges(body) {
+            let v = UInt64(bitPattern: base + Int64(r.lowerBound))
+            for k in 0..<8 { body[r.lowerBound + MessageRecord.physicalOffsetFieldOffset + k] = UInt8(truncatingIfNeeded: v >> (56 - 8 * k)) }
+        }
+    }
+}
+
+/// Java's String.hashCode over UTF-16 code units: the tags code of a consume-queue entry.
+func javaHashCode(_ s: String) -> Int32 {
+    var h: Int32 = 0
+    for u in s.utf16 { h = h &* 31 &+ Int32(u) }
+    return h
+}
+
+/// RocketMQ's property names (MessageConst).
+enum PropertyName {
+    static let tags = "TAGS"
+    static let keys = "KEYS"
+    static let uniqueKey = "UNIQ_KEY"
+    static let cluster = "CLUSTER"
+    static let wait = "WAIT"
+    static let retryTopic = "RETRY_TOPIC"
+    static let reconsumeTime = "RECONSUME_TIME"
+    static let maxReconsumeTimes = "MAX_RECONSUME_TIMES"
+    static let originMessageId = "ORIGIN_MESSAGE_ID"
+}
+
+/// RocketMQ's offsetMsgId: store host (IPv4 4 bytes + port 4, or IPv6 16 + 4) and the physical
+/// offset (8), in upper-case hex.
+func offsetMessageId(storeHost: MessageHost, physicalOffset: Int64) -> String {
+    var bytes: [UInt8] = []
+    switch storeHost {
+    case let .v4(a, port):
+        bytes = [a.0, a.1, a.2, a.3]
+        bytes.appendBE(UInt64(port), bytes: 4)
+    case let .v6(a, port):
+        bytes = a
+        bytes.appendBE(UInt64(port), bytes: 4)
+    }
+    bytes.appendBE(UInt64(bitPattern: physicalOffset), bytes: 8)
+    let digits = Array("0123456789ABCDEF".utf8)
+    var out: [UInt8] = []
+    out.reserveCapacity(bytes.count * 2)
+    for b in bytes {
+        out.append(digits[Int(b >> 4)])
+        out.append(digits[Int(b & 15)])
+    }
+    return String(decoding: out, as: UTF8.self)
+}
+
+/// The commitlog offset inside an offsetMsgId (its last 16 hex digits), or nil.
+func physicalOffset(fromOffsetMessageId id: String) -> Int64? {
+    guard id.count == 32 || id.count == 56 else { return nil }
+    return UInt64(id.suffix(16), radix: 16).map { Int64(bitPattern: $0) }
+}
+
+/// A MessageHost from "a.b.c.d:port" (IPv4 only; anything else becomes 127.0.0.1 with the port).
+func messageHost(_ address: String) -> MessageHost {
+    let parts = address.split(separator: ":")
+    let port = parts.count == 2 ? UInt32(parts[1]) ?? 0 : 0
+    let octets = parts.first.map { $0.split(separator: ".").compactMap { UInt8($0) } } ?? []
+    if octets.count == 4 { return .v4(address: (octets[0], octets[1], octets[2], octets[3]), port: port) }
+    return .v4(address: (127, 0, 0, 1), port: port)
+}
+
+extension Array where Element == UInt8 {
+    /// Appends the low `bytes` bytes of `v`, big-endian.
+    mutating func appendBE(_ v: UInt64, bytes: Int) {
+        for k in stride(from: bytes - 1, through: 0, by: -1) { append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(k)))) }
+    }
+
+    /// The big-endian integer of `bytes` bytes at `at`.
+    func readBE(_ at: Int, bytes: Int) -> UInt64 {
+        var v: UInt64 = 0
+        for k in 0..<bytes { v = v << 8 | UInt64(self[at + k]) }
+        return v
+    }
+}
+
+/// The hooks a Raft member's replica needs from the broker.
+public enum BrokerLogHooks {
+    /// RaftReplicaOptions.bodyPatch: writes each message's physical offset into its record.
+    public static let bodyPatch: @Sendable (LogIndex, LogPosition, inout [UInt8]) -> Void = { _, position, body in
+        EntryBody.patchPhysicalOffsets(position: position, body: &body)
+    }
+}

@@ -1,0 +1,477 @@
+import Foundation
+import LogFormat
+import LogStore
+import Logging
+import Remoting
+import Synchronization
+
+/// One queue of one topic.
+public struct QueueKey: Hashable, Sendable, CustomStringConvertible {
+    public var topic: String
+    public var queueId: Int32
+    public init(_ topic: String, _ queueId: Int32) {
+        self.topic = topic
+        self.queueId = queueId
+    }
+    public var description: String { "\(topic)@\(queueId)" }
+}
+
+/// The broker's view of the committed log: consume queues, the applied metadata (topics, consumer
+/// offsets), and the long-polling pulls waiting for messages.
+///
+/// Built only from committed entries, in log order (`dispatch(upTo:)`, called by the Raft driver
+/// with every batch of newly committed entries, so the driver's applied index is this store's
+/// dispatched index and retention never deletes what was not dispatched). A checkpoint
+/// (`<storePathRootDir>/raft/dispatch.json`: the last dispatched index, where it ends in the log, and
+/// the metadata at that point) is written about once a second after the consume queues are flushed;
+/// on start the consume queues are cut back to it and dispatch continues from there. Without a
+/// usable checkpoint the consume queues are rebuilt from the log's first entry.
+public final class MessageStore: Sendable {
+    public struct Options: Sendable {
+        public var rootDirectory: String
+        /// mappedFileSizeConsumeQueue (bytes, a multiple of 20).
+        public var consumeQueueFileBytes: UInt64 = 300_000 * 20
+        /// storePathConsumeQueue (default `<rootDirectory>/consumequeue`).
+        public var consumeQueueDirectory: String?
+        /// The topics a fresh broker starts with (TBW102 and the system topics).
+        public var initialTopics: TopicConfigTable
+        public init(rootDirectory: String, initialTopics: TopicConfigTable) {
+            self.rootDirectory = rootDirectory
+            self.initialTopics = initialTopics
+        }
+    }
+
+    struct PullWaiter {
+        var id: UInt64
+        var offset: UInt64
+        var deadline: ContinuousClock.Instant
+        var continuation: CheckedContinuation<Void, Never>
+    }
+
+    struct State {
+        var queues: [QueueKey: ConsumeQueue] = [:]
+        var topics: TopicConfigTable
+        var offsets: [String: [Int32: Int64]] = [:]
+        /// Store index of the last dispatched entry (firstIndex - 1 before the first).
+        var dispatched: Int64
+        /// Position just past it.
+        var dispatchedEnd: UInt64
+        var pullWaiters: [QueueKey: [PullWaiter]] = [:]
+        var nextWaiterId: UInt64 = 0
+        var checkpointed: Int64 = -2
+        var metadataChanged = false
+    }
+
+    public let options: Options
+    public let log: LogStore
+    private let logger: Logger
+    private let state: Mutex<State>
+
+    let consumeQueueDirectory: String
+    let checkpointPath: String
+
+    public init(options: Options, log: LogStore, logger: Logger) throws {
+        self.options = options
+        self.log = log
+        self.logger = logger
+        let consumeQueueDirectory = options.consumeQueueDirectory ?? options.rootDirectory + "/consumequeue"
+        let checkpointPath = options.rootDirectory + "/raft/dispatch.json"
+        self.consumeQueueDirectory = consumeQueueDirectory
+        self.checkpointPath = checkpointPath
+        let first = Int64(log.firstIndex.rawValue)
+        var s = State(topics: options.initialTopics, dispatched: first - 1, dispatchedEnd: log.firstPosition.rawValue)
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: options.rootDirectory + "/raft", withIntermediateDirectories: true)
+        let checkpoint = Self.loadCheckpoint(checkpointPath, log: log, logger: logger)
+        if checkpoint == nil, fm.fileExists(atPath: consumeQueueDirectory) {
+            try fm.removeItem(atPath: consumeQueueDirectory)
+        }
+        try fm.createDirectory(atPath: consumeQueueDirectory, withIntermediateDirectories: true)
+        if let c = checkpoint {
+            s.dispatched = c.index
+            s.dispatchedEnd = c.end
+            for (name, t) in c.topics { s.topics.upsert(t, nowMs: Self.nowMs) ; _ = name }
+            s.offsets = c.offsets
+        }
+        // Open what is on disk and cut it back to the checkpoint.
+        for topic in (try? fm.contentsOfDirectory(atPath: consumeQueueDirectory)) ?? [] {
+            for q in (try? fm.contentsOfDirectory(atPath: consumeQueueDirectory + "/" + topic)) ?? [] {
+                guard let id = Int32(q) else { continue }
+                let cq = try ConsumeQueue(directory: "\(consumeQueueDirectory)/\(topic)/\(q)", fileBytes: options.consumeQueueFileBytes)
+                try cq.truncate(fromCommitLogOffset: Int64(s.dispatchedEnd))
+                s.queues[QueueKey(topic, id)] = cq
+            }
+        }
+        s.checkpointed = s.dispatched
+        state = Mutex(s)
+        logger.info("message store opened", metadata: [
+            "dispatchedIndex": "\(s.dispatched)", "queues": "\(s.queues.count)", "topics": "\(s.topics.topics.count)",
+            "from": "\(checkpoint == nil ? "the log's first entry (no usable checkpoint)" : "checkpoint")"])
+    }
+
+    static var nowMs: Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    // MARK: - Views
+
+    /// Store index of the last dispatched entry.
+    public var dispatchedIndex: Int64 { state.withLock { $0.dispatched } }
+    public var topics: TopicConfigTable { state.withLock { $0.topics } }
+    public func topic(_ name: String) -> TopicConfig? { state.withLock { $0.topics.topics[name] } }
+
+    /// Next offset to be written in the queue (0 for a queue never written).
+    public func maxOffset(_ key: QueueKey) -> Int64 { state.withLock { $0.queues[key].map { Int64($0.maxOffset) } ?? 0 } }
+    public func minOffset(_ key: QueueKey) -> Int64 { state.withLock { $0.queues[key].map { Int64($0.minOffset) } ?? 0 } }
+    func queue(_ key: QueueKey) -> ConsumeQueue? { state.withLock { $0.queues[key] } }
+
+    /// The committed offset of a consumer group on a queue, if any.
+    public func consumerOffset(group: String, _ key: QueueKey) -> Int64? {
+        state.withLock { $0.offsets["\(key.topic)@\(group)"]?[key.queueId] }
+    }
+
+    /// Every committed offset of a group: topic -> queue -> offset.
+    public func consumerOffsets(group: String) -> [String: [Int32: Int64]] {
+        state.withLock { s in
+            var out: [String: [Int32: Int64]] = [:]
+            for (k, v) in s.offsets where k.hasSuffix("@" + group) { out[String(k.dropLast(group.count + 1))] = v }
+            return out
+        }
+    }
+
+    public var queueKeys: [QueueKey] { state.withLock { Array($0.queues.keys) } }
+
+    // MARK: - Dispatch
+
+    /// Dispatches every committed entry up to store index `upTo`, in order. Throws on a storage
+    /// failure (the node stops).
+    public func dispatch(upTo: Int64) throws {
+        while true {
+            let next = state.withLock { $0.dispatched } + 1
+            guard next <= upTo else { return }
+            let entries = try log.read(from: LogIndex(UInt64(next)), maxBytes: 4 << 20)
+            guard !entries.isEmpty else { return }
+            try dispatch(entries.filter { Int64($0.index.rawValue) <= upTo })
+        }
+    }
+
+    private struct Pending {
+        var start: UInt64
+        var entries: [ConsumeQueue.Entry] = []
+    }
+
+    private func dispatch(_ entries: [LogEntry]) throws {
+        var pending: [QueueKey: Pending] = [:]
+        var changes: [MetadataChange] = []
+        for e in entries {
+            switch EntryBody.classify(e.body) {
+            case .opaque: continue
+            case .metadata:
+                if let change = MetadataChange.decode(e.body) {
+                    changes.append(change)
+                } else {
+                    logger.warning("skipping a metadata entry of an unknown kind or shape", metadata: ["index": "\(e.index)"])
+                }
+            case .messages:
+                for r in EntryBody.recordRanges(e.body) {
+                    let record: MessageRecord
+                    do {
+                        record = try e.body[r].withUnsafeBytes { try MessageRecord.decode($0, verifyBodyCRC: false) }
+                    } catch {
+                        logger.warning("skipping a malformed message record", metadata: ["index": "\(e.index)", "error": "\(error)"])
+                        continue
+                    }
+                    let key = QueueKey(record.topic, record.queueId)
+                    let tags = record.properties[PropertyName.tags].map { Int64(javaHashCode($0)) } ?? 0
+                    let entry = ConsumeQueue.Entry(commitLogOffset: Int64(e.position.rawValue) + Int64(EntryHeader.byteCount) + Int64(r.lowerBound),
+                                                   size: Int32(r.count), tagsCode: tags)
+                    let offset = UInt64(max(0, record.queueOffset))
+                    if var p = pending[key] {
+                        if offset == p.start + UInt64(p.entries.count) {
+                            p.entries.append(entry)
+                            pending[key] = p
+                            continue
+                        }
+                        try flushPending(key, p)
+                    }
+                    pending[key] = Pending(start: offset, entries: [entry])
+                }
+            }
+        }
+        for (key, p) in pending { try flushPending(key, p) }
+        let last = entries.last!
+        let wake = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            for c in changes { apply(c, to: &s) }
+            s.dispatched = Int64(last.index.rawValue)
+            s.dispatchedEnd = last.position.rawValue + UInt64(last.header.totalByteCount)
+            var out: [CheckedContinuation<Void, Never>] = []
+            for key in pending.keys {
+                guard let waiters = s.pullWaiters.removeValue(forKey: key) else { continue }
+                out.append(contentsOf: waiters.map(\.continuation))
+            }
+            return out
+        }
+        for c in wake { c.resume() }
+    }
+
+    private func flushPending(_ key: QueueKey, _ p: Pending) throws {
+        let cq = try state.withLock { (s) throws -> ConsumeQueue in
+            if let q = s.queues[key] { return q }
+            let q = try ConsumeQueue(directory: "\(consumeQueueDirectory)/\(key.topic)/\(key.queueId)", fileBytes: options.consumeQueueFileBytes)
+            s.queues[key] = q
+            return q
+        }
+        let max = cq.maxOffset
+        var start = p.start
+        var entries = p.entries[...]
+        if start < max {
+            // Already dispatched (a replay from an older checkpoint).
+            let skip = Int(min(UInt64(entries.count), max - start))
+            entries = entries.dropFirst(skip)
+            start += UInt64(skip)
+        }
+        guard !entries.isEmpty else { return }
+        if start > max && (max > 0 || cq.minOffset != 0) && max != cq.minOffset {
+            logger.error("a gap in queue offsets: these messages are not consumable", metadata: [
+                "queue": "\(key)", "queueEnds": "\(max)", "messageOffset": "\(start)"])
+            return
+        }
+        try cq.append(Array(entries), at: start)
+    }
+
+    private func apply(_ change: MetadataChange, to s: inout State) {
+        s.metadataChanged = true
+        switch change {
+        case .topicUpsert(let t): s.topics.upsert(t, nowMs: Self.nowMs)
+        case .topicDelete(let name): s.topics.remove(name, nowMs: Self.nowMs)
+        case .offsets(let table):
+            for (k, queues) in table {
+                for (q, o) in queues { s.offsets[k, default: [:]][q] = o }
+            }
+        }
+    }
+
+    /// The log was reset to the leader's base (this member had fallen behind the leader's retention
+    /// start): every consume queue is dropped (their messages are gone) and dispatch continues after
+    /// the base. The metadata stays as this member last applied it.
+    public func logReset(toStoreIndex base: Int64) throws {
+        let (queues, waiters) = state.withLock { s -> ([ConsumeQueue], [CheckedContinuation<Void, Never>]) in
+            let q = Array(s.queues.values)
+            let w = s.pullWaiters.values.flatMap { $0.map(\.continuation) }
+            s.queues.removeAll()
+            s.pullWaiters.removeAll()
+            s.dispatched = base
+            s.dispatchedEnd = log.firstPosition.rawValue
+            return (q, w)
+        }
+        _ = queues
+        for c in waiters { c.resume() }
+        try? FileManager.default.removeItem(atPath: consumeQueueDirectory)
+        try FileManager.default.createDirectory(atPath: consumeQueueDirectory, withIntermediateDirectories: true)
+        logger.warning("consume queues dropped after a log reset; dispatch continues from the leader's base", metadata: ["base": "\(base)"])
+    }
+
+    // MARK: - Reads
+
+    public enum GetStatus: String, Sendable {
+        case found = "FOUND"
+        case noMatchedMessage = "NO_MATCHED_MESSAGE"
+        case messageWasRemoving = "MESSAGE_WAS_REMOVING"
+        case offsetFoundNull = "OFFSET_FOUND_NULL"
+        case offsetOverflowBadly = "OFFSET_OVERFLOW_BADLY"
+        case offsetOverflowOne = "OFFSET_OVERFLOW_ONE"
+        case offsetTooSmall = "OFFSET_TOO_SMALL"
+        case noMatchedLogicQueue = "NO_MATCHED_LOGIC_QUEUE"
+        case noMessageInQueue = "NO_MESSAGE_IN_QUEUE"
+    }
+
+    public struct GetResult: Sendable {
+        public var status: GetStatus
+        public var nextBeginOffset: Int64
+        public var minOffset: Int64
+        public var maxOffset: Int64
+        /// The raw records, back to back (a PULL_MESSAGE body).
+        public var records: [UInt8] = []
+        public var count = 0
+    }
+
+    /// DefaultMessageStore.getMessage: up to `maxCount` messages (and about `maxBytes`) from `offset`
+    /// whose tags code `matches`.
+    public func getMessages(_ key: QueueKey, offset: Int64, maxCount: Int, maxBytes: Int = 256 << 10,
+                            matches: (Int64) -> Bool) -> GetResult {
+        guard let cq = queue(key) else {
+            return GetResult(status: .noMatchedLogicQueue, nextBeginOffset: 0, minOffset: 0, maxOffset: 0)
+        }
+        let lo = Int64(cq.minOffset), hi = Int64(cq.maxOffset)
+        var r = GetResult(status: .noMessageInQueue, nextBeginOffset: 0, minOffset: lo, maxOffset: hi)
+        if hi == 0 { return r }
+        if offset < lo { r.status = .offsetTooSmall; r.nextBeginOffset = lo; return r }
+        if offset == hi { r.status = .offsetOverflowOne; r.nextBeginOffset = offset; return r }
+        if offset > hi { r.status = .offsetOverflowBadly; r.nextBeginOffset = lo == 0 ? lo : hi; return r }
+        let scan = max(maxCount, min(Int(hi - offset), max(800, maxCount * 20)))
+        guard let entries = try? cq.read(from: UInt64(offset), maxCount: scan) else {
+            r.status = .offsetFoundNull
+            r.nextBeginOffset = offset
+            return r
+        }
+        var next = offset
+        var removing = false
+        for e in entries {
+            if r.count >= maxCount || (r.count > 0 && r.records.count + Int(e.size) > maxBytes) { break }
+            next += 1
+            if e.isBlank || !matches(e.tagsCode) { continue }
+            guard let bytes = try? log.readBytes(at: UInt64(e.commitLogOffset), count: Int(e.size)) else {
+                removing = true
+                continue
+            }
+            r.records.append(contentsOf: bytes)
+            r.count += 1
+        }
+        r.nextBeginOffset = next
+        r.status = r.count > 0 ? .found : (removing ? .messageWasRemoving : .noMatchedMessage)
+        return r
+    }
+
+    /// The record at a commitlog offset (VIEW_MESSAGE_BY_ID), read through its size field.
+    public func record(atPhysicalOffset offset: Int64) -> [UInt8]? {
+        guard offset >= 0, let head = try? log.readBytes(at: UInt64(offset), count: 8),
+              head.readBE(4, bytes: 4) == UInt64(MessageRecord.magic) else { return nil }
+        let size = Int(head.readBE(0, bytes: 4))
+        guard size >= 36, size <= 64 << 20 else { return nil }
+        return try? log.readBytes(at: UInt64(offset), count: size)
+    }
+
+    // MARK: - Long polling
+
+    /// Returns once the queue holds a message at or after `offset`, or at `deadline`.
+    public func waitForMessages(_ key: QueueKey, offset: Int64, deadline: ContinuousClock.Instant) async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let ready = state.withLock { s -> Bool in
+                if let q = s.queues[key], Int64(q.maxOffset) > offset { return true }
+                s.nextWaiterId += 1
+                s.pullWaiters[key, default: []].append(PullWaiter(id: s.nextWaiterId, offset: UInt64(max(0, offset)), deadline: deadline, continuation: c))
+                return false
+            }
+            if ready { c.resume() }
+        }
+    }
+
+    /// Resumes the waiters whose deadline passed; returns how many still wait.
+    @discardableResult
+    func expireWaiters(now: ContinuousClock.Instant) -> Int {
+        let (expired, left) = state.withLock { s -> ([CheckedContinuation<Void, Never>], Int) in
+            var out: [CheckedContinuation<Void, Never>] = []
+            var left = 0
+            for (key, waiters) in s.pullWaiters {
+                let keep = waiters.filter { $0.deadline > now }
+                out.append(contentsOf: waiters.filter { $0.deadline <= now }.map(\.continuation))
+                if keep.isEmpty { s.pullWaiters.removeValue(forKey: key) } else { s.pullWaiters[key] = keep }
+                left += keep.count
+            }
+            return (out, left)
+        }
+        for c in expired { c.resume() }
+        return left
+    }
+
+    // MARK: - Checkpoints
+
+    struct Checkpoint {
+        var index: Int64
+        var end: UInt64
+        var topics: [String: TopicConfig]
+        var offsets: [String: [Int32: Int64]]
+    }
+
+    static func loadCheckpoint(_ path: String, log: LogStore, logger: Logger) -> Checkpoint? {
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        guard let o = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+              let index = (o["index"] as? NSNumber)?.int64Value, let end = (o["endPosition"] as? NSNumber)?.uint64Value
+        else {
+            logger.warning("ignoring an unreadable dispatch checkpoint; consume queues are rebuilt from the log", metadata: ["path": "\(path)"])
+            return nil
+        }
+        // It must describe this log: the entry at `index` ends at `end` (or the log is empty before it).
+        let first = Int64(log.firstIndex.rawValue)
+        if index < first - 1 || index > Int64(log.lastIndex.map { $0.rawValue } ?? UInt64(first - 1)) {
+            logger.warning("the dispatch checkpoint is outside the log; consume queues are rebuilt", metadata: ["checkpoint": "\(index)"])
+            return nil
+        }
+        if index >= first {
+            guard let e = try? log.read(from: LogIndex(UInt64(index)), maxBytes: 0).first,
+                  e.position.rawValue + UInt64(e.header.totalByteCount) == end else {
+                logger.warning("the dispatch checkpoint does not match the log; consume queues are rebuilt", metadata: ["checkpoint": "\(index)"])
+                return nil
+            }
+        }
+        var topics: [String: TopicConfig] = [:]
+        for (name, t) in (o["topics"] as? [String: Any]) ?? [:] {
+            if let d = t as? [String: Any], let c = TopicConfig(json: d) { topics[name] = c }
+        }
+        var offsets: [String: [Int32: Int64]] = [:]
+        for (k, v) in (o["offsets"] as? [String: Any]) ?? [:] {
+            for (q, off) in (v as? [String: Any]) ?? [:] {
+                if let id = Int32(q), let n = (off as? NSNumber)?.int64Value { offsets[k, default: [:]][id] = n }
+            }
+        }
+        return Checkpoint(index: index, end: end, topics: topics, offsets: offsets)
+    }
+
+    /// Flushes the consume queues and writes the checkpoint (and RocketMQ's topics.json and
+    /// consumerOffset.json, caches for operators) when something was dispatched since the last one.
+    public func checkpoint() throws {
+        let (index, end, topics, offsets, queues, changed, last) = state.withLock {
+            ($0.dispatched, $0.dispatchedEnd, $0.topics, $0.offsets, Array($0.queues.values), $0.metadataChanged, $0.checkpointed)
+        }
+        guard index != last || changed else { return }
+        for q in queues { try q.flush() }
+        let offsetJSON = Self.offsetsJSON(offsets)
+        let text = JSONText.object([
+            "index": .int(index), "endPosition": .int(Int64(end)),
+            "topics": .object(topics.topics.mapValues(\.json)), "offsets": offsetJSON,
+        ]).serialized
+        try Self.writeAtomically(text, to: checkpointPath)
+        let config = options.rootDirectory + "/config"
+        try? FileManager.default.createDirectory(atPath: config, withIntermediateDirectories: true)
+        try? Self.writeAtomically(topics.serializeWrapper, to: config + "/topics.json")
+        try? Self.writeAtomically(JSONText.object(["offsetTable": offsetJSON]).serialized, to: config + "/consumerOffset.json")
+        state.withLock {
+            $0.checkpointed = index
+            $0.metadataChanged = false
+        }
+    }
+
+    static func offsetsJSON(_ offsets: [String: [Int32: Int64]]) -> JSONText {
+        var table: [String: JSONText] = [:]
+        for (k, queues) in offsets {
+            var q: [String: JSONText] = [:]
+            for (id, o) in queues { q["\(id)"] = .int(o) }
+            table[k] = .object(q)
+        }
+        return .object(table)
+    }
+
+    static func writeAtomically(_ text: String, to path: String) throws {
+        let tmp = path + ".tmp"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: tmp]) }
+        let bytes = Array(text.utf8)
+        let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        let synced = fsync(fd) == 0
+        close(fd)
+        guard n == bytes.count, synced, rename(tmp, path) == 0 else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path]) }
+    }
+
+    /// Checkpoints every second and expires long-polling waiters every 50 ms, until cancelled.
+    public func run() async {
+        var lastCheckpoint = ContinuousClock.now
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(50))
+            expireWaiters(now: .now)
+            if ContinuousClock.now - lastCheckpoint >= .seconds(1) {
+                lastCheckpoint = .now
+                do { try checkpoint() } catch { logger.error("writing the dispatch checkpoint failed", metadata: ["error": "\(error)"]) }
+            }
+        }
+        expireWaiters(now: .now + .seconds(3_600))
+        try? checkpoint()
+    }
+}

@@ -1,0 +1,91 @@
+import Foundation
+import Remoting
+
+/// A change of the broker's metadata, carried by the Raft log so that every member applies the same
+/// changes in the same order (docs/broker-metadata.md):
+///
+///     TOTALSIZE (4) | MAGIC 0x52414D44 "RAMD" (4) | KIND (2) | VERSION (2) | payload (compact JSON)
+public enum MetadataChange: Sendable, Equatable {
+    case topicUpsert(TopicConfig)
+    case topicDelete(String)
+    /// Consumer offsets: "topic@group" (consumerOffset.json's key) -> queue id -> next offset to consume.
+    case offsets([String: [Int32: Int64]])
+
+    static let version: UInt16 = 1
+
+    var kind: UInt16 {
+        switch self {
+        case .topicUpsert: return 1
+        case .topicDelete: return 2
+        case .offsets: return 5
+        }
+    }
+
+    public func encoded() -> [UInt8] {
+        let payload: JSONText
+        switch self {
+        case .topicUpsert(let t): payload = t.json
+        case .topicDelete(let name): payload = .object(["topicName": .string(name)])
+        case .offsets(let table):
+            payload = .object(["offsetTable": .object(table.mapValues { q in
+                .object(Dictionary(uniqueKeysWithValues: q.map { ("\($0.key)", JSONText.int($0.value)) }))
+            })])
+        }
+        let json = Array(payload.serialized.utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(12 + json.count)
+        out.appendBE(UInt64(12 + json.count), bytes: 4)
+        out.appendBE(UInt64(EntryBody.metadataMagic), bytes: 4)
+        out.appendBE(UInt64(kind), bytes: 2)
+        out.appendBE(UInt64(Self.version), bytes: 2)
+        out.append(contentsOf: json)
+        return out
+    }
+
+    /// The change in an entry body that `EntryBody.classify` called `.metadata`; nil (and the entry
+    /// is skipped, with a warning by the caller) when it is of an unknown kind or malformed.
+    public static func decode(_ body: [UInt8]) -> MetadataChange? {
+        guard body.count >= 12, body.readBE(4, bytes: 4) == UInt64(EntryBody.metadataMagic),
+              Int(body.readBE(0, bytes: 4)) == body.count,
+              let any = try? JSONSerialization.jsonObject(with: Data(body[12...])), let object = any as? [String: Any]
+        else { return nil }
+        switch body.readBE(8, bytes: 2) {
+        case 1: return TopicConfig(json: object).map { .topicUpsert($0) }
+        case 2: return (object["topicName"] as? String).map { .topicDelete($0) }
+        case 5:
+            guard let table = object["offsetTable"] as? [String: Any] else { return nil }
+            var out: [String: [Int32: Int64]] = [:]
+            for (key, value) in table {
+                guard let queues = value as? [String: Any] else { return nil }
+                var q: [Int32: Int64] = [:]
+                for (id, offset) in queues {
+                    guard let i = Int32(id), let o = (offset as? NSNumber)?.int64Value else { return nil }
+                    q[i] = o
+                }
+                out[key] = q
+            }
+            return .offsets(out)
+        default: return nil
+        }
+    }
+}
+
+extension TopicConfig {
+    /// From TopicConfig JSON (topics.json, a metadata entry); nil without a name.
+    init?(json o: [String: Any]) {
+        guard let name = o["topicName"] as? String, !name.isEmpty else { return nil }
+        func int(_ k: String, _ d: Int) -> Int { (o[k] as? NSNumber)?.intValue ?? (o[k] as? String).flatMap { Int($0) } ?? d }
+        self.init(topicName: name, readQueueNums: int("readQueueNums", 16), writeQueueNums: int("writeQueueNums", 16), perm: int("perm", 6))
+        topicFilterType = o["topicFilterType"] as? String ?? "SINGLE_TAG"
+        topicSysFlag = int("topicSysFlag", 0)
+        order = (o["order"] as? Bool) ?? ((o["order"] as? String) == "true")
+    }
+
+    /// RocketMQ's topic name rule (TopicValidator): 1-127 characters of `%|a-zA-Z0-9_-`.
+    public static func validName(_ name: String) -> Bool {
+        guard !name.isEmpty, name.utf8.count <= 127 else { return false }
+        return name.utf8.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x25 || c == 0x7C || c == 0x5F || c == 0x2D
+        }
+    }
+}

@@ -1,0 +1,156 @@
+import RaftCore
+import Replication
+import Synchronization
+
+/// Why the write path did not append.
+public enum WriteError: Error, Sendable, CustomStringConvertible {
+    /// This member does not lead; `leader` is who does, when known.
+    case notLeader(leader: NodeID?)
+    /// A new leader that has not yet dispatched its whole log within the caller's time.
+    case notReady
+    /// The replica's mailbox is full (SYSTEM_BUSY).
+    case busy
+    /// Proposed, but not committed in time: the outcome is unknown (the entry may still commit).
+    case timedOut
+    /// The replica refused or lost the entry (a new leader replaced it, a storage failure, a stop).
+    case failed(ReplicaError)
+
+    public var description: String {
+        switch self {
+        case .notLeader(let l): return "not the leader" + (l.map { "; the leader is n\($0.rawValue)" } ?? "; no leader is known")
+        case .notReady: return "the new leader is still dispatching its log"
+        case .busy: return "the Raft mailbox is full"
+        case .timedOut: return "not committed in time; it may still commit"
+        case .failed(let e): return "\(e)"
+        }
+    }
+}
+
+/// The leader's single door to the log. It numbers what it proposes (the index of every entry, the
+/// queue offsets of every message) before the entry reaches the Raft node, and each proposal is
+/// guarded (`ProposalGuard`): the node appends it only at that index in that term. So queue offsets
+/// in the log are dense and in log order, whatever fails: a refused proposal breaks the chain, every
+/// later one is refused too, and the numbering starts again from the log itself.
+///
+/// A term's numbering starts once this member leads and has dispatched its whole log (its own
+/// no-op of the term committed): then the consume queues' ends are the next queue offsets, and the
+/// log's end is the next index ("a new leader accepts writes only after its dispatch caught up").
+public final class WritePath: Sendable {
+    struct State {
+        var term: RaftCore.Term?
+        var nextIndex = RaftCore.LogIndex.zero
+        /// Next queue offset of every queue written in this numbering.
+        var offsets: [QueueKey: Int64] = [:]
+        /// Offered and not yet answered.
+        var inFlight = 0
+        var broken = false
+    }
+
+    private let replica: RaftReplica
+    private let store: MessageStore
+    private let state = Mutex(State())
+
+    public init(replica: RaftReplica, store: MessageStore) {
+        self.replica = replica
+        self.store = store
+    }
+
+    /// The leader, if this member knows one (itself included).
+    public var leader: NodeID? { replica.status?.raft.leader }
+    public var isLeader: Bool { replica.status?.raft.role == .leader }
+
+    /// Waits until this member leads with a numbering for its term, or throws.
+    func ensureReady(deadline: ContinuousClock.Instant) async throws(WriteError) {
+        while true {
+            guard let status = replica.status else {
+                if ContinuousClock.now >= deadline { throw .notLeader(leader: nil) }
+                try? await Task.sleep(for: .milliseconds(2))
+                continue
+            }
+            let r = status.raft
+            guard r.role == .leader else { throw .notLeader(leader: r.leader) }
+            let dispatched = store.dispatchedIndex
+            let ready = state.withLock { s -> Bool in
+                if s.term == r.term && !s.broken { return true }
+                // Within one term, a new numbering waits for the old one's proposals to be answered,
+                // so none of them can land at an index the new numbering hands out again.
+                if s.term == r.term && s.inFlight > 0 { return false }
+                guard r.commit == r.lastIndex, dispatched == status.storeNumber(r.lastIndex) else { return false }
+                s = State(term: r.term, nextIndex: r.lastIndex.next)
+                return true
+            }
+            if ready { return }
+            if ContinuousClock.now >= deadline { throw .notReady }
+            try? await Task.sleep(for: .milliseconds(1))
+        }
+    }
+
+    /// Appends one entry holding `count` messages of queue `key` (nil for an entry without messages);
+    /// `body(firstQueueOffset)` builds it. Returns the first message's queue offset once the entry
+    /// is committed and dispatched.
+    public func append(queue key: QueueKey?, count: Int, timeout: Duration,
+                       body: (Int64) -> [UInt8]) async throws(WriteError) -> (queueOffset: Int64, committed: RaftReplica.Committed) {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            try await ensureReady(deadline: deadline)
+            var firstOffset: Int64 = 0
+            var offered = false
+            let outcome: Result<RaftReplica.Committed, any Error>
+            do {
+                outcome = .success(try await withCheckedThrowingContinuation { (c: CheckedContinuation<RaftReplica.Committed, any Error>) in
+                    let accepted: Bool = state.withLock { s in
+                        guard let term = s.term, !s.broken else { return false }
+                        if let key { firstOffset = s.offsets[key] ?? store.maxOffset(key) }
+                        let remaining = deadline - .now
+                        guard replica.offer(body(firstOffset), guard: ProposalGuard(term: term, index: s.nextIndex),
+                                            timeout: remaining > .zero ? remaining : .milliseconds(1), continuation: c) else { return false }
+                        if let key { s.offsets[key] = firstOffset + Int64(count) }
+                        s.nextIndex = s.nextIndex.next
+                        s.inFlight += 1
+                        offered = true
+                        return true
+                    }
+                    if !accepted { c.resume(throwing: NotOffered()) }
+                })
+            } catch {
+                outcome = .failure(error)
+            }
+            if offered { state.withLock { $0.inFlight -= 1 } }
+            switch outcome {
+            case .success(let committed):
+                return (firstOffset, committed)
+            case .failure(let error):
+                guard let error = error as? ReplicaError else {
+                    // Not offered: the numbering is being redone, or the mailbox is full.
+                    if ContinuousClock.now >= deadline { throw .busy }
+                    try? await Task.sleep(for: .milliseconds(1))
+                    continue
+                }
+                switch error {
+                case .timedOut: throw .timedOut
+                case .unexpectedPosition, .refused, .busy:
+                    // The chain is broken; number again (after the in-flight ones are answered).
+                    state.withLock { $0.broken = true }
+                    if case .refused(.notLeader(let l)) = error { throw .notLeader(leader: l) }
+                    if ContinuousClock.now >= deadline { throw .failed(error) }
+                case .overwritten, .stopped, .storage:
+                    state.withLock { $0.broken = true }
+                    throw .failed(error)
+                }
+            }
+        }
+    }
+
+    /// A metadata change (topics, offsets), answered once committed and applied.
+    public func append(_ change: MetadataChange, timeout: Duration) async throws(WriteError) -> RaftReplica.Committed {
+        let bytes = change.encoded()
+        return try await append(queue: nil, count: 0, timeout: timeout) { _ in bytes }.committed
+    }
+
+    /// An opaque entry (the raw-log API's APPEND).
+    public func appendOpaque(_ data: [UInt8], timeout: Duration) async throws(WriteError) -> RaftReplica.Committed {
+        try await append(queue: nil, count: 0, timeout: timeout) { _ in data }.committed
+    }
+}
+
+struct NotOffered: Error {}

@@ -1,0 +1,279 @@
+import Foundation
+import LogFormat
+import Logging
+import NIOCore
+import Remoting
+import Synchronization
+
+/// A message as a consumer receives it.
+public struct ReceivedMessage: Sendable {
+    public var queue: MessageQueue
+    public var queueOffset: Int64
+    public var physicalOffset: Int64
+    public var body: [UInt8]
+    public var tags: String?
+    public var keys: String?
+    /// UNIQ_KEY when the producer set one, else the offsetMsgId.
+    public var msgId: String
+    public var storeTimestamp: Int64
+    public var reconsumeTimes: Int32
+    public var properties: [String: String]
+}
+
+/// A clustering consumer group member: heartbeats to every broker of its topic, rebalances the
+/// topic's read queues across the group's members (sorted ids, averagely, as RocketMQ's default
+/// strategy), long-polls each of its queues, hands messages to the handler in queue order, and
+/// commits offsets (UPDATE_CONSUMER_OFFSET and in each pull) after the handler returned: at least
+/// once, exactly once while nothing fails.
+public final class Consumer: Sendable {
+    public enum StartFrom: Sendable { case first, last }
+
+    public struct Options: Sendable {
+        public var group: String
+        public var topic: String
+        public var expression = "*"
+        public var startFrom = StartFrom.first
+        public var pullBatchSize = 32
+        /// How long the broker may hold a pull with no message.
+        public var suspendMs: Int64 = 5_000
+        public var rebalanceInterval: Duration = .seconds(1)
+        public var heartbeatInterval: Duration = .seconds(5)
+        public var commitInterval: Duration = .seconds(1)
+        public var clientId: String
+        public init(group: String, topic: String) {
+            self.group = group
+            self.topic = topic
+            clientId = "127.0.0.1@\(getpid())#\(UInt64.random(in: 0...UInt64(UInt32.max)))"
+        }
+    }
+
+    public let options: Options
+    public let routes: RouteCache
+    private let remoting: RemotingClient
+    private let logger: Logger
+    private let assigned = Mutex<Set<MessageQueue>>([])
+    private let active = Mutex<Set<MessageQueue>>([])
+
+    public init(nameServers: [String], remoting: RemotingClient, logger: Logger, options: Options) {
+        self.options = options
+        self.remoting = remoting
+        self.logger = logger
+        routes = RouteCache(nameServers: nameServers, remoting: remoting)
+    }
+
+    /// The queues this member consumes now.
+    public var assignment: Set<MessageQueue> { assigned.withLock { $0 } }
+
+    /// Consumes until cancelled; `handler` gets each pulled batch of one queue, in order.
+    public func run(_ handler: @escaping @Sendable ([ReceivedMessage]) async -> Void) async {
+        await withTaskGroup(of: Void.self) { tasks in
+            tasks.addTask {
+                while !Task.isCancelled {
+                    await self.heartbeat()
+                    try? await Task.sleep(for: self.options.heartbeatInterval)
+                }
+            }
+            while !Task.isCancelled {
+                await heartbeatIfNeeded()
+                if let mine = await rebalance() {
+                    let before = assigned.withLock { a -> Set<MessageQueue> in
+                        defer { a = mine }
+                        return a
+                    }
+                    if before != mine {
+                        logger.info("rebalanced", metadata: ["group": "\(options.group)", "queues": "\(mine.sorted().map { "\($0.brokerName)/\($0.queueId)" })"])
+                    }
+                    for q in mine {
+                        let start = active.withLock { $0.insert(q).inserted }
+                        guard start else { continue }
+                        tasks.addTask {
+                            await self.consume(q, handler)
+                            _ = self.active.withLock { $0.remove(q) }
+                        }
+                    }
+                }
+                try? await Task.sleep(for: options.rebalanceInterval)
+            }
+            tasks.cancelAll()
+        }
+        // Leave the group, so the others take the queues at once.
+        await unregister()
+    }
+
+    private let heartbeatSent = Mutex(false)
+
+    private func heartbeatIfNeeded() async {
+        if !heartbeatSent.withLock({ $0 }) { await heartbeat() }
+    }
+
+    private func brokerAddresses() async -> [String] {
+        guard let route = try? await routes.route(options.topic) else { return [] }
+        return Array(Set(route.brokers.flatMap { $0.addresses.values })).sorted()
+    }
+
+    func heartbeatBody() -> String {
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        func sub(_ topic: String, _ expr: String) -> JSONText {
+            .object(["classFilterMode": .bool(false), "codeSet": .array([]), "expressionType": .string("TAG"), "subString": .string(expr),
+                     "subVersion": .int(now), "tagsSet": .array([]), "topic": .string(topic)])
+        }
+        return JSONText.object([
+            "clientID": .string(options.clientId),
+            "consumerDataSet": .array([.object([
+                "consumeFromWhere": .string(options.startFrom == .first ? "CONSUME_FROM_FIRST_OFFSET" : "CONSUME_FROM_LAST_OFFSET"),
+                "consumeType": .string("CONSUME_PASSIVELY"), "groupName": .string(options.group), "messageModel": .string("CLUSTERING"),
+                "subscriptionDataSet": .array([sub(options.topic, options.expression), sub("%RETRY%" + options.group, "*")]), "unitMode": .bool(false),
+            ])]),
+            "producerDataSet": .array([]),
+        ]).serialized
+    }
+
+    func heartbeat() async {
+        let text = heartbeatBody()
+        var ok = false
+        for address in await brokerAddresses() {
+            var body = ByteBuffer()
+            body.writeString(text)
+            if let r = try? await remoting.request(address, .request(code: RequestCode.heartBeat, opaque: 0, body: body), timeoutMilliseconds: 3_000),
+               r.code == ResponseCode.success { ok = true }
+        }
+        if ok { heartbeatSent.withLock { $0 = true } }
+    }
+
+    func unregister() async {
+        for address in await brokerAddresses() {
+            _ = try? await remoting.request(address, .request(code: RequestCode.unregisterClient, opaque: 0, extFields: [
+                "clientID": options.clientId, "consumerGroup": options.group]), timeoutMilliseconds: 1_000)
+        }
+    }
+
+    /// AllocateMessageQueueAveragely over the group's members as a broker knows them.
+    func rebalance() async -> Set<MessageQueue>? {
+        guard let route = try? await routes.refresh(options.topic) else { return nil }
+        let queues = route.readQueues(options.topic).sorted()
+        // Between a leader's death and its successor's registration the route has no queues: keep
+        // consuming what this member had (followers serve committed data meanwhile).
+        guard !queues.isEmpty else { return nil }
+        var ids: [String]?
+        for b in Set(queues.map(\.brokerName)).sorted() {
+            for address in route.addresses(b) {
+                guard let r = try? await remoting.request(address, .request(code: RequestCode.getConsumerListByGroup, opaque: 0,
+                                                                              extFields: ["consumerGroup": options.group]), timeoutMilliseconds: 3_000),
+                      r.code == ResponseCode.success, var body = r.body,
+                      let o = try? JSONSerialization.jsonObject(with: Data(body.readBytes(length: body.readableBytes) ?? [])) as? [String: Any],
+                      let list = o["consumerIdList"] as? [String] else { continue }
+                ids = list.sorted()
+                break
+            }
+            if ids != nil { break }
+        }
+        let members = ids ?? [options.clientId]
+        guard let me = members.firstIndex(of: options.clientId) else { return [] }
+        let n = members.count
+        let mod = queues.count % n
+        let size = queues.count <= n ? 1 : (mod > 0 && me < mod ? queues.count / n + 1 : queues.count / n)
+        let start = mod > 0 && me < mod ? me * size : me * size + mod
+        guard start < queues.count else { return [] }
+        return Set(queues[start..<min(queues.count, start + size)])
+    }
+
+    private func request(_ q: MessageQueue, _ command: RemotingCommand, timeoutMs: Int64) async throws -> RemotingCommand {
+        var last: any Error = ClientError("no address for \(q.brokerName)")
+        for attempt in 0..<2 {
+            let route = attempt == 0 ? try await routes.route(options.topic) : try await routes.refresh(options.topic)
+            for address in route.addresses(q.brokerName) {
+                do {
+                    return try await remoting.request(address, command, timeoutMilliseconds: timeoutMs)
+                } catch {
+                    last = error
+                }
+            }
+        }
+        throw last
+    }
+
+    func fetchOffset(_ q: MessageQueue) async -> Int64? {
+        guard let r = try? await request(q, .request(code: RequestCode.queryConsumerOffset, opaque: 0, extFields: [
+            "consumerGroup": options.group, "topic": q.topic, "queueId": "\(q.queueId)"]), timeoutMs: 3_000) else { return nil }
+        if r.code == ResponseCode.success, let o = r.extFields["offset"].flatMap({ Int64($0) }) { return o }
+        if r.code == ResponseCode.queryNotFound {
+            if options.startFrom == .first { return 0 }
+            let m = try? await request(q, .request(code: RequestCode.getMaxOffset, opaque: 0, extFields: ["topic": q.topic, "queueId": "\(q.queueId)"]), timeoutMs: 3_000)
+            return m?.extFields["offset"].flatMap { Int64($0) }
+        }
+        return nil
+    }
+
+    func commit(_ q: MessageQueue, _ offset: Int64) async {
+        _ = try? await request(q, .request(code: RequestCode.updateConsumerOffset, opaque: 0, extFields: [
+            "consumerGroup": options.group, "topic": q.topic, "queueId": "\(q.queueId)", "commitOffset": "\(offset)"]), timeoutMs: 3_000)
+    }
+
+    private func consume(_ q: MessageQueue, _ handler: @Sendable ([ReceivedMessage]) async -> Void) async {
+        var offset: Int64?
+        var committed: Int64 = -1
+        var lastCommit = ContinuousClock.now
+        while !Task.isCancelled && assigned.withLock({ $0.contains(q) }) {
+            guard let current = offset else {
+                offset = await fetchOffset(q)
+                if offset == nil { try? await Task.sleep(for: .milliseconds(200)) }
+                continue
+            }
+            let f: [String: String] = [
+                "consumerGroup": options.group, "topic": q.topic, "queueId": "\(q.queueId)", "queueOffset": "\(current)",
+                // The offset rides along only once this member committed one (as Java's: never 0 by default).
+                "maxMsgNums": "\(options.pullBatchSize)", "sysFlag": "\((committed > 0 ? 0x1 : 0) | 0x2 | 0x4)", "commitOffset": "\(max(committed, 0))",
+                "suspendTimeoutMillis": "\(options.suspendMs)", "subscription": options.expression, "subVersion": "0", "expressionType": "TAG",
+            ]
+            let answer: RemotingCommand
+            do {
+                answer = try await request(q, .request(code: RequestCode.pullMessage, opaque: 0, extFields: f), timeoutMs: options.suspendMs + 10_000)
+            } catch {
+                try? await Task.sleep(for: .milliseconds(100))
+                continue
+            }
+            let next = answer.extFields["nextBeginOffset"].flatMap { Int64($0) }
+            switch answer.code {
+            case ResponseCode.success:
+                var body = answer.body ?? ByteBuffer()
+                let messages = Self.decode(body.readBytes(length: body.readableBytes) ?? [], queue: q)
+                let wanted = options.expression == "*" ? messages : messages.filter { m in
+                    Set(options.expression.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }).contains(m.tags ?? "")
+                }
+                if !wanted.isEmpty { await handler(wanted) }
+                offset = next ?? (messages.last.map { $0.queueOffset + 1 } ?? current)
+            case ResponseCode.pullNotFound, ResponseCode.pullRetryImmediately:
+                offset = next ?? current
+            case ResponseCode.pullOffsetMoved:
+                offset = next ?? current
+            default:
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+            if let o = offset, o != committed, ContinuousClock.now - lastCommit >= options.commitInterval {
+                await commit(q, o)
+                committed = o
+                lastCommit = .now
+            }
+        }
+        // Unassigned or stopping: the next owner starts where this one ended.
+        if let o = offset, o != committed { await commit(q, o) }
+    }
+
+    static func decode(_ bytes: [UInt8], queue: MessageQueue) -> [ReceivedMessage] {
+        var out: [ReceivedMessage] = []
+        var at = 0
+        while at + 8 <= bytes.count {
+            let size = bytes[at..<(at + 4)].reduce(0) { $0 << 8 | Int($1) }
+            guard size > 0, at + size <= bytes.count,
+                  let r = try? bytes[at..<(at + size)].withUnsafeBytes({ try MessageRecord.decode($0, verifyBodyCRC: true) }) else { break }
+            var props: [String: String] = [:]
+            for (k, v) in r.properties { props[k] = v }
+            out.append(ReceivedMessage(queue: MessageQueue(topic: r.topic, brokerName: queue.brokerName, queueId: r.queueId),
+                                       queueOffset: r.queueOffset, physicalOffset: r.physicalOffset, body: r.body, tags: props["TAGS"],
+                                       keys: props["KEYS"], msgId: props["UNIQ_KEY"] ?? "\(r.physicalOffset)", storeTimestamp: r.storeTimestamp,
+                                       reconsumeTimes: r.reconsumeTimes, properties: props))
+            at += size
+        }
+        return out
+    }
+}
