@@ -74,7 +74,7 @@ public final class BrokerService: Sendable {
         return [
             RemotingProcessor(name: "send", codes: [RequestCode.sendMessage, RequestCode.sendMessageV2, RequestCode.sendBatchMessage],
                               maxQueuedRequests: 65_536, workers: 8_192) { r, c in await s.send(r, c) },
-            RemotingProcessor(name: "pull", codes: [RequestCode.pullMessage], maxQueuedRequests: 65_536, workers: 4_096) { r, c in await s.pull(r, c) },
+            RemotingProcessor(name: "pull", codes: [RequestCode.pullMessage], maxQueuedRequests: 65_536, workers: 65_536) { r, c in await s.pull(r, c) },
             RemotingProcessor(name: "consumer", codes: [
                 RequestCode.queryConsumerOffset, RequestCode.updateConsumerOffset, RequestCode.heartBeat, RequestCode.unregisterClient,
                 RequestCode.getConsumerListByGroup, RequestCode.lockBatchMQ, RequestCode.unlockBatchMQ,
@@ -90,10 +90,12 @@ public final class BrokerService: Sendable {
     // MARK: - Forwarding
 
     static let forwardedField = "raftmqForwarded"
+    /// The producer's address on a forwarded send (its BORNHOST), trusted only with `forwardedField`.
+    static let bornHostField = "raftmqBornHost"
 
     /// What a member that cannot take a write answers: the leader's answer (forwarded), or
     /// SERVICE_NOT_AVAILABLE when no leader is known (clients retry).
-    func forwardOrRefuse(_ request: RemotingCommand, _ error: WriteError) async -> RemotingCommand? {
+    func forwardOrRefuse(_ request: RemotingCommand, _ error: WriteError, from connection: RemotingConnection? = nil) async -> RemotingCommand? {
         var leader: NodeID?
         switch error {
         case .notLeader(let l): leader = l
@@ -107,6 +109,7 @@ public final class BrokerService: Sendable {
         }
         var forwarded = request
         forwarded.extFields[Self.forwardedField] = "1"
+        if let a = connection?.remoteAddress, let ip = a.ipAddress { forwarded.extFields[Self.bornHostField] = "\(ip):\(a.port ?? 0)" }
         do {
             if request.isOneway {
                 try await forwarder.oneway(address, forwarded)
@@ -157,7 +160,7 @@ public final class BrokerService: Sendable {
         if h.topic == "SCHEDULE_TOPIC_XXXX" {
             return .response(to: request, code: ResponseCode.noPermission, remark: "sending to topic \(h.topic) is forbidden")
         }
-        if !writes.isLeader { return await forwardOrRefuse(request, .notLeader(leader: writes.leader)) }
+        if !writes.isLeader { return await forwardOrRefuse(request, .notLeader(leader: writes.leader), from: connection) }
         // The topic, created from its default topic when allowed.
         let topic: TopicConfig
         switch await topicForSend(h) {
@@ -169,14 +172,14 @@ public final class BrokerService: Sendable {
         }
         let queues = max(topic.writeQueueNums, topic.readQueueNums)
         var queueId = h.queueId
-        if queueId < 0 { queueId = Int32.random(in: 0..<Int32(max(1, topic.writeQueueNums))) }
+        if queueId < 0 { queueId = Int32.random(in: 0..<Int32(clamping: max(1, topic.writeQueueNums))) }
         guard queueId < queues else {
             return .response(to: request, code: ResponseCode.systemError,
                              remark: "queueId[\(queueId)] is illegal, topic:[\(h.topic)] topicConfig.writeQueueNums:[\(topic.writeQueueNums)] topicConfig.readQueueNums:[\(topic.readQueueNums)]")
         }
         var bodyBuffer = request.body ?? ByteBuffer()
         let body = bodyBuffer.readBytes(length: bodyBuffer.readableBytes) ?? []
-        let bornHost = request.extFields["raftmqBornHost"].map(messageHost)
+        let bornHost = (request.extFields[Self.forwardedField] != nil ? request.extFields[Self.bornHostField] : nil).map(messageHost)
             ?? connection.remoteAddress.map { messageHost("\($0.ipAddress ?? "127.0.0.1"):\($0.port ?? 0)") } ?? messageHost("127.0.0.1:0")
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         // The records, with queue offset and physical offset 0 (numbered by the write path, placed by the log).
@@ -210,6 +213,11 @@ public final class BrokerService: Sendable {
             return .response(to: request, code: ResponseCode.messageIllegal,
                              remark: "the message is \(r.count) bytes stored, over maxMessageSize \(options.maxMessageSize)")
         }
+        let entryBytes = records.reduce(0) { $0 + $1.count }
+        if entryBytes > writes.maxEntryBytes {
+            return .response(to: request, code: ResponseCode.messageIllegal,
+                             remark: "the batch is \(entryBytes) bytes stored, over maxMessageSize \(writes.maxEntryBytes); send it in smaller batches")
+        }
         let key = QueueKey(h.topic, queueId)
         let result: (queueOffset: Int64, committed: RaftReplica.Committed)
         do {
@@ -224,8 +232,9 @@ public final class BrokerService: Sendable {
             }
         } catch {
             switch error {
-            case .notLeader, .notReady: return await forwardOrRefuse(request, error)
+            case .notLeader, .notReady: return await forwardOrRefuse(request, error, from: connection)
             case .busy: return .response(to: request, code: ResponseCode.systemBusy, remark: "[RAFT]broker busy: \(error)")
+            case .tooLarge: return .response(to: request, code: ResponseCode.messageIllegal, remark: "\(error)")
             case .timedOut: return .response(to: request, code: ResponseCode.systemError, remark: "the message was not committed in time; it may still be stored")
             case .failed: return .response(to: request, code: ResponseCode.systemError, remark: "\(error)")
             }
@@ -295,7 +304,7 @@ public final class BrokerService: Sendable {
         }
         created.topicSysFlag = 0
         do {
-            _ = try await writes.append(.topicUpsert(created), timeout: options.sendTimeout)
+            _ = try await writes.append(.topicCreate(created), timeout: options.sendTimeout)
             logger.info("auto-created a topic", metadata: ["topic": "\(h.topic)", "queues": "\(created.writeQueueNums)"])
         } catch {
             let e = "\(error)"
@@ -350,7 +359,7 @@ public final class BrokerService: Sendable {
         // Only the leader corrects a consumer's offset: a follower may simply not have dispatched
         // that far yet (just restarted, catching up), so it answers "retry" and keeps the offset
         // (RocketMQ's slave rule).
-        if !writes.isLeader, [.offsetTooSmall, .offsetOverflowBadly, .noMatchedLogicQueue, .noMessageInQueue].contains(result.status), offset != 0 {
+        if !writes.isCaughtUpLeader, [.offsetTooSmall, .offsetOverflowBadly, .noMatchedLogicQueue, .noMessageInQueue].contains(result.status), offset != 0 {
             return .response(to: request, code: ResponseCode.pullRetryImmediately, remark: result.status.rawValue, extFields: [
                 "suggestWhichBrokerId": "0", "nextBeginOffset": "\(offset)", "minOffset": "\(result.minOffset)", "maxOffset": "\(result.maxOffset)",
             ])
@@ -415,7 +424,11 @@ public final class BrokerService: Sendable {
             guard let group = f["consumerGroup"], let topic = f["topic"], let q = f["queueId"].flatMap({ Int32($0) }) else {
                 return .response(to: request, code: ResponseCode.systemError, remark: "QUERY_CONSUMER_OFFSET needs consumerGroup, topic and queueId")
             }
-            // The leader knows the newest offsets (some not yet in the log); a follower asks it.
+            // The leader knows the newest offsets (some not yet in the log); a follower asks it, and a
+            // leader still dispatching its log asks for a retry.
+            if writes.isLeader && !writes.isCaughtUpLeader {
+                return .response(to: request, code: ResponseCode.serviceNotAvailable, remark: "the new leader is still dispatching its log; retry")
+            }
             if !writes.isLeader, writes.leader != nil, request.extFields[Self.forwardedField] == nil,
                let answer = await forwardOrRefuse(request, .notLeader(leader: writes.leader)), answer.code != ResponseCode.serviceNotAvailable {
                 return answer
@@ -445,7 +458,7 @@ public final class BrokerService: Sendable {
             }
             if writes.isLeader {
                 for group in r.groups where store.topic("%RETRY%" + group) == nil {
-                    _ = try? await writes.append(.topicUpsert(TopicConfig(topicName: "%RETRY%" + group, readQueueNums: 1, writeQueueNums: 1, perm: 6)),
+                    _ = try? await writes.append(.topicCreate(TopicConfig(topicName: "%RETRY%" + group, readQueueNums: 1, writeQueueNums: 1, perm: 6)),
                                                  timeout: .seconds(2))
                 }
             }
@@ -466,6 +479,9 @@ public final class BrokerService: Sendable {
             body.writeString(JSONText.object(["consumerIdList": .array(ids.map { .string($0) })]).serialized)
             return .response(to: request, code: ResponseCode.success, body: body)
         case RequestCode.lockBatchMQ, RequestCode.unlockBatchMQ:
+            // One lock table per group, the leader's: two members granting the same queue would let
+            // two orderly consumers process it.
+            guard writes.isLeader else { return await forwardOrRefuse(request, .notLeader(leader: writes.leader)) }
             var b = request.body ?? ByteBuffer()
             guard let any = try? JSONSerialization.jsonObject(with: Data(b.readBytes(length: b.readableBytes) ?? [])),
                   let o = any as? [String: Any], let client = o["clientId"] as? String, let group = o["consumerGroup"] as? String else {

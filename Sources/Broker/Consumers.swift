@@ -133,7 +133,9 @@ public final class QueueLocks: Sendable {
     public func lock(group: String, clientId: String, queues: [String]) -> [String] {
         let now = ContinuousClock.now
         return locks.withLock { l in
-            queues.filter { q in
+            // Expired locks go before the table can grow with what clients name.
+            if l.count > 4_096 { l = l.filter { $0.value.until > now } }
+            return queues.filter { q in
                 let key = group + "\u{1}" + q
                 if let held = l[key], held.clientId != clientId, held.until > now { return false }
                 l[key] = Lock(clientId: clientId, until: now + lifetime)

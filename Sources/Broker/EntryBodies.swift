@@ -130,6 +130,14 @@ extension Array where Element == UInt8 {
 /// The hooks a Raft member's replica needs from the broker.
 public enum BrokerLogHooks {
     /// RaftReplicaOptions.bodyPatch: writes each message's physical offset into its record.
+    /// Whether a raw-log append's body is neither messages nor metadata (or a prefix that looks like them).
+    public static func isOpaque(_ body: [UInt8]) -> Bool {
+        if EntryBody.classify(body) != .opaque { return false }
+        guard body.count >= 8 else { return true }
+        let magic = body.readBE(4, bytes: 4)
+        return magic != UInt64(MessageRecord.magic) && magic != UInt64(EntryBody.metadataMagic)
+    }
+
     public static let bodyPatch: @Sendable (LogIndex, LogPosition, inout [UInt8]) -> Void = { _, position, body in
         EntryBody.patchPhysicalOffsets(position: position, body: &body)
     }

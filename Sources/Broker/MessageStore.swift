@@ -66,6 +66,9 @@ public final class MessageStore: Sendable {
     public let log: LogStore
     private let logger: Logger
     private let state: Mutex<State>
+    /// Held by a checkpoint and by a log reset: a checkpoint taken across a reset would describe
+    /// consume queues the reset dropped.
+    private let persisting = Mutex(0)
 
     let consumeQueueDirectory: String
     let checkpointPath: String
@@ -241,6 +244,7 @@ public final class MessageStore: Sendable {
         s.metadataChanged = true
         switch change {
         case .topicUpsert(let t): s.topics.upsert(t, nowMs: Self.nowMs)
+        case .topicCreate(let t): if s.topics.topics[t.topicName] == nil { s.topics.upsert(t, nowMs: Self.nowMs) }
         case .topicDelete(let name): s.topics.remove(name, nowMs: Self.nowMs)
         case .offsets(let table):
             for (k, queues) in table {
@@ -253,6 +257,10 @@ public final class MessageStore: Sendable {
     /// start): every consume queue is dropped (their messages are gone) and dispatch continues after
     /// the base. The metadata stays as this member last applied it.
     public func logReset(toStoreIndex base: Int64) throws {
+        try persisting.withLock { _ in try resetLocked(base) }
+    }
+
+    private func resetLocked(_ base: Int64) throws {
         let (queues, waiters) = state.withLock { s -> ([ConsumeQueue], [CheckedContinuation<Void, Never>]) in
             let q = Array(s.queues.values)
             let w = s.pullWaiters.values.flatMap { $0.map(\.continuation) }
@@ -418,6 +426,10 @@ public final class MessageStore: Sendable {
     /// Flushes the consume queues and writes the checkpoint (and RocketMQ's topics.json and
     /// consumerOffset.json, caches for operators) when something was dispatched since the last one.
     public func checkpoint() throws {
+        try persisting.withLock { _ in try checkpointLocked() }
+    }
+
+    private func checkpointLocked() throws {
         let (index, end, topics, offsets, queues, changed, last) = state.withLock {
             ($0.dispatched, $0.dispatchedEnd, $0.topics, $0.offsets, Array($0.queues.values), $0.metadataChanged, $0.checkpointed)
         }

@@ -8,6 +8,9 @@ import Remoting
 public enum MetadataChange: Sendable, Equatable {
     case topicUpsert(TopicConfig)
     case topicDelete(String)
+    /// A topic created by a send or a heartbeat: applied only when no such topic exists then, so a
+    /// racing UPDATE_AND_CREATE_TOPIC (or another auto-creation) is never overwritten.
+    case topicCreate(TopicConfig)
     /// Consumer offsets: "topic@group" (consumerOffset.json's key) -> queue id -> next offset to consume.
     case offsets([String: [Int32: Int64]])
 
@@ -18,13 +21,14 @@ public enum MetadataChange: Sendable, Equatable {
         case .topicUpsert: return 1
         case .topicDelete: return 2
         case .offsets: return 5
+        case .topicCreate: return 7
         }
     }
 
     public func encoded() -> [UInt8] {
         let payload: JSONText
         switch self {
-        case .topicUpsert(let t): payload = t.json
+        case .topicUpsert(let t), .topicCreate(let t): payload = t.json
         case .topicDelete(let name): payload = .object(["topicName": .string(name)])
         case .offsets(let table):
             payload = .object(["offsetTable": .object(table.mapValues { q in
@@ -52,6 +56,7 @@ public enum MetadataChange: Sendable, Equatable {
         switch body.readBE(8, bytes: 2) {
         case 1: return TopicConfig(json: object).map { .topicUpsert($0) }
         case 2: return (object["topicName"] as? String).map { .topicDelete($0) }
+        case 7: return TopicConfig(json: object).map { .topicCreate($0) }
         case 5:
             guard let table = object["offsetTable"] as? [String: Any] else { return nil }
             var out: [String: [Int32: Int64]] = [:]
@@ -75,7 +80,9 @@ extension TopicConfig {
     init?(json o: [String: Any]) {
         guard let name = o["topicName"] as? String, !name.isEmpty else { return nil }
         func int(_ k: String, _ d: Int) -> Int { (o[k] as? NSNumber)?.intValue ?? (o[k] as? String).flatMap { Int($0) } ?? d }
-        self.init(topicName: name, readQueueNums: int("readQueueNums", 16), writeQueueNums: int("writeQueueNums", 16), perm: int("perm", 6))
+        // Queue counts as RocketMQ bounds them (a log entry is not to be trusted to).
+        self.init(topicName: name, readQueueNums: min(max(int("readQueueNums", 16), 0), 65_535),
+                  writeQueueNums: min(max(int("writeQueueNums", 16), 0), 65_535), perm: int("perm", 6) & 7)
         topicFilterType = o["topicFilterType"] as? String ?? "SINGLE_TAG"
         topicSysFlag = int("topicSysFlag", 0)
         order = (o["order"] as? Bool) ?? ((o["order"] as? String) == "true")

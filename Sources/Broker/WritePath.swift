@@ -10,6 +10,8 @@ public enum WriteError: Error, Sendable, CustomStringConvertible {
     case notReady
     /// The replica's mailbox is full (SYSTEM_BUSY).
     case busy
+    /// The entry is empty or larger than the Raft node takes (MESSAGE_ILLEGAL).
+    case tooLarge(bytes: Int, limit: Int)
     /// Proposed, but not committed in time: the outcome is unknown (the entry may still commit).
     case timedOut
     /// The replica refused or lost the entry (a new leader replaced it, a storage failure, a stop).
@@ -20,6 +22,7 @@ public enum WriteError: Error, Sendable, CustomStringConvertible {
         case .notLeader(let l): return "not the leader" + (l.map { "; the leader is n\($0.rawValue)" } ?? "; no leader is known")
         case .notReady: return "the new leader is still dispatching its log"
         case .busy: return "the Raft mailbox is full"
+        case .tooLarge(let b, let l): return "an entry of \(b < 0 ? "more" : "\(b)") bytes is over the limit of \(l) (maxMessageSize)"
         case .timedOut: return "not committed in time; it may still commit"
         case .failed(let e): return "\(e)"
         }
@@ -44,15 +47,29 @@ public final class WritePath: Sendable {
         /// Offered and not yet answered.
         var inFlight = 0
         var broken = false
+        /// Which numbering this is: an answer of an older one must not count against this one.
+        var generation: UInt64 = 0
     }
 
     private let replica: RaftReplica
     private let store: MessageStore
     private let state = Mutex(State())
 
+    /// The largest entry the Raft node takes (RaftConfig.maxEntryBytes).
+    public let maxEntryBytes: Int
+
     public init(replica: RaftReplica, store: MessageStore) {
         self.replica = replica
         self.store = store
+        maxEntryBytes = replica.options.raft.maxEntryBytes
+    }
+
+    /// Whether this member leads with a numbering for its current term: its dispatch caught up with
+    /// its whole log, so its consume queues and offsets are the group's. Only then does it correct a
+    /// consumer's offset or answer offset queries as the authority.
+    public var isCaughtUpLeader: Bool {
+        guard let r = replica.status?.raft, r.role == .leader else { return false }
+        return state.withLock { $0.term == r.term && !$0.broken }
     }
 
     /// The leader, if this member knows one (itself included).
@@ -76,7 +93,7 @@ public final class WritePath: Sendable {
                 // so none of them can land at an index the new numbering hands out again.
                 if s.term == r.term && s.inFlight > 0 { return false }
                 guard r.commit == r.lastIndex, dispatched == status.storeNumber(r.lastIndex) else { return false }
-                s = State(term: r.term, nextIndex: r.lastIndex.next)
+                s = State(term: r.term, nextIndex: r.lastIndex.next, generation: s.generation + 1)
                 return true
             }
             if ready { return }
@@ -94,40 +111,47 @@ public final class WritePath: Sendable {
         while true {
             try await ensureReady(deadline: deadline)
             var firstOffset: Int64 = 0
-            var offered = false
+            var offered: UInt64?
             let outcome: Result<RaftReplica.Committed, any Error>
             do {
                 outcome = .success(try await withCheckedThrowingContinuation { (c: CheckedContinuation<RaftReplica.Committed, any Error>) in
-                    let accepted: Bool = state.withLock { s in
-                        guard let term = s.term, !s.broken else { return false }
+                    let accepted: Result<Void, WriteError> = state.withLock { s in
+                        guard let term = s.term, !s.broken else { return .failure(.notReady) }
                         if let key { firstOffset = s.offsets[key] ?? store.maxOffset(key) }
+                        let data = body(firstOffset)
+                        // The node would refuse it and break the numbering of everyone else.
+                        guard !data.isEmpty, data.count <= maxEntryBytes else { return .failure(.tooLarge(bytes: data.count, limit: maxEntryBytes)) }
                         let remaining = deadline - .now
-                        guard replica.offer(body(firstOffset), guard: ProposalGuard(term: term, index: s.nextIndex),
-                                            timeout: remaining > .zero ? remaining : .milliseconds(1), continuation: c) else { return false }
+                        guard replica.offer(data, guard: ProposalGuard(term: term, index: s.nextIndex),
+                                            timeout: remaining > .zero ? remaining : .milliseconds(1), continuation: c) else { return .failure(.busy) }
                         if let key { s.offsets[key] = firstOffset + Int64(count) }
                         s.nextIndex = s.nextIndex.next
                         s.inFlight += 1
-                        offered = true
-                        return true
+                        offered = s.generation
+                        return .success(())
                     }
-                    if !accepted { c.resume(throwing: NotOffered()) }
+                    if case .failure(let e) = accepted { c.resume(throwing: NotOffered(reason: e)) }
                 })
             } catch {
                 outcome = .failure(error)
             }
-            if offered { state.withLock { $0.inFlight -= 1 } }
+            if let generation = offered { state.withLock { if $0.generation == generation { $0.inFlight -= 1 } } }
             switch outcome {
             case .success(let committed):
                 return (firstOffset, committed)
             case .failure(let error):
                 guard let error = error as? ReplicaError else {
                     // Not offered: the numbering is being redone, or the mailbox is full.
-                    if ContinuousClock.now >= deadline { throw .busy }
+                    if let n = error as? NotOffered, case .tooLarge = n.reason { throw n.reason }
+                    if ContinuousClock.now >= deadline { throw (error as? NotOffered)?.reason ?? .busy }
                     try? await Task.sleep(for: .milliseconds(1))
                     continue
                 }
                 switch error {
                 case .timedOut: throw .timedOut
+                case .refused(.proposalTooLarge), .refused(.emptyProposal):
+                    state.withLock { $0.broken = true }
+                    throw .tooLarge(bytes: -1, limit: maxEntryBytes)
                 case .unexpectedPosition, .refused, .busy:
                     // The chain is broken; number again (after the in-flight ones are answered).
                     state.withLock { $0.broken = true }
@@ -153,4 +177,6 @@ public final class WritePath: Sendable {
     }
 }
 
-struct NotOffered: Error {}
+struct NotOffered: Error {
+    var reason: WriteError
+}

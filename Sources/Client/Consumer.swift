@@ -236,12 +236,20 @@ public final class Consumer: Sendable {
             switch answer.code {
             case ResponseCode.success:
                 var body = answer.body ?? ByteBuffer()
-                let messages = Self.decode(body.readBytes(length: body.readableBytes) ?? [], queue: q)
+                let (messages, complete) = Self.decode(body.readBytes(length: body.readableBytes) ?? [], queue: q)
                 let wanted = options.expression == "*" ? messages : messages.filter { m in
                     Set(options.expression.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }).contains(m.tags ?? "")
                 }
                 if !wanted.isEmpty { await handler(wanted) }
-                offset = next ?? (messages.last.map { $0.queueOffset + 1 } ?? current)
+                if complete {
+                    offset = next ?? (messages.last.map { $0.queueOffset + 1 } ?? current)
+                } else if let last = messages.last {
+                    // Continue right after the last good one: the bad one is pulled alone next time.
+                    offset = last.queueOffset + 1
+                } else {
+                    logger.error("skipping a message that does not decode", metadata: ["queue": "\(q)", "offset": "\(current)"])
+                    offset = current + 1
+                }
             case ResponseCode.pullNotFound, ResponseCode.pullRetryImmediately:
                 offset = next ?? current
             case ResponseCode.pullOffsetMoved:
@@ -259,21 +267,30 @@ public final class Consumer: Sendable {
         if let o = offset, o != committed { await commit(q, o) }
     }
 
-    static func decode(_ bytes: [UInt8], queue: MessageQueue) -> [ReceivedMessage] {
+    /// The records of a pull body, and whether all of them decoded (a record that does not ends the
+    /// batch there).
+    static func decode(_ bytes: [UInt8], queue: MessageQueue) -> (messages: [ReceivedMessage], complete: Bool) {
         var out: [ReceivedMessage] = []
         var at = 0
-        while at + 8 <= bytes.count {
+        while at < bytes.count {
+            guard at + 8 <= bytes.count else { return (out, false) }
             let size = bytes[at..<(at + 4)].reduce(0) { $0 << 8 | Int($1) }
             guard size > 0, at + size <= bytes.count,
-                  let r = try? bytes[at..<(at + size)].withUnsafeBytes({ try MessageRecord.decode($0, verifyBodyCRC: true) }) else { break }
+                  let r = try? bytes[at..<(at + size)].withUnsafeBytes({ try MessageRecord.decode($0, verifyBodyCRC: true) }) else { return (out, false) }
             var props: [String: String] = [:]
             for (k, v) in r.properties { props[k] = v }
+            var body = r.body
+            // sysFlag bit 0: the producer compressed the body (Java does above 4 KiB).
+            if r.sysFlag & 0x1 != 0 {
+                guard case .inflated(let plain) = Zlib.inflate(r.body) else { return (out, false) }
+                body = plain
+            }
             out.append(ReceivedMessage(queue: MessageQueue(topic: r.topic, brokerName: queue.brokerName, queueId: r.queueId),
-                                       queueOffset: r.queueOffset, physicalOffset: r.physicalOffset, body: r.body, tags: props["TAGS"],
+                                       queueOffset: r.queueOffset, physicalOffset: r.physicalOffset, body: body, tags: props["TAGS"],
                                        keys: props["KEYS"], msgId: props["UNIQ_KEY"] ?? "\(r.physicalOffset)", storeTimestamp: r.storeTimestamp,
                                        reconsumeTimes: r.reconsumeTimes, properties: props))
             at += size
         }
-        return out
+        return (out, true)
     }
 }

@@ -112,6 +112,7 @@ public final class Producer: Sendable {
             let k = nextUniqueKey()
             keys.append(k)
             let props = Array(properties(of: m, uniqueKey: k, wait: false).utf8)
+            guard props.count <= Int(Int16.max) else { throw ClientError("a message's properties are \(props.count) bytes, over 32767") }
             let total = 22 + m.body.count + props.count
             for v in [UInt32(total), 0, 0, UInt32(bitPattern: m.flag), UInt32(m.body.count)] {
                 withUnsafeBytes(of: v.bigEndian) { body.append(contentsOf: $0) }

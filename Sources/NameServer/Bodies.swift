@@ -133,27 +133,10 @@ public enum NameServerBodies {
 
     /// zlib inflate, bounded: a body that would inflate past `limit` is refused.
     static func inflate(_ input: [UInt8], limit: Int = 64 << 20) throws(BodyError) -> [UInt8] {
-        var stream = z_stream()
-        guard inflateInit_(&stream, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { throw BodyError("zlib inflateInit failed") }
-        defer { inflateEnd(&stream) }
-        var output: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 64 << 10)
-        var source = input
-        var status: Int32 = Z_OK
-        source.withUnsafeMutableBufferPointer { src in
-            stream.next_in = src.baseAddress
-            stream.avail_in = uInt(src.count)
-            repeat {
-                chunk.withUnsafeMutableBufferPointer { dst in
-                    stream.next_out = dst.baseAddress
-                    stream.avail_out = uInt(dst.count)
-                    status = CZlib.inflate(&stream, Z_NO_FLUSH)
-                    output.append(contentsOf: dst[0..<(dst.count - Int(stream.avail_out))])
-                }
-            } while status == Z_OK && output.count <= limit && (stream.avail_in > 0 || stream.avail_out == 0)
+        switch Zlib.inflate(input, limit: limit) {
+        case .inflated(let bytes): return bytes
+        case .tooLarge: throw BodyError("the compressed registration inflates past \(limit) bytes")
+        case .corrupt(let status): throw BodyError("the compressed registration is not a complete zlib stream (zlib status \(status))")
         }
-        guard output.count <= limit else { throw BodyError("the compressed registration inflates past \(limit) bytes") }
-        guard status == Z_STREAM_END else { throw BodyError("the compressed registration is not a complete zlib stream (zlib status \(status))") }
-        return output
     }
 }

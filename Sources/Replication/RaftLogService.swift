@@ -170,9 +170,17 @@ public struct RaftLogService: Sendable {
             case .storage:
                 return .response(to: request, code: RaftLogResponse.diskError, remark: "\(error)")
             }
+        } catch let refused as AppendRefused {
+            return .response(to: request, code: RaftLogResponse.unexpectedArgument, remark: refused.reason)
         } catch {
             return .response(to: request, code: RaftLogResponse.internalError, remark: "\(error)")
         }
+    }
+
+    /// What an `Appender` throws for a body it will not append (answered UNEXPECTED_ARGUMENT).
+    public struct AppendRefused: Error, Sendable {
+        public var reason: String
+        public init(_ reason: String) { self.reason = reason }
     }
 
     func get(_ request: RemotingCommand) -> RemotingCommand {

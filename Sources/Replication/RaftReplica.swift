@@ -123,18 +123,19 @@ public final class RaftReplica: Sendable {
     private let hardStateFile: HardStateFile
     private let group: any EventLoopGroup
     private let logger: Logger
-    private let apply: @Sendable ([RaftCore.Entry]) async -> Void
+    private let apply: @Sendable ([RaftCore.Entry]) async throws -> Void
     private let logReset: @Sendable (RaftCore.LogIndex) async -> Void
     private let mailbox: Mailbox<Input>
     private let published = Mutex<ReplicaStatus?>(nil)
 
     /// `apply` receives committed entries in order, once each per run (from `appliedIndex` on); the
-    /// driver waits for it, so a slow subscriber slows the node instead of queueing without bound.
+    /// driver waits for it, so a slow subscriber slows the node instead of queueing without bound. When
+    /// it throws, the node stops (what is committed cannot be skipped).
     /// `logReset(base)` says that the log was reset to the leader's base (this node had fallen behind
     /// the leader's retention start): the entries up to `base` were never applied here and never will
     /// be; `apply` continues after it.
     public init(options: RaftReplicaOptions, store: LogStore, hardStateFile: HardStateFile, group: any EventLoopGroup,
-                logger: Logger, apply: @escaping @Sendable ([RaftCore.Entry]) async -> Void,
+                logger: Logger, apply: @escaping @Sendable ([RaftCore.Entry]) async throws -> Void,
                 logReset: @escaping @Sendable (RaftCore.LogIndex) async -> Void = { _ in }) {
         self.options = options
         self.store = store
@@ -421,7 +422,10 @@ public final class RaftReplica: Sendable {
             proposeBatch()
             // After the batch, so that a storage failure here leaves no input unanswered.
             if retentionDue, let policy = options.retention { try runRetention(policy, log: log, applied: node.status.applied) }
-            while node.hasReady {
+            // Readies until none is left, but back to the mailbox after a while: a long catch-up
+            // (many committed entries to apply) must not starve ticks and peer messages.
+            let readyStarted = ContinuousClock.now
+            while node.hasReady && ContinuousClock.now - readyStarted < .milliseconds(50) {
                 let r = node.ready()
                 for m in r.messages { transport.send(m) }
                 do {
@@ -461,7 +465,14 @@ public final class RaftReplica: Sendable {
                     logger.info("raft role", metadata: ["node": "\(options.raft.id)", "role": "\(ss.role)", "leader": "\(ss.leader.map { "\($0)" } ?? "none")", "term": "\(node.term)"])
                 }
                 if !r.committedEntries.isEmpty {
-                    await apply(r.committedEntries)
+                    do {
+                        try await apply(r.committedEntries)
+                    } catch {
+                        // What is committed but not applied cannot be skipped, and the subscriber
+                        // cannot take it: stop, as on a storage error (STYLE 11).
+                        logger.error("applying committed entries failed: the Raft node stops", metadata: ["error": "\(error)"])
+                        throw ReplicaError.storage("apply: \(error)")
+                    }
                     for e in r.committedEntries {
                         guard let w = waiters.removeValue(forKey: e.index) else { continue }
                         if w.term == e.term { w.continuation.resume(returning: Committed(index: e.index, term: e.term)) }

@@ -95,11 +95,8 @@ enum RaftNodeMode {
         let replica = RaftReplica(options: options, store: store, hardStateFile: HardStateFile(path: hardStateDirectory + "/hardstate"),
                                   group: group, logger: logger, apply: { entries in
             guard let last = entries.last else { return }
-            do {
-                try messages.dispatch(upTo: Int64(last.index.rawValue) - 1)
-            } catch {
-                logger.error("dispatching committed entries failed; retried with the next commit", metadata: ["error": "\(error)"])
-            }
+            // A failure stops the node: committed entries cannot be skipped.
+            try messages.dispatch(upTo: Int64(last.index.rawValue) - 1)
         }, logReset: { base in
             do { try messages.logReset(toStoreIndex: Int64(base.rawValue) - 1) } catch {
                 logger.error("dropping the consume queues after a log reset failed", metadata: ["error": "\(error)"])
@@ -121,12 +118,17 @@ enum RaftNodeMode {
         }
         let service = RaftLogService(options: RaftLogService.Options(group: raft.dLegerGroup, selfName: me.id, names: names, clientAddresses: clientAddresses),
                                      replica: replica, logger: logger, append: { data, timeout in
+            // Raw-log bodies must not pass for messages or metadata: dispatch reads bodies by their magic.
+            guard BrokerLogHooks.isOpaque(data) else {
+                throw RaftLogService.AppendRefused("the body starts like a RocketMQ message record or a RaftMQ metadata entry; raw-log appends must not (send messages with SEND_MESSAGE)")
+            }
             do throws(WriteError) {
                 return try await writes.appendOpaque(data, timeout: timeout)
             } catch {
                 switch error {
                 case .notLeader(let l): throw ReplicaError.refused(.notLeader(leader: l))
                 case .notReady, .busy: throw ReplicaError.busy
+                case .tooLarge(let b, let l): throw ReplicaError.refused(.proposalTooLarge(bytes: b, limit: l))
                 case .timedOut: throw ReplicaError.timedOut(index: .zero)
                 case .failed(let e): throw e
                 }

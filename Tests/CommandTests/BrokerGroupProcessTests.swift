@@ -73,6 +73,13 @@ extension RaftGroupProcessTests {
         func has(_ all: [String]) -> Bool { ids.withLock { d in all.allSatisfy { d[$0] != nil } } }
     }
 
+    /// Bytes shaped like a RocketMQ record (size, magic), which the raw-log API must refuse.
+    func fakeRecord() -> [UInt8] {
+        var out: [UInt8] = []
+        for v: UInt32 in [40, 0xDAA3_20A7] { withUnsafeBytes(of: v.bigEndian) { out.append(contentsOf: $0) } }
+        return out + [UInt8](repeating: 1, count: 32)
+    }
+
     /// The guide's quickstart: 1000 messages to TopicTest with TagA, consumed by a group exactly once;
     /// every member's consume queues hold the same offsets; bad input gets RocketMQ's codes.
     @Test func quickstartProducesAndConsumesThroughTheGroupExactlyOnce() async throws {
@@ -159,6 +166,24 @@ extension RaftGroupProcessTests {
         #expect(try await send(["b": "TopicTest"], "x", at: leader.brokerAddress).code == ResponseCode.systemError)
         let big = try await send(base, String(repeating: "x", count: 4 * 1024 * 1024 + 1), at: leader.brokerAddress)
         #expect(big.code == ResponseCode.messageIllegal, "\(big.code) \(big.remark ?? "")")
+        // A batch whose items each fit but whose entry does not: refused at once, nothing else disturbed.
+        var batchHeader = base
+        batchHeader["m"] = "true"
+        var item: [UInt8] = []
+        let itemBody = [UInt8](repeating: 0x61, count: 2_500_000)
+        for v in [UInt32(22 + itemBody.count), 0, 0, 0, UInt32(itemBody.count)] { withUnsafeBytes(of: v.bigEndian) { item.append(contentsOf: $0) } }
+        item += itemBody + [0, 0]
+        var twoItems = ByteBuffer()
+        twoItems.writeBytes(item + item)
+        let tooBig = try await client.request(leader.brokerAddress, .request(code: RequestCode.sendBatchMessage, opaque: 0, extFields: batchHeader, body: twoItems),
+                                              timeoutMilliseconds: 10_000)
+        #expect(tooBig.code == ResponseCode.messageIllegal, "\(tooBig.code) \(tooBig.remark ?? "")")
+        // The raw-log API does not take bodies that would pass for messages.
+        var recordBody = ByteBuffer()
+        recordBody.writeBytes(try #require(forwarded.extFields["msgId"].map { _ in Array(repeating: UInt8(0), count: 0) }) + fakeRecord())
+        let raw = try await client.request(leader.brokerAddress, .request(code: 50_001, opaque: 0, extFields: ["group": "RaftNode00"], body: recordBody),
+                                           timeoutMilliseconds: 5_000)
+        #expect(raw.code == 411, "\(raw.code) \(raw.remark ?? "")")
         let ok = try await send(base, "still usable", at: leader.brokerAddress)
         #expect(ok.code == ResponseCode.success)
         await client.close()

@@ -150,4 +150,63 @@ private final class ReplicaGroup: @unchecked Sendable {
         }
         try await g.shutdown()
     }
+
+    /// A guarded proposal lands exactly where its guard says, or nowhere.
+    @Test func guardedProposalsLandAtTheirIndexInTheirTermOrAreRefused() async throws {
+        let g = try await ReplicaGroup()
+        do {
+            for id in g.ids { try g.start(id) }
+            let leader = try await g.leader()
+            let replica = g.replicas[leader]!
+            _ = try await replica.propose(Array("warm".utf8))
+            func offer(_ data: String, _ guardValue: ProposalGuard) async -> Result<RaftReplica.Committed, any Error> {
+                do {
+                    return .success(try await withCheckedThrowingContinuation { c in
+                        #expect(replica.offer(Array(data.utf8), guard: guardValue, timeout: .seconds(5), continuation: c))
+                    })
+                } catch { return .failure(error) }
+            }
+            // The status is published after each Ready: wait until it shows the warm-up committed.
+            var status = replica.status!.raft
+            for _ in 0..<100 where status.commit != status.lastIndex {
+                try await Task.sleep(for: .milliseconds(10))
+                status = replica.status!.raft
+            }
+            let next = status.lastIndex.next
+            let term = status.term
+            // Two in a row, the second numbered after the first without waiting for it: both land, in order.
+            let second = Task<Result<RaftReplica.Committed, any Error>, Never>.detached {
+                try? await Task.sleep(for: .milliseconds(1))
+                return await offer("b", ProposalGuard(term: term, index: next.next))
+            }
+            let ra = await offer("a", ProposalGuard(term: term, index: next))
+            let rb = await second.value
+            #expect((try? ra.get())?.index == next && (try? rb.get())?.index == next.next, "\(ra) \(rb)")
+            // A wrong index or a wrong term appends nothing.
+            let skipped = await offer("skip", ProposalGuard(term: status.term, index: RaftCore.LogIndex(next.rawValue + 5)))
+            let stale = await offer("stale", ProposalGuard(term: RaftCore.Term(status.term.rawValue + 1), index: next.next.next))
+            for r in [skipped, stale] {
+                guard case .failure(let e) = r, case ReplicaError.unexpectedPosition = e else {
+                    Issue.record("expected unexpectedPosition, got \(r)")
+                    continue
+                }
+            }
+            let payloads = try await g.waitApplied(leader, count: 3)
+            #expect(payloads.map { String(decoding: $0, as: UTF8.self) } == ["warm", "a", "b"])
+            #expect(replica.status!.raft.lastIndex == next.next, "nothing was appended for the refused ones")
+            // A follower refuses a guarded proposal as not leading.
+            let follower = g.ids.first { $0 != leader }!
+            let refused: Result<RaftReplica.Committed, any Error>
+            do {
+                refused = .success(try await withCheckedThrowingContinuation { c in
+                    _ = g.replicas[follower]!.offer([1], guard: ProposalGuard(term: status.term, index: next), timeout: .seconds(1), continuation: c)
+                })
+            } catch { refused = .failure(error) }
+            if case .failure(let e) = refused, case ReplicaError.unexpectedPosition = e {} else { Issue.record("a follower took a guarded proposal: \(refused)") }
+        } catch {
+            try await g.shutdown()
+            throw error
+        }
+        try await g.shutdown()
+    }
 }

@@ -1,0 +1,108 @@
+import LogFormat
+import Testing
+@testable import Broker
+
+func record(_ topic: String, queue: Int32 = 0, offset: Int64 = 0, body: String = "hello", tags: String? = "TagA",
+            storeTimestamp: Int64 = 1_700_000_000_000) throws -> [UInt8] {
+    var p = MessageProperties()
+    if let tags { p["TAGS"] = tags }
+    p["UNIQ_KEY"] = "ID-\(topic)-\(queue)-\(offset)"
+    return try MessageRecord(queueId: queue, queueOffset: offset, bornTimestamp: 1, bornHost: .v4(address: (127, 0, 0, 9), port: 5555),
+                             storeTimestamp: storeTimestamp, storeHost: .v4(address: (127, 0, 0, 1), port: 30911),
+                             body: Array(body.utf8), topic: topic, properties: p).encoded()
+}
+
+@Suite struct EntryBodiesTests {
+    @Test func bodiesAreClassifiedByMagicAndMessagesOnlyWhenRecordsTileTheBody() throws {
+        let a = try record("T"), b = try record("T", offset: 1)
+        #expect(EntryBody.classify(a) == .messages)
+        #expect(EntryBody.classify(a + b) == .messages)
+        #expect(EntryBody.recordRanges(a + b) == [0..<a.count, a.count..<(a.count + b.count)])
+        #expect(EntryBody.classify(a + [1, 2, 3]) == .opaque, "a trailing fragment makes it opaque")
+        #expect(EntryBody.classify(Array(a.dropLast())) == .opaque)
+        #expect(EntryBody.classify(MetadataChange.topicDelete("T").encoded()) == .metadata)
+        #expect(EntryBody.classify(Array("hello raw log".utf8)) == .opaque)
+        #expect(EntryBody.classify([]) == .opaque)
+        // What the raw-log API refuses: anything dispatch would read as messages or metadata, or a
+        // fragment that starts like one.
+        #expect(!BrokerLogHooks.isOpaque(a) && !BrokerLogHooks.isOpaque(MetadataChange.topicDelete("T").encoded()))
+        #expect(!BrokerLogHooks.isOpaque(Array(a.prefix(20))))
+        #expect(BrokerLogHooks.isOpaque(Array("hello raw log".utf8)) && BrokerLogHooks.isOpaque([1]))
+    }
+
+    @Test func thePatchWritesEachRecordsPhysicalOffsetAndNothingElse() throws {
+        let a = try record("T"), b = try record("T", offset: 1)
+        var body = a + b
+        EntryBody.patchPhysicalOffsets(position: LogPosition(1_000), body: &body)
+        let first = try body.withUnsafeBytes { try MessageRecord.decode($0) }
+        let second = try body[a.count...].withUnsafeBytes { try MessageRecord.decode($0) }
+        #expect(first.physicalOffset == 1_048 && second.physicalOffset == Int64(1_048 + a.count))
+        var again = body
+        EntryBody.patchPhysicalOffsets(position: LogPosition(1_000), body: &again)
+        #expect(again == body, "the patch is idempotent: a follower patching the leader's bytes gets the same")
+        var raw = Array("opaque".utf8)
+        EntryBody.patchPhysicalOffsets(position: LogPosition(7), body: &raw)
+        #expect(raw == Array("opaque".utf8))
+    }
+
+    @Test func tagsCodesAreJavasStringHashCode() {
+        #expect(javaHashCode("TagA") == 2_598_919)
+        #expect(javaHashCode("") == 0)
+        #expect(javaHashCode("é") == 233)
+        // Overflow wraps as in Java: "polygenelubricants".hashCode() == Integer.MIN_VALUE.
+        #expect(javaHashCode("polygenelubricants") == Int32.min)
+    }
+
+    @Test func offsetMessageIdsAreHostPortAndOffsetInUpperCaseHex() {
+        let id = offsetMessageId(storeHost: .v4(address: (127, 0, 0, 1), port: 30911), physicalOffset: 1234)
+        #expect(id == "7F000001000078BF00000000000004D2")
+        #expect(physicalOffset(fromOffsetMessageId: id) == 1234)
+        #expect(physicalOffset(fromOffsetMessageId: "nonsense") == nil)
+    }
+
+    @Test func subscriptionsMatchByTagHashAndStarMatchesAll() {
+        let all = Subscription(topic: "T", expression: "*")
+        #expect(all.matches(12) && all.matches(0))
+        let some = Subscription(topic: "T", expression: "TagA || TagB")
+        #expect(some.matches(Int64(javaHashCode("TagA"))) && some.matches(Int64(javaHashCode("TagB"))))
+        #expect(!some.matches(Int64(javaHashCode("TagC"))))
+        #expect(some.matches(0), "a message without tags has code 0 and is left to the client")
+        #expect(Subscription(topic: "T", expression: "").codes == nil)
+    }
+
+    @Test func batchBodiesSplitIntoItemsAndBadItemsAreRefused() throws {
+        func item(_ body: String, _ props: String) -> [UInt8] {
+            let b = Array(body.utf8), p = Array(props.utf8)
+            var out: [UInt8] = []
+            out.appendBE(UInt64(22 + b.count + p.count), bytes: 4)
+            out.appendBE(0, bytes: 4)
+            out.appendBE(0, bytes: 4)
+            out.appendBE(7, bytes: 4)
+            out.appendBE(UInt64(b.count), bytes: 4)
+            out += b
+            out.appendBE(UInt64(p.count), bytes: 2)
+            return out + p
+        }
+        let items = try BrokerService.batchItems(item("one", "TAGS\u{1}A") + item("two", "KEYS\u{1}k2\u{2}TAGS\u{1}B"))
+        #expect(items.count == 2)
+        #expect(items[0].body == Array("one".utf8) && items[0].flag == 7 && items[0].properties["TAGS"] == "A")
+        #expect(items[1].properties["KEYS"] == "k2" && items[1].properties["TAGS"] == "B")
+        #expect(throws: (any Error).self) { try BrokerService.batchItems(Array(item("one", "").dropLast(1))) }
+        var lying = item("one", "")
+        lying[3] = 99
+        #expect(throws: (any Error).self) { try BrokerService.batchItems(lying) }
+        #expect(throws: (any Error).self) { try BrokerService.batchItems([0, 0, 0]) }
+    }
+
+    @Test func sendHeadersReadV1NamesAndV2ShortKeys() {
+        let v1 = BrokerService.sendHeader(["producerGroup": "g", "topic": "T", "defaultTopic": "TBW102", "defaultTopicQueueNums": "4",
+                                           "queueId": "2", "sysFlag": "0", "bornTimestamp": "5", "flag": "0", "properties": "TAGS\u{1}A"], v2: false)
+        #expect(v1?.topic == "T" && v1?.queueId == 2 && v1?.properties == "TAGS\u{1}A" && v1?.batch == false)
+        let v2 = BrokerService.sendHeader(["a": "g", "b": "T", "c": "TBW102", "d": "4", "e": "-1", "f": "0", "g": "5", "h": "0", "m": "1"], v2: true)
+        #expect(v2?.queueId == -1 && v2?.batch == true, "C++ sends m=1 for a batch")
+        #expect(BrokerService.sendHeader(["b": "T"], v2: true) == nil)
+        #expect(BrokerService.sendHeader(["b": "T", "e": "x"], v2: true) == nil)
+    }
+}
+
+extension EntryBody: Equatable {}

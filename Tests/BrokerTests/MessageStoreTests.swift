@@ -1,0 +1,170 @@
+import Foundation
+import LogFormat
+import LogStore
+import Logging
+import Testing
+@testable import Broker
+
+/// A LogStore and a MessageStore over it, written as a Raft member writes (every entry through the
+/// append hook) and dispatched as the replica's apply step does.
+final class StoreFixture: @unchecked Sendable {
+    let root = NSTemporaryDirectory() + "raftmq-broker-" + UUID().uuidString
+    var log: LogStore
+    var store: MessageStore
+    let topics = TopicConfigTable(clusterName: "C", brokerName: "B", defaultTopicQueueNums: 4, autoCreateTopicEnable: true,
+                                  clusterTopicEnable: true, brokerTopicEnable: true, traceTopicEnable: false, nowMs: 0)
+
+    init() throws {
+        log = try Self.openLog(root)
+        store = try MessageStore(options: MessageStore.Options(rootDirectory: root, initialTopics: topics), log: log, logger: Logger(label: "test"))
+    }
+
+    static func openLog(_ root: String) throws -> LogStore {
+        try LogStore.open(LogStoreOptions(directory: root + "/commitlog", segmentBytes: 1 << 20, indexFileBytes: 32 * 4096, flushMode: .sync, entryBodyBytesMax: 64 << 10))
+    }
+
+    /// Appends entries (each a list of records or a metadata/opaque body) and returns their indexes.
+    @discardableResult
+    func append(_ bodies: [[UInt8]]) throws -> [Int64] {
+        let r = try log.write(bodies.map { EntryToAppend(term: Term(1), body: $0) }, patch: { _, position, body in
+            EntryBody.patchPhysicalOffsets(position: position, body: &body)
+        })
+        return (r.firstIndex.rawValue...r.lastIndex.rawValue).map { Int64($0) }
+    }
+
+    func reopen() throws {
+        try log.close()
+        log = try Self.openLog(root)
+        store = try MessageStore(options: MessageStore.Options(rootDirectory: root, initialTopics: topics), log: log, logger: Logger(label: "test"))
+    }
+
+    deinit {
+        try? log.close()
+        try? FileManager.default.removeItem(atPath: root)
+    }
+}
+
+@Suite struct MessageStoreTests {
+    @Test func dispatchBuildsConsumeQueuesThatPointAtTheRecords() throws {
+        let f = try StoreFixture()
+        let a0 = try record("T", queue: 0, offset: 0, tags: "TagA"), a1 = try record("T", queue: 0, offset: 1, tags: "TagB")
+        let b0 = try record("T", queue: 1, offset: 0)
+        let indexes = try f.append([a0, Array("opaque".utf8), a1 + b0.prefix(0), b0])
+        try f.store.dispatch(upTo: indexes.last!)
+        #expect(f.store.dispatchedIndex == indexes.last!)
+        #expect(f.store.maxOffset(QueueKey("T", 0)) == 2 && f.store.maxOffset(QueueKey("T", 1)) == 1 && f.store.maxOffset(QueueKey("T", 2)) == 0)
+
+        let got = f.store.getMessages(QueueKey("T", 0), offset: 0, maxCount: 32, matches: { _ in true })
+        #expect(got.status == .found && got.count == 2 && got.nextBeginOffset == 2 && got.minOffset == 0 && got.maxOffset == 2)
+        // The records as stored: each one's PHYSICALOFFSET is where it is, and VIEW_MESSAGE_BY_ID finds it there.
+        let first = try got.records.withUnsafeBytes { try MessageRecord.decode($0) }
+        #expect(first.queueOffset == 0 && first.properties["TAGS"] == "TagA")
+        #expect(f.store.record(atPhysicalOffset: first.physicalOffset) == Array(got.records[0..<a0.count]))
+        let cq = try #require(try f.store.queue(QueueKey("T", 0))?.read(from: 0, maxCount: 2))
+        #expect(cq[0].commitLogOffset == first.physicalOffset && cq[0].size == Int32(a0.count) && cq[0].tagsCode == Int64(javaHashCode("TagA")))
+        #expect(f.store.record(atPhysicalOffset: first.physicalOffset + 1) == nil)
+
+        // Tag filtering by hash code, and RocketMQ's statuses at the edges.
+        let onlyB = Subscription(topic: "T", expression: "TagB")
+        let b = f.store.getMessages(QueueKey("T", 0), offset: 0, maxCount: 32, matches: onlyB.matches)
+        #expect(b.status == .found && b.count == 1 && b.nextBeginOffset == 2)
+        let none = Subscription(topic: "T", expression: "TagZ")
+        #expect(f.store.getMessages(QueueKey("T", 0), offset: 0, maxCount: 32, matches: none.matches).status == .noMatchedMessage)
+        #expect(f.store.getMessages(QueueKey("T", 0), offset: 2, maxCount: 32, matches: { _ in true }).status == .offsetOverflowOne)
+        #expect(f.store.getMessages(QueueKey("T", 0), offset: 9, maxCount: 32, matches: { _ in true }).status == .offsetOverflowBadly)
+        #expect(f.store.getMessages(QueueKey("T", 3), offset: 0, maxCount: 32, matches: { _ in true }).status == .noMatchedLogicQueue)
+        let one = f.store.getMessages(QueueKey("T", 0), offset: 1, maxCount: 1, matches: { _ in true })
+        #expect(one.count == 1 && one.nextBeginOffset == 2)
+    }
+
+    @Test func batchEntriesGiveEveryItemItsOwnQueueOffsetAndPosition() throws {
+        let f = try StoreFixture()
+        let items = try (0..<3).map { try record("T", queue: 2, offset: Int64($0), body: "item \($0)") }
+        let i = try f.append([items.reduce([], +)])
+        try f.store.dispatch(upTo: i[0])
+        let cq = try #require(try f.store.queue(QueueKey("T", 2))?.read(from: 0, maxCount: 3))
+        #expect(cq.count == 3)
+        #expect(cq[1].commitLogOffset == cq[0].commitLogOffset + Int64(items[0].count))
+        for (k, e) in cq.enumerated() {
+            let r = try #require(f.store.record(atPhysicalOffset: e.commitLogOffset))
+            #expect(try r.withUnsafeBytes { try MessageRecord.decode($0) }.body == Array("item \(k)".utf8))
+        }
+    }
+
+    @Test func metadataEntriesAreAppliedInLogOrder() throws {
+        let f = try StoreFixture()
+        let t = TopicConfig(topicName: "Created", readQueueNums: 2, writeQueueNums: 2, perm: 6)
+        let version = f.store.topics.dataVersion
+        let i = try f.append([MetadataChange.topicUpsert(t).encoded(), MetadataChange.offsets(["Created@g": [0: 5]]).encoded(),
+                              MetadataChange.offsets(["Created@g": [0: 9, 1: 2]]).encoded()])
+        try f.store.dispatch(upTo: i[1])
+        #expect(f.store.topic("Created") == t && f.store.topics.dataVersion != version)
+        #expect(f.store.consumerOffset(group: "g", QueueKey("Created", 0)) == 5)
+        try f.store.dispatch(upTo: i[2])
+        #expect(f.store.consumerOffset(group: "g", QueueKey("Created", 0)) == 9 && f.store.consumerOffsets(group: "g")["Created"]?[1] == 2)
+        let j = try f.append([MetadataChange.topicDelete("Created").encoded()])
+        try f.store.dispatch(upTo: j[0])
+        #expect(f.store.topic("Created") == nil)
+    }
+
+    @Test func aRestartContinuesFromTheCheckpointAndCutsWhatCameAfterIt() throws {
+        let f = try StoreFixture()
+        let t = TopicConfig(topicName: "T", readQueueNums: 2, writeQueueNums: 2, perm: 6)
+        var i = try f.append([MetadataChange.topicUpsert(t).encoded(), try record("T", offset: 0), try record("T", offset: 1)])
+        try f.store.dispatch(upTo: i.last!)
+        try f.store.checkpoint()
+        // Dispatched after the checkpoint, then "crashed" before the next one.
+        i = try f.append([try record("T", offset: 2), MetadataChange.offsets(["T@g": [0: 3]]).encoded()])
+        try f.store.dispatch(upTo: i.last!)
+        #expect(f.store.maxOffset(QueueKey("T", 0)) == 3)
+        try f.reopen()
+        #expect(f.store.dispatchedIndex == 2, "continues after the checkpointed index")
+        #expect(f.store.topic("T") == t, "the checkpoint carries the applied topics")
+        #expect(f.store.maxOffset(QueueKey("T", 0)) == 2, "the consume queue is cut back to the checkpoint")
+        #expect(f.store.consumerOffset(group: "g", QueueKey("T", 0)) == nil)
+        try f.store.dispatch(upTo: 4)
+        #expect(f.store.maxOffset(QueueKey("T", 0)) == 3 && f.store.consumerOffset(group: "g", QueueKey("T", 0)) == 3)
+        let all = f.store.getMessages(QueueKey("T", 0), offset: 0, maxCount: 10, matches: { _ in true })
+        #expect(all.count == 3)
+    }
+
+    @Test func withoutACheckpointTheQueuesAreRebuiltFromTheLog() throws {
+        let f = try StoreFixture()
+        let i = try f.append([try record("T", offset: 0), try record("T", offset: 1)])
+        try f.store.dispatch(upTo: i.last!)
+        try? FileManager.default.removeItem(atPath: f.root + "/raft/dispatch.json")
+        try f.reopen()
+        #expect(f.store.dispatchedIndex == -1 && f.store.maxOffset(QueueKey("T", 0)) == 0)
+        try f.store.dispatch(upTo: i.last!)
+        #expect(f.store.maxOffset(QueueKey("T", 0)) == 2)
+        // A checkpoint that does not describe this log is ignored.
+        try f.store.checkpoint()
+        try Data(#"{"index":1,"endPosition":5}"#.utf8).write(to: URL(fileURLWithPath: f.root + "/raft/dispatch.json"))
+        try f.reopen()
+        #expect(f.store.dispatchedIndex == -1)
+        try Data("not json".utf8).write(to: URL(fileURLWithPath: f.root + "/raft/dispatch.json"))
+        try f.reopen()
+        #expect(f.store.dispatchedIndex == -1)
+    }
+
+    @Test func longPollsWakeOnDispatchOrAtTheirDeadline() async throws {
+        let f = try StoreFixture()
+        let key = QueueKey("T", 0)
+        let store = f.store
+        // The sweep that ends expired long polls (and writes checkpoints).
+        let sweeping = Task { await store.run() }
+        defer { sweeping.cancel() }
+        let started = ContinuousClock.now
+        await f.store.waitForMessages(key, offset: 0, deadline: .now + .milliseconds(100))
+        #expect(ContinuousClock.now - started < .seconds(5))
+        let waiting = Task { await store.waitForMessages(key, offset: 0, deadline: .now + .seconds(30)) }
+        try await Task.sleep(for: .milliseconds(50))
+        let i = try f.append([try record("T", offset: 0)])
+        try f.store.dispatch(upTo: i[0])
+        let woke = ContinuousClock.now
+        await waiting.value
+        #expect(ContinuousClock.now - woke < .seconds(5), "woken by the dispatch, not the 30 s deadline")
+        // Already there: no wait at all.
+        await f.store.waitForMessages(key, offset: 0, deadline: .now + .seconds(30))
+    }
+}
