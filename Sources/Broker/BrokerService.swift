@@ -221,7 +221,7 @@ public final class BrokerService: Sendable {
         let key = QueueKey(h.topic, queueId)
         let result: (queueOffset: Int64, committed: RaftReplica.Committed)
         do {
-            result = try await writes.append(queue: key, count: records.count, timeout: options.sendTimeout) { first in
+            result = try await writes.append(queue: key, count: records.count, timeout: options.sendTimeout) { first, _ in
                 var entry: [UInt8] = []
                 entry.reserveCapacity(records.reduce(0) { $0 + $1.count })
                 for (k, var r) in records.enumerated() {
@@ -437,8 +437,9 @@ public final class BrokerService: Sendable {
             if let o = offset(group: group, key), o >= 0 {
                 return .response(to: request, code: ResponseCode.success, extFields: ["offset": "\(o)"])
             }
-            // A new group on a young queue starts at 0 (rocketmq-protocol.md §9 item 9).
-            if store.minOffset(key) <= 0 {
+            // A new group on a young queue starts at 0 (rocketmq-protocol.md §9 item 9): its first
+            // message is still in memory. Otherwise the client decides (consumeFromWhere).
+            if store.minOffset(key) <= 0 && !store.isInDisk(key, offset: 0) {
                 return .response(to: request, code: ResponseCode.success, extFields: ["offset": "0"])
             }
             return .response(to: request, code: ResponseCode.queryNotFound, remark: "Not found, V3_0_6_SNAPSHOT maybe this group consumer boot first")
@@ -603,12 +604,29 @@ public final class BrokerService: Sendable {
         return lo
     }
 
-    /// Flushes offsets on the leader and expires silent clients, until cancelled.
+    /// Whether the leader should write a metadata snapshot: none in the log yet, or the log moved to
+    /// another segment since the latest (so retention, which keeps the latest, can always delete
+    /// all but about one segment before it).
+    func snapshotDue() -> Bool {
+        guard writes.isCaughtUpLeader else { return false }
+        guard let at = store.latestSnapshotPosition else { return true }
+        let segment = store.log.options.segmentBytes
+        return store.log.writePosition.rawValue / segment != at / segment
+    }
+
+    /// Flushes offsets and writes snapshots on the leader, and expires silent clients, until cancelled.
     public func run() async {
         var lastExpiry = ContinuousClock.now
         while !Task.isCancelled {
             try? await Task.sleep(for: options.offsetFlushInterval)
             if writes.isLeader { await flushOffsets() } else { pendingOffsets.withLock { $0.removeAll() } }
+            if snapshotDue() {
+                do {
+                    _ = try await writes.appendSnapshot(timeout: .seconds(3))
+                } catch {
+                    logger.warning("writing a metadata snapshot failed; retried", metadata: ["error": "\(error)"])
+                }
+            }
             if ContinuousClock.now - lastExpiry >= .seconds(10) {
                 lastExpiry = .now
                 consumers.expire()

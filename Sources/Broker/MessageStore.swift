@@ -60,6 +60,11 @@ public final class MessageStore: Sendable {
         var nextWaiterId: UInt64 = 0
         var checkpointed: Int64 = -2
         var metadataChanged = false
+        /// Next offsets of queues this member holds no entry of (their messages are all before the
+        /// log's first entry), from the latest metadata snapshot.
+        var queueBases: [QueueKey: Int64] = [:]
+        /// Store index and position of the latest metadata snapshot dispatched.
+        var latestSnapshot: (index: Int64, position: UInt64)?
     }
 
     public let options: Options
@@ -93,8 +98,10 @@ public final class MessageStore: Sendable {
         if let c = checkpoint {
             s.dispatched = c.index
             s.dispatchedEnd = c.end
-            for (name, t) in c.topics { s.topics.upsert(t, nowMs: Self.nowMs) ; _ = name }
+            for t in c.topics.values { s.topics.upsert(t, nowMs: Self.nowMs) }
             s.offsets = c.offsets
+            s.queueBases = c.queueBases
+            s.latestSnapshot = c.latestSnapshot
         }
         // Open what is on disk and cut it back to the checkpoint.
         for topic in (try? fm.contentsOfDirectory(atPath: consumeQueueDirectory)) ?? [] {
@@ -122,8 +129,31 @@ public final class MessageStore: Sendable {
     public func topic(_ name: String) -> TopicConfig? { state.withLock { $0.topics.topics[name] } }
 
     /// Next offset to be written in the queue (0 for a queue never written).
-    public func maxOffset(_ key: QueueKey) -> Int64 { state.withLock { $0.queues[key].map { Int64($0.maxOffset) } ?? 0 } }
-    public func minOffset(_ key: QueueKey) -> Int64 { state.withLock { $0.queues[key].map { Int64($0.minOffset) } ?? 0 } }
+    public func maxOffset(_ key: QueueKey) -> Int64 {
+        state.withLock { s in max(s.queues[key].map { Int64($0.maxOffset) } ?? 0, s.queueBases[key] ?? 0) }
+    }
+    public func minOffset(_ key: QueueKey) -> Int64 {
+        state.withLock { s in
+            guard let q = s.queues[key], q.maxOffset > q.minOffset else { return s.queueBases[key] ?? s.queues[key].map { Int64($0.minOffset) } ?? 0 }
+            return Int64(q.minOffset)
+        }
+    }
+
+    /// Store index of the latest metadata snapshot dispatched (retention keeps it).
+    public var latestSnapshotIndex: Int64? { state.withLock { $0.latestSnapshot?.index } }
+    public var latestSnapshotPosition: UInt64? { state.withLock { $0.latestSnapshot?.position } }
+
+    /// The metadata as this member applied it, with every queue's next offset (`numbered` overrides
+    /// the consume queues' ends for queues the leader numbered past what was dispatched).
+    public func snapshot(numbered: [QueueKey: Int64]) -> MetadataSnapshot {
+        state.withLock { s in
+            var ends: [String: [Int32: Int64]] = [:]
+            for (k, q) in s.queues { ends[k.topic, default: [:]][k.queueId] = Int64(q.maxOffset) }
+            for (k, b) in s.queueBases where (ends[k.topic]?[k.queueId] ?? -1) < b { ends[k.topic, default: [:]][k.queueId] = b }
+            for (k, n) in numbered { ends[k.topic, default: [:]][k.queueId] = n }
+            return MetadataSnapshot(topics: s.topics.topics, offsets: s.offsets, queueEnds: ends)
+        }
+    }
     func queue(_ key: QueueKey) -> ConsumeQueue? { state.withLock { $0.queues[key] } }
 
     /// The committed offset of a consumer group on a queue, if any.
@@ -163,13 +193,13 @@ public final class MessageStore: Sendable {
 
     private func dispatch(_ entries: [LogEntry]) throws {
         var pending: [QueueKey: Pending] = [:]
-        var changes: [MetadataChange] = []
+        var changes: [(MetadataChange, LogEntry)] = []
         for e in entries {
             switch EntryBody.classify(e.body) {
             case .opaque: continue
             case .metadata:
                 if let change = MetadataChange.decode(e.body) {
-                    changes.append(change)
+                    changes.append((change, e))
                 } else {
                     logger.warning("skipping a metadata entry of an unknown kind or shape", metadata: ["index": "\(e.index)"])
                 }
@@ -202,7 +232,7 @@ public final class MessageStore: Sendable {
         for (key, p) in pending { try flushPending(key, p) }
         let last = entries.last!
         let wake = state.withLock { s -> [CheckedContinuation<Void, Never>] in
-            for c in changes { apply(c, to: &s) }
+            for (c, e) in changes { apply(c, at: e, to: &s) }
             s.dispatched = Int64(last.index.rawValue)
             s.dispatchedEnd = last.position.rawValue + UInt64(last.header.totalByteCount)
             var out: [CheckedContinuation<Void, Never>] = []
@@ -240,9 +270,25 @@ public final class MessageStore: Sendable {
         try cq.append(Array(entries), at: start)
     }
 
-    private func apply(_ change: MetadataChange, to s: inout State) {
+    private func apply(_ change: MetadataChange, at entry: LogEntry, to s: inout State) {
         s.metadataChanged = true
         switch change {
+        case .snapshot(let snap):
+            // The state as of the entry before: what this member applied already agrees with it,
+            // unless it lost the log's prefix; either way it is now exactly the leader's.
+            var topics = s.topics
+            for name in topics.topics.keys where snap.topics[name] == nil { topics.remove(name, nowMs: Self.nowMs) }
+            for t in snap.topics.values where topics.topics[t.topicName] != t { topics.upsert(t, nowMs: Self.nowMs) }
+            s.topics = topics
+            s.offsets = snap.offsets
+            for (topic, queues) in snap.queueEnds {
+                for (id, end) in queues {
+                    let key = QueueKey(topic, id)
+                    let have = s.queues[key].map { Int64($0.maxOffset) } ?? 0
+                    if have < end { s.queueBases[key] = end }
+                }
+            }
+            s.latestSnapshot = (Int64(entry.index.rawValue), entry.position.rawValue)
         case .topicUpsert(let t): s.topics.upsert(t, nowMs: Self.nowMs)
         case .topicCreate(let t): if s.topics.topics[t.topicName] == nil { s.topics.upsert(t, nowMs: Self.nowMs) }
         case .topicDelete(let name): s.topics.remove(name, nowMs: Self.nowMs)
@@ -266,6 +312,9 @@ public final class MessageStore: Sendable {
             let w = s.pullWaiters.values.flatMap { $0.map(\.continuation) }
             s.queues.removeAll()
             s.pullWaiters.removeAll()
+            // What the next snapshot after the base says replaces these; until then they are the
+            // best known ends (never below what was true).
+            s.latestSnapshot = nil
             s.dispatched = base
             s.dispatchedEnd = log.firstPosition.rawValue
             return (q, w)
@@ -305,8 +354,14 @@ public final class MessageStore: Sendable {
     /// whose tags code `matches`.
     public func getMessages(_ key: QueueKey, offset: Int64, maxCount: Int, maxBytes: Int = 256 << 10,
                             matches: (Int64) -> Bool) -> GetResult {
-        guard let cq = queue(key) else {
-            return GetResult(status: .noMatchedLogicQueue, nextBeginOffset: 0, minOffset: 0, maxOffset: 0)
+        let (found, base) = state.withLock { ($0.queues[key], $0.queueBases[key]) }
+        guard let cq = found, cq.maxOffset > cq.minOffset || base == nil else {
+            // No entry here: none ever, or all before the log's first entry (the snapshot's end).
+            guard let base else { return GetResult(status: .noMatchedLogicQueue, nextBeginOffset: 0, minOffset: 0, maxOffset: 0) }
+            var r = GetResult(status: .offsetOverflowOne, nextBeginOffset: offset, minOffset: base, maxOffset: base)
+            if offset < base { r.status = .offsetTooSmall; r.nextBeginOffset = base }
+            if offset > base { r.status = .offsetOverflowBadly; r.nextBeginOffset = base }
+            return r
         }
         let lo = Int64(cq.minOffset), hi = Int64(cq.maxOffset)
         var r = GetResult(status: .noMessageInQueue, nextBeginOffset: 0, minOffset: lo, maxOffset: hi)
@@ -345,6 +400,31 @@ public final class MessageStore: Sendable {
         let size = Int(head.readBE(0, bytes: 4))
         guard size >= 36, size <= 64 << 20 else { return nil }
         return try? log.readBytes(at: UInt64(offset), count: size)
+    }
+
+    /// Retention of the consume queues: files whose entries all point before the log's first
+    /// position go (the messages are gone), so min offsets move as in RocketMQ.
+    public func pruneConsumeQueues() {
+        let first = Int64(log.firstPosition.rawValue)
+        for q in state.withLock({ Array($0.queues.values) }) {
+            do { try q.deleteFiles(beforeCommitLogOffset: first) } catch {
+                logger.warning("pruning a consume queue failed", metadata: ["queue": "\(q.directory)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// RocketMQ's accessMessageInMemoryMaxRatio (40 %) of physical memory: messages further than
+    /// this behind the log's end are "in disk".
+    static let memoryWindowBytes: UInt64 = {
+        let pages = sysconf(Int32(_SC_PHYS_PAGES)), size = sysconf(Int32(_SC_PAGESIZE))
+        return pages > 0 && size > 0 ? UInt64(pages) * UInt64(size) * 40 / 100 : 1 << 30
+    }()
+
+    /// Whether the message at `offset` of a queue is far enough behind the log's end to have left
+    /// the page cache (checkInDiskByConsumeOffset); false when there is no such message.
+    public func isInDisk(_ key: QueueKey, offset: Int64) -> Bool {
+        guard offset >= 0, let e = try? queue(key)?.read(from: UInt64(offset), maxCount: 1).first, !e.isBlank else { return false }
+        return log.writePosition.rawValue > UInt64(e.commitLogOffset) + Self.memoryWindowBytes
     }
 
     // MARK: - Long polling
@@ -387,6 +467,8 @@ public final class MessageStore: Sendable {
         var end: UInt64
         var topics: [String: TopicConfig]
         var offsets: [String: [Int32: Int64]]
+        var queueBases: [QueueKey: Int64] = [:]
+        var latestSnapshot: (index: Int64, position: UInt64)?
     }
 
     static func loadCheckpoint(_ path: String, log: LogStore, logger: Logger) -> Checkpoint? {
@@ -420,7 +502,14 @@ public final class MessageStore: Sendable {
                 if let id = Int32(q), let n = (off as? NSNumber)?.int64Value { offsets[k, default: [:]][id] = n }
             }
         }
-        return Checkpoint(index: index, end: end, topics: topics, offsets: offsets)
+        var c = Checkpoint(index: index, end: end, topics: topics, offsets: offsets)
+        for (topic, queues) in MetadataChange.parseQueueTable(o["queueBases"]) ?? [:] {
+            for (id, b) in queues { c.queueBases[QueueKey(topic, id)] = b }
+        }
+        if let i = (o["snapshotIndex"] as? NSNumber)?.int64Value, let p = (o["snapshotPosition"] as? NSNumber)?.uint64Value, i >= first {
+            c.latestSnapshot = (i, p)
+        }
+        return c
     }
 
     /// Flushes the consume queues and writes the checkpoint (and RocketMQ's topics.json and
@@ -430,15 +519,19 @@ public final class MessageStore: Sendable {
     }
 
     private func checkpointLocked() throws {
-        let (index, end, topics, offsets, queues, changed, last) = state.withLock {
-            ($0.dispatched, $0.dispatchedEnd, $0.topics, $0.offsets, Array($0.queues.values), $0.metadataChanged, $0.checkpointed)
+        let (index, end, topics, offsets, queues, changed, last, bases, snap) = state.withLock {
+            ($0.dispatched, $0.dispatchedEnd, $0.topics, $0.offsets, Array($0.queues.values), $0.metadataChanged, $0.checkpointed, $0.queueBases, $0.latestSnapshot)
         }
         guard index != last || changed else { return }
         for q in queues { try q.flush() }
         let offsetJSON = Self.offsetsJSON(offsets)
+        var baseTable: [String: [Int32: Int64]] = [:]
+        for (k, b) in bases { baseTable[k.topic, default: [:]][k.queueId] = b }
         let text = JSONText.object([
             "index": .int(index), "endPosition": .int(Int64(end)),
             "topics": .object(topics.topics.mapValues(\.json)), "offsets": offsetJSON,
+            "queueBases": MetadataChange.queueTable(baseTable),
+            "snapshotIndex": snap.map { .int($0.index) } ?? .null, "snapshotPosition": snap.map { .int(Int64($0.position)) } ?? .null,
         ]).serialized
         try Self.writeAtomically(text, to: checkpointPath)
         let config = options.rootDirectory + "/config"
@@ -472,12 +565,18 @@ public final class MessageStore: Sendable {
         guard n == bytes.count, synced, rename(tmp, path) == 0 else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path]) }
     }
 
-    /// Checkpoints every second and expires long-polling waiters every 50 ms, until cancelled.
+    /// Checkpoints every second, prunes consume queues every 10 s and expires long-polling waiters
+    /// every 50 ms, until cancelled.
     public func run() async {
         var lastCheckpoint = ContinuousClock.now
+        var lastPrune = ContinuousClock.now
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(50))
             expireWaiters(now: .now)
+            if ContinuousClock.now - lastPrune >= .seconds(10) {
+                lastPrune = .now
+                pruneConsumeQueues()
+            }
             if ContinuousClock.now - lastCheckpoint >= .seconds(1) {
                 lastCheckpoint = .now
                 do { try checkpoint() } catch { logger.error("writing the dispatch checkpoint failed", metadata: ["error": "\(error)"]) }

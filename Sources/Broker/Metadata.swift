@@ -13,6 +13,10 @@ public enum MetadataChange: Sendable, Equatable {
     case topicCreate(TopicConfig)
     /// Consumer offsets: "topic@group" (consumerOffset.json's key) -> queue id -> next offset to consume.
     case offsets([String: [Int32: Int64]])
+    /// The whole metadata as of the entry before this one, and every queue's next offset: what a
+    /// member that lost the log's prefix (reset to the leader's base, or rebuilt after retention)
+    /// needs to continue (docs/broker-metadata.md, "Start, retention and resets").
+    case snapshot(MetadataSnapshot)
 
     static let version: UInt16 = 1
 
@@ -22,6 +26,7 @@ public enum MetadataChange: Sendable, Equatable {
         case .topicDelete: return 2
         case .offsets: return 5
         case .topicCreate: return 7
+        case .snapshot: return 6
         }
     }
 
@@ -31,9 +36,10 @@ public enum MetadataChange: Sendable, Equatable {
         case .topicUpsert(let t), .topicCreate(let t): payload = t.json
         case .topicDelete(let name): payload = .object(["topicName": .string(name)])
         case .offsets(let table):
-            payload = .object(["offsetTable": .object(table.mapValues { q in
-                .object(Dictionary(uniqueKeysWithValues: q.map { ("\($0.key)", JSONText.int($0.value)) }))
-            })])
+            payload = .object(["offsetTable": Self.queueTable(table)])
+        case .snapshot(let snap):
+            payload = .object(["topics": .object(snap.topics.mapValues(\.json)), "offsetTable": Self.queueTable(snap.offsets),
+                               "queueEnds": Self.queueTable(snap.queueEnds)])
         }
         let json = Array(payload.serialized.utf8)
         var out: [UInt8] = []
@@ -43,6 +49,26 @@ public enum MetadataChange: Sendable, Equatable {
         out.appendBE(UInt64(kind), bytes: 2)
         out.appendBE(UInt64(Self.version), bytes: 2)
         out.append(contentsOf: json)
+        return out
+    }
+
+    /// {"key": {"queueId": n}} with quoted numeric keys.
+    static func queueTable(_ table: [String: [Int32: Int64]]) -> JSONText {
+        .object(table.mapValues { q in .object(Dictionary(uniqueKeysWithValues: q.map { ("\($0.key)", JSONText.int($0.value)) })) })
+    }
+
+    static func parseQueueTable(_ any: Any?) -> [String: [Int32: Int64]]? {
+        guard let table = any as? [String: Any] else { return nil }
+        var out: [String: [Int32: Int64]] = [:]
+        for (key, value) in table {
+            guard let queues = value as? [String: Any] else { return nil }
+            var q: [Int32: Int64] = [:]
+            for (id, offset) in queues {
+                guard let i = Int32(id), let o = (offset as? NSNumber)?.int64Value else { return nil }
+                q[i] = o
+            }
+            out[key] = q
+        }
         return out
     }
 
@@ -58,20 +84,32 @@ public enum MetadataChange: Sendable, Equatable {
         case 2: return (object["topicName"] as? String).map { .topicDelete($0) }
         case 7: return TopicConfig(json: object).map { .topicCreate($0) }
         case 5:
-            guard let table = object["offsetTable"] as? [String: Any] else { return nil }
-            var out: [String: [Int32: Int64]] = [:]
-            for (key, value) in table {
-                guard let queues = value as? [String: Any] else { return nil }
-                var q: [Int32: Int64] = [:]
-                for (id, offset) in queues {
-                    guard let i = Int32(id), let o = (offset as? NSNumber)?.int64Value else { return nil }
-                    q[i] = o
-                }
-                out[key] = q
+            return parseQueueTable(object["offsetTable"]).map { .offsets($0) }
+        case 6:
+            guard let topicsJSON = object["topics"] as? [String: Any], let offsets = parseQueueTable(object["offsetTable"]),
+                  let ends = parseQueueTable(object["queueEnds"]) else { return nil }
+            var topics: [String: TopicConfig] = [:]
+            for (name, t) in topicsJSON {
+                guard let o = t as? [String: Any], let c = TopicConfig(json: o) else { return nil }
+                topics[name] = c
             }
-            return .offsets(out)
+            return .snapshot(MetadataSnapshot(topics: topics, offsets: offsets, queueEnds: ends))
         default: return nil
         }
+    }
+}
+
+/// The whole broker metadata at one point of the log.
+public struct MetadataSnapshot: Sendable, Equatable {
+    public var topics: [String: TopicConfig]
+    /// "topic@group" -> queue -> offset.
+    public var offsets: [String: [Int32: Int64]]
+    /// topic -> queue -> next queue offset.
+    public var queueEnds: [String: [Int32: Int64]]
+    public init(topics: [String: TopicConfig], offsets: [String: [Int32: Int64]], queueEnds: [String: [Int32: Int64]]) {
+        self.topics = topics
+        self.offsets = offsets
+        self.queueEnds = queueEnds
     }
 }
 

@@ -49,6 +49,8 @@ public final class WritePath: Sendable {
         var broken = false
         /// Which numbering this is: an answer of an older one must not count against this one.
         var generation: UInt64 = 0
+        /// Metadata entries offered and not yet answered (a snapshot waits for none).
+        var metadataInFlight = 0
     }
 
     private let replica: RaftReplica
@@ -105,8 +107,8 @@ public final class WritePath: Sendable {
     /// Appends one entry holding `count` messages of queue `key` (nil for an entry without messages);
     /// `body(firstQueueOffset)` builds it. Returns the first message's queue offset once the entry
     /// is committed and dispatched.
-    public func append(queue key: QueueKey?, count: Int, timeout: Duration,
-                       body: (Int64) -> [UInt8]) async throws(WriteError) -> (queueOffset: Int64, committed: RaftReplica.Committed) {
+    public func append(queue key: QueueKey?, count: Int, timeout: Duration, kind: EntryKind = .messages,
+                       body: (_ firstQueueOffset: Int64, _ numbered: [QueueKey: Int64]) -> [UInt8]) async throws(WriteError) -> (queueOffset: Int64, committed: RaftReplica.Committed) {
         let deadline = ContinuousClock.now + timeout
         while true {
             try await ensureReady(deadline: deadline)
@@ -117,8 +119,10 @@ public final class WritePath: Sendable {
                 outcome = .success(try await withCheckedThrowingContinuation { (c: CheckedContinuation<RaftReplica.Committed, any Error>) in
                     let accepted: Result<Void, WriteError> = state.withLock { s in
                         guard let term = s.term, !s.broken else { return .failure(.notReady) }
+                        // A snapshot is the metadata as applied: none may be on its way.
+                        if kind == .snapshot && s.metadataInFlight > 0 { return .failure(.busy) }
                         if let key { firstOffset = s.offsets[key] ?? store.maxOffset(key) }
-                        let data = body(firstOffset)
+                        let data = body(firstOffset, s.offsets)
                         // The node would refuse it and break the numbering of everyone else.
                         guard !data.isEmpty, data.count <= maxEntryBytes else { return .failure(.tooLarge(bytes: data.count, limit: maxEntryBytes)) }
                         let remaining = deadline - .now
@@ -127,6 +131,7 @@ public final class WritePath: Sendable {
                         if let key { s.offsets[key] = firstOffset + Int64(count) }
                         s.nextIndex = s.nextIndex.next
                         s.inFlight += 1
+                        if kind == .metadata { s.metadataInFlight += 1 }
                         offered = s.generation
                         return .success(())
                     }
@@ -135,7 +140,13 @@ public final class WritePath: Sendable {
             } catch {
                 outcome = .failure(error)
             }
-            if let generation = offered { state.withLock { if $0.generation == generation { $0.inFlight -= 1 } } }
+            if let generation = offered {
+                state.withLock { s in
+                    guard s.generation == generation else { return }
+                    s.inFlight -= 1
+                    if kind == .metadata { s.metadataInFlight -= 1 }
+                }
+            }
             switch outcome {
             case .success(let committed):
                 return (firstOffset, committed)
@@ -165,15 +176,28 @@ public final class WritePath: Sendable {
         }
     }
 
+    /// What an entry carries, for the numbering's bookkeeping.
+    public enum EntryKind: Sendable { case messages, metadata, snapshot, opaque }
+
     /// A metadata change (topics, offsets), answered once committed and applied.
     public func append(_ change: MetadataChange, timeout: Duration) async throws(WriteError) -> RaftReplica.Committed {
         let bytes = change.encoded()
-        return try await append(queue: nil, count: 0, timeout: timeout) { _ in bytes }.committed
+        return try await append(queue: nil, count: 0, timeout: timeout, kind: .metadata) { _, _ in bytes }.committed
+    }
+
+    /// A metadata snapshot: the applied metadata and every queue's next offset as numbered, taken
+    /// under the numbering lock when no metadata entry is in flight, so it is exactly the state as
+    /// of the entry before it.
+    public func appendSnapshot(timeout: Duration) async throws(WriteError) -> RaftReplica.Committed {
+        let store = self.store
+        return try await append(queue: nil, count: 0, timeout: timeout, kind: .snapshot) { _, numbered in
+            MetadataChange.snapshot(store.snapshot(numbered: numbered)).encoded()
+        }.committed
     }
 
     /// An opaque entry (the raw-log API's APPEND).
     public func appendOpaque(_ data: [UInt8], timeout: Duration) async throws(WriteError) -> RaftReplica.Committed {
-        try await append(queue: nil, count: 0, timeout: timeout) { _ in data }.committed
+        try await append(queue: nil, count: 0, timeout: timeout, kind: .opaque) { _, _ in data }.committed
     }
 }
 

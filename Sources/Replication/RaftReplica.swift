@@ -38,6 +38,9 @@ public struct RaftReplicaOptions: Sendable {
     /// logs stay identical byte for byte): the broker writes each message's physical offset there,
     /// as DLedger's append hook does. It must depend on nothing but its arguments.
     public var bodyPatch: (@Sendable (LogFormat.LogIndex, LogPosition, inout [UInt8]) -> Void)? = nil
+    /// The first store index retention must keep besides the unapplied ones (the broker's latest
+    /// metadata snapshot, so that a member reset to this log's base still finds one); nil: none.
+    public var retentionFloor: (@Sendable () -> LogFormat.LogIndex?)? = nil
 
     public init(raft: RaftConfig, peerAddresses: [NodeID: String]) {
         precondition(Set(raft.voters) == Set(peerAddresses.keys), "RaftReplicaOptions: every voter needs a peer address")
@@ -286,7 +289,7 @@ public final class RaftReplica: Sendable {
         localtime_r(&now, &parts)
         do {
             let result = try store.applyRetention(policy, nowSeconds: Int64(now), hourOfDay: Int(parts.tm_hour),
-                                                  keepFrom: log.storeIndex(applied.next))
+                                                  keepFrom: min(log.storeIndex(applied.next), options.retentionFloor?() ?? log.storeIndex(applied.next)))
             guard result.segmentsDeleted > 0 else { return }
             log.prefixDeleted()
             logger.info("retention deleted old commitlog segments", metadata: [

@@ -4,6 +4,7 @@ import Config
 import Dispatch
 import Foundation
 import Glibc
+import LogFormat
 import LogStore
 import Logging
 import ProcessLifecycle
@@ -91,6 +92,8 @@ enum RaftNodeMode {
         // producers waiting for them are answered, and the applied index is the dispatched one.
         options.appliedIndex = RaftCore.LogIndex(UInt64(messages.dispatchedIndex + 1))
         options.bodyPatch = BrokerLogHooks.bodyPatch
+        // Retention keeps the latest metadata snapshot: a member reset to this log's base finds one.
+        options.retentionFloor = { messages.latestSnapshotIndex.map { LogFormat.LogIndex(UInt64($0)) } ?? store.firstIndex }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let replica = RaftReplica(options: options, store: store, hardStateFile: HardStateFile(path: hardStateDirectory + "/hardstate"),
                                   group: group, logger: logger, apply: { entries in

@@ -168,3 +168,34 @@ final class StoreFixture: @unchecked Sendable {
         await f.store.waitForMessages(key, offset: 0, deadline: .now + .seconds(30))
     }
 }
+
+@Suite struct SnapshotTests {
+    @Test func aSnapshotGivesAMemberThatLostThePrefixTheTopicsOffsetsAndQueueEnds() throws {
+        let f = try StoreFixture()
+        let t = TopicConfig(topicName: "Old", readQueueNums: 2, writeQueueNums: 2, perm: 6)
+        let stray = TopicConfig(topicName: "Stray", readQueueNums: 1, writeQueueNums: 1, perm: 6)
+        let snap = MetadataSnapshot(topics: f.topics.topics.merging(["Old": t]) { a, _ in a },
+                                    offsets: ["Old@g": [0: 400]], queueEnds: ["Old": [0: 500, 1: 7]])
+        #expect(MetadataChange.decode(MetadataChange.snapshot(snap).encoded()) == .snapshot(snap))
+        // This member knew a topic the group deleted since, and nothing of Old.
+        var i = try f.append([MetadataChange.topicUpsert(stray).encoded(), MetadataChange.snapshot(snap).encoded()])
+        try f.store.dispatch(upTo: i.last!)
+        #expect(f.store.topic("Old") == t && f.store.topic("Stray") == nil)
+        #expect(f.store.consumerOffset(group: "g", QueueKey("Old", 0)) == 400)
+        #expect(f.store.maxOffset(QueueKey("Old", 0)) == 500 && f.store.minOffset(QueueKey("Old", 0)) == 500 && f.store.maxOffset(QueueKey("Old", 1)) == 7)
+        #expect(f.store.latestSnapshotIndex == i.last!)
+        let key = QueueKey("Old", 0)
+        #expect(f.store.getMessages(key, offset: 500, maxCount: 1, matches: { _ in true }).status == .offsetOverflowOne)
+        let early = f.store.getMessages(key, offset: 3, maxCount: 1, matches: { _ in true })
+        #expect(early.status == .offsetTooSmall && early.nextBeginOffset == 500)
+        // The next message of the queue continues from the snapshot's end.
+        i = try f.append([try record("Old", queue: 0, offset: 500)])
+        try f.store.dispatch(upTo: i[0])
+        let got = f.store.getMessages(key, offset: 500, maxCount: 5, matches: { _ in true })
+        #expect(got.status == .found && got.count == 1 && f.store.maxOffset(key) == 501 && f.store.minOffset(key) == 500)
+        // And all of it survives a restart through the checkpoint.
+        try f.store.checkpoint()
+        try f.reopen()
+        #expect(f.store.maxOffset(QueueKey("Old", 1)) == 7 && f.store.latestSnapshotIndex == i[0] - 1 && f.store.topic("Old") == t)
+    }
+}

@@ -363,6 +363,19 @@ import Testing
         let victim = try #require(nodes.first { $0 !== leaderNode })
         let writer = Writer()
         await writer.run(client, writers: 4, count: 50, tag: "before")
+        // A topic and five messages of its queue 0, all soon in segments retention deletes.
+        let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let remoting = RemotingClient(group: eventLoops, logger: Logger(label: "test"))
+        let created = try await remoting.request(leaderNode.brokerAddress, .request(code: RequestCode.updateAndCreateTopic, opaque: 0, extFields: [
+            "topic": "Kept", "defaultTopic": "TBW102", "readQueueNums": "2", "writeQueueNums": "2", "perm": "6", "topicFilterType": "SINGLE_TAG", "order": "false",
+        ]), timeoutMilliseconds: 5_000)
+        #expect(created.code == ResponseCode.success, "\(created.remark ?? "")")
+        for k in 0..<5 {
+            let sent = try await remoting.request(leaderNode.brokerAddress, .request(code: RequestCode.sendMessageV2, opaque: 0, extFields: [
+                "a": "g", "b": "Kept", "c": "TBW102", "d": "4", "e": "0", "f": "0", "g": "0", "h": "0",
+            ], body: ByteBuffer(string: "kept \(k)")), timeoutMilliseconds: 5_000)
+            #expect(sent.code == ResponseCode.success && sent.extFields["queueOffset"] == "\(k)", "\(sent.remark ?? "")")
+        }
         let victimLast = try #require(state(victim)?["lastIndex"] as? Int)
         kill(victim.process!.processIdentifier, SIGKILL)
         victim.process!.waitUntilExit()
@@ -395,13 +408,47 @@ import Testing
         #expect(victimFirst >= leaderFirst - 64, "the victim starts near the leader's first entry (\(victimFirst), leader \(leaderFirst))")
 
         // Where all three hold entries, they hold the same ones, byte for byte.
-        let from = Int64(nodes.compactMap { state($0)?["firstIndex"] as? Int }.max() ?? 0)
+        // (Retention keeps deleting meanwhile: a first index can pass `from` between the reads.)
         var tails: [[RaftLogEntryCodec.Entry]] = []
-        for n in nodes { tails.append(try await client.log.get(at: n.brokerAddress, from: from, maxCount: 1_000)) }
+        for _ in 0..<10 {
+            let from = Int64(nodes.compactMap { state($0)?["firstIndex"] as? Int }.max() ?? 0) + 64
+            tails = []
+            do {
+                for n in nodes { tails.append(try await client.log.get(at: n.brokerAddress, from: from, maxCount: 1_000)) }
+                break
+            } catch {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        #expect(tails.count == 3, "the tails could not be read\n\(logs())")
         #expect(!tails[0].isEmpty)
         for t in tails.dropFirst() {
             #expect(t.map(\.chainCRC) == tails[0].map(\.chainCRC) && t.map(\.position) == tails[0].map(\.position), "logs differ after the reset")
         }
+        // The reset member has the topic and the queue's end from the leader's latest metadata
+        // snapshot (its own copy of both went with the prefix), and numbers on from there.
+        let topics = try await remoting.request(victim.brokerAddress, .request(code: RequestCode.getAllTopicConfig, opaque: 0), timeoutMilliseconds: 5_000)
+        var topicBody = topics.body ?? ByteBuffer()
+        #expect(topicBody.readString(length: topicBody.readableBytes)?.contains("\"Kept\"") == true, "the reset member lost the topic\n\(logs())")
+        func maxOffset(_ n: Node) async throws -> String? {
+            try await remoting.request(n.brokerAddress, .request(code: RequestCode.getMaxOffset, opaque: 0, extFields: ["topic": "Kept", "queueId": "0"]),
+                                       timeoutMilliseconds: 5_000).extFields["offset"]
+        }
+        #expect(try await maxOffset(victim) == "5", "the reset member's queue end")
+        let sixth = try await remoting.request(leaderNode.brokerAddress, .request(code: RequestCode.sendMessageV2, opaque: 0, extFields: [
+            "a": "g", "b": "Kept", "c": "TBW102", "d": "4", "e": "0", "f": "0", "g": "0", "h": "0",
+        ], body: ByteBuffer(string: "kept 5")), timeoutMilliseconds: 5_000)
+        #expect(sixth.extFields["queueOffset"] == "5")
+        var victimMax: String?
+        for _ in 0..<50 {
+            victimMax = try await maxOffset(victim)
+            if victimMax == "6" { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(victimMax == "6")
+        await remoting.close()
+        try? await eventLoops.shutdownGracefully()
+
         // And the group goes on.
         let after = Writer()
         await after.run(client, writers: 2, count: 20, tag: "after")
