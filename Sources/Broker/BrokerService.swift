@@ -33,6 +33,8 @@ public final class BrokerService: Sendable {
         public var offsetFlushInterval: Duration = .seconds(1)
         /// Every member's broker address, for forwarding.
         public var clientAddresses: [NodeID: String]
+        /// The effective configuration (GET_BROKER_CONFIG), key=value pairs.
+        public var configuration: [(String, String)] = []
         public init(clusterName: String, brokerName: String, storeHost: String, maxMessageSize: Int, autoCreateTopicEnable: Bool,
                     defaultTopicQueueNums: Int, clientAddresses: [NodeID: String]) {
             self.clusterName = clusterName
@@ -82,7 +84,8 @@ public final class BrokerService: Sendable {
             RemotingProcessor(name: "admin", codes: [
                 RequestCode.updateAndCreateTopic, RequestCode.getAllTopicConfig, RequestCode.deleteTopicInBroker,
                 RequestCode.searchOffsetByTimestamp, RequestCode.getMaxOffset, RequestCode.getMinOffset,
-                RequestCode.getEarliestMsgStoreTime, RequestCode.viewMessageById,
+                RequestCode.getEarliestMsgStoreTime, RequestCode.viewMessageById, RequestCode.queryMessage,
+                RequestCode.getTopicStatsInfo, RequestCode.getConsumeStats, RequestCode.getConsumerConnectionList, RequestCode.getBrokerConfig,
             ], maxQueuedRequests: 4_096, workers: 16) { r, c in await s.admin(r, c) },
         ]
     }
@@ -555,6 +558,82 @@ public final class BrokerService: Sendable {
                 let ts = f["timestamp"].flatMap { Int64($0) } ?? 0
                 return .response(to: request, code: ResponseCode.success, extFields: ["offset": "\(searchOffset(key, timestamp: ts))"])
             }
+        case RequestCode.queryMessage:
+            guard let topic = f["topic"], let key = f["key"] else {
+                return .response(to: request, code: ResponseCode.systemError, remark: "QUERY_MESSAGE needs topic and key")
+            }
+            var maxNum = max(1, min(f["maxNum"].flatMap { Int($0) } ?? 32, 64))
+            if f["_UNIQUE_KEY_QUERY"] == "true" { maxNum = 32 }
+            let found = store.queryByKey(topic: topic, key: key, maxNum: maxNum, begin: f["beginTimestamp"].flatMap { Int64($0) } ?? 0,
+                                         end: f["endTimestamp"].flatMap { Int64($0) } ?? Int64.max)
+            let last = store.options.keyIndex?.lastUpdate ?? (timestamp: 0, phyOffset: 0)
+            let fields = ["indexLastUpdateTimestamp": "\(last.timestamp)", "indexLastUpdatePhyoffset": "\(last.phyOffset)"]
+            guard !found.isEmpty else {
+                return .response(to: request, code: ResponseCode.queryNotFound, remark: "can not find message, maybe time range not correct", extFields: fields)
+            }
+            var body = ByteBuffer()
+            for r in found { body.writeBytes(r) }
+            return .response(to: request, code: ResponseCode.success, extFields: fields, body: body)
+        case RequestCode.getTopicStatsInfo:
+            guard let topic = f["topic"], let config = store.topic(topic) else {
+                return .response(to: request, code: ResponseCode.topicNotExist, remark: "topic[\(f["topic"] ?? "")] not exist")
+            }
+            var entries: [(JSONText, JSONText)] = []
+            for q in 0..<Int32(clamping: config.writeQueueNums) {
+                let key = QueueKey(topic, q)
+                let (lo, hi) = (store.minOffset(key), store.maxOffset(key))
+                let last = hi > 0 ? storeTime(key, hi - 1) ?? 0 : 0
+                entries.append((messageQueueJSON(topic, q), .object(["lastUpdateTimestamp": .int(last), "maxOffset": .int(hi), "minOffset": .int(lo)])))
+            }
+            var body = ByteBuffer()
+            body.writeString("{\"offsetTable\":" + Self.objectKeyMap(entries) + "}")
+            return .response(to: request, code: ResponseCode.success, body: body)
+        case RequestCode.getConsumeStats:
+            guard let group = f["consumerGroup"] else { return .response(to: request, code: ResponseCode.systemError, remark: "GET_CONSUME_STATS needs consumerGroup") }
+            let offsets = store.consumerOffsets(group: group)
+            let topics = (f["topic"].map { $0.isEmpty ? nil : [$0] } ?? nil) ?? offsets.keys.sorted()
+            var entries: [(JSONText, JSONText)] = []
+            for topic in topics {
+                guard let config = store.topic(topic) else { continue }
+                for q in 0..<Int32(clamping: config.readQueueNums) {
+                    let key = QueueKey(topic, q)
+                    let consumer = max(0, offset(group: group, key) ?? 0)
+                    let last = consumer > 0 ? storeTime(key, consumer - 1) ?? 0 : 0
+                    entries.append((messageQueueJSON(topic, q), .object([
+                        "brokerOffset": .int(store.maxOffset(key)), "consumerOffset": .int(consumer), "lastTimestamp": .int(last)])))
+                }
+            }
+            var body = ByteBuffer()
+            body.writeString("{\"consumeTps\":0.0,\"offsetTable\":" + Self.objectKeyMap(entries) + "}")
+            return .response(to: request, code: ResponseCode.success, body: body)
+        case RequestCode.getConsumerConnectionList:
+            let group = f["consumerGroup"] ?? ""
+            let clients = consumers.clients(group: group)
+            guard let first = clients.first else {
+                return .response(to: request, code: 206, remark: "the consumer group[\(group)] not online")
+            }
+            var subs: [String: JSONText] = [:]
+            for c in clients {
+                for (topic, sub) in c.subscriptions {
+                    subs[topic] = .object(["classFilterMode": .bool(false), "codeSet": .array((sub.codes ?? []).sorted().map { .int($0) }),
+                                           "expressionType": .string("TAG"), "subString": .string(sub.expression), "subVersion": .int(sub.version),
+                                           "tagsSet": .array([]), "topic": .string(topic)])
+                }
+            }
+            let text = JSONText.object([
+                "connectionSet": .array(clients.sorted { $0.clientId < $1.clientId }.map { c in
+                    .object(["clientAddr": .string(c.address), "clientId": .string(c.clientId), "language": .string(c.language), "version": .int(Int64(c.version))])
+                }),
+                "consumeFromWhere": .string(first.consumeFromWhere), "consumeType": .string(first.consumeType),
+                "messageModel": .string(first.messageModel), "subscriptionTable": .object(subs),
+            ]).serialized
+            var body = ByteBuffer()
+            body.writeString(text)
+            return .response(to: request, code: ResponseCode.success, body: body)
+        case RequestCode.getBrokerConfig:
+            var body = ByteBuffer()
+            body.writeString(options.configuration.map { "\($0.0)=\($0.1)\n" }.joined())
+            return .response(to: request, code: ResponseCode.success, extFields: ["version": store.topics.dataVersionJSON], body: body)
         case RequestCode.viewMessageById:
             guard let o = f["offset"].flatMap({ Int64($0) }), let record = store.record(atPhysicalOffset: o) else {
                 return .response(to: request, code: ResponseCode.systemError, remark: "can not find message by the offset, \(f["offset"] ?? "")")
@@ -565,6 +644,17 @@ public final class BrokerService: Sendable {
         default:
             return .response(to: request, code: ResponseCode.requestCodeNotSupported, remark: "request type \(request.code) not supported")
         }
+    }
+
+    /// A MessageQueue as fastjson writes it.
+    func messageQueueJSON(_ topic: String, _ queueId: Int32) -> JSONText {
+        .object(["brokerName": .string(options.brokerName), "queueId": .int(Int64(queueId)), "topic": .string(topic)])
+    }
+
+    /// fastjson's map with object keys (rocketmq-protocol.md §2.5 item 2), which the Java admin tools
+    /// parse: `{{"brokerName":...}:{...},...}`. Not standard JSON, by design.
+    static func objectKeyMap(_ entries: [(JSONText, JSONText)]) -> String {
+        "{" + entries.map { $0.0.serialized + ":" + $0.1.serialized }.joined(separator: ",") + "}"
     }
 
     /// A metadata change proposed on the leader (forwarded from a follower), answered once applied.

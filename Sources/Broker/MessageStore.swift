@@ -33,6 +33,8 @@ public final class MessageStore: Sendable {
         public var consumeQueueFileBytes: UInt64 = 300_000 * 20
         /// storePathConsumeQueue (default `<rootDirectory>/consumequeue`).
         public var consumeQueueDirectory: String?
+        /// The key index (messageIndexEnable); nil: none.
+        public var keyIndex: KeyIndex?
         /// The topics a fresh broker starts with (TBW102 and the system topics).
         public var initialTopics: TopicConfigTable
         public init(rootDirectory: String, initialTopics: TopicConfigTable) {
@@ -217,6 +219,12 @@ public final class MessageStore: Sendable {
                     let entry = ConsumeQueue.Entry(commitLogOffset: Int64(e.position.rawValue) + Int64(EntryHeader.byteCount) + Int64(r.lowerBound),
                                                    size: Int32(r.count), tagsCode: tags)
                     let offset = UInt64(max(0, record.queueOffset))
+                    if let index = options.keyIndex {
+                        var keys: [String] = []
+                        if let u = record.properties[PropertyName.uniqueKey] { keys.append(u) }
+                        if let k = record.properties[PropertyName.keys] { keys += k.split(separator: " ").map(String.init) }
+                        try index.add(topic: record.topic, keys: keys, phyOffset: entry.commitLogOffset, storeTimestamp: record.storeTimestamp)
+                    }
                     if var p = pending[key] {
                         if offset == p.start + UInt64(p.entries.count) {
                             p.entries.append(entry)
@@ -393,6 +401,23 @@ public final class MessageStore: Sendable {
         return r
     }
 
+    /// QUERY_MESSAGE: the records of `topic` with `key` (a UNIQ_KEY or a KEYS token) stored within
+    /// [begin, end] ms, newest first, at most `maxNum`; every candidate of the index is read and
+    /// checked (the index holds hashes only).
+    public func queryByKey(topic: String, key: String, maxNum: Int, begin: Int64, end: Int64) -> [[UInt8]] {
+        guard let index = options.keyIndex else { return [] }
+        var out: [[UInt8]] = []
+        for offset in index.query(topic: topic, key: key, maxNum: maxNum, begin: begin, end: end) where out.count < maxNum {
+            guard let bytes = record(atPhysicalOffset: offset),
+                  let r = try? bytes.withUnsafeBytes({ try MessageRecord.decode($0, verifyBodyCRC: false) }), r.topic == topic,
+                  r.properties[PropertyName.uniqueKey] == key || (r.properties[PropertyName.keys]?.split(separator: " ").contains { $0 == key } ?? false),
+                  r.storeTimestamp >= begin, r.storeTimestamp <= end
+            else { continue }
+            out.append(bytes)
+        }
+        return out
+    }
+
     /// The record at a commitlog offset (VIEW_MESSAGE_BY_ID), read through its size field.
     public func record(atPhysicalOffset offset: Int64) -> [UInt8]? {
         guard offset >= 0, let head = try? log.readBytes(at: UInt64(offset), count: 8),
@@ -406,6 +431,7 @@ public final class MessageStore: Sendable {
     /// position go (the messages are gone), so min offsets move as in RocketMQ.
     public func pruneConsumeQueues() {
         let first = Int64(log.firstPosition.rawValue)
+        options.keyIndex?.deleteFiles(before: first)
         for q in state.withLock({ Array($0.queues.values) }) {
             do { try q.deleteFiles(beforeCommitLogOffset: first) } catch {
                 logger.warning("pruning a consume queue failed", metadata: ["queue": "\(q.directory)", "error": "\(error)"])
@@ -524,6 +550,7 @@ public final class MessageStore: Sendable {
         }
         guard index != last || changed else { return }
         for q in queues { try q.flush() }
+        try options.keyIndex?.flush()
         let offsetJSON = Self.offsetsJSON(offsets)
         var baseTable: [String: [Int32: Int64]] = [:]
         for (k, b) in bases { baseTable[k.topic, default: [:]][k.queueId] = b }

@@ -74,6 +74,9 @@ public struct TopicConfigTable: Sendable {
         return true
     }
 
+    /// The data version as JSON (GET_BROKER_CONFIG's `version`).
+    public var dataVersionJSON: String { dataVersion.json.serialized }
+
     /// GET_ALL_TOPIC_CONFIG's body and topics.json: TopicConfigSerializeWrapper.
     public var serializeWrapper: String {
         JSONText.object(["dataVersion": dataVersion.json, "topicConfigTable": .object(topics.mapValues(\.json))]).serialized

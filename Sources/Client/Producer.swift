@@ -65,13 +65,14 @@ public final class Producer: Sendable {
         uniquePrefix = String(format: "7F000001%04X%08X", UInt32(pid), start)
     }
 
-    /// A fresh UNIQ_KEY: 32 upper-case hex digits (host, pid, start time, counter), as Java's.
+    /// A fresh UNIQ_KEY: 32 upper-case hex digits (host 8, pid 4, start time 8, counter 12), unique per
+    /// producer as Java's are.
     public func nextUniqueKey() -> String {
         let n = counter.withLock { c -> UInt64 in
             c &+= 1
             return c
         }
-        return uniquePrefix + String(format: "%08X", UInt32(truncatingIfNeeded: n))
+        return uniquePrefix + String(format: "%012llX", n & 0xFFFF_FFFF_FFFF)
     }
 
     static func propertyString(_ pairs: [(String, String)]) -> String {

@@ -6,6 +6,7 @@ public enum RequestCode {
     public static let updateConsumerOffset: Int32 = 15
     public static let updateAndCreateTopic: Int32 = 17
     public static let getAllTopicConfig: Int32 = 21
+    public static let getBrokerConfig: Int32 = 26
     public static let getBrokerRuntimeInfo: Int32 = 28
     public static let heartBeat: Int32 = 34
     public static let putKVConfig: Int32 = 100

@@ -13,7 +13,7 @@ struct MQAdmin: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mqadmin",
         abstract: "RaftMQ admin commands (RocketMQ's mqadmin).",
-        subcommands: [ClusterList.self, TopicList.self, TopicRoute.self, SendMessage.self, ConsumeMessage.self, RaftState.self, RaftAppend.self, RaftGet.self, LeadershipTransfer.self])
+        subcommands: [ClusterList.self, TopicList.self, TopicRoute.self, TopicStatus.self, UpdateTopic.self, DeleteTopic.self, ConsumerProgress.self, QueryMsgById.self, QueryMsgByKey.self, SendMessage.self, ConsumeMessage.self, GetBrokerConfig.self, RaftState.self, RaftAppend.self, RaftGet.self, LeadershipTransfer.self])
 }
 
 /// Broker addresses: "host:port", several separated by ';' or ','.

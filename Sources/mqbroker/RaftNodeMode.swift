@@ -84,6 +84,10 @@ enum RaftNodeMode {
             var storeOptions = MessageStore.Options(rootDirectory: settings.store.storePathRootDir, initialTopics: initialTopics)
             storeOptions.consumeQueueFileBytes = UInt64(settings.store.mappedFileSizeConsumeQueue)
             storeOptions.consumeQueueDirectory = settings.store.storePathConsumeQueue
+            if settings.store.messageIndexEnable {
+                storeOptions.keyIndex = try KeyIndex(directory: settings.store.storePathIndex, slots: Int(settings.store.maxHashSlotNum),
+                                                     entries: Int(settings.store.maxIndexNum))
+            }
             messages = try MessageStore(options: storeOptions, log: store, logger: logger)
         } catch {
             throw RaftModeError("cannot open the consume queues under \(settings.store.storePathRootDir): \(error)")
@@ -142,6 +146,7 @@ enum RaftNodeMode {
             maxMessageSize: Int(settings.store.maxMessageSize), autoCreateTopicEnable: settings.broker.autoCreateTopicEnable,
             defaultTopicQueueNums: Int(settings.broker.defaultTopicQueueNums), clientAddresses: clientAddresses)
         // At most a second of offsets is what a leader kill can lose (RocketMQ saves its file every 5 s).
+        brokerOptions.configuration = settings.effectiveProperties()
         brokerOptions.offsetFlushInterval = .milliseconds(max(100, min(Int64(settings.broker.flushConsumerOffsetInterval), 1_000)))
         let broker = BrokerService(options: brokerOptions, store: messages, writes: writes,
                                    forwarder: RemotingClient(group: group, logger: logger), logger: logger)

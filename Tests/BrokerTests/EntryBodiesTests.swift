@@ -1,4 +1,5 @@
 import LogFormat
+typealias LogFormatRecord = MessageRecord
 import Testing
 @testable import Broker
 

@@ -98,12 +98,14 @@ extension RaftGroupProcessTests {
 
         let producer = Producer(nameServers: Self.nameServers, remoting: client, logger: Logger(label: "test"))
         var sent: [String] = []
+        var offsetIds: [String] = []
         var offsets: [Int32: [Int64]] = [:]
         for i in 0..<1000 {
             let r = try await producer.send(OutgoingMessage(topic: "TopicTest", body: Array("Hello RocketMQ \(i)".utf8), tags: "TagA", keys: ["k\(i)"]))
             sent.append(contentsOf: r.msgIds)
+            offsetIds.append(contentsOf: r.offsetMsgIds)
             offsets[r.queue.queueId, default: []].append(r.queueOffset)
-            #expect(r.offsetMsgIds.count == 1 && r.offsetMsgIds[0].count == 32)
+            #expect(r.offsetMsgIds.count == 1 && r.offsetMsgIds[0].count == 32 && r.msgIds[0].count == 32)
         }
         // Queue offsets are dense per queue, from 0 (auto-created with defaultTopicQueueNums = 4 queues).
         #expect(offsets.keys.sorted() == [0, 1, 2, 3], "\(offsets.keys)")
@@ -144,6 +146,37 @@ extension RaftGroupProcessTests {
             try await Task.sleep(for: .milliseconds(100))
         }
         #expect(followerOffsets == expectedMax, "a follower's replicated offsets \(followerOffsets) != \(expectedMax)")
+
+        // The admin commands, with RocketMQ's columns.
+        let admin = Executable("mqadmin")
+        let ns = Self.nameServers.joined(separator: ";")
+        let status = try admin.run(["topicStatus", "-t", "TopicTest", "-n", ns])
+        let statusRows = status.stdout.split(separator: "\n").dropFirst().map { $0.split(separator: " ", omittingEmptySubsequences: true) }
+        #expect(status.status == 0 && status.stdout.hasPrefix("#Broker Name"), "\(status.stdout)\(status.stderr)")
+        #expect(statusRows.map { $0.count >= 4 ? Int64($0[3]) ?? -1 : -1 } == expectedMax, "\(status.stdout)")
+        let progress = try admin.run(["consumerProgress", "-g", "please_rename_unique_group_name_4", "-n", ns])
+        #expect(progress.status == 0 && progress.stdout.contains("Diff Total: 0"), "\(progress.stdout)\(progress.stderr)")
+        #expect(progress.stdout.split(separator: "\n").filter { $0.hasPrefix("TopicTest") }.count == 4, "\(progress.stdout)")
+        let groups = try admin.run(["consumerProgress", "-n", ns])
+        #expect(groups.stdout.contains("please_rename_unique_group_name_4"), "\(groups.stdout)\(groups.stderr)")
+        let byKey = try admin.run(["queryMsgByKey", "-t", "TopicTest", "-k", "k7", "-n", ns])
+        #expect(byKey.status == 0 && byKey.stdout.split(separator: "\n").count == 2 && byKey.stdout.contains(sent[7]), "\(byKey.stdout)\(byKey.stderr)")
+        let byId = try admin.run(["queryMsgById", "-i", offsetIds[7], "-n", ns])
+        #expect(byId.status == 0 && byId.stdout.contains("Hello RocketMQ 7") && byId.stdout.contains("TagA"), "\(byId.stdout)\(byId.stderr)")
+        let config = try admin.run(["getBrokerConfig", "-b", follower.brokerAddress])
+        #expect(config.stdout.contains("brokerName") && config.stdout.contains("RaftNode00"), "\(config.stdout)")
+        let update = try admin.run(["updateTopic", "-t", "Created", "-c", "RaftCluster", "-r", "2", "-w", "2", "-n", ns])
+        #expect(update.status == 0 && update.stdout.contains("create topic to \(leader.brokerAddress) success."), "\(update.stdout)\(update.stderr)")
+        var created = ""
+        for _ in 0..<50 {
+            created = try admin.run(["topicRoute", "-t", "Created", "-n", ns]).stdout
+            if created.contains("\"writeQueueNums\":2") { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(created.contains("\"writeQueueNums\":2"), "\(created)")
+        let delete = try admin.run(["deleteTopic", "-t", "Created", "-c", "RaftCluster", "-n", ns])
+        #expect(delete.status == 0 && delete.stdout.contains("delete topic [Created] from cluster [RaftCluster] success."), "\(delete.stdout)\(delete.stderr)")
+        #expect(!(try admin.run(["topicList", "-n", ns]).stdout.split(separator: "\n").contains("Created")))
 
         // A follower forwards a send to the leader and relays its answer.
         let forwarded = try await client.request(follower.brokerAddress, .request(code: RequestCode.sendMessageV2, opaque: 0, extFields: [

@@ -1,0 +1,194 @@
+import Foundation
+import Glibc
+import Synchronization
+
+/// RocketMQ's message key index (rocketmq-protocol.md §4.4): files of a 40-byte header, `slots` 4-byte
+/// hash slots and `entries` 20-byte entries, each entry chained to the previous one of its slot. Keys
+/// are `topic#UNIQ_KEY` and `topic#<each KEYS token>`, hashed with Java's String.hashCode. Built by
+/// dispatch from committed messages only.
+///
+/// The index holds hashes, not keys: a query returns candidate commitlog offsets, and the caller
+/// reads each record and compares its topic and keys (collisions, and entries left by a replay after
+/// a restart, are filtered there). A full file is sealed and a new one started, named by the time.
+public final class KeyIndex: Sendable {
+    static let headerBytes = 40
+
+    final class IndexFile: @unchecked Sendable {
+        let path: String
+        let fd: Int32
+        let slots: Int
+        let capacity: Int
+        /// Guarded by the KeyIndex's lock.
+        var count: Int32
+        var beginTimestamp: Int64
+        var endTimestamp: Int64
+        var beginPhyOffset: Int64
+        var endPhyOffset: Int64
+
+        init(path: String, slots: Int, capacity: Int, create: Bool) throws {
+            self.path = path
+            self.slots = slots
+            self.capacity = capacity
+            let fd = open(path, O_RDWR | (create ? O_CREAT : 0), 0o644)
+            self.fd = fd
+            guard fd >= 0 else { throw KeyIndexError("cannot open \(path): \(String(cString: strerror(errno)))") }
+            let size = KeyIndex.headerBytes + slots * 4 + capacity * 20
+            if create {
+                guard ftruncate(fd, off_t(size)) == 0 else { throw KeyIndexError("cannot size \(path): \(String(cString: strerror(errno)))") }
+            }
+            var header = [UInt8](repeating: 0, count: KeyIndex.headerBytes)
+            _ = header.withUnsafeMutableBytes { pread(fd, $0.baseAddress, KeyIndex.headerBytes, 0) }
+            beginTimestamp = Int64(bitPattern: header.readBE(0, bytes: 8))
+            endTimestamp = Int64(bitPattern: header.readBE(8, bytes: 8))
+            beginPhyOffset = Int64(bitPattern: header.readBE(16, bytes: 8))
+            endPhyOffset = Int64(bitPattern: header.readBE(24, bytes: 8))
+            count = max(1, Int32(bitPattern: UInt32(header.readBE(36, bytes: 4))))
+        }
+
+        deinit { close(fd) }
+
+        var isFull: Bool { Int(count) >= capacity }
+
+        func readInt(_ at: Int, _ bytes: Int) -> UInt64 {
+            var b = [UInt8](repeating: 0, count: bytes)
+            let n = b.withUnsafeMutableBytes { pread(fd, $0.baseAddress, bytes, off_t(at)) }
+            return n == bytes ? b.readBE(0, bytes: bytes) : 0
+        }
+
+        func write(_ bytes: [UInt8], at: Int) throws {
+            let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, bytes.count, off_t(at)) }
+            guard n == bytes.count else { throw KeyIndexError("writing \(path) failed: \(String(cString: strerror(errno)))") }
+        }
+
+        func put(hash: Int32, phyOffset: Int64, storeTimestamp: Int64) throws {
+            if count == 1 { beginTimestamp = storeTimestamp; beginPhyOffset = phyOffset }
+            let slot = Int(hash) % slots
+            let slotAt = KeyIndex.headerBytes + slot * 4
+            let previous = UInt32(truncatingIfNeeded: readInt(slotAt, 4))
+            let diff = max(0, min(Int64(Int32.max), (storeTimestamp - beginTimestamp) / 1000))
+            var entry: [UInt8] = []
+            entry.appendBE(UInt64(UInt32(bitPattern: hash)), bytes: 4)
+            entry.appendBE(UInt64(bitPattern: phyOffset), bytes: 8)
+            entry.appendBE(UInt64(diff), bytes: 4)
+            entry.appendBE(UInt64(previous), bytes: 4)
+            try write(entry, at: KeyIndex.headerBytes + slots * 4 + Int(count) * 20)
+            var slotBytes: [UInt8] = []
+            slotBytes.appendBE(UInt64(UInt32(bitPattern: count)), bytes: 4)
+            try write(slotBytes, at: slotAt)
+            count += 1
+            endTimestamp = storeTimestamp
+            endPhyOffset = phyOffset
+        }
+
+        func writeHeader() throws {
+            var h: [UInt8] = []
+            for v in [beginTimestamp, endTimestamp, beginPhyOffset, endPhyOffset] { h.appendBE(UInt64(bitPattern: v), bytes: 8) }
+            h.appendBE(UInt64(slots), bytes: 4)
+            h.appendBE(UInt64(UInt32(bitPattern: count)), bytes: 4)
+            try write(h, at: 0)
+        }
+
+        /// Candidate offsets for a hash, newest first, within [begin, end] ms.
+        func lookup(hash: Int32, begin: Int64, end: Int64, max: Int) -> [Int64] {
+            guard endTimestamp >= begin, beginTimestamp <= end || beginTimestamp == 0 else { return [] }
+            var out: [Int64] = []
+            var n = Int32(bitPattern: UInt32(truncatingIfNeeded: readInt(KeyIndex.headerBytes + (Int(hash) % slots) * 4, 4)))
+            var steps = 0
+            while n > 0 && n < count && out.count < max && steps < capacity {
+                steps += 1
+                let at = KeyIndex.headerBytes + slots * 4 + Int(n) * 20
+                let h = Int32(bitPattern: UInt32(readInt(at, 4)))
+                let phy = Int64(bitPattern: readInt(at + 4, 8))
+                let t = beginTimestamp + Int64(readInt(at + 12, 4)) * 1000
+                let previous = Int32(bitPattern: UInt32(readInt(at + 16, 4)))
+                // Times are kept in whole seconds: a second of slack on both sides.
+                if h == hash && (begin < Int64.min + 1000 || t >= begin - 1000) && (end > Int64.max - 1000 || t <= end + 1000) { out.append(phy) }
+                guard previous < n else { break }
+                n = previous
+            }
+            return out
+        }
+    }
+
+    public let directory: String
+    let slots: Int
+    let capacity: Int
+    private let files: Mutex<[IndexFile]>
+
+    public init(directory: String, slots: Int = 5_000_000, entries: Int = 20_000_000) throws {
+        self.directory = directory
+        self.slots = max(1, slots)
+        self.capacity = max(2, entries)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory).filter { Int64($0) != nil }.sorted()
+        let opened = try names.map { try IndexFile(path: directory + "/" + $0, slots: max(1, slots), capacity: max(2, entries), create: false) }
+        files = Mutex(opened)
+    }
+
+    /// abs(hashCode), negatives (Integer.MIN_VALUE) to 0, as RocketMQ's IndexFile.indexKeyHashMethod.
+    static func hash(_ key: String) -> Int32 {
+        let h = javaHashCode(key)
+        return h == Int32.min ? 0 : abs(h)
+    }
+
+    /// Indexes one message under every key it has.
+    public func add(topic: String, keys: [String], phyOffset: Int64, storeTimestamp: Int64) throws {
+        guard !keys.isEmpty else { return }
+        try files.withLock { (f) throws in
+            for key in keys where !key.isEmpty {
+                if f.last == nil || f.last!.isFull {
+                    try f.last?.writeHeader()
+                    var name = String(Int64(Date().timeIntervalSince1970 * 1000))
+                    while FileManager.default.fileExists(atPath: directory + "/" + name) { name = String((Int64(name) ?? 0) + 1) }
+                    f.append(try IndexFile(path: directory + "/" + name, slots: slots, capacity: capacity, create: true))
+                }
+                try f.last!.put(hash: Self.hash(topic + "#" + key), phyOffset: phyOffset, storeTimestamp: storeTimestamp)
+            }
+        }
+    }
+
+    /// Writes the headers (with the checkpoint) and syncs.
+    public func flush() throws {
+        try files.withLock { f in
+            for file in f {
+                try file.writeHeader()
+                _ = fsync(file.fd)
+            }
+        }
+    }
+
+    /// Candidate commitlog offsets of messages with `key` in `topic`, newest first, deduplicated.
+    public func query(topic: String, key: String, maxNum: Int, begin: Int64, end: Int64) -> [Int64] {
+        let hash = Self.hash(topic + "#" + key)
+        return files.withLock { f in
+            var out: [Int64] = []
+            var seen = Set<Int64>()
+            for file in f.reversed() where out.count < maxNum {
+                for o in file.lookup(hash: hash, begin: begin, end: end, max: maxNum * 4) where seen.insert(o).inserted {
+                    out.append(o)
+                }
+            }
+            return out
+        }
+    }
+
+    /// Deletes the files whose entries all point before `offset` (retention), never the newest.
+    public func deleteFiles(before offset: Int64) {
+        files.withLock { f in
+            while f.count > 1, let first = f.first, first.endPhyOffset < offset {
+                unlink(first.path)
+                f.removeFirst()
+            }
+        }
+    }
+
+    /// The newest entry's time and offset (QUERY_MESSAGE's response header).
+    public var lastUpdate: (timestamp: Int64, phyOffset: Int64) {
+        files.withLock { f in (f.last?.endTimestamp ?? 0, f.last?.endPhyOffset ?? 0) }
+    }
+}
+
+struct KeyIndexError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
