@@ -35,6 +35,11 @@ public final class BrokerService: Sendable {
         public var clientAddresses: [NodeID: String]
         /// The effective configuration (GET_BROKER_CONFIG), key=value pairs.
         public var configuration: [(String, String)] = []
+        /// messageDelayLevel.
+        public var delayLevels = DelayLevels("1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h")
+        /// A message sent back this many times goes to the group's %DLQ% topic (subscription groups'
+        /// retryMaxTimes; the client's maxReconsumeTimes wins when it sends one).
+        public var maxReconsumeTimes: Int32 = 16
         public init(clusterName: String, brokerName: String, storeHost: String, maxMessageSize: Int, autoCreateTopicEnable: Bool,
                     defaultTopicQueueNums: Int, clientAddresses: [NodeID: String]) {
             self.clusterName = clusterName
@@ -53,8 +58,8 @@ public final class BrokerService: Sendable {
     public let consumers = ConsumerRegistry()
     let locks = QueueLocks()
     private let forwarder: RemotingClient
-    private let logger: Logger
-    private let storeHost: MessageHost
+    let logger: Logger
+    let storeHost: MessageHost
     /// Offsets committed on this leader and not yet in the log: "topic@group" -> queue -> offset.
     private let pendingOffsets = Mutex<[String: [Int32: Int64]]>([:])
     private let counters = Mutex<(put: Int64, get: Int64)>((0, 0))
@@ -76,6 +81,9 @@ public final class BrokerService: Sendable {
         return [
             RemotingProcessor(name: "send", codes: [RequestCode.sendMessage, RequestCode.sendMessageV2, RequestCode.sendBatchMessage],
                               maxQueuedRequests: 65_536, workers: 8_192) { r, c in await s.send(r, c) },
+            RemotingProcessor(name: "send-back", codes: [RequestCode.consumerSendMsgBack], maxQueuedRequests: 16_384, workers: 1_024) { r, c in
+                await s.sendBack(r, c)
+            },
             RemotingProcessor(name: "pull", codes: [RequestCode.pullMessage], maxQueuedRequests: 65_536, workers: 65_536) { r, c in await s.pull(r, c) },
             RemotingProcessor(name: "consumer", codes: [
                 RequestCode.queryConsumerOffset, RequestCode.updateConsumerOffset, RequestCode.heartBeat, RequestCode.unregisterClient,
@@ -205,9 +213,18 @@ public final class BrokerService: Sendable {
                 var props = batchProperties
                 props[PropertyName.cluster] = options.clusterName
                 props[PropertyName.wait] = nil
-                records.append(try MessageRecord(queueId: queueId, flag: h.flag, sysFlag: h.sysFlag, bornTimestamp: h.bornTimestamp,
+                var (topicName, queue) = (h.topic, queueId)
+                // A delayed message waits in the schedule topic, its level's queue (ScheduleMessageService).
+                if let level = props[PropertyName.delay].flatMap({ Int($0) }), level > 0, options.delayLevels.maxLevel > 0, !h.topic.hasPrefix("%DLQ%") {
+                    let l = min(level, options.delayLevels.maxLevel)
+                    props[PropertyName.delay] = "\(l)"
+                    props[PropertyName.realTopic] = h.topic
+                    props[PropertyName.realQueueId] = "\(queueId)"
+                    (topicName, queue) = (DelayLevels.topic, Int32(l - 1))
+                }
+                records.append(try MessageRecord(queueId: queue, flag: h.flag, sysFlag: h.sysFlag, bornTimestamp: h.bornTimestamp,
                                                  bornHost: bornHost, storeTimestamp: now, storeHost: storeHost, reconsumeTimes: h.reconsumeTimes,
-                                                 body: body, topic: h.topic, properties: props).encoded())
+                                                 body: body, topic: topicName, properties: props).encoded())
             }
         } catch {
             return .response(to: request, code: ResponseCode.messageIllegal, remark: "the message is malformed: \(error)")
@@ -221,7 +238,11 @@ public final class BrokerService: Sendable {
             return .response(to: request, code: ResponseCode.messageIllegal,
                              remark: "the batch is \(entryBytes) bytes stored, over maxMessageSize \(writes.maxEntryBytes); send it in smaller batches")
         }
-        let key = QueueKey(h.topic, queueId)
+        // The queue the record names (the schedule topic's for a delayed message).
+        guard let first = records.first, let stored = try? first.withUnsafeBytes({ try MessageRecord.decode($0, verifyBodyCRC: false) }) else {
+            return .response(to: request, code: ResponseCode.systemError, remark: "an encoded record does not decode")
+        }
+        let key = QueueKey(stored.topic, stored.queueId)
         let result: (queueOffset: Int64, committed: RaftReplica.Committed)
         do {
             result = try await writes.append(queue: key, count: records.count, timeout: options.sendTimeout) { first, _ in
@@ -247,6 +268,7 @@ public final class BrokerService: Sendable {
         let placed = (try? store.queue(key)?.read(from: UInt64(result.queueOffset), maxCount: records.count)) ?? []
         let ids = placed.map { offsetMessageId(storeHost: storeHost, physicalOffset: $0.commitLogOffset) }.joined(separator: ",")
         return .response(to: request, code: ResponseCode.success, extFields: [
+            // The queue asked for (a delayed message's offset is its schedule queue's, as in RocketMQ).
             "msgId": ids, "queueId": "\(queueId)", "queueOffset": "\(result.queueOffset)",
             "MSG_REGION": options.regionId, "TRACE_ON": options.traceOn ? "true" : "false",
         ])
@@ -317,6 +339,84 @@ public final class BrokerService: Sendable {
             return .failure { .response(to: $0, code: ResponseCode.systemError, remark: "the created topic was not applied") }
         }
         return .success(t)
+    }
+
+    // MARK: - Send back (consumer retries)
+
+    /// CONSUMER_SEND_MSG_BACK: a message the consumer failed goes to `%RETRY%<group>` after its delay
+    /// level (3 + reconsume times when 0), or to `%DLQ%<group>` once it was retried
+    /// maxReconsumeTimes times or the level is negative.
+    func sendBack(_ request: RemotingCommand, _ connection: RemotingConnection) async -> RemotingCommand? {
+        let f = request.extFields
+        guard let group = f["group"], let offset = f["offset"].flatMap({ Int64($0) }), let level = f["delayLevel"].flatMap({ Int32($0) }) else {
+            return .response(to: request, code: ResponseCode.systemError, remark: "CONSUMER_SEND_MSG_BACK needs offset, group and delayLevel")
+        }
+        guard TopicConfig.validName("%RETRY%" + group) else {
+            return .response(to: request, code: ResponseCode.systemError, remark: "the group name \(group) is not valid")
+        }
+        if !writes.isLeader { return await forwardOrRefuse(request, .notLeader(leader: writes.leader), from: connection) }
+        guard let bytes = store.record(atPhysicalOffset: offset), var r = try? bytes.withUnsafeBytes({ try MessageRecord.decode($0, verifyBodyCRC: false) }) else {
+            return .response(to: request, code: ResponseCode.systemError, remark: "look message by offset failed, \(offset)")
+        }
+        let maxTimes = f["maxReconsumeTimes"].flatMap { Int32($0) } ?? options.maxReconsumeTimes
+        if r.properties[PropertyName.retryTopic] == nil { r.properties[PropertyName.retryTopic] = r.topic }
+        if r.properties[PropertyName.originMessageId] == nil {
+            r.properties[PropertyName.originMessageId] = f["originMsgId"] ?? r.properties[PropertyName.uniqueKey] ?? offsetMessageId(storeHost: r.storeHost, physicalOffset: offset)
+        }
+        r.properties[PropertyName.wait] = "false"
+        var topic = "%RETRY%" + group
+        var delay: Int32 = 0
+        if r.reconsumeTimes >= maxTimes || level < 0 {
+            topic = "%DLQ%" + group
+            // RocketMQ's DLQ: one queue, write only (consumers must be told to read it on purpose).
+            guard await ensureTopic(TopicConfig(topicName: topic, readQueueNums: 1, writeQueueNums: 1, perm: TopicConfig.permWrite)) else {
+                return .response(to: request, code: ResponseCode.systemError, remark: "creating \(topic) failed")
+            }
+        } else {
+            delay = level == 0 ? 3 + r.reconsumeTimes : level
+            guard await ensureTopic(TopicConfig(topicName: topic, readQueueNums: 1, writeQueueNums: 1, perm: 6)) else {
+                return .response(to: request, code: ResponseCode.systemError, remark: "creating \(topic) failed")
+            }
+        }
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        var queue: Int32 = 0
+        var props = r.properties
+        var stored = topic
+        if delay > 0, options.delayLevels.maxLevel > 0 {
+            let l = min(Int(delay), options.delayLevels.maxLevel)
+            props[PropertyName.delay] = "\(l)"
+            props[PropertyName.realTopic] = topic
+            props[PropertyName.realQueueId] = "0"
+            (stored, queue) = (DelayLevels.topic, Int32(l - 1))
+        }
+        let record: [UInt8]
+        do {
+            record = try MessageRecord(queueId: queue, flag: r.flag, sysFlag: r.sysFlag, bornTimestamp: r.bornTimestamp, bornHost: r.bornHost,
+                                       storeTimestamp: now, storeHost: storeHost, reconsumeTimes: r.reconsumeTimes + 1, body: r.body,
+                                       topic: stored, properties: props).encoded()
+        } catch {
+            return .response(to: request, code: ResponseCode.systemError, remark: "\(error)")
+        }
+        do {
+            _ = try await writes.append(queue: QueueKey(stored, queue), count: 1, timeout: options.sendTimeout) { first, _ in
+                var out = record
+                MessageRecord.patch(queueOffset: first, physicalOffset: nil, in: &out)
+                return out
+            }
+            return .response(to: request, code: ResponseCode.success)
+        } catch {
+            switch error {
+            case .notLeader, .notReady: return await forwardOrRefuse(request, error, from: connection)
+            default: return .response(to: request, code: ResponseCode.systemError, remark: "PUT_MESSAGE failed: \(error)")
+            }
+        }
+    }
+
+    /// A topic that must exist (created if absent); false when it could not be.
+    func ensureTopic(_ t: TopicConfig) async -> Bool {
+        if store.topic(t.topicName) != nil { return true }
+        _ = try? await writes.append(.topicCreate(t), timeout: options.sendTimeout)
+        return store.topic(t.topicName) != nil
     }
 
     // MARK: - Pull
@@ -707,8 +807,12 @@ public final class BrokerService: Sendable {
     /// Flushes offsets and writes snapshots on the leader, and expires silent clients, until cancelled.
     public func run() async {
         var lastExpiry = ContinuousClock.now
+        var lastFlush = ContinuousClock.now
         while !Task.isCancelled {
-            try? await Task.sleep(for: options.offsetFlushInterval)
+            try? await Task.sleep(for: .milliseconds(100))
+            await deliverDueMessages()
+            guard ContinuousClock.now - lastFlush >= options.offsetFlushInterval else { continue }
+            lastFlush = .now
             if writes.isLeader { await flushOffsets() } else { pendingOffsets.withLock { $0.removeAll() } }
             if snapshotDue() {
                 do {

@@ -73,6 +73,9 @@ enum PropertyName {
     static let reconsumeTime = "RECONSUME_TIME"
     static let maxReconsumeTimes = "MAX_RECONSUME_TIMES"
     static let originMessageId = "ORIGIN_MESSAGE_ID"
+    static let delay = "DELAY"
+    static let realTopic = "REAL_TOPIC"
+    static let realQueueId = "REAL_QID"
 }
 
 /// RocketMQ's offsetMsgId: store host (IPv4 4 bytes + port 4, or IPv6 16 + 4) and the physical

@@ -35,6 +35,8 @@ public final class MessageStore: Sendable {
         public var consumeQueueDirectory: String?
         /// The key index (messageIndexEnable); nil: none.
         public var keyIndex: KeyIndex?
+        /// messageDelayLevel: the tags code of a delayed message is when it is due.
+        public var delayLevels = DelayLevels("1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h")
         /// The topics a fresh broker starts with (TBW102 and the system topics).
         public var initialTopics: TopicConfigTable
         public init(rootDirectory: String, initialTopics: TopicConfigTable) {
@@ -215,7 +217,10 @@ public final class MessageStore: Sendable {
                         continue
                     }
                     let key = QueueKey(record.topic, record.queueId)
-                    let tags = record.properties[PropertyName.tags].map { Int64(javaHashCode($0)) } ?? 0
+                    var tags = record.properties[PropertyName.tags].map { Int64(javaHashCode($0)) } ?? 0
+                    if record.topic == DelayLevels.topic, let level = record.properties[PropertyName.delay].flatMap({ Int($0) }), level > 0 {
+                        tags = options.delayLevels.due(level: level, storeTimestamp: record.storeTimestamp)
+                    }
                     let entry = ConsumeQueue.Entry(commitLogOffset: Int64(e.position.rawValue) + Int64(EntryHeader.byteCount) + Int64(r.lowerBound),
                                                    size: Int32(r.count), tagsCode: tags)
                     let offset = UInt64(max(0, record.queueOffset))

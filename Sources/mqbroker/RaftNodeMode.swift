@@ -84,6 +84,7 @@ enum RaftNodeMode {
             var storeOptions = MessageStore.Options(rootDirectory: settings.store.storePathRootDir, initialTopics: initialTopics)
             storeOptions.consumeQueueFileBytes = UInt64(settings.store.mappedFileSizeConsumeQueue)
             storeOptions.consumeQueueDirectory = settings.store.storePathConsumeQueue
+            storeOptions.delayLevels = DelayLevels(settings.store.messageDelayLevel)
             if settings.store.messageIndexEnable {
                 storeOptions.keyIndex = try KeyIndex(directory: settings.store.storePathIndex, slots: Int(settings.store.maxHashSlotNum),
                                                      entries: Int(settings.store.maxIndexNum))
@@ -147,6 +148,7 @@ enum RaftNodeMode {
             defaultTopicQueueNums: Int(settings.broker.defaultTopicQueueNums), clientAddresses: clientAddresses)
         // At most a second of offsets is what a leader kill can lose (RocketMQ saves its file every 5 s).
         brokerOptions.configuration = settings.effectiveProperties()
+        brokerOptions.delayLevels = DelayLevels(settings.store.messageDelayLevel)
         brokerOptions.offsetFlushInterval = .milliseconds(max(100, min(Int64(settings.broker.flushConsumerOffsetInterval), 1_000)))
         let broker = BrokerService(options: brokerOptions, store: messages, writes: writes,
                                    forwarder: RemotingClient(group: group, logger: logger), logger: logger)

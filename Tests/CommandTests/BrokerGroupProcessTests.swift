@@ -1,4 +1,5 @@
 import Client
+import LogFormat
 import Foundation
 import Logging
 import NIOCore
@@ -183,6 +184,39 @@ extension RaftGroupProcessTests {
             "a": "g", "b": "TopicTest", "c": "TBW102", "d": "4", "e": "1", "f": "0", "g": "0", "h": "0", "i": "TAGS\u{1}TagB",
         ], body: ByteBuffer(string: "via a follower")), timeoutMilliseconds: 5_000)
         #expect(forwarded.code == ResponseCode.success && forwarded.extFields["queueOffset"] == "\(expectedMax[1])", "\(forwarded)")
+
+        // A delayed message (level 1, 1 s) waits in the schedule topic, then reaches its queue.
+        let queue2 = try await maxOffsets("TopicTest", queues: 4, at: leader.brokerAddress, client)[2]
+        let delayed = try await client.request(leader.brokerAddress, .request(code: RequestCode.sendMessageV2, opaque: 0, extFields: [
+            "a": "g", "b": "TopicTest", "c": "TBW102", "d": "4", "e": "2", "f": "0", "g": "0", "h": "0", "i": "DELAY\u{1}1\u{2}TAGS\u{1}TagD",
+        ], body: ByteBuffer(string: "later")), timeoutMilliseconds: 5_000)
+        #expect(delayed.code == ResponseCode.success && delayed.extFields["queueId"] == "2", "\(delayed)")
+        #expect(try await maxOffsets("TopicTest", queues: 4, at: leader.brokerAddress, client)[2] == queue2, "not before its time")
+        func pullOne(_ topic: String, _ queue: Int, _ offset: Int64, at address: String) async throws -> MessageRecord? {
+            let r = try await client.request(address, .request(code: RequestCode.pullMessage, opaque: 0, extFields: [
+                "consumerGroup": "inspector", "topic": topic, "queueId": "\(queue)", "queueOffset": "\(offset)", "maxMsgNums": "1",
+                "sysFlag": "2", "commitOffset": "0", "suspendTimeoutMillis": "4000", "subVersion": "0",
+            ]), timeoutMilliseconds: 10_000)
+            guard r.code == ResponseCode.success, var b = r.body, let bytes = b.readBytes(length: b.readableBytes) else { return nil }
+            return try bytes.withUnsafeBytes { try MessageRecord.decode($0) }
+        }
+        let arrived = try #require(try await pullOne("TopicTest", 2, queue2, at: follower.brokerAddress), "the delayed message never arrived\n\(logs())")
+        #expect(arrived.body == Array("later".utf8) && arrived.properties["TAGS"] == "TagD" && arrived.properties["DELAY"] == nil && arrived.queueOffset == queue2)
+
+        // A consumer's failed message goes to %RETRY%<group> after its delay, then to %DLQ%<group>.
+        let failedOffset = try #require(Int64(offsetIds[3].suffix(16), radix: 16))
+        let back = try await client.request(follower.brokerAddress, .request(code: RequestCode.consumerSendMsgBack, opaque: 0, extFields: [
+            "offset": "\(failedOffset)", "group": "G1", "delayLevel": "1", "originMsgId": sent[3], "maxReconsumeTimes": "1",
+        ]), timeoutMilliseconds: 5_000)
+        #expect(back.code == ResponseCode.success, "\(back.remark ?? "")")
+        let retried = try #require(try await pullOne("%RETRY%G1", 0, 0, at: leader.brokerAddress), "no retry\n\(logs())")
+        #expect(retried.reconsumeTimes == 1 && retried.properties["RETRY_TOPIC"] == "TopicTest" && retried.properties["ORIGIN_MESSAGE_ID"] == sent[3])
+        #expect(retried.body == Array("Hello RocketMQ 3".utf8))
+        let again = try await client.request(leader.brokerAddress, .request(code: RequestCode.consumerSendMsgBack, opaque: 0, extFields: [
+            "offset": "\(retried.physicalOffset)", "group": "G1", "delayLevel": "0", "maxReconsumeTimes": "1",
+        ]), timeoutMilliseconds: 5_000)
+        #expect(again.code == ResponseCode.success)
+        #expect(try await maxOffsets("%DLQ%G1", queues: 1, at: leader.brokerAddress, client) == [1], "retried too often: the dead-letter queue")
 
         // Bad input: RocketMQ's codes, and the connection stays usable.
         func send(_ f: [String: String], _ body: String, at address: String) async throws -> RemotingCommand {
