@@ -94,6 +94,7 @@ public final class BrokerService: Sendable {
                 RequestCode.searchOffsetByTimestamp, RequestCode.getMaxOffset, RequestCode.getMinOffset,
                 RequestCode.getEarliestMsgStoreTime, RequestCode.viewMessageById, RequestCode.queryMessage,
                 RequestCode.getTopicStatsInfo, RequestCode.getConsumeStats, RequestCode.getConsumerConnectionList, RequestCode.getBrokerConfig,
+                RequestCode.updateAndCreateSubscriptionGroup, RequestCode.getAllSubscriptionGroupConfig, RequestCode.deleteSubscriptionGroup,
             ], maxQueuedRequests: 4_096, workers: 16) { r, c in await s.admin(r, c) },
         ]
     }
@@ -355,10 +356,15 @@ public final class BrokerService: Sendable {
             return .response(to: request, code: ResponseCode.systemError, remark: "the group name \(group) is not valid")
         }
         if !writes.isLeader { return await forwardOrRefuse(request, .notLeader(leader: writes.leader), from: connection) }
+        let groupConfig = store.group(group)
+        if groupConfig == nil && !options.autoCreateSubscriptionGroup {
+            return .response(to: request, code: ResponseCode.subscriptionGroupNotExist, remark: "subscription group not exist, \(group)")
+        }
+        if let g = groupConfig, g.retryQueueNums <= 0 { return .response(to: request, code: ResponseCode.success) }
         guard let bytes = store.record(atPhysicalOffset: offset), var r = try? bytes.withUnsafeBytes({ try MessageRecord.decode($0, verifyBodyCRC: false) }) else {
             return .response(to: request, code: ResponseCode.systemError, remark: "look message by offset failed, \(offset)")
         }
-        let maxTimes = f["maxReconsumeTimes"].flatMap { Int32($0) } ?? options.maxReconsumeTimes
+        let maxTimes = f["maxReconsumeTimes"].flatMap { Int32($0) } ?? groupConfig.map { Int32(clamping: $0.retryMaxTimes) } ?? options.maxReconsumeTimes
         if r.properties[PropertyName.retryTopic] == nil { r.properties[PropertyName.retryTopic] = r.topic }
         if r.properties[PropertyName.originMessageId] == nil {
             r.properties[PropertyName.originMessageId] = f["originMsgId"] ?? r.properties[PropertyName.uniqueKey] ?? offsetMessageId(storeHost: r.storeHost, physicalOffset: offset)
@@ -440,6 +446,13 @@ public final class BrokerService: Sendable {
         guard queueId >= 0, queueId < max(config.readQueueNums, config.writeQueueNums) else {
             return .response(to: request, code: ResponseCode.systemError,
                              remark: "queueId[\(queueId)] is illegal, topic:[\(topic)] topicConfig.readQueueNums:[\(config.readQueueNums)] consumer:[\(connection.remoteAddress.map { "\($0)" } ?? "?")]")
+        }
+        if let g = store.group(group) {
+            if !g.consumeEnable {
+                return .response(to: request, code: ResponseCode.noPermission, remark: "subscription group no permission, \(group)")
+            }
+        } else if !options.autoCreateSubscriptionGroup {
+            return .response(to: request, code: ResponseCode.subscriptionGroupNotExist, remark: "subscription group [\(group)] does not exist")
         }
         let subscription: Subscription
         if sysFlag & Self.flagSubscription != 0 {
@@ -561,6 +574,9 @@ public final class BrokerService: Sendable {
                 return .response(to: request, code: ResponseCode.systemError, remark: "the heartbeat body is not HeartbeatData JSON")
             }
             if writes.isLeader {
+                for group in r.groups where options.autoCreateSubscriptionGroup && store.group(group) == nil && SubscriptionGroupConfig.validName(group) {
+                    _ = try? await writes.append(.groupCreate(SubscriptionGroupConfig(groupName: group)), timeout: .seconds(2))
+                }
                 for group in r.groups where store.topic("%RETRY%" + group) == nil {
                     _ = try? await writes.append(.topicCreate(TopicConfig(topicName: "%RETRY%" + group, readQueueNums: 1, writeQueueNums: 1, perm: 6)),
                                                  timeout: .seconds(2))
@@ -674,6 +690,20 @@ public final class BrokerService: Sendable {
             var body = ByteBuffer()
             for r in found { body.writeBytes(r) }
             return .response(to: request, code: ResponseCode.success, extFields: fields, body: body)
+        case RequestCode.updateAndCreateSubscriptionGroup:
+            var b = request.body ?? ByteBuffer()
+            guard let o = (try? JSONSerialization.jsonObject(with: Data(b.readBytes(length: b.readableBytes) ?? []))) as? [String: Any],
+                  let g = SubscriptionGroupConfig(json: o), SubscriptionGroupConfig.validName(g.groupName) else {
+                return .response(to: request, code: ResponseCode.systemError, remark: "the body is not a SubscriptionGroupConfig with a valid groupName")
+            }
+            return await metadataWrite(request, .groupUpsert(g))
+        case RequestCode.getAllSubscriptionGroupConfig:
+            var body = ByteBuffer()
+            body.writeString(store.groupsWrapper)
+            return .response(to: request, code: ResponseCode.success, body: body)
+        case RequestCode.deleteSubscriptionGroup:
+            guard let name = f["groupName"] else { return .response(to: request, code: ResponseCode.systemError, remark: "DELETE_SUBSCRIPTIONGROUP needs groupName") }
+            return await metadataWrite(request, .groupDelete(name))
         case RequestCode.getTopicStatsInfo:
             guard let topic = f["topic"], let config = store.topic(topic) else {
                 return .response(to: request, code: ResponseCode.topicNotExist, remark: "topic[\(f["topic"] ?? "")] not exist")

@@ -56,6 +56,8 @@ public final class MessageStore: Sendable {
         var queues: [QueueKey: ConsumeQueue] = [:]
         var topics: TopicConfigTable
         var offsets: [String: [Int32: Int64]] = [:]
+        var groups: [String: SubscriptionGroupConfig] = [:]
+        var groupsVersion = DataVersion(timestamp: 0, counter: 0)
         /// Store index of the last dispatched entry (firstIndex - 1 before the first).
         var dispatched: Int64
         /// Position just past it.
@@ -106,6 +108,7 @@ public final class MessageStore: Sendable {
             s.offsets = c.offsets
             s.queueBases = c.queueBases
             s.latestSnapshot = c.latestSnapshot
+            s.groups = c.groups
         }
         // Open what is on disk and cut it back to the checkpoint.
         for topic in (try? fm.contentsOfDirectory(atPath: consumeQueueDirectory)) ?? [] {
@@ -131,6 +134,13 @@ public final class MessageStore: Sendable {
     public var dispatchedIndex: Int64 { state.withLock { $0.dispatched } }
     public var topics: TopicConfigTable { state.withLock { $0.topics } }
     public func topic(_ name: String) -> TopicConfig? { state.withLock { $0.topics.topics[name] } }
+    public func group(_ name: String) -> SubscriptionGroupConfig? { state.withLock { $0.groups[name] } }
+    /// GET_ALL_SUBSCRIPTIONGROUP_CONFIG's body and subscriptionGroup.json.
+    public var groupsWrapper: String {
+        state.withLock { s in
+            JSONText.object(["dataVersion": s.groupsVersion.json, "subscriptionGroupTable": .object(s.groups.mapValues(\.json))]).serialized
+        }
+    }
 
     /// Next offset to be written in the queue (0 for a queue never written).
     public func maxOffset(_ key: QueueKey) -> Int64 {
@@ -155,7 +165,7 @@ public final class MessageStore: Sendable {
             for (k, q) in s.queues { ends[k.topic, default: [:]][k.queueId] = Int64(q.maxOffset) }
             for (k, b) in s.queueBases where (ends[k.topic]?[k.queueId] ?? -1) < b { ends[k.topic, default: [:]][k.queueId] = b }
             for (k, n) in numbered { ends[k.topic, default: [:]][k.queueId] = n }
-            return MetadataSnapshot(topics: s.topics.topics, offsets: s.offsets, queueEnds: ends)
+            return MetadataSnapshot(topics: s.topics.topics, offsets: s.offsets, queueEnds: ends, groups: s.groups)
         }
     }
     func queue(_ key: QueueKey) -> ConsumeQueue? { state.withLock { $0.queues[key] } }
@@ -294,6 +304,7 @@ public final class MessageStore: Sendable {
             for t in snap.topics.values where topics.topics[t.topicName] != t { topics.upsert(t, nowMs: Self.nowMs) }
             s.topics = topics
             s.offsets = snap.offsets
+            s.groups = snap.groups
             for (topic, queues) in snap.queueEnds {
                 for (id, end) in queues {
                     let key = QueueKey(topic, id)
@@ -304,6 +315,14 @@ public final class MessageStore: Sendable {
             s.latestSnapshot = (Int64(entry.index.rawValue), entry.position.rawValue)
         case .topicUpsert(let t): s.topics.upsert(t, nowMs: Self.nowMs)
         case .topicCreate(let t): if s.topics.topics[t.topicName] == nil { s.topics.upsert(t, nowMs: Self.nowMs) }
+        case .groupUpsert(let g): s.groups[g.groupName] = g; s.groupsVersion = DataVersion(timestamp: Self.nowMs, counter: s.groupsVersion.counter + 1)
+        case .groupCreate(let g):
+            if s.groups[g.groupName] == nil {
+                s.groups[g.groupName] = g
+                s.groupsVersion = DataVersion(timestamp: Self.nowMs, counter: s.groupsVersion.counter + 1)
+            }
+        case .groupDelete(let name):
+            if s.groups.removeValue(forKey: name) != nil { s.groupsVersion = DataVersion(timestamp: Self.nowMs, counter: s.groupsVersion.counter + 1) }
         case .topicDelete(let name): s.topics.remove(name, nowMs: Self.nowMs)
         case .offsets(let table):
             for (k, queues) in table {
@@ -500,6 +519,7 @@ public final class MessageStore: Sendable {
         var offsets: [String: [Int32: Int64]]
         var queueBases: [QueueKey: Int64] = [:]
         var latestSnapshot: (index: Int64, position: UInt64)?
+        var groups: [String: SubscriptionGroupConfig] = [:]
     }
 
     static func loadCheckpoint(_ path: String, log: LogStore, logger: Logger) -> Checkpoint? {
@@ -537,6 +557,9 @@ public final class MessageStore: Sendable {
         for (topic, queues) in MetadataChange.parseQueueTable(o["queueBases"]) ?? [:] {
             for (id, b) in queues { c.queueBases[QueueKey(topic, id)] = b }
         }
+        for (name, g) in (o["groups"] as? [String: Any]) ?? [:] {
+            if let d = g as? [String: Any], let config = SubscriptionGroupConfig(json: d) { c.groups[name] = config }
+        }
         if let i = (o["snapshotIndex"] as? NSNumber)?.int64Value, let p = (o["snapshotPosition"] as? NSNumber)?.uint64Value, i >= first {
             c.latestSnapshot = (i, p)
         }
@@ -550,8 +573,8 @@ public final class MessageStore: Sendable {
     }
 
     private func checkpointLocked() throws {
-        let (index, end, topics, offsets, queues, changed, last, bases, snap) = state.withLock {
-            ($0.dispatched, $0.dispatchedEnd, $0.topics, $0.offsets, Array($0.queues.values), $0.metadataChanged, $0.checkpointed, $0.queueBases, $0.latestSnapshot)
+        let (index, end, topics, offsets, queues, changed, last, bases, snap, groups) = state.withLock {
+            ($0.dispatched, $0.dispatchedEnd, $0.topics, $0.offsets, Array($0.queues.values), $0.metadataChanged, $0.checkpointed, $0.queueBases, $0.latestSnapshot, $0.groups)
         }
         guard index != last || changed else { return }
         for q in queues { try q.flush() }
@@ -562,7 +585,7 @@ public final class MessageStore: Sendable {
         let text = JSONText.object([
             "index": .int(index), "endPosition": .int(Int64(end)),
             "topics": .object(topics.topics.mapValues(\.json)), "offsets": offsetJSON,
-            "queueBases": MetadataChange.queueTable(baseTable),
+            "queueBases": MetadataChange.queueTable(baseTable), "groups": .object(groups.mapValues(\.json)),
             "snapshotIndex": snap.map { .int($0.index) } ?? .null, "snapshotPosition": snap.map { .int(Int64($0.position)) } ?? .null,
         ]).serialized
         try Self.writeAtomically(text, to: checkpointPath)
@@ -570,6 +593,7 @@ public final class MessageStore: Sendable {
         try? FileManager.default.createDirectory(atPath: config, withIntermediateDirectories: true)
         try? Self.writeAtomically(topics.serializeWrapper, to: config + "/topics.json")
         try? Self.writeAtomically(JSONText.object(["offsetTable": offsetJSON]).serialized, to: config + "/consumerOffset.json")
+        try? Self.writeAtomically(groupsWrapper, to: config + "/subscriptionGroup.json")
         state.withLock {
             $0.checkpointed = index
             $0.metadataChanged = false

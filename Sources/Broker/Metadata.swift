@@ -17,6 +17,10 @@ public enum MetadataChange: Sendable, Equatable {
     /// member that lost the log's prefix (reset to the leader's base, or rebuilt after retention)
     /// needs to continue (docs/broker-metadata.md, "Start, retention and resets").
     case snapshot(MetadataSnapshot)
+    case groupUpsert(SubscriptionGroupConfig)
+    case groupDelete(String)
+    /// A group created on first use (autoCreateSubscriptionGroup): applied only when absent.
+    case groupCreate(SubscriptionGroupConfig)
 
     static let version: UInt16 = 1
 
@@ -27,6 +31,9 @@ public enum MetadataChange: Sendable, Equatable {
         case .offsets: return 5
         case .topicCreate: return 7
         case .snapshot: return 6
+        case .groupUpsert: return 3
+        case .groupDelete: return 4
+        case .groupCreate: return 8
         }
     }
 
@@ -39,7 +46,9 @@ public enum MetadataChange: Sendable, Equatable {
             payload = .object(["offsetTable": Self.queueTable(table)])
         case .snapshot(let snap):
             payload = .object(["topics": .object(snap.topics.mapValues(\.json)), "offsetTable": Self.queueTable(snap.offsets),
-                               "queueEnds": Self.queueTable(snap.queueEnds)])
+                               "queueEnds": Self.queueTable(snap.queueEnds), "groups": .object(snap.groups.mapValues(\.json))])
+        case .groupUpsert(let g), .groupCreate(let g): payload = g.json
+        case .groupDelete(let name): payload = .object(["groupName": .string(name)])
         }
         let json = Array(payload.serialized.utf8)
         var out: [UInt8] = []
@@ -93,7 +102,15 @@ public enum MetadataChange: Sendable, Equatable {
                 guard let o = t as? [String: Any], let c = TopicConfig(json: o) else { return nil }
                 topics[name] = c
             }
-            return .snapshot(MetadataSnapshot(topics: topics, offsets: offsets, queueEnds: ends))
+            var groups: [String: SubscriptionGroupConfig] = [:]
+            for (name, g) in (object["groups"] as? [String: Any]) ?? [:] {
+                guard let o = g as? [String: Any], let c = SubscriptionGroupConfig(json: o) else { return nil }
+                groups[name] = c
+            }
+            return .snapshot(MetadataSnapshot(topics: topics, offsets: offsets, queueEnds: ends, groups: groups))
+        case 3: return SubscriptionGroupConfig(json: object).map { .groupUpsert($0) }
+        case 4: return (object["groupName"] as? String).map { .groupDelete($0) }
+        case 8: return SubscriptionGroupConfig(json: object).map { .groupCreate($0) }
         default: return nil
         }
     }
@@ -106,10 +123,13 @@ public struct MetadataSnapshot: Sendable, Equatable {
     public var offsets: [String: [Int32: Int64]]
     /// topic -> queue -> next queue offset.
     public var queueEnds: [String: [Int32: Int64]]
-    public init(topics: [String: TopicConfig], offsets: [String: [Int32: Int64]], queueEnds: [String: [Int32: Int64]]) {
+    public var groups: [String: SubscriptionGroupConfig]
+    public init(topics: [String: TopicConfig], offsets: [String: [Int32: Int64]], queueEnds: [String: [Int32: Int64]],
+                groups: [String: SubscriptionGroupConfig] = [:]) {
         self.topics = topics
         self.offsets = offsets
         self.queueEnds = queueEnds
+        self.groups = groups
     }
 }
 

@@ -33,6 +33,10 @@ public struct TopicConfig: Sendable, Equatable {
 public struct DataVersion: Sendable, Equatable {
     public var timestamp: Int64
     public var counter: Int64
+    public init(timestamp: Int64, counter: Int64) {
+        self.timestamp = timestamp
+        self.counter = counter
+    }
     var json: JSONText { .object(["counter": .int(counter), "timestamp": .int(timestamp)]) }
 }
 

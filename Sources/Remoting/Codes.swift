@@ -33,8 +33,11 @@ public enum RequestCode {
     public static let notifyConsumerIdsChanged: Int32 = 40
     public static let lockBatchMQ: Int32 = 41
     public static let unlockBatchMQ: Int32 = 42
+    public static let updateAndCreateSubscriptionGroup: Int32 = 200
+    public static let getAllSubscriptionGroupConfig: Int32 = 201
     public static let getTopicStatsInfo: Int32 = 202
     public static let getConsumerConnectionList: Int32 = 203
+    public static let deleteSubscriptionGroup: Int32 = 207
     public static let getConsumeStats: Int32 = 208
     public static let deleteTopicInBroker: Int32 = 215
     public static let sendMessageV2: Int32 = 310

@@ -149,10 +149,11 @@ enum RaftNodeMode {
         // At most a second of offsets is what a leader kill can lose (RocketMQ saves its file every 5 s).
         brokerOptions.configuration = settings.effectiveProperties()
         brokerOptions.delayLevels = DelayLevels(settings.store.messageDelayLevel)
+        brokerOptions.autoCreateSubscriptionGroup = settings.broker.autoCreateSubscriptionGroup
         brokerOptions.offsetFlushInterval = .milliseconds(max(100, min(Int64(settings.broker.flushConsumerOffsetInterval), 1_000)))
         let broker = BrokerService(options: brokerOptions, store: messages, writes: writes,
                                    forwarder: RemotingClient(group: group, logger: logger), logger: logger)
-        let runtime = RuntimeInfo(replica: replica, store: store, storeDirectory: settings.store.storePathCommitLog)
+        let runtime = RuntimeInfo(replica: replica, store: store, storeDirectory: settings.store.storePathCommitLog, totals: { broker.totals })
         let brokerServer = RemotingServer(options: RemotingServerOptions(host: settings.broker.bindAddress, port: settings.broker.listenPort),
                                           processors: service.processors + broker.processors + [runtime.processor], group: group, logger: logger)
 

@@ -6,38 +6,41 @@ import Remoting
 import Replication
 import Synchronization
 
-/// GET_BROKER_RUNTIME_INFO (28), what `mqadmin clusterList` prints per broker: the version, the rate of
-/// committed entries (putTps over the last 10 s, 1 min, 10 min), the commitlog's offsets and its
-/// disk's usage. Only measured figures; what is not measured yet is left out.
+/// GET_BROKER_RUNTIME_INFO (28), what `mqadmin clusterList` prints per broker: the version, the rates
+/// of messages stored and of messages served to consumers (putTps and getTransferedTps over the last
+/// 10 s, 1 min, 10 min; a follower stores none itself), the commitlog's offsets and its disk's usage.
+/// Only measured figures; what is not measured is left out.
 final class RuntimeInfo: Sendable {
     private let replica: RaftReplica
     private let store: LogStore
     private let storeDirectory: String
-    /// (seconds since start, commit index) once a second, the last 600 s.
-    private let samples = Mutex<[(Int64, Int64)]>([])
+    /// Messages stored and served since start.
+    private let totals: @Sendable () -> (put: Int64, get: Int64)
+    /// (seconds since start, put, get) once a second, the last 600 s.
+    private let samples = Mutex<[(Int64, Int64, Int64)]>([])
     private let started = ContinuousClock.now
 
-    init(replica: RaftReplica, store: LogStore, storeDirectory: String) {
+    init(replica: RaftReplica, store: LogStore, storeDirectory: String, totals: @escaping @Sendable () -> (put: Int64, get: Int64)) {
         self.replica = replica
         self.store = store
         self.storeDirectory = storeDirectory
+        self.totals = totals
     }
 
     private func sample() {
         let t = (ContinuousClock.now - started).components.seconds
-        guard let s = replica.status else { return }
-        let commit = s.storeNumber(s.raft.commit)
+        let (put, get) = totals()
         samples.withLock { list in
             if let last = list.last, last.0 == t { return }
-            list.append((t, commit))
+            list.append((t, put, get))
             if list.count > 601 { list.removeFirst(list.count - 601) }
         }
     }
 
-    private func tps(over seconds: Int64) -> Double {
+    private func tps(over seconds: Int64, _ value: ((Int64, Int64, Int64)) -> Int64) -> Double {
         samples.withLock { list in
             guard let last = list.last, let first = list.last(where: { last.0 - $0.0 >= seconds }) ?? list.first, last.0 > first.0 else { return 0 }
-            return Double(last.1 - first.1) / Double(last.0 - first.0)
+            return Double(value(last) - value(first)) / Double(last.0 - first.0)
         }
     }
 
@@ -48,9 +51,10 @@ final class RuntimeInfo: Sendable {
             var table: [String: JSONText] = [
                 "brokerVersionDesc": .string("V4_9_1"),
                 "brokerVersion": .string("\(RemotingCommand.ourVersion)"),
-                "putTps": .string("\(f(tps(over: 10))) \(f(tps(over: 60))) \(f(tps(over: 600)))"),
-                // Nothing is pulled through this broker yet (issue 5): measured, it is zero.
-                "getTransferedTps": .string("0.00 0.00 0.00"),
+                "putTps": .string([10, 60, 600].map { f(tps(over: $0) { $0.1 }) }.joined(separator: " ")),
+                "getTransferedTps": .string([10, 60, 600].map { f(tps(over: $0) { $0.2 }) }.joined(separator: " ")),
+                "msgPutTotalTodayNow": .string("\(totals().put)"),
+                "msgGetTotalTodayNow": .string("\(totals().get)"),
                 "commitLogMinOffset": .string("\(store.firstPosition.rawValue)"),
                 "commitLogMaxOffset": .string("\(store.writePosition.rawValue)"),
                 "runtime": .string("[ \((ContinuousClock.now - started).components.seconds) seconds ]"),

@@ -105,6 +105,18 @@ final class StoreFixture: @unchecked Sendable {
         let j = try f.append([MetadataChange.topicDelete("Created").encoded()])
         try f.store.dispatch(upTo: j[0])
         #expect(f.store.topic("Created") == nil)
+        // Creation on first use never overwrites what an operator set.
+        var strict = SubscriptionGroupConfig(groupName: "g")
+        strict.retryMaxTimes = 2
+        let k = try f.append([MetadataChange.groupUpsert(strict).encoded(), MetadataChange.groupCreate(SubscriptionGroupConfig(groupName: "g")).encoded(),
+                              MetadataChange.topicCreate(TopicConfig(topicName: "Kept", readQueueNums: 8, writeQueueNums: 8)).encoded(),
+                              MetadataChange.topicCreate(TopicConfig(topicName: "Kept", readQueueNums: 1, writeQueueNums: 1)).encoded()])
+        try f.store.dispatch(upTo: k.last!)
+        #expect(f.store.group("g")?.retryMaxTimes == 2 && f.store.topic("Kept")?.writeQueueNums == 8)
+        #expect(f.store.groupsWrapper.contains("\"retryMaxTimes\":2"))
+        let l = try f.append([MetadataChange.groupDelete("g").encoded()])
+        try f.store.dispatch(upTo: l[0])
+        #expect(f.store.group("g") == nil)
     }
 
     @Test func aRestartContinuesFromTheCheckpointAndCutsWhatCameAfterIt() throws {

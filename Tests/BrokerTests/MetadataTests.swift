@@ -5,7 +5,12 @@ import Testing
     @Test func everyKindSurvivesEncodingAndDecoding() {
         var t = TopicConfig(topicName: "TopicTest", readQueueNums: 4, writeQueueNums: 4, perm: 6)
         t.order = true
-        for change in [MetadataChange.topicUpsert(t), .topicDelete("TopicTest"), .offsets(["TopicTest@g": [0: 12, 3: 7], "X@h": [1: 0]])] {
+        var g = SubscriptionGroupConfig(groupName: "g1")
+        g.consumeEnable = false
+        g.retryMaxTimes = 3
+        for change in [MetadataChange.topicUpsert(t), .topicDelete("TopicTest"), .offsets(["TopicTest@g": [0: 12, 3: 7], "X@h": [1: 0]]),
+                       .topicCreate(t), .groupUpsert(g), .groupCreate(g), .groupDelete("g1"),
+                       .snapshot(MetadataSnapshot(topics: ["TopicTest": t], offsets: [:], queueEnds: ["TopicTest": [0: 3]], groups: ["g1": g]))] {
             #expect(MetadataChange.decode(change.encoded()) == change)
         }
     }

@@ -179,6 +179,20 @@ extension RaftGroupProcessTests {
         #expect(delete.status == 0 && delete.stdout.contains("delete topic [Created] from cluster [RaftCluster] success."), "\(delete.stdout)\(delete.stderr)")
         #expect(!(try admin.run(["topicList", "-n", ns]).stdout.split(separator: "\n").contains("Created")))
 
+        // The consumer's group was created on its first heartbeat, in the log: every member has it.
+        let groupsBody = try await client.request(follower.brokerAddress, .request(code: RequestCode.getAllSubscriptionGroupConfig, opaque: 0), timeoutMilliseconds: 5_000)
+        var gb = groupsBody.body ?? ByteBuffer()
+        #expect(gb.readString(length: gb.readableBytes)?.contains("\"groupName\":\"please_rename_unique_group_name_4\"") == true)
+        // An operator disables a group (through a follower): its pulls are refused.
+        var disabled = ByteBuffer()
+        disabled.writeString(#"{"groupName":"stopped","consumeEnable":false}"#)
+        let disable = try await client.request(follower.brokerAddress, .request(code: RequestCode.updateAndCreateSubscriptionGroup, opaque: 0, body: disabled),
+                                               timeoutMilliseconds: 5_000)
+        #expect(disable.code == ResponseCode.success, "\(disable.remark ?? "")")
+        let refusedPull = try await client.request(leader.brokerAddress, .request(code: RequestCode.pullMessage, opaque: 0, extFields: [
+            "consumerGroup": "stopped", "topic": "TopicTest", "queueId": "0", "queueOffset": "0", "maxMsgNums": "1", "sysFlag": "0"]), timeoutMilliseconds: 5_000)
+        #expect(refusedPull.code == ResponseCode.noPermission)
+
         // A follower forwards a send to the leader and relays its answer.
         let forwarded = try await client.request(follower.brokerAddress, .request(code: RequestCode.sendMessageV2, opaque: 0, extFields: [
             "a": "g", "b": "TopicTest", "c": "TBW102", "d": "4", "e": "1", "f": "0", "g": "0", "h": "0", "i": "TAGS\u{1}TagB",
