@@ -492,6 +492,9 @@ public final class MessageStore: Sendable {
         }
     }
 
+    /// How many pulls wait on a queue.
+    func waiterCount(_ key: QueueKey) -> Int { state.withLock { $0.pullWaiters[key]?.count ?? 0 } }
+
     /// Resumes the waiters whose deadline passed; returns how many still wait.
     @discardableResult
     func expireWaiters(now: ContinuousClock.Instant) -> Int {

@@ -8,6 +8,9 @@ import Synchronization
 /// A message as a consumer receives it.
 public struct ReceivedMessage: Sendable {
     public var queue: MessageQueue
+    /// The topic the producer sent it to (a retried message comes from %RETRY%<group>: its
+    /// RETRY_TOPIC).
+    public var topic: String { properties["RETRY_TOPIC"] ?? queue.topic }
     public var queueOffset: Int64
     public var physicalOffset: Int64
     public var body: [UInt8]
@@ -28,6 +31,11 @@ public struct ReceivedMessage: Sendable {
 public final class Consumer: Sendable {
     public enum StartFrom: Sendable { case first, last }
 
+    /// What a handler says about a batch: consumed, or to be delivered again later (sent back to the
+    /// broker, which redelivers it through `%RETRY%<group>` after a delay, or to `%DLQ%<group>` after
+    /// maxReconsumeTimes).
+    public enum ConsumeStatus: Sendable { case success, reconsumeLater }
+
     public struct Options: Sendable {
         public var group: String
         public var topic: String
@@ -39,11 +47,17 @@ public final class Consumer: Sendable {
         public var rebalanceInterval: Duration = .seconds(1)
         public var heartbeatInterval: Duration = .seconds(5)
         public var commitInterval: Duration = .seconds(1)
-        public var clientId: String
+        /// Also consume `%RETRY%<group>`, where the messages a handler asked to see again come back.
+        public var consumeRetryTopic = true
+        /// The delay level of a message sent back (0: the broker's 3 + reconsume times).
+        public var retryDelayLevel: Int32 = 0
+        public var maxReconsumeTimes: Int32 = 16
+        /// This member's id in the group (RocketMQ's clientIP@instance); empty: one is made for each
+        /// Consumer, so two consumers built from the same options are two members.
+        public var clientId = ""
         public init(group: String, topic: String) {
             self.group = group
             self.topic = topic
-            clientId = "127.0.0.1@\(getpid())#\(UInt64.random(in: 0...UInt64(UInt32.max)))"
         }
     }
 
@@ -55,6 +69,8 @@ public final class Consumer: Sendable {
     private let active = Mutex<Set<MessageQueue>>([])
 
     public init(nameServers: [String], remoting: RemotingClient, logger: Logger, options: Options) {
+        var options = options
+        if options.clientId.isEmpty { options.clientId = "127.0.0.1@\(getpid())#\(UInt64.random(in: 0...UInt64(UInt32.max)))" }
         self.options = options
         self.remoting = remoting
         self.logger = logger
@@ -64,8 +80,19 @@ public final class Consumer: Sendable {
     /// The queues this member consumes now.
     public var assignment: Set<MessageQueue> { assigned.withLock { $0 } }
 
+    /// The topics this member consumes: the subscribed one and the group's retry topic.
+    var topics: [String] { options.consumeRetryTopic ? [options.topic, "%RETRY%" + options.group] : [options.topic] }
+
     /// Consumes until cancelled; `handler` gets each pulled batch of one queue, in order.
     public func run(_ handler: @escaping @Sendable ([ReceivedMessage]) async -> Void) async {
+        await run { (messages: [ReceivedMessage]) -> ConsumeStatus in
+            await handler(messages)
+            return .success
+        }
+    }
+
+    /// Consumes until cancelled; a batch the handler answers `.reconsumeLater` comes back later.
+    public func run(_ handler: @escaping @Sendable ([ReceivedMessage]) async -> ConsumeStatus) async {
         await withTaskGroup(of: Void.self) { tasks in
             tasks.addTask {
                 while !Task.isCancelled {
@@ -81,7 +108,7 @@ public final class Consumer: Sendable {
                         return a
                     }
                     if before != mine {
-                        logger.info("rebalanced", metadata: ["group": "\(options.group)", "queues": "\(mine.sorted().map { "\($0.brokerName)/\($0.queueId)" })"])
+                        logger.info("rebalanced", metadata: ["group": "\(options.group)", "queues": "\(mine.sorted { $0.description < $1.description }.map(\.description))"])
                     }
                     for q in mine {
                         let start = active.withLock { $0.insert(q).inserted }
@@ -107,8 +134,9 @@ public final class Consumer: Sendable {
     }
 
     private func brokerAddresses() async -> [String] {
-        guard let route = try? await routes.route(options.topic) else { return [] }
-        return Array(Set(route.brokers.flatMap { $0.addresses.values })).sorted()
+        var all = Set<String>()
+        for t in topics { if let route = try? await routes.route(t) { all.formUnion(route.brokers.flatMap { $0.addresses.values }) } }
+        return all.sorted()
     }
 
     func heartbeatBody() -> String {
@@ -147,40 +175,53 @@ public final class Consumer: Sendable {
         }
     }
 
-    /// AllocateMessageQueueAveragely over the group's members as a broker knows them.
+    /// AllocateMessageQueueAveragely over the group's members as a broker knows them, per topic.
+    /// nil: keep the current assignment (no route could be read).
     func rebalance() async -> Set<MessageQueue>? {
-        guard let route = try? await routes.refresh(options.topic) else { return nil }
-        let queues = route.readQueues(options.topic).sorted()
-        // Between a leader's death and its successor's registration the route has no queues: keep
-        // consuming what this member had (followers serve committed data meanwhile).
-        guard !queues.isEmpty else { return nil }
-        var ids: [String]?
-        for b in Set(queues.map(\.brokerName)).sorted() {
-            for address in route.addresses(b) {
-                guard let r = try? await remoting.request(address, .request(code: RequestCode.getConsumerListByGroup, opaque: 0,
-                                                                              extFields: ["consumerGroup": options.group]), timeoutMilliseconds: 3_000),
-                      r.code == ResponseCode.success, var body = r.body,
-                      let o = try? JSONSerialization.jsonObject(with: Data(body.readBytes(length: body.readableBytes) ?? [])) as? [String: Any],
-                      let list = o["consumerIdList"] as? [String] else { continue }
-                ids = list.sorted()
-                break
+        var mine = Set<MessageQueue>()
+        var any = false
+        for topic in topics {
+            guard let route = try? await routes.refresh(topic) else {
+                // The retry topic exists once the group's first heartbeat reached the leader.
+                mine.formUnion(assigned.withLock { $0.filter { $0.topic == topic } })
+                continue
             }
-            if ids != nil { break }
+            let queues = route.readQueues(topic).sorted()
+            // Between a leader's death and its successor's registration the route has no queues: keep
+            // consuming what this member had (followers serve committed data meanwhile).
+            guard !queues.isEmpty else {
+                mine.formUnion(assigned.withLock { $0.filter { $0.topic == topic } })
+                continue
+            }
+            any = true
+            var ids: [String]?
+            for b in Set(queues.map(\.brokerName)).sorted() {
+                for address in route.addresses(b) {
+                    guard let r = try? await remoting.request(address, .request(code: RequestCode.getConsumerListByGroup, opaque: 0,
+                                                                                  extFields: ["consumerGroup": options.group]), timeoutMilliseconds: 3_000),
+                          r.code == ResponseCode.success, var body = r.body,
+                          let o = try? JSONSerialization.jsonObject(with: Data(body.readBytes(length: body.readableBytes) ?? [])) as? [String: Any],
+                          let list = o["consumerIdList"] as? [String] else { continue }
+                    ids = list.sorted()
+                    break
+                }
+                if ids != nil { break }
+            }
+            let members = ids ?? [options.clientId]
+            guard let me = members.firstIndex(of: options.clientId) else { continue }
+            let n = members.count
+            let mod = queues.count % n
+            let size = queues.count <= n ? 1 : (mod > 0 && me < mod ? queues.count / n + 1 : queues.count / n)
+            let start = mod > 0 && me < mod ? me * size : me * size + mod
+            if start < queues.count { mine.formUnion(queues[start..<min(queues.count, start + size)]) }
         }
-        let members = ids ?? [options.clientId]
-        guard let me = members.firstIndex(of: options.clientId) else { return [] }
-        let n = members.count
-        let mod = queues.count % n
-        let size = queues.count <= n ? 1 : (mod > 0 && me < mod ? queues.count / n + 1 : queues.count / n)
-        let start = mod > 0 && me < mod ? me * size : me * size + mod
-        guard start < queues.count else { return [] }
-        return Set(queues[start..<min(queues.count, start + size)])
+        return any ? mine : nil
     }
 
     private func request(_ q: MessageQueue, _ command: RemotingCommand, timeoutMs: Int64) async throws -> RemotingCommand {
         var last: any Error = ClientError("no address for \(q.brokerName)")
         for attempt in 0..<2 {
-            let route = attempt == 0 ? try await routes.route(options.topic) : try await routes.refresh(options.topic)
+            let route = attempt == 0 ? try await routes.route(q.topic) : try await routes.refresh(q.topic)
             for address in route.addresses(q.brokerName) {
                 do {
                     return try await remoting.request(address, command, timeoutMilliseconds: timeoutMs)
@@ -209,7 +250,18 @@ public final class Consumer: Sendable {
             "consumerGroup": options.group, "topic": q.topic, "queueId": "\(q.queueId)", "commitOffset": "\(offset)"]), timeoutMs: 3_000)
     }
 
-    private func consume(_ q: MessageQueue, _ handler: @Sendable ([ReceivedMessage]) async -> Void) async {
+    /// CONSUMER_SEND_MSG_BACK for each message; false when one could not be sent back.
+    func sendBack(_ messages: [ReceivedMessage], _ q: MessageQueue) async -> Bool {
+        for m in messages {
+            guard let r = try? await request(q, .request(code: RequestCode.consumerSendMsgBack, opaque: 0, extFields: [
+                "offset": "\(m.physicalOffset)", "group": options.group, "delayLevel": "\(options.retryDelayLevel)", "originMsgId": m.msgId,
+                "originTopic": m.topic, "unitMode": "false", "maxReconsumeTimes": "\(options.maxReconsumeTimes)",
+            ]), timeoutMs: 5_000), r.code == ResponseCode.success else { return false }
+        }
+        return true
+    }
+
+    private func consume(_ q: MessageQueue, _ handler: @Sendable ([ReceivedMessage]) async -> ConsumeStatus) async {
         var offset: Int64?
         var committed: Int64 = -1
         var lastCommit = ContinuousClock.now
@@ -223,7 +275,7 @@ public final class Consumer: Sendable {
                 "consumerGroup": options.group, "topic": q.topic, "queueId": "\(q.queueId)", "queueOffset": "\(current)",
                 // The offset rides along only once this member committed one (as Java's: never 0 by default).
                 "maxMsgNums": "\(options.pullBatchSize)", "sysFlag": "\((committed > 0 ? 0x1 : 0) | 0x2 | 0x4)", "commitOffset": "\(max(committed, 0))",
-                "suspendTimeoutMillis": "\(options.suspendMs)", "subscription": options.expression, "subVersion": "0", "expressionType": "TAG",
+                "suspendTimeoutMillis": "\(options.suspendMs)", "subscription": q.topic == options.topic ? options.expression : "*", "subVersion": "0", "expressionType": "TAG",
             ]
             let answer: RemotingCommand
             do {
@@ -237,10 +289,14 @@ public final class Consumer: Sendable {
             case ResponseCode.success:
                 var body = answer.body ?? ByteBuffer()
                 let (messages, complete) = Self.decode(body.readBytes(length: body.readableBytes) ?? [], queue: q)
-                let wanted = options.expression == "*" ? messages : messages.filter { m in
+                let wanted = options.expression == "*" || q.topic != options.topic ? messages : messages.filter { m in
                     Set(options.expression.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }).contains(m.tags ?? "")
                 }
-                if !wanted.isEmpty { await handler(wanted) }
+                if !wanted.isEmpty, await handler(wanted) == .reconsumeLater, await !sendBack(wanted, q) {
+                    // Not sent back: keep the offset and deliver the batch again.
+                    try? await Task.sleep(for: .seconds(1))
+                    continue
+                }
                 if complete {
                     offset = next ?? (messages.last.map { $0.queueOffset + 1 } ?? current)
                 } else if let last = messages.last {

@@ -27,6 +27,13 @@ extension RaftGroupProcessTests {
         }
     }
 
+    /// SIGKILLs what this test started (brokers and `extra`, by PID) and removes its directory.
+    func killAll(_ extra: [Process] = []) {
+        for n in nodes { if let p = n.process, p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        for p in extra where p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        try? FileManager.default.removeItem(atPath: home)
+    }
+
     static let nameServers = ["127.0.0.1:9876", "127.0.0.2:9876", "127.0.0.3:9876"]
 
     /// Waits until the nameservers route `topic` to `leader` as brokerId 0.
@@ -62,6 +69,10 @@ extension RaftGroupProcessTests {
         return out
     }
 
+    final class Tally: Sendable {
+        let counts = Mutex<[String: Int32]>([:])
+    }
+
     final class Received: Sendable {
         let ids = Mutex<[String: Int]>([:])
         let tags = Mutex<Set<String>>([])
@@ -85,11 +96,7 @@ extension RaftGroupProcessTests {
     /// every member's consume queues hold the same offsets; bad input gets RocketMQ's codes.
     @Test func quickstartProducesAndConsumesThroughTheGroupExactlyOnce() async throws {
         let namesrvs = try startNameServers()
-        defer {
-            for n in nodes { if let p = n.process, p.isRunning { kill(p.processIdentifier, SIGKILL) } }
-            for p in namesrvs where p.isRunning { kill(p.processIdentifier, SIGKILL) }
-            try? FileManager.default.removeItem(atPath: home)
-        }
+        defer { killAll(namesrvs) }
         for n in nodes { try start(n) }
         let first = try #require(try await agreedLeader(among: nodes, within: 30), "no leader\n\(logs())")
         let leader = try #require(nodes.first { $0.name == first.leader })
@@ -127,6 +134,41 @@ extension RaftGroupProcessTests {
         #expect(received.count == 1000 && received.has(sent), "received \(received.count) of 1000")
         #expect(received.duplicates == 0, "\(received.duplicates) duplicates")
         #expect(received.tags.withLock { $0 } == ["TagA"])
+
+        // A handler that asks to see a message again gets it back through %RETRY%<group>, and two
+        // members of one group split the queues between them.
+        let redelivered = Tally()
+        var retryOptions = Consumer.Options(group: "retrying_group", topic: "TopicTest")
+        retryOptions.suspendMs = 1_000
+        retryOptions.retryDelayLevel = 1
+        let pair = (0..<2).map { _ in Consumer(nameServers: Self.nameServers, remoting: client, logger: Logger(label: "test"), options: retryOptions) }
+        let target = sent[5]
+        let runs = pair.map { c in
+            Task {
+                await c.run { (messages: [ReceivedMessage]) -> Consumer.ConsumeStatus in
+                    var later = false
+                    redelivered.counts.withLock { d in
+                        for m in messages where m.msgId == target {
+                            d[m.topic + "/" + m.queue.topic, default: 0] += 1
+                            if m.reconsumeTimes == 0 { later = true }
+                        }
+                    }
+                    return later ? .reconsumeLater : .success
+                }
+            }
+        }
+        var split = false
+        for _ in 0..<200 {
+            let a = pair[0].assignment.filter { $0.topic == "TopicTest" }.count, b = pair[1].assignment.filter { $0.topic == "TopicTest" }.count
+            split = a == 2 && b == 2
+            if split && redelivered.counts.withLock({ $0["TopicTest/%RETRY%retrying_group"] != nil }) { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        for r in runs { r.cancel() }
+        for r in runs { await r.value }
+        #expect(split, "the two members did not split the four queues: \(pair.map { $0.assignment.map(\.description).sorted() })")
+        #expect(redelivered.counts.withLock { $0["TopicTest/TopicTest"] ?? 0 } >= 1 && redelivered.counts.withLock { $0["TopicTest/%RETRY%retrying_group"] ?? 0 } >= 1,
+                "the message asked for again was not redelivered from the retry topic: \(redelivered.counts.withLock { $0 })")
 
         // Every member dispatched the same committed messages, and the group's offsets are in the log.
         let expectedMax = (0..<4).map { Int64(offsets[Int32($0)]?.count ?? 0) }
@@ -276,11 +318,7 @@ extension RaftGroupProcessTests {
     /// before what the log held at each kill.
     @Test func everyAcknowledgedMessageIsConsumedAcrossThreeLeaderKills() async throws {
         let namesrvs = try startNameServers()
-        defer {
-            for n in nodes { if let p = n.process, p.isRunning { kill(p.processIdentifier, SIGKILL) } }
-            for p in namesrvs where p.isRunning { kill(p.processIdentifier, SIGKILL) }
-            try? FileManager.default.removeItem(atPath: home)
-        }
+        defer { killAll(namesrvs) }
         for n in nodes { try start(n) }
         var current = try #require(try await agreedLeader(among: nodes, within: 30), "no leader\n\(logs())")
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)

@@ -9,19 +9,8 @@ import Testing
 /// One request as raw bytes over a blocking socket (a JSON header exactly as a client wrote it), and
 /// the answer's header (parsed) and body. 5 s timeouts.
 func rawRequest(host: String, port: UInt16, header: String, body: [UInt8] = []) -> (header: [String: Any], body: [UInt8])? {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { return nil }
+    guard let fd = connectBlocking(host: host, port: port, timeoutSeconds: 5) else { return nil }
     defer { close(fd) }
-    var timeout = timeval(tv_sec: 5, tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_port = port.bigEndian
-    guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else { return nil }
-    let connected = withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    guard connected == 0 else { return nil }
     let h = Array(header.utf8)
     var frame: [UInt8] = []
     for v in [UInt32(4 + h.count + body.count), UInt32(h.count)] { withUnsafeBytes(of: v.bigEndian) { frame.append(contentsOf: $0) } }
@@ -52,10 +41,7 @@ func rawRequest(host: String, port: UInt16, header: String, body: [UInt8] = []) 
 extension RaftGroupProcessTests {
     /// §9 of the protocol notes: requests exactly as the Java, Go and C++ clients frame them.
     @Test func framesAsJavaGoAndCppClientsSendThemAreAnsweredAsRocketMQAnswersThem() async throws {
-        defer {
-            for n in nodes { if let p = n.process, p.isRunning { kill(p.processIdentifier, SIGKILL) } }
-            try? FileManager.default.removeItem(atPath: home)
-        }
+        defer { killAll() }
         try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
         for n in nodes { try start(n) }
         let first = try #require(try await agreedLeader(among: nodes, within: 30), "no leader\n\(logs())")

@@ -489,23 +489,8 @@ import Testing
 
     @Test func theLeaderRegistersAsMasterWithEveryNameserverAndANewLeaderTakesItsPlace() async throws {
         try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
-        var namesrvs: [Process] = []
-        defer {
-            for n in nodes { if let p = n.process, p.isRunning { kill(p.processIdentifier, SIGKILL) } }
-            for p in namesrvs where p.isRunning { kill(p.processIdentifier, SIGKILL) }
-            try? FileManager.default.removeItem(atPath: home)
-        }
-        for k in 1...3 {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: Executable("mqnamesrv").path)
-            p.arguments = ["-c", packageRoot + "/conf/namesrv-local/namesrv-\(k).conf"]
-            p.environment = ["HOME": home + "/ns\(k)", "PATH": "/usr/bin:/bin"]
-            p.standardInput = FileHandle.nullDevice
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            try p.run()
-            namesrvs.append(p)
-        }
+        let namesrvs = try startNameServers()
+        defer { killAll(namesrvs) }
         for n in nodes { try start(n) }
         let first = try #require(try await agreedLeader(among: nodes, within: 30), "no leader\n\(logs())")
         let leaderNode = try #require(nodes.first { $0.name == first.leader })
@@ -570,23 +555,31 @@ import Testing
 
 let lastHTTPError = Mutex("")
 
-/// A plain HTTP/1.1 GET over a blocking socket with a 1 s timeout (no subprocess: a child process
-/// started by a parallel test could inherit a pipe and hold it open). Returns the body of a 200.
-func httpGet(host: String, port: UInt16, path: String) -> String? {
+/// A blocking TCP connection to host:port (IPv4) with send and receive timeouts, or nil.
+func connectBlocking(host: String, port: UInt16, timeoutSeconds: Int) -> Int32? {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var timeout = timeval(tv_sec: 1, tv_usec: 0)
+    var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     var addr = sockaddr_in()
     addr.sin_family = sa_family_t(AF_INET)
     addr.sin_port = port.bigEndian
-    guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else { return nil }
-    let connected = withUnsafePointer(to: &addr) {
+    let connected = inet_pton(AF_INET, host, &addr.sin_addr) == 1 && withUnsafePointer(to: &addr) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    } == 0
+    guard connected else {
+        close(fd)
+        return nil
     }
-    guard connected == 0 else { lastHTTPError.withLock { $0 = "connect errno \(errno)" }; return nil }
+    return fd
+}
+
+/// A plain HTTP/1.1 GET over a blocking socket with a 1 s timeout (no subprocess: a child process
+/// started by a parallel test could inherit a pipe and hold it open). Returns the body of a 200.
+func httpGet(host: String, port: UInt16, path: String) -> String? {
+    guard let fd = connectBlocking(host: host, port: port, timeoutSeconds: 1) else { lastHTTPError.withLock { $0 = "connect errno \(errno)" }; return nil }
+    defer { close(fd) }
     let request = Array("GET \(path) HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n\r\n".utf8)
     guard send(fd, request, request.count, 0) == request.count else { lastHTTPError.withLock { $0 = "send errno \(errno)" }; return nil }
     var response: [UInt8] = []
