@@ -159,7 +159,7 @@ public final class BrokerService: Sendable {
             defaultTopicQueueNums: v("defaultTopicQueueNums", "d").flatMap { Int($0) } ?? 4, queueId: queueId,
             sysFlag: v("sysFlag", "f").flatMap { Int32($0) } ?? 0, bornTimestamp: v("bornTimestamp", "g").flatMap { Int64($0) } ?? 0,
             flag: v("flag", "h").flatMap { Int32($0) } ?? 0, properties: v("properties", "i") ?? "",
-            reconsumeTimes: v("reconsumeTimes", "j").flatMap { Int32($0) } ?? 0, batch: v("batch", "m") == "true" || v("batch", "m") == "1")
+            reconsumeTimes: min(max(v("reconsumeTimes", "j").flatMap { Int32($0) } ?? 0, 0), 1_000_000), batch: v("batch", "m") == "true" || v("batch", "m") == "1")
     }
 
     func send(_ request: RemotingCommand, _ connection: RemotingConnection) async -> RemotingCommand? {
@@ -235,9 +235,9 @@ public final class BrokerService: Sendable {
                              remark: "the message is \(r.count) bytes stored, over maxMessageSize \(options.maxMessageSize)")
         }
         let entryBytes = records.reduce(0) { $0 + $1.count }
-        if entryBytes > writes.maxEntryBytes {
+        if entryBytes > min(options.maxMessageSize, writes.maxEntryBytes) {
             return .response(to: request, code: ResponseCode.messageIllegal,
-                             remark: "the batch is \(entryBytes) bytes stored, over maxMessageSize \(writes.maxEntryBytes); send it in smaller batches")
+                             remark: "the batch is \(entryBytes) bytes stored, over maxMessageSize \(options.maxMessageSize); send it in smaller batches")
         }
         // The queue the record names (the schedule topic's for a delayed message).
         guard let first = records.first, let stored = try? first.withUnsafeBytes({ try MessageRecord.decode($0, verifyBodyCRC: false) }) else {
@@ -379,7 +379,7 @@ public final class BrokerService: Sendable {
                 return .response(to: request, code: ResponseCode.systemError, remark: "creating \(topic) failed")
             }
         } else {
-            delay = level == 0 ? 3 + r.reconsumeTimes : level
+            delay = level == 0 ? Int32(clamping: 3 + Int64(r.reconsumeTimes)) : level
             guard await ensureTopic(TopicConfig(topicName: topic, readQueueNums: 1, writeQueueNums: 1, perm: 6)) else {
                 return .response(to: request, code: ResponseCode.systemError, remark: "creating \(topic) failed")
             }
@@ -398,7 +398,7 @@ public final class BrokerService: Sendable {
         let record: [UInt8]
         do {
             record = try MessageRecord(queueId: queue, flag: r.flag, sysFlag: r.sysFlag, bornTimestamp: r.bornTimestamp, bornHost: r.bornHost,
-                                       storeTimestamp: now, storeHost: storeHost, reconsumeTimes: r.reconsumeTimes + 1, body: r.body,
+                                       storeTimestamp: now, storeHost: storeHost, reconsumeTimes: r.reconsumeTimes < Int32.max ? r.reconsumeTimes + 1 : Int32.max, body: r.body,
                                        topic: stored, properties: props).encoded()
         } catch {
             return .response(to: request, code: ResponseCode.systemError, remark: "\(error)")
@@ -836,19 +836,35 @@ public final class BrokerService: Sendable {
 
     /// Flushes offsets and writes snapshots on the leader, and expires silent clients, until cancelled.
     public func run() async {
+        await withTaskGroup(of: Void.self) { tasks in
+            // The schedule service on its own: a backlog of due messages must not hold up offsets,
+            // snapshots or client expiry.
+            tasks.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(100))
+                    await self.deliverDueMessages()
+                }
+            }
+            tasks.addTask { await self.housekeeping() }
+            await tasks.waitForAll()
+        }
+        if writes.isLeader { await flushOffsets() }
+    }
+
+    private func housekeeping() async {
         var lastExpiry = ContinuousClock.now
-        var lastFlush = ContinuousClock.now
         while !Task.isCancelled {
-            try? await Task.sleep(for: .milliseconds(100))
-            await deliverDueMessages()
-            guard ContinuousClock.now - lastFlush >= options.offsetFlushInterval else { continue }
-            lastFlush = .now
+            try? await Task.sleep(for: options.offsetFlushInterval)
             if writes.isLeader { await flushOffsets() } else { pendingOffsets.withLock { $0.removeAll() } }
             if snapshotDue() {
                 do {
                     _ = try await writes.appendSnapshot(timeout: .seconds(3))
                 } catch {
-                    logger.warning("writing a metadata snapshot failed; retried", metadata: ["error": "\(error)"])
+                    if case .tooLarge = error {
+                        logger.error("the metadata snapshot is over the entry limit: retention is held back at the last snapshot until there are fewer topics, groups or queues", metadata: ["error": "\(error)"])
+                    } else {
+                        logger.warning("writing a metadata snapshot failed; retried", metadata: ["error": "\(error)"])
+                    }
                 }
             }
             if ContinuousClock.now - lastExpiry >= .seconds(10) {
@@ -856,6 +872,5 @@ public final class BrokerService: Sendable {
                 consumers.expire()
             }
         }
-        if writes.isLeader { await flushOffsets() }
     }
 }

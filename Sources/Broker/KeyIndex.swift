@@ -27,17 +27,29 @@ public final class KeyIndex: Sendable {
 
         init(path: String, slots: Int, capacity: Int, create: Bool) throws {
             self.path = path
-            self.slots = slots
-            self.capacity = capacity
             let fd = open(path, O_RDWR | (create ? O_CREAT : 0), 0o644)
             self.fd = fd
             guard fd >= 0 else { throw KeyIndexError("cannot open \(path): \(String(cString: strerror(errno)))") }
-            let size = KeyIndex.headerBytes + slots * 4 + capacity * 20
-            if create {
-                guard ftruncate(fd, off_t(size)) == 0 else { throw KeyIndexError("cannot size \(path): \(String(cString: strerror(errno)))") }
-            }
             var header = [UInt8](repeating: 0, count: KeyIndex.headerBytes)
-            _ = header.withUnsafeMutableBytes { pread(fd, $0.baseAddress, KeyIndex.headerBytes, 0) }
+            if create {
+                let size = KeyIndex.headerBytes + slots * 4 + capacity * 20
+                guard ftruncate(fd, off_t(size)) == 0 else { throw KeyIndexError("cannot size \(path): \(String(cString: strerror(errno)))") }
+                self.slots = slots
+                self.capacity = capacity
+            } else {
+                // An existing file keeps the layout it was written with (the configuration may have
+                // changed since): slots from its header, entries from its size.
+                _ = header.withUnsafeMutableBytes { pread(fd, $0.baseAddress, KeyIndex.headerBytes, 0) }
+                var st = stat()
+                let headerSlots = Int(header.readBE(32, bytes: 4))
+                let fileSize = fstat(fd, &st) == 0 ? Int(st.st_size) : 0
+                let usedSlots = headerSlots > 0 ? headerSlots : slots
+                guard usedSlots > 0, fileSize > KeyIndex.headerBytes + usedSlots * 4 else {
+                    throw KeyIndexError("\(path) is not an index file of \(usedSlots) slots (\(fileSize) bytes)")
+                }
+                self.slots = usedSlots
+                self.capacity = (fileSize - KeyIndex.headerBytes - usedSlots * 4) / 20
+            }
             beginTimestamp = Int64(bitPattern: header.readBE(0, bytes: 8))
             endTimestamp = Int64(bitPattern: header.readBE(8, bytes: 8))
             beginPhyOffset = Int64(bitPattern: header.readBE(16, bytes: 8))
@@ -47,7 +59,9 @@ public final class KeyIndex: Sendable {
 
         deinit { close(fd) }
 
-        var isFull: Bool { Int(count) >= capacity }
+        /// No more entries go here (full, or reopened after a run whose header may be stale).
+        var sealed = false
+        var isFull: Bool { sealed || Int(count) >= capacity }
 
         func readInt(_ at: Int, _ bytes: Int) -> UInt64 {
             var b = [UInt8](repeating: 0, count: bytes)
@@ -88,21 +102,27 @@ public final class KeyIndex: Sendable {
             try write(h, at: 0)
         }
 
-        /// Candidate offsets for a hash, newest first, within [begin, end] ms.
-        func lookup(hash: Int32, begin: Int64, end: Int64, max: Int) -> [Int64] {
-            guard endTimestamp >= begin, beginTimestamp <= end || beginTimestamp == 0 else { return [] }
+        /// Candidate offsets for a hash, newest first, within [begin, end] ms; `count` is the number of
+        /// entries written when the caller looked (entries past it are not trusted). Stops at the first
+        /// entry older than `begin` (chains run newest first) and after `maxSteps` entries.
+        func lookup(hash: Int32, begin: Int64, end: Int64, max: Int, count: Int32, beginTimestamp: Int64, maxSteps: Int) -> [Int64] {
             var out: [Int64] = []
             var n = Int32(bitPattern: UInt32(truncatingIfNeeded: readInt(KeyIndex.headerBytes + (Int(hash) % slots) * 4, 4)))
             var steps = 0
-            while n > 0 && n < count && out.count < max && steps < capacity {
+            let lower = begin < Int64.min + 1000 ? Int64.min : begin - 1000
+            let upper = end > Int64.max - 1000 ? Int64.max : end + 1000
+            while n > 0 && n < count && out.count < max && steps < maxSteps {
                 steps += 1
                 let at = KeyIndex.headerBytes + slots * 4 + Int(n) * 20
                 let h = Int32(bitPattern: UInt32(readInt(at, 4)))
                 let phy = Int64(bitPattern: readInt(at + 4, 8))
-                let t = beginTimestamp + Int64(readInt(at + 12, 4)) * 1000
+                // Times are kept in whole seconds from the file's first: a second of slack each side.
+                let (t, overflow) = beginTimestamp.addingReportingOverflow(Int64(readInt(at + 12, 4)).multipliedReportingOverflow(by: 1000).partialValue)
                 let previous = Int32(bitPattern: UInt32(readInt(at + 16, 4)))
-                // Times are kept in whole seconds: a second of slack on both sides.
-                if h == hash && (begin < Int64.min + 1000 || t >= begin - 1000) && (end > Int64.max - 1000 || t <= end + 1000) { out.append(phy) }
+                if !overflow {
+                    if t < lower { break }
+                    if h == hash && t <= upper { out.append(phy) }
+                }
                 guard previous < n else { break }
                 n = previous
             }
@@ -120,8 +140,19 @@ public final class KeyIndex: Sendable {
         self.slots = max(1, slots)
         self.capacity = max(2, entries)
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let names = try FileManager.default.contentsOfDirectory(atPath: directory).filter { Int64($0) != nil }.sorted()
-        let opened = try names.map { try IndexFile(path: directory + "/" + $0, slots: max(1, slots), capacity: max(2, entries), create: false) }
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory).filter { Int64($0) != nil }.sorted { Int64($0)! < Int64($1)! }
+        var opened: [IndexFile] = []
+        for name in names {
+            do {
+                opened.append(try IndexFile(path: directory + "/" + name, slots: max(1, slots), capacity: max(2, entries), create: false))
+            } catch {
+                // An index is a cache: a file it cannot read is dropped, not fatal.
+                unlink(directory + "/" + name)
+            }
+        }
+        // The newest file may have been written after its last header flush: new entries go to a
+        // fresh file rather than over entries its slots may point to.
+        opened.last?.sealed = true
         files = Mutex(opened)
     }
 
@@ -157,18 +188,28 @@ public final class KeyIndex: Sendable {
         }
     }
 
-    /// Candidate commitlog offsets of messages with `key` in `topic`, newest first, deduplicated.
+    /// Candidate commitlog offsets of messages with `key` in `topic`, newest first, deduplicated. Reads
+    /// without holding the lock dispatch appends under (a long walk must not stall the Raft driver).
     public func query(topic: String, key: String, maxNum: Int, begin: Int64, end: Int64) -> [Int64] {
         let hash = Self.hash(topic + "#" + key)
-        return files.withLock { f in
-            var out: [Int64] = []
-            var seen = Set<Int64>()
-            for file in f.reversed() where out.count < maxNum {
-                for o in file.lookup(hash: hash, begin: begin, end: end, max: maxNum * 4) where seen.insert(o).inserted {
-                    out.append(o)
-                }
+        let views = files.withLock { f in f.map { ($0, $0.count, $0.beginTimestamp, $0.endTimestamp) } }
+        var out: [Int64] = []
+        var seen = Set<Int64>()
+        for (file, count, first, last) in views.reversed() where out.count < maxNum {
+            guard last == 0 || last >= begin, first <= end else { continue }
+            for o in file.lookup(hash: hash, begin: begin, end: end, max: maxNum * 4, count: count, beginTimestamp: first,
+                                 maxSteps: 100_000) where seen.insert(o).inserted {
+                out.append(o)
             }
-            return out
+        }
+        return out
+    }
+
+    /// Drops every file (the consume queues are rebuilt from the log, and the index with them).
+    public func removeAll() {
+        files.withLock { f in
+            for file in f { unlink(file.path) }
+            f.removeAll()
         }
     }
 

@@ -35,6 +35,8 @@ public final class MessageStore: Sendable {
         public var consumeQueueDirectory: String?
         /// The key index (messageIndexEnable); nil: none.
         public var keyIndex: KeyIndex?
+        /// The largest record VIEW_MESSAGE_BY_ID and friends read (maxMessageSize + headers).
+        public var recordBytesMax = 4 << 20 + 64 << 10
         /// messageDelayLevel: the tags code of a delayed message is when it is due.
         public var delayLevels = DelayLevels("1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h")
         /// The topics a fresh broker starts with (TBW102 and the system topics).
@@ -69,6 +71,11 @@ public final class MessageStore: Sendable {
         /// Next offsets of queues this member holds no entry of (their messages are all before the
         /// log's first entry), from the latest metadata snapshot.
         var queueBases: [QueueKey: Int64] = [:]
+        /// First offsets whose message the log still holds, where retention passed a queue's min
+        /// (consume-queue files go whole; RocketMQ's correctMinOffset).
+        var minCorrections: [QueueKey: Int64] = [:]
+        /// Key-index failures since the last one logged (an index is a cache: they never stop dispatch).
+        var indexFailures = 0
         /// Store index and position of the latest metadata snapshot dispatched.
         var latestSnapshot: (index: Int64, position: UInt64)?
     }
@@ -97,8 +104,9 @@ public final class MessageStore: Sendable {
         let fm = FileManager.default
         try fm.createDirectory(atPath: options.rootDirectory + "/raft", withIntermediateDirectories: true)
         let checkpoint = Self.loadCheckpoint(checkpointPath, log: log, logger: logger)
-        if checkpoint == nil, fm.fileExists(atPath: consumeQueueDirectory) {
-            try fm.removeItem(atPath: consumeQueueDirectory)
+        if checkpoint == nil {
+            if fm.fileExists(atPath: consumeQueueDirectory) { try fm.removeItem(atPath: consumeQueueDirectory) }
+            options.keyIndex?.removeAll()
         }
         try fm.createDirectory(atPath: consumeQueueDirectory, withIntermediateDirectories: true)
         if let c = checkpoint {
@@ -149,7 +157,7 @@ public final class MessageStore: Sendable {
     public func minOffset(_ key: QueueKey) -> Int64 {
         state.withLock { s in
             guard let q = s.queues[key], q.maxOffset > q.minOffset else { return s.queueBases[key] ?? s.queues[key].map { Int64($0.minOffset) } ?? 0 }
-            return Int64(q.minOffset)
+            return min(max(Int64(q.minOffset), s.minCorrections[key] ?? 0), Int64(q.maxOffset))
         }
     }
 
@@ -238,7 +246,18 @@ public final class MessageStore: Sendable {
                         var keys: [String] = []
                         if let u = record.properties[PropertyName.uniqueKey] { keys.append(u) }
                         if let k = record.properties[PropertyName.keys] { keys += k.split(separator: " ").map(String.init) }
-                        try index.add(topic: record.topic, keys: keys, phyOffset: entry.commitLogOffset, storeTimestamp: record.storeTimestamp)
+                        do {
+                            try index.add(topic: record.topic, keys: keys, phyOffset: entry.commitLogOffset, storeTimestamp: record.storeTimestamp)
+                        } catch {
+                            let n = state.withLock { s -> Int in
+                                s.indexFailures += 1
+                                return s.indexFailures
+                            }
+                            if n == 1 || n % 10_000 == 0 {
+                                logger.error("the key index cannot be written; messages stay consumable but queryMsgByKey misses them", metadata: [
+                                    "error": "\(error)", "failures": "\(n)"])
+                            }
+                        }
                     }
                     if var p = pending[key] {
                         if offset == p.start + UInt64(p.entries.count) {
@@ -344,6 +363,7 @@ public final class MessageStore: Sendable {
             let w = s.pullWaiters.values.flatMap { $0.map(\.continuation) }
             s.queues.removeAll()
             s.pullWaiters.removeAll()
+            s.minCorrections.removeAll()
             // What the next snapshot after the base says replaces these; until then they are the
             // best known ends (never below what was true).
             s.latestSnapshot = nil
@@ -355,6 +375,7 @@ public final class MessageStore: Sendable {
         for c in waiters { c.resume() }
         try? FileManager.default.removeItem(atPath: consumeQueueDirectory)
         try FileManager.default.createDirectory(atPath: consumeQueueDirectory, withIntermediateDirectories: true)
+        options.keyIndex?.removeAll()
         logger.warning("consume queues dropped after a log reset; dispatch continues from the leader's base", metadata: ["base": "\(base)"])
     }
 
@@ -395,7 +416,7 @@ public final class MessageStore: Sendable {
             if offset > base { r.status = .offsetOverflowBadly; r.nextBeginOffset = base }
             return r
         }
-        let lo = Int64(cq.minOffset), hi = Int64(cq.maxOffset)
+        let lo = minOffset(key), hi = Int64(cq.maxOffset)
         var r = GetResult(status: .noMessageInQueue, nextBeginOffset: 0, minOffset: lo, maxOffset: hi)
         if hi == 0 { return r }
         if offset < lo { r.status = .offsetTooSmall; r.nextBeginOffset = lo; return r }
@@ -447,7 +468,7 @@ public final class MessageStore: Sendable {
         guard offset >= 0, let head = try? log.readBytes(at: UInt64(offset), count: 8),
               head.readBE(4, bytes: 4) == UInt64(MessageRecord.magic) else { return nil }
         let size = Int(head.readBE(0, bytes: 4))
-        guard size >= 36, size <= 64 << 20 else { return nil }
+        guard size >= 36, size <= options.recordBytesMax else { return nil }
         return try? log.readBytes(at: UInt64(offset), count: size)
     }
 
@@ -456,9 +477,19 @@ public final class MessageStore: Sendable {
     public func pruneConsumeQueues() {
         let first = Int64(log.firstPosition.rawValue)
         options.keyIndex?.deleteFiles(before: first)
-        for q in state.withLock({ Array($0.queues.values) }) {
+        for (key, q) in state.withLock({ Array($0.queues) }) {
             do { try q.deleteFiles(beforeCommitLogOffset: first) } catch {
                 logger.warning("pruning a consume queue failed", metadata: ["queue": "\(q.directory)", "error": "\(error)"])
+            }
+            // The first entry whose message is still in the log (entries point in log order).
+            var lo = q.minOffset, hi = q.maxOffset
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2
+                guard let e = try? q.read(from: mid, maxCount: 1).first else { break }
+                if e.isBlank || e.commitLogOffset < first { lo = mid + 1 } else { hi = mid }
+            }
+            state.withLock { s in
+                if lo > q.minOffset { s.minCorrections[key] = Int64(lo) } else { s.minCorrections[key] = nil }
             }
         }
     }
@@ -473,7 +504,8 @@ public final class MessageStore: Sendable {
     /// Whether the message at `offset` of a queue is far enough behind the log's end to have left
     /// the page cache (checkInDiskByConsumeOffset); false when there is no such message.
     public func isInDisk(_ key: QueueKey, offset: Int64) -> Bool {
-        guard offset >= 0, let e = try? queue(key)?.read(from: UInt64(offset), maxCount: 1).first, !e.isBlank else { return false }
+        guard offset >= 0, offset >= minOffset(key), let e = try? queue(key)?.read(from: UInt64(offset), maxCount: 1).first, !e.isBlank,
+              UInt64(e.commitLogOffset) >= log.firstPosition.rawValue else { return false }
         return log.writePosition.rawValue > UInt64(e.commitLogOffset) + Self.memoryWindowBytes
     }
 

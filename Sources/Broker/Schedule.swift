@@ -52,7 +52,8 @@ extension BrokerService {
                 var delivered = 0
                 for e in entries {
                     if e.isBlank { delivered += 1; continue }
-                    guard e.tagsCode <= now else { break }
+                    // Due, or due implausibly late (a clock that jumped): RocketMQ's correctDeliverTimestamp.
+                    guard e.tagsCode <= now || e.tagsCode > now + options.delayLevels.delays[level - 1] else { break }
                     guard let bytes = store.record(atPhysicalOffset: e.commitLogOffset),
                           var r = try? bytes.withUnsafeBytes({ try MessageRecord.decode($0, verifyBodyCRC: false) }) else {
                         logger.warning("skipping a delayed message that does not read", metadata: ["level": "\(level)", "offset": "\(next + Int64(delivered))"])

@@ -51,6 +51,9 @@ public final class WritePath: Sendable {
         var generation: UInt64 = 0
         /// Metadata entries offered and not yet answered (a snapshot waits for none).
         var metadataInFlight = 0
+        /// The index of the last metadata entry numbered: a snapshot waits until it is dispatched (a
+        /// timed-out one is answered but may still commit, and the snapshot must include it).
+        var lastMetadataIndex: RaftCore.LogIndex?
     }
 
     private let replica: RaftReplica
@@ -120,7 +123,10 @@ public final class WritePath: Sendable {
                     let accepted: Result<Void, WriteError> = state.withLock { s in
                         guard let term = s.term, !s.broken else { return .failure(.notReady) }
                         // A snapshot is the metadata as applied: none may be on its way.
-                        if kind == .snapshot && s.metadataInFlight > 0 { return .failure(.busy) }
+                        if kind == .snapshot {
+                            let applied = s.lastMetadataIndex.map { store.dispatchedIndex >= replica.storeNumber($0) } ?? true
+                            if s.metadataInFlight > 0 || !applied { return .failure(.busy) }
+                        }
                         if let key { firstOffset = s.offsets[key] ?? store.maxOffset(key) }
                         let data = body(firstOffset, s.offsets)
                         // The node would refuse it and break the numbering of everyone else.
@@ -129,6 +135,7 @@ public final class WritePath: Sendable {
                         guard replica.offer(data, guard: ProposalGuard(term: term, index: s.nextIndex),
                                             timeout: remaining > .zero ? remaining : .milliseconds(1), continuation: c) else { return .failure(.busy) }
                         if let key { s.offsets[key] = firstOffset + Int64(count) }
+                        if kind == .metadata { s.lastMetadataIndex = s.nextIndex }
                         s.nextIndex = s.nextIndex.next
                         s.inFlight += 1
                         if kind == .metadata { s.metadataInFlight += 1 }

@@ -61,18 +61,24 @@ public final class Producer: Sendable {
         self.logger = logger
         self.routes = RouteCache(nameServers: nameServers, remoting: remoting)
         let pid = UInt16(truncatingIfNeeded: getpid())
-        let start = UInt32(truncatingIfNeeded: Int(Date().timeIntervalSince1970 * 1000))
-        uniquePrefix = String(format: "7F000001%04X%08X", UInt32(pid), start)
+        // Where Java has its class loader's hash: any 32 bits that tell two producers of one process apart.
+        uniquePrefix = String(format: "7F000001%04X%08X", UInt32(pid), UInt32.random(in: 0...UInt32.max))
     }
 
-    /// A fresh UNIQ_KEY: 32 upper-case hex digits (host 8, pid 4, start time 8, counter 12), unique per
-    /// producer as Java's are.
+    /// A fresh UNIQ_KEY in Java's layout (MessageClientIDSetter): 32 upper-case hex digits, host 8,
+    /// pid 4, a per-producer 8, milliseconds since the start of the month 8 (Java's tools read the
+    /// time from there to bound a search by id), a counter 4.
     public func nextUniqueKey() -> String {
         let n = counter.withLock { c -> UInt64 in
             c &+= 1
             return c
         }
-        return uniquePrefix + String(format: "%012llX", n & 0xFFFF_FFFF_FFFF)
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone.current
+        let now = Date()
+        let monthStart = calendar.date(from: calendar.dateComponents([.year, .month], from: now)) ?? now
+        let sinceMonth = UInt32(truncatingIfNeeded: Int64(now.timeIntervalSince(monthStart) * 1000))
+        return uniquePrefix + String(format: "%08X%04X", sinceMonth, UInt32(UInt16(truncatingIfNeeded: n)))
     }
 
     static func propertyString(_ pairs: [(String, String)]) -> String {

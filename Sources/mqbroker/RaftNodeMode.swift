@@ -20,6 +20,8 @@ import Replication
 enum RaftNodeMode {
     /// One RaftCore tick of real time; the configured Raft timings are multiples of it.
     static let tickIntervalMs: Int64 = 10
+    /// The largest metadata snapshot entry (about 10,000 topics of 16 queues with their groups).
+    static let snapshotBytesMax = 8 << 20
 
     static func run(_ settings: BrokerSettings) async throws {
         LoggingSystem.bootstrap { label in
@@ -42,7 +44,11 @@ enum RaftNodeMode {
         config.heartbeatTicks = Int(max(1, raft.raftHeartbeatIntervalMs / tickIntervalMs))
         config.electionTimeoutTicks = Int(max(2, raft.raftElectionTimeoutMinMs / tickIntervalMs))
         config.electionTimeoutMaxTicks = max(config.electionTimeoutTicks + 1, Int(raft.raftElectionTimeoutMaxMs / tickIntervalMs))
-        config.maxEntryBytes = Int(settings.store.maxMessageSize)
+        // Messages are held to maxMessageSize by the broker; entries may be larger (metadata
+        // snapshots of many topics), up to what a peer frame carries and a segment holds.
+        let entryBytesMax = max(Int(settings.store.maxMessageSize),
+                                min(RaftNodeMode.snapshotBytesMax, Int(settings.store.mappedFileSizeCommitLog) - 4_096))
+        config.maxEntryBytes = entryBytesMax
         config.randomSeed = UInt64.random(in: 0...UInt64.max)
         if !raft.preferredLeaderId.isEmpty { config.preferredLeader = nodeID(raft.preferredLeaderId) }
         var options = RaftReplicaOptions(raft: config, peerAddresses: addresses)
@@ -67,7 +73,7 @@ enum RaftNodeMode {
                     intervalMs: Int(settings.store.flushIntervalCommitLog),
                     leastBytes: Int(settings.store.flushCommitLogLeastPages) * 4096,
                     thoroughIntervalMs: Int(settings.store.flushCommitLogThoroughInterval)),
-                entryBodyBytesMax: Int(settings.store.maxMessageSize),
+                entryBodyBytesMax: entryBytesMax,
                 diskMaxUsedSpaceRatio: Int(settings.store.diskMaxUsedSpaceRatio)))
         } catch {
             throw RaftModeError("cannot open the commitlog at \(settings.store.storePathCommitLog): \(error)")
@@ -85,6 +91,7 @@ enum RaftNodeMode {
             storeOptions.consumeQueueFileBytes = UInt64(settings.store.mappedFileSizeConsumeQueue)
             storeOptions.consumeQueueDirectory = settings.store.storePathConsumeQueue
             storeOptions.delayLevels = DelayLevels(settings.store.messageDelayLevel)
+            storeOptions.recordBytesMax = Int(settings.store.maxMessageSize) + 64 << 10
             if settings.store.messageIndexEnable {
                 storeOptions.keyIndex = try KeyIndex(directory: settings.store.storePathIndex, slots: Int(settings.store.maxHashSlotNum),
                                                      entries: Int(settings.store.maxIndexNum))

@@ -423,7 +423,10 @@ import Testing
         #expect(tails.count == 3, "the tails could not be read\n\(logs())")
         #expect(!tails[0].isEmpty)
         for t in tails.dropFirst() {
-            #expect(t.map(\.chainCRC) == tails[0].map(\.chainCRC) && t.map(\.position) == tails[0].map(\.position), "logs differ after the reset")
+            let differ = zip(t, tails[0]).first { $0.chainCRC != $1.chainCRC || $0.position != $1.position }
+            // (A member may be a few entries behind: the leader keeps writing snapshots and offsets.)
+            #expect(differ == nil && min(t.count, tails[0].count) > 20,
+                    "logs differ after the reset: \(differ.map { "index \($0.0.index): position \($0.0.position) vs \($0.1.position), body CRC \($0.0.bodyCRC) vs \($0.1.bodyCRC), noop \($0.0.isNoop)" } ?? "lengths \(t.count) vs \(tails[0].count)")")
         }
         // The reset member has the topic and the queue's end from the leader's latest metadata
         // snapshot (its own copy of both went with the prefix), and numbers on from there.
