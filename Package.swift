@@ -148,7 +148,7 @@ let package = Package(
         .executableTarget(
             name: "mqbench",
             dependencies: [
-                "LogStore", "LogFormat", "Replication", "Remoting",
+                "LogStore", "LogFormat", "Replication", "Remoting", "Client",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

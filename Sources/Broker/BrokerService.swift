@@ -35,6 +35,9 @@ public final class BrokerService: Sendable {
         public var clientAddresses: [NodeID: String]
         /// The effective configuration (GET_BROKER_CONFIG), key=value pairs.
         public var configuration: [(String, String)] = []
+        /// slaveReadEnable: a consumer far behind (its messages out of memory) is told to pull from a
+        /// follower (its group's whichBrokerWhenConsumeSlowly).
+        public var slaveReadEnable = false
         /// messageDelayLevel.
         public var delayLevels = DelayLevels("1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h")
         /// A message sent back this many times goes to the group's %DLQ% topic (subscription groups'
@@ -495,8 +498,16 @@ public final class BrokerService: Sendable {
             body = b
             counters.withLock { $0.get += Int64(result.count) }
         }
+        // RocketMQ's isSuggestPullingFromSlave: a consumer whose next message is out of memory goes to
+        // a follower (every member serves committed data), if the broker allows it.
+        var suggest: Int64 = 0
+        if options.slaveReadEnable, code == ResponseCode.success, store.isInDisk(key, offset: offset) {
+            suggest = store.group(group)?.whichBrokerWhenConsumeSlowly ?? 1
+        } else if options.slaveReadEnable {
+            suggest = store.group(group)?.brokerId ?? 0
+        }
         return .response(to: request, code: code, remark: result.status.rawValue, extFields: [
-            "suggestWhichBrokerId": "0", "nextBeginOffset": "\(result.nextBeginOffset)",
+            "suggestWhichBrokerId": "\(suggest)", "nextBeginOffset": "\(result.nextBeginOffset)",
             "minOffset": "\(result.minOffset)", "maxOffset": "\(result.maxOffset)",
         ], body: body)
     }

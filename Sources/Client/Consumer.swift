@@ -250,6 +250,39 @@ public final class Consumer: Sendable {
             "consumerGroup": options.group, "topic": q.topic, "queueId": "\(q.queueId)", "commitOffset": "\(offset)"]), timeoutMs: 3_000)
     }
 
+    /// What a single pull found (the pull consumer's API: the caller keeps its own offsets).
+    public struct PullResult: Sendable {
+        public var messages: [ReceivedMessage]
+        /// Where the next pull starts.
+        public var nextOffset: Int64
+        public var minOffset: Int64
+        public var maxOffset: Int64
+    }
+
+    /// Pulls up to `max` messages of a queue from `offset`, holding up to `suspendMs` when there is
+    /// none yet (RocketMQ's DefaultMQPullConsumer.pullBlockIfNotFound).
+    public func pull(_ q: MessageQueue, from offset: Int64, max: Int = 32, suspendMs: Int64 = 0) async throws -> PullResult {
+        let f: [String: String] = [
+            "consumerGroup": options.group, "topic": q.topic, "queueId": "\(q.queueId)", "queueOffset": "\(offset)", "maxMsgNums": "\(max)",
+            "sysFlag": "\((suspendMs > 0 ? 0x2 : 0) | 0x4)", "commitOffset": "0", "suspendTimeoutMillis": "\(suspendMs)",
+            "subscription": q.topic == options.topic ? options.expression : "*", "subVersion": "0", "expressionType": "TAG",
+        ]
+        let answer = try await request(q, .request(code: RequestCode.pullMessage, opaque: 0, extFields: f), timeoutMs: suspendMs + 10_000)
+        let e = answer.extFields
+        var result = PullResult(messages: [], nextOffset: e["nextBeginOffset"].flatMap { Int64($0) } ?? offset,
+                                minOffset: e["minOffset"].flatMap { Int64($0) } ?? 0, maxOffset: e["maxOffset"].flatMap { Int64($0) } ?? 0)
+        switch answer.code {
+        case ResponseCode.success:
+            var body = answer.body ?? ByteBuffer()
+            result.messages = Self.decode(body.readBytes(length: body.readableBytes) ?? [], queue: q).messages
+        case ResponseCode.pullNotFound, ResponseCode.pullRetryImmediately, ResponseCode.pullOffsetMoved:
+            break
+        default:
+            throw ClientError("pull of \(q) answered \(answer.code): \(answer.remark ?? "")", code: answer.code)
+        }
+        return result
+    }
+
     /// CONSUMER_SEND_MSG_BACK for each message; false when one could not be sent back.
     func sendBack(_ messages: [ReceivedMessage], _ q: MessageQueue) async -> Bool {
         for m in messages {

@@ -108,6 +108,25 @@ public final class Producer: Sendable {
         }
     }
 
+    /// Sends one message one-way: no answer, no retry, no failover (RocketMQ's sendOneway, for logs
+    /// and metrics that can lose a message). Throws only when no broker could be reached.
+    public func sendOneway(_ message: OutgoingMessage) async throws {
+        let key = nextUniqueKey()
+        var f: [String: String] = [:]
+        let route: TopicRoute
+        do { route = try await routes.route(message.topic) } catch { route = try await routes.route("TBW102") }
+        let queues = route.writeQueues(message.topic).isEmpty ? route.writeQueues("TBW102") : route.writeQueues(message.topic)
+        guard !queues.isEmpty else { throw ClientError("the route of \(message.topic) has no writable queue") }
+        let n = counter.withLock { $0 }
+        let queue = queues[Int(n % UInt64(queues.count))]
+        guard let address = route.masterAddress(queue.brokerName) else { throw ClientError("no master of \(queue.brokerName) in the route") }
+        f = header(topic: message.topic, queue: queue, flag: message.flag, batch: false)
+        f["i"] = properties(of: message, uniqueKey: key, wait: false)
+        var body = ByteBuffer()
+        body.writeBytes(message.body)
+        try await remoting.oneway(address, .request(code: RequestCode.sendMessageV2, opaque: 0, extFields: f, body: body, oneway: true))
+    }
+
     /// Sends messages of one topic as one batch (one entry in the log, one queue).
     public func send(batch messages: [OutgoingMessage]) async throws -> SendResult {
         guard let topic = messages.first?.topic, messages.allSatisfy({ $0.topic == topic }) else {

@@ -157,6 +157,7 @@ enum RaftNodeMode {
         brokerOptions.configuration = settings.effectiveProperties()
         brokerOptions.delayLevels = DelayLevels(settings.store.messageDelayLevel)
         brokerOptions.autoCreateSubscriptionGroup = settings.broker.autoCreateSubscriptionGroup
+        brokerOptions.slaveReadEnable = settings.broker.slaveReadEnable
         brokerOptions.offsetFlushInterval = .milliseconds(max(100, min(Int64(settings.broker.flushConsumerOffsetInterval), 1_000)))
         let broker = BrokerService(options: brokerOptions, store: messages, writes: writes,
                                    forwarder: RemotingClient(group: group, logger: logger), logger: logger)

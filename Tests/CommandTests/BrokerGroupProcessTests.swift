@@ -135,6 +135,17 @@ extension RaftGroupProcessTests {
         #expect(received.duplicates == 0, "\(received.duplicates) duplicates")
         #expect(received.tags.withLock { $0 } == ["TagA"])
 
+        // The pull consumer's API, and a one-way send.
+        let pulled = try await consumer.pull(MessageQueue(topic: "TopicTest", brokerName: "RaftNode00", queueId: 0), from: 0, max: 5)
+        #expect(pulled.messages.count == 5 && pulled.nextOffset == 5 && pulled.maxOffset == Int64(offsets[0]?.count ?? 0))
+        try await producer.sendOneway(OutgoingMessage(topic: "Oneway", body: Array("fire and forget".utf8), tags: "TagO"))
+        var onewayStored: Int64 = 0
+        for _ in 0..<100 where onewayStored == 0 {
+            onewayStored = try await maxOffsets("Oneway", queues: 4, at: leader.brokerAddress, client).reduce(0, +)
+            if onewayStored == 0 { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(onewayStored == 1, "the one-way send was stored (auto-creating its topic)")
+
         // A handler that asks to see a message again gets it back through %RETRY%<group>, and two
         // members of one group split the queues between them.
         let redelivered = Tally()

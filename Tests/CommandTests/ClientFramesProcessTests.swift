@@ -129,6 +129,30 @@ extension RaftGroupProcessTests {
             try await Task.sleep(for: .milliseconds(20))
         }
         #expect(stored == "6", "the one-way send was stored")
+        // Store times: the earliest message's, and the offset of a time (29, 32).
+        let earliest = try await client.request(follower.brokerAddress, .request(code: RequestCode.getEarliestMsgStoreTime, opaque: 0,
+                                                                                  extFields: ["topic": "Frames", "queueId": "1"]), timeoutMilliseconds: 5_000)
+        let t0 = try #require(Int64(earliest.extFields["timestamp"] ?? ""))
+        #expect(t0 > 1_700_000_000_000, "\(earliest.extFields)")
+        func search(_ t: Int64) async throws -> String? {
+            try await client.request(follower.brokerAddress, .request(code: RequestCode.searchOffsetByTimestamp, opaque: 0,
+                                                                      extFields: ["topic": "Frames", "queueId": "1", "timestamp": "\(t)"]), timeoutMilliseconds: 5_000).extFields["offset"]
+        }
+        let (atZero, atEnd) = (try await search(0), try await search(Int64.max))
+        #expect(atZero == "0" && atEnd == "6", "\(atZero ?? "-") \(atEnd ?? "-")")
+        // Orderly consumers lock queues at the leader (a follower forwards); another client is refused.
+        func lock(_ client2: String, code: Int32 = RequestCode.lockBatchMQ, at address: String) async throws -> String {
+            var body = ByteBuffer()
+            body.writeString(#"{"clientId":"\#(client2)","consumerGroup":"orderly","mqSet":[{"brokerName":"RaftNode00","queueId":1,"topic":"Frames"}]}"#)
+            let r = try await client.request(address, .request(code: code, opaque: 0, body: body), timeoutMilliseconds: 5_000)
+            var b = r.body ?? ByteBuffer()
+            return "\(r.code) " + (b.readString(length: b.readableBytes) ?? "")
+        }
+        #expect(try await lock("A", at: follower.brokerAddress).contains(#""queueId":1"#))
+        #expect(try await lock("B", at: leader.brokerAddress) == #"0 {"lockOKMQSet":[]}"#)
+        #expect(try await lock("A", code: RequestCode.unlockBatchMQ, at: leader.brokerAddress).hasPrefix("0"))
+        #expect(try await lock("B", at: leader.brokerAddress).contains(#""queueId":1"#), "unlocked, then B's")
+
         // Unknown codes answer 3; a malformed header answers and keeps the connection usable.
         let unknown = try await client.request(leader.brokerAddress, .request(code: 7_777, opaque: 0), timeoutMilliseconds: 5_000)
         #expect(unknown.code == ResponseCode.requestCodeNotSupported)

@@ -1,0 +1,65 @@
+import ArgumentParser
+import Client
+import Logging
+import NIOCore
+import NIOPosix
+import Remoting
+
+/// `mqbench produce -n NS -t TOPIC --size BYTES --concurrency N --duration SECONDS [--json]`: a closed
+/// loop of sends through the Swift producer (route lookup, SEND_MESSAGE_V2, answered after commit),
+/// with a fixed number in flight. Bounded by count and time.
+struct ProduceBenchmark: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "produce", abstract: "Send messages through the nameservers' routes and measure throughput and latency (closed loop).")
+
+    @Option(name: .customShort("n"), help: "Nameservers, e.g. '127.0.0.1:9876;127.0.0.2:9876;127.0.0.3:9876'.")
+    var namesrv: String
+
+    @Option(name: .customShort("t"), help: "Topic (auto-created from TBW102 when the broker allows it).")
+    var topic = "BenchTopic"
+
+    @Option(name: .long, help: "Message body size in bytes.")
+    var size = 1_024
+
+    @Option(name: .long, help: "Sends in flight.")
+    var concurrency = 64
+
+    @Option(name: .long, help: "Seconds to run.")
+    var duration: Double = 10
+
+    @Option(name: .long, help: "Stop after this many sends.")
+    var maxCount = 5_000_000
+
+    @Option(name: .long, help: "Seconds of warm-up not counted.")
+    var warmup: Double = 1
+
+    @Flag(name: .long, help: "End with one JSON line.")
+    var json = false
+
+    func validate() throws {
+        guard size > 0, concurrency > 0, duration > 0, maxCount > 0, warmup >= 0 else {
+            throw ValidationError("--size, --concurrency, --duration and --max-count must be positive")
+        }
+    }
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = .error
+            return h
+        }
+        let servers = namesrv.split(whereSeparator: { $0 == ";" || $0 == "," }).map(String.init)
+        guard !servers.isEmpty else { throw ValidationError("-n names no nameserver") }
+        let loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let remoting = RemotingClient(group: loops, logger: Logger(label: "mqbench"))
+        let producer = Producer(nameServers: servers, remoting: remoting, logger: Logger(label: "mqbench"))
+        let message = OutgoingMessage(topic: topic, body: [UInt8](repeating: UInt8(ascii: "m"), count: size), tags: "bench")
+        // The route (and the topic) exist before the clock starts.
+        _ = try await producer.send(message)
+        let loop = ClosedLoop(concurrency: concurrency, duration: duration, warmup: warmup, maxCount: maxCount, size: size, json: json, unit: "msgs")
+        let sent = await loop.run { _ = try await producer.send(message) }
+        await remoting.close()
+        try? await loops.shutdownGracefully()
+        if sent == 0 { throw ExitCode(1) }
+    }
+}
