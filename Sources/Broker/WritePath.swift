@@ -73,8 +73,11 @@ public final class WritePath: Sendable {
     /// its whole log, so its consume queues and offsets are the group's. Only then does it correct a
     /// consumer's offset or answer offset queries as the authority.
     public var isCaughtUpLeader: Bool {
-        guard let r = replica.status?.raft, r.role == .leader else { return false }
-        return state.withLock { $0.term == r.term && !$0.broken }
+        guard let status = replica.status, status.raft.role == .leader else { return false }
+        let r = status.raft
+        if state.withLock({ $0.term == r.term && !$0.broken }) { return true }
+        // No numbering yet (nothing written this term): caught up when everything is dispatched.
+        return r.commit == r.lastIndex && store.dispatchedIndex == status.storeNumber(r.lastIndex)
     }
 
     /// The leader, if this member knows one (itself included).

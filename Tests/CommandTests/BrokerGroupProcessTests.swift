@@ -232,6 +232,12 @@ extension RaftGroupProcessTests {
         #expect(delete.status == 0 && delete.stdout.contains("delete topic [Created] from cluster [RaftCluster] success."), "\(delete.stdout)\(delete.stderr)")
         #expect(!(try admin.run(["topicList", "-n", ns]).stdout.split(separator: "\n").contains("Created")))
 
+        // mqadmin sendMessage and consumeMessage, as an operator tries a new cluster.
+        let adminSend = try admin.run(["sendMessage", "-n", ns, "-t", "AdminTopic", "-p", "from mqadmin", "-c", "TagM", "-k", "ak", "--count", "3"])
+        #expect(adminSend.status == 0 && adminSend.stdout.split(separator: "\n").count == 4, "\(adminSend.stdout)\(adminSend.stderr)")
+        let adminConsume = try admin.run(["consumeMessage", "-n", ns, "-t", "AdminTopic", "-g", "admin_group", "-c", "3", "--timeout", "20"])
+        #expect(adminConsume.status == 0 && adminConsume.stdout.components(separatedBy: "from mqadmin #").count == 4, "\(adminConsume.stdout)\(adminConsume.stderr)")
+
         // The consumer's group was created on its first heartbeat, in the log: every member has it.
         let groupsBody = try await client.request(follower.brokerAddress, .request(code: RequestCode.getAllSubscriptionGroupConfig, opaque: 0), timeoutMilliseconds: 5_000)
         var gb = groupsBody.body ?? ByteBuffer()
@@ -397,6 +403,72 @@ extension RaftGroupProcessTests {
         #expect(received.duplicates <= all.count / 10, "\(received.duplicates) of \(all.count) messages were delivered again")
         print("failover under load: \(all.count) acknowledged, \(failed.withLock { $0 }) failed, \(received.count) consumed, \(received.duplicates) redelivered, \(checkedOffsets) offsets compared")
         #expect(missing.isEmpty, "\(missing.count) of \(all.count) acknowledged messages were never consumed (\(failed.withLock { $0 }) sends failed)\n\(logs())")
+        await client.close()
+        try? await group.shutdownGracefully()
+    }
+
+    /// All three members killed at once and restarted without their checkpoints and JSON caches: the
+    /// topics, queues and consumer offsets come back from the log alone.
+    @Test func metadataComesBackFromTheLogAloneAfterAWholeGroupRestart() async throws {
+        defer { killAll() }
+        try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
+        for n in nodes { try start(n) }
+        var first = try #require(try await agreedLeader(among: nodes, within: 30), "no leader\n\(logs())")
+        var leader = try #require(nodes.first { $0.name == first.leader })
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let client = RemotingClient(group: group, logger: Logger(label: "test"))
+        func call(_ n: Node, _ code: Int32, _ f: [String: String], body: String? = nil) async throws -> RemotingCommand {
+            try await client.request(n.brokerAddress, .request(code: code, opaque: 0, extFields: f, body: body.map { ByteBuffer(string: $0) }), timeoutMilliseconds: 5_000)
+        }
+        var created = ResponseCode.systemError
+        for _ in 0..<100 where created != ResponseCode.success {
+            created = try await call(leader, RequestCode.updateAndCreateTopic, ["topic": "Durable", "defaultTopic": "TBW102", "readQueueNums": "3",
+                                                                               "writeQueueNums": "3", "perm": "6", "topicFilterType": "SINGLE_TAG", "order": "false"]).code
+            if created != ResponseCode.success { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(created == ResponseCode.success)
+        for k in 0..<4 {
+            let r = try await call(leader, RequestCode.sendMessageV2, ["a": "g", "b": "Durable", "c": "TBW102", "d": "4", "e": "2", "f": "0", "g": "0", "h": "0"], body: "m\(k)")
+            #expect(r.code == ResponseCode.success)
+        }
+        #expect(try await call(leader, RequestCode.updateConsumerOffset, ["consumerGroup": "dg", "topic": "Durable", "queueId": "2", "commitOffset": "3"]).code == ResponseCode.success)
+        // The offset reaches the log within a second; wait until a follower has it applied.
+        let follower = try #require(nodes.first { $0 !== leader })
+        var applied = ""
+        for _ in 0..<100 where applied != "3" {
+            applied = try await call(follower, RequestCode.getConsumeStats, ["consumerGroup": "dg", "topic": "Durable"]).body.map { var b = $0; return b.readString(length: b.readableBytes) ?? "" }?.contains("\"consumerOffset\":3") == true ? "3" : ""
+            if applied != "3" { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(applied == "3", "the offset did not reach the log")
+        for n in nodes { kill(n.process!.processIdentifier, SIGKILL) }
+        for n in nodes { n.process!.waitUntilExit() }
+        // Only the commitlog (and Raft's hard state) stays.
+        for n in nodes {
+            let root = home + "/dledger/\(n.name)"
+            for path in ["raft/dispatch.json", "config", "consumequeue", "index"] { try? FileManager.default.removeItem(atPath: root + "/" + path) }
+        }
+        for n in nodes { try start(n) }
+        first = try #require(try await agreedLeader(among: nodes, within: 30), "no leader after the restart\n\(logs())")
+        leader = try #require(nodes.first { $0.name == first.leader })
+        for n in nodes {
+            var maxOffset = ""
+            for _ in 0..<100 where maxOffset != "4" {
+                maxOffset = try await call(n, RequestCode.getMaxOffset, ["topic": "Durable", "queueId": "2"]).extFields["offset"] ?? ""
+                if maxOffset != "4" { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(maxOffset == "4", "\(n.name): the queue was not rebuilt from the log")
+            let topics = try await call(n, RequestCode.getAllTopicConfig, [:])
+            var b = topics.body ?? ByteBuffer()
+            #expect(b.readString(length: b.readableBytes)?.contains("\"Durable\":{") == true, "\(n.name) lost the topic")
+        }
+        var offset = ""
+        for _ in 0..<100 where offset != "3" {
+            offset = try await call(leader, RequestCode.queryConsumerOffset, ["consumerGroup": "dg", "topic": "Durable", "queueId": "2"]).extFields["offset"] ?? ""
+            if offset != "3" { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(offset == "3", "the consumer offset did not come back from the log")
+        let next = try await call(leader, RequestCode.sendMessageV2, ["a": "g", "b": "Durable", "c": "TBW102", "d": "4", "e": "2", "f": "0", "g": "0", "h": "0"], body: "m4")
+        #expect(next.extFields["queueOffset"] == "4", "numbering continues after the rebuilt queue")
         await client.close()
         try? await group.shutdownGracefully()
     }
