@@ -65,6 +65,8 @@ public final class BrokerService: Sendable {
     let storeHost: MessageHost
     /// Offsets committed on this leader and not yet in the log: "topic@group" -> queue -> offset.
     private let pendingOffsets = Mutex<[String: [Int32: Int64]]>([:])
+    /// The batch being written to the log: still the newest until its entry is applied.
+    private let flushingOffsets = Mutex<[String: [Int32: Int64]]>([:])
     private let counters = Mutex<(put: Int64, get: Int64)>((0, 0))
 
     public init(options: Options, store: MessageStore, writes: WritePath, forwarder: RemotingClient, logger: Logger) {
@@ -522,7 +524,9 @@ public final class BrokerService: Sendable {
     /// The offset a group consumes a queue from: the leader's newest (not yet in the log), else the
     /// applied one.
     func offset(group: String, _ key: QueueKey) -> Int64? {
-        if let p = pendingOffsets.withLock({ $0["\(key.topic)@\(group)"]?[key.queueId] }) { return p }
+        let k = "\(key.topic)@\(group)"
+        if let p = pendingOffsets.withLock({ $0[k]?[key.queueId] }) { return p }
+        if let f = flushingOffsets.withLock({ $0[k]?[key.queueId] }) { return f }
         return store.consumerOffset(group: group, key)
     }
 
@@ -533,6 +537,9 @@ public final class BrokerService: Sendable {
             return p
         }
         guard !batch.isEmpty else { return }
+        // Visible to offset(group:) until applied: the schedule service and queries run meanwhile.
+        flushingOffsets.withLock { $0 = batch }
+        defer { flushingOffsets.withLock { $0.removeAll() } }
         do {
             _ = try await writes.append(.offsets(batch), timeout: .seconds(3))
         } catch {

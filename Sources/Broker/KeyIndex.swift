@@ -29,11 +29,15 @@ public final class KeyIndex: Sendable {
             self.path = path
             let fd = open(path, O_RDWR | (create ? O_CREAT : 0), 0o644)
             self.fd = fd
-            guard fd >= 0 else { throw KeyIndexError("cannot open \(path): \(String(cString: strerror(errno)))") }
+            guard fd >= 0 else { throw KeyIndexError("cannot open \(path): \(String(cString: strerror(errno)))", layout: false) }
             var header = [UInt8](repeating: 0, count: KeyIndex.headerBytes)
             if create {
                 let size = KeyIndex.headerBytes + slots * 4 + capacity * 20
-                guard ftruncate(fd, off_t(size)) == 0 else { throw KeyIndexError("cannot size \(path): \(String(cString: strerror(errno)))") }
+                guard ftruncate(fd, off_t(size)) == 0 else {
+                    let why = String(cString: strerror(errno))
+                    close(fd)
+                    throw KeyIndexError("cannot size \(path): \(why)", layout: false)
+                }
                 self.slots = slots
                 self.capacity = capacity
             } else {
@@ -45,7 +49,8 @@ public final class KeyIndex: Sendable {
                 let fileSize = fstat(fd, &st) == 0 ? Int(st.st_size) : 0
                 let usedSlots = headerSlots > 0 ? headerSlots : slots
                 guard usedSlots > 0, fileSize > KeyIndex.headerBytes + usedSlots * 4 else {
-                    throw KeyIndexError("\(path) is not an index file of \(usedSlots) slots (\(fileSize) bytes)")
+                    close(fd)
+                    throw KeyIndexError("\(path) is not an index file of \(usedSlots) slots (\(fileSize) bytes)", layout: true)
                 }
                 self.slots = usedSlots
                 self.capacity = (fileSize - KeyIndex.headerBytes - usedSlots * 4) / 20
@@ -71,7 +76,7 @@ public final class KeyIndex: Sendable {
 
         func write(_ bytes: [UInt8], at: Int) throws {
             let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, bytes.count, off_t(at)) }
-            guard n == bytes.count else { throw KeyIndexError("writing \(path) failed: \(String(cString: strerror(errno)))") }
+            guard n == bytes.count else { throw KeyIndexError("writing \(path) failed: \(String(cString: strerror(errno)))", layout: false) }
         }
 
         func put(hash: Int32, phyOffset: Int64, storeTimestamp: Int64) throws {
@@ -111,7 +116,9 @@ public final class KeyIndex: Sendable {
             var steps = 0
             let lower = begin < Int64.min + 1000 ? Int64.min : begin - 1000
             let upper = end > Int64.max - 1000 ? Int64.max : end + 1000
-            while n > 0 && n < count && out.count < max && steps < maxSteps {
+            // A put writes its entry before its slot, so links past `count` are safe to follow; only
+            // entries before `count` (written when the caller looked) are collected.
+            while n > 0 && Int(n) < capacity && out.count < max && steps < maxSteps {
                 steps += 1
                 let at = KeyIndex.headerBytes + slots * 4 + Int(n) * 20
                 let h = Int32(bitPattern: UInt32(readInt(at, 4)))
@@ -119,7 +126,7 @@ public final class KeyIndex: Sendable {
                 // Times are kept in whole seconds from the file's first: a second of slack each side.
                 let (t, overflow) = beginTimestamp.addingReportingOverflow(Int64(readInt(at + 12, 4)).multipliedReportingOverflow(by: 1000).partialValue)
                 let previous = Int32(bitPattern: UInt32(readInt(at + 16, 4)))
-                if !overflow {
+                if !overflow && n < count {
                     if t < lower { break }
                     if h == hash && t <= upper { out.append(phy) }
                 }
@@ -145,8 +152,8 @@ public final class KeyIndex: Sendable {
         for name in names {
             do {
                 opened.append(try IndexFile(path: directory + "/" + name, slots: max(1, slots), capacity: max(2, entries), create: false))
-            } catch {
-                // An index is a cache: a file it cannot read is dropped, not fatal.
+            } catch let e as KeyIndexError where e.layout {
+                // An index is a cache: a file that is not one is dropped, not fatal.
                 unlink(directory + "/" + name)
             }
         }
@@ -231,5 +238,10 @@ public final class KeyIndex: Sendable {
 
 struct KeyIndexError: Error, CustomStringConvertible {
     var description: String
-    init(_ d: String) { description = d }
+    /// The file is not an index file (as opposed to an I/O failure).
+    var layout: Bool
+    init(_ d: String, layout: Bool) {
+        description = d
+        self.layout = layout
+    }
 }

@@ -434,7 +434,7 @@ public final class MessageStore: Sendable {
             if r.count >= maxCount || (r.count > 0 && r.records.count + Int(e.size) > maxBytes) { break }
             next += 1
             if e.isBlank || !matches(e.tagsCode) { continue }
-            guard let bytes = try? log.readBytes(at: UInt64(e.commitLogOffset), count: Int(e.size)) else {
+            guard let at = UInt64(exactly: e.commitLogOffset), e.size > 0, let bytes = try? log.readBytes(at: at, count: Int(e.size)) else {
                 removing = true
                 continue
             }
@@ -505,8 +505,8 @@ public final class MessageStore: Sendable {
     /// the page cache (checkInDiskByConsumeOffset); false when there is no such message.
     public func isInDisk(_ key: QueueKey, offset: Int64) -> Bool {
         guard offset >= 0, offset >= minOffset(key), let e = try? queue(key)?.read(from: UInt64(offset), maxCount: 1).first, !e.isBlank,
-              UInt64(e.commitLogOffset) >= log.firstPosition.rawValue else { return false }
-        return log.writePosition.rawValue > UInt64(e.commitLogOffset) + Self.memoryWindowBytes
+              let at = UInt64(exactly: e.commitLogOffset), at >= log.firstPosition.rawValue else { return false }
+        return log.writePosition.rawValue > at + Self.memoryWindowBytes
     }
 
     // MARK: - Long polling
@@ -613,7 +613,10 @@ public final class MessageStore: Sendable {
         }
         guard index != last || changed else { return }
         for q in queues { try q.flush() }
-        try options.keyIndex?.flush()
+        do { try options.keyIndex?.flush() } catch {
+            // A cache: its failure must not hold the checkpoint back.
+            logger.error("flushing the key index failed", metadata: ["error": "\(error)"])
+        }
         let offsetJSON = Self.offsetsJSON(offsets)
         var baseTable: [String: [Int32: Int64]] = [:]
         for (k, b) in bases { baseTable[k.topic, default: [:]][k.queueId] = b }

@@ -52,8 +52,11 @@ extension BrokerService {
                 var delivered = 0
                 for e in entries {
                     if e.isBlank { delivered += 1; continue }
-                    // Due, or due implausibly late (a clock that jumped): RocketMQ's correctDeliverTimestamp.
-                    guard e.tagsCode <= now || e.tagsCode > now + options.delayLevels.delays[level - 1] else { break }
+                    // Due, or due implausibly late (a clock that jumped back, or an old leader's clock far
+                    // ahead of this one's): RocketMQ's correctDeliverTimestamp, with a minute of slack for
+                    // clocks that merely differ a little between members.
+                    let (latest, overflow) = now.addingReportingOverflow(options.delayLevels.delays[level - 1] &+ 60_000)
+                    guard e.tagsCode <= now || (!overflow && e.tagsCode > latest) else { break }
                     guard let bytes = store.record(atPhysicalOffset: e.commitLogOffset),
                           var r = try? bytes.withUnsafeBytes({ try MessageRecord.decode($0, verifyBodyCRC: false) }) else {
                         logger.warning("skipping a delayed message that does not read", metadata: ["level": "\(level)", "offset": "\(next + Int64(delivered))"])

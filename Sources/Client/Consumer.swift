@@ -238,7 +238,8 @@ public final class Consumer: Sendable {
             "consumerGroup": options.group, "topic": q.topic, "queueId": "\(q.queueId)"]), timeoutMs: 3_000) else { return nil }
         if r.code == ResponseCode.success, let o = r.extFields["offset"].flatMap({ Int64($0) }) { return o }
         if r.code == ResponseCode.queryNotFound {
-            if options.startFrom == .first { return 0 }
+            // A retry topic always starts at its beginning (Java's computePullFromWhere).
+            if options.startFrom == .first || q.topic.hasPrefix("%RETRY%") { return 0 }
             let m = try? await request(q, .request(code: RequestCode.getMaxOffset, opaque: 0, extFields: ["topic": q.topic, "queueId": "\(q.queueId)"]), timeoutMs: 3_000)
             return m?.extFields["offset"].flatMap { Int64($0) }
         }
@@ -274,7 +275,10 @@ public final class Consumer: Sendable {
         switch answer.code {
         case ResponseCode.success:
             var body = answer.body ?? ByteBuffer()
-            result.messages = Self.decode(body.readBytes(length: body.readableBytes) ?? [], queue: q).messages
+            let (messages, complete) = Self.decode(body.readBytes(length: body.readableBytes) ?? [], queue: q)
+            result.messages = messages
+            // A record that does not decode ends the batch: the next pull starts there, not past it.
+            if !complete { result.nextOffset = messages.last.map { $0.queueOffset + 1 } ?? offset }
         case ResponseCode.pullNotFound, ResponseCode.pullRetryImmediately, ResponseCode.pullOffsetMoved:
             break
         default:
@@ -283,15 +287,28 @@ public final class Consumer: Sendable {
         return result
     }
 
-    /// CONSUMER_SEND_MSG_BACK for each message; false when one could not be sent back.
-    func sendBack(_ messages: [ReceivedMessage], _ q: MessageQueue) async -> Bool {
+    /// CONSUMER_SEND_MSG_BACK for each message; returns those that could not be sent back.
+    func sendBack(_ messages: [ReceivedMessage], _ q: MessageQueue) async -> [ReceivedMessage] {
+        var failed: [ReceivedMessage] = []
         for m in messages {
-            guard let r = try? await request(q, .request(code: RequestCode.consumerSendMsgBack, opaque: 0, extFields: [
+            let r = try? await request(q, .request(code: RequestCode.consumerSendMsgBack, opaque: 0, extFields: [
                 "offset": "\(m.physicalOffset)", "group": options.group, "delayLevel": "\(options.retryDelayLevel)", "originMsgId": m.msgId,
                 "originTopic": m.topic, "unitMode": "false", "maxReconsumeTimes": "\(options.maxReconsumeTimes)",
-            ]), timeoutMs: 5_000), r.code == ResponseCode.success else { return false }
+            ]), timeoutMs: 5_000)
+            if r?.code != ResponseCode.success { failed.append(m) }
         }
-        return true
+        return failed
+    }
+
+    /// Hands `messages` to the handler; what it wants again and cannot be sent back is handed to it
+    /// again (only those), a second later, until it consumes them or the member stops.
+    private func deliver(_ messages: [ReceivedMessage], _ q: MessageQueue, _ handler: @Sendable ([ReceivedMessage]) async -> ConsumeStatus) async {
+        var batch = messages
+        while !batch.isEmpty && !Task.isCancelled {
+            guard await handler(batch) == .reconsumeLater else { return }
+            batch = await sendBack(batch, q)
+            if !batch.isEmpty { try? await Task.sleep(for: .seconds(1)) }
+        }
     }
 
     private func consume(_ q: MessageQueue, _ handler: @Sendable ([ReceivedMessage]) async -> ConsumeStatus) async {
@@ -325,11 +342,8 @@ public final class Consumer: Sendable {
                 let wanted = options.expression == "*" || q.topic != options.topic ? messages : messages.filter { m in
                     Set(options.expression.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }).contains(m.tags ?? "")
                 }
-                if !wanted.isEmpty, await handler(wanted) == .reconsumeLater, await !sendBack(wanted, q) {
-                    // Not sent back: keep the offset and deliver the batch again.
-                    try? await Task.sleep(for: .seconds(1))
-                    continue
-                }
+                if !wanted.isEmpty { await deliver(wanted, q, handler) }
+                if Task.isCancelled { break }
                 if complete {
                     offset = next ?? (messages.last.map { $0.queueOffset + 1 } ?? current)
                 } else if let last = messages.last {

@@ -91,7 +91,8 @@ enum RaftNodeMode {
             storeOptions.consumeQueueFileBytes = UInt64(settings.store.mappedFileSizeConsumeQueue)
             storeOptions.consumeQueueDirectory = settings.store.storePathConsumeQueue
             storeOptions.delayLevels = DelayLevels(settings.store.messageDelayLevel)
-            storeOptions.recordBytesMax = Int(settings.store.maxMessageSize) + 64 << 10
+            // Bounded by what an entry may hold (not today's maxMessageSize: older messages may be larger).
+            storeOptions.recordBytesMax = entryBytesMax + 64 << 10
             if settings.store.messageIndexEnable {
                 storeOptions.keyIndex = try KeyIndex(directory: settings.store.storePathIndex, slots: Int(settings.store.maxHashSlotNum),
                                                      entries: Int(settings.store.maxIndexNum))

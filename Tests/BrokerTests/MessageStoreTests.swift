@@ -172,11 +172,12 @@ final class StoreFixture: @unchecked Sendable {
             }
             return false
         }
-        // At the deadline: the sweep releases it.
-        let expiring = Task { await store.waitForMessages(key, offset: 0, deadline: .now + .milliseconds(100)) }
+        // At the deadline: the sweep releases it (the sweep is told the time).
+        let deadline = ContinuousClock.now + .seconds(60)
+        let expiring = Task { await store.waitForMessages(key, offset: 0, deadline: deadline) }
         #expect(await registered())
-        #expect(store.expireWaiters(now: .now) == 1, "not yet due")
-        #expect(store.expireWaiters(now: .now + .seconds(1)) == 0)
+        #expect(store.expireWaiters(now: deadline - .seconds(1)) == 1, "not yet due")
+        #expect(store.expireWaiters(now: deadline + .seconds(1)) == 0)
         await expiring.value
         // On dispatch: released by the dispatch itself, long before its 1-hour deadline.
         let waiting = Task { await store.waitForMessages(key, offset: 0, deadline: .now + .seconds(3_600)) }
