@@ -53,6 +53,9 @@ public final class Producer: Sendable {
     private let remoting: RemotingClient
     private let logger: Logger
     private let counter = Mutex<UInt64>(0)
+    /// The current month's start and end (UNIQ_KEY times count from the start), computed once a month.
+    private let month = Mutex<MonthBox>(MonthBox())
+    struct MonthBox { var value: (start: Date, end: Date)? }
     private let uniquePrefix: String
 
     public init(nameServers: [String], remoting: RemotingClient, logger: Logger, options: Options = Options()) {
@@ -73,10 +76,16 @@ public final class Producer: Sendable {
             c &+= 1
             return c
         }
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = TimeZone.current
         let now = Date()
-        let monthStart = calendar.date(from: calendar.dateComponents([.year, .month], from: now)) ?? now
+        let monthStart = month.withLock { m -> Date in
+            if let m = m.value, now >= m.start, now < m.end { return m.start }
+            var calendar = Calendar(identifier: .gregorian)
+            calendar.timeZone = TimeZone.current
+            let start = calendar.date(from: calendar.dateComponents([.year, .month], from: now)) ?? now
+            let end = calendar.date(byAdding: .month, value: 1, to: start) ?? now.addingTimeInterval(86_400)
+            m.value = (start, end)
+            return start
+        }
         let sinceMonth = UInt32(truncatingIfNeeded: Int64(now.timeIntervalSince(monthStart) * 1000))
         return uniquePrefix + String(format: "%08X%04X", sinceMonth, UInt32(UInt16(truncatingIfNeeded: n)))
     }

@@ -1,0 +1,51 @@
+import Foundation
+import LogFormat
+import Logging
+import NIOPosix
+import Remoting
+import Testing
+@testable import Client
+
+@Suite struct ClientTests {
+    @Test func uniqueKeysFollowJavasLayout() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let remoting = RemotingClient(group: group, logger: Logger(label: "test"))
+        let producer = Producer(nameServers: [], remoting: remoting, logger: Logger(label: "test"))
+        let a = producer.nextUniqueKey(), b = producer.nextUniqueKey()
+        #expect(a.count == 32 && b.count == 32 && a != b && a.hasPrefix("7F000001"))
+        #expect(a.allSatisfy { "0123456789ABCDEF".contains($0) })
+        // Hex digits 20-28: milliseconds since the start of this month (what Java's tools read back).
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone.current
+        let monthStart = calendar.date(from: calendar.dateComponents([.year, .month], from: Date()))!
+        let ms = try #require(UInt32(a.dropFirst(20).prefix(8), radix: 16))
+        #expect(abs(Double(ms) / 1000 - Date().timeIntervalSince(monthStart)) < 60)
+        #expect(UInt32(b.suffix(4), radix: 16)! == UInt32(a.suffix(4), radix: 16)! + 1, "the counter")
+        await remoting.close()
+        try await group.shutdownGracefully()
+    }
+
+    @Test func routesParseWithQuotedNumericKeys() throws {
+        let body = #"{"brokerDatas":[{"brokerAddrs":{"0":"127.0.0.1:30911","2":"127.0.0.2:30911"},"brokerName":"RaftNode00","cluster":"RaftCluster"}],"queueDatas":[{"brokerName":"RaftNode00","perm":6,"readQueueNums":4,"topicSysFlag":0,"writeQueueNums":2}]}"#
+        let r = try #require(TopicRoute.parse(Array(body.utf8)))
+        #expect(r.masterAddress("RaftNode00") == "127.0.0.1:30911" && r.addresses("RaftNode00") == ["127.0.0.1:30911", "127.0.0.2:30911"])
+        #expect(r.writeQueues("T").count == 2 && r.readQueues("T").count == 4)
+        #expect(TopicRoute.parse(Array("nonsense".utf8)) == nil)
+    }
+
+    @Test func aPullBodyDecodesUntilARecordDoesNot() throws {
+        func record(_ offset: Int64, _ body: String) throws -> [UInt8] {
+            try MessageRecord(queueId: 0, queueOffset: offset, bornTimestamp: 1, bornHost: .v4(address: (127, 0, 0, 1), port: 1), storeTimestamp: 2,
+                              storeHost: .v4(address: (127, 0, 0, 1), port: 30911), body: Array(body.utf8), topic: "T",
+                              properties: MessageProperties([("TAGS", "A"), ("UNIQ_KEY", "K\(offset)")])).encoded()
+        }
+        let q = MessageQueue(topic: "T", brokerName: "B", queueId: 0)
+        let good = try record(0, "a") + record(1, "b")
+        var (messages, complete) = Consumer.decode(good, queue: q)
+        #expect(complete && messages.map(\.msgId) == ["K0", "K1"] && messages[1].tags == "A")
+        var bad = try record(2, "c")
+        bad[88] ^= 0x55  // the body's byte (after 84 bytes of fields and its 4-byte length): its CRC no longer matches
+        (messages, complete) = Consumer.decode(good + bad + (try record(3, "d")), queue: q)
+        #expect(!complete && messages.count == 2, "stops at the record that does not decode")
+    }
+}
