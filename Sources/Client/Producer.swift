@@ -45,6 +45,9 @@ public final class Producer: Sendable {
         /// Each attempt's RPC timeout.
         public var attemptTimeoutMs: Int64 = 3_000
         public var defaultTopicQueueNums = 4
+        /// Bodies larger than this are sent zlib-compressed (sysFlag bit 0), as Java's
+        /// compressMsgBodyOverHowmuch; 0 turns it off. Consumers inflate them.
+        public var compressBodyOver = 4_096
         public init() {}
     }
 
@@ -109,9 +112,16 @@ public final class Producer: Sendable {
         let key = nextUniqueKey()
         let props = properties(of: message, uniqueKey: key, wait: true)
         var body = ByteBuffer()
-        body.writeBytes(message.body)
+        var sysFlag: Int32 = 0
+        if options.compressBodyOver > 0, message.body.count > options.compressBodyOver, let packed = Zlib.deflate(message.body) {
+            body.writeBytes(packed)
+            sysFlag = 0x1
+        } else {
+            body.writeBytes(message.body)
+        }
         return try await sendWithRetries(topic: message.topic, ids: [key]) { queue in
             var f = self.header(topic: message.topic, queue: queue, flag: message.flag, batch: false)
+            f["f"] = "\(sysFlag)"
             f["i"] = props
             return .request(code: RequestCode.sendMessageV2, opaque: 0, extFields: f, body: body)
         }

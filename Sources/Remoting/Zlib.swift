@@ -36,3 +36,25 @@ public enum Zlib {
         return status == Z_STREAM_END ? .inflated(output) : .corrupt(status)
     }
 }
+
+extension Zlib {
+    /// A whole zlib stream of `input` (what Java's producer sends for bodies over 4 KiB, level 5).
+    public static func deflate(_ input: [UInt8], level: Int32 = 5) -> [UInt8]? {
+        var stream = z_stream()
+        guard deflateInit_(&stream, level, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return nil }
+        defer { deflateEnd(&stream) }
+        var output = [UInt8](repeating: 0, count: Int(deflateBound(&stream, uLong(input.count))))
+        var source = input
+        let status: Int32 = source.withUnsafeMutableBufferPointer { src in
+            output.withUnsafeMutableBufferPointer { dst in
+                stream.next_in = src.baseAddress
+                stream.avail_in = uInt(src.count)
+                stream.next_out = dst.baseAddress
+                stream.avail_out = uInt(dst.count)
+                return CZlib.deflate(&stream, Z_FINISH)
+            }
+        }
+        guard status == Z_STREAM_END else { return nil }
+        return Array(output[0..<Int(stream.total_out)])
+    }
+}

@@ -25,6 +25,14 @@ import Testing
         try await group.shutdownGracefully()
     }
 
+    @Test func bodiesSurviveDeflateAndInflate() {
+        let body = Array(String(repeating: "RaftMQ compresses what Java compresses. ", count: 300).utf8)
+        let packed = Zlib.deflate(body)!
+        #expect(packed.count < body.count / 5)
+        #expect(Zlib.inflate(packed) == .inflated(body))
+        #expect(Zlib.inflate(Array(packed.dropLast(4))) != .inflated(body), "a cut stream is not a message")
+    }
+
     @Test func routesParseWithQuotedNumericKeys() throws {
         let body = #"{"brokerDatas":[{"brokerAddrs":{"0":"127.0.0.1:30911","2":"127.0.0.2:30911"},"brokerName":"RaftNode00","cluster":"RaftCluster"}],"queueDatas":[{"brokerName":"RaftNode00","perm":6,"readQueueNums":4,"topicSysFlag":0,"writeQueueNums":2}]}"#
         let r = try #require(TopicRoute.parse(Array(body.utf8)))

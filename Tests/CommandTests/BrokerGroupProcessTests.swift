@@ -135,6 +135,25 @@ extension RaftGroupProcessTests {
         #expect(received.duplicates == 0, "\(received.duplicates) duplicates")
         #expect(received.tags.withLock { $0 } == ["TagA"])
 
+        // A body over 4 KiB travels compressed (sysFlag bit 0) and arrives as it was sent.
+        let large = Array(String(repeating: "a large message body, compressed on the way. ", count: 200).utf8)
+        let sentLarge = try await producer.send(OutgoingMessage(topic: "Large", body: large, tags: "TagL"))
+        let largeQueue = MessageQueue(topic: "Large", brokerName: "RaftNode00", queueId: sentLarge.queue.queueId)
+        let rawLarge = try await client.request(leader.brokerAddress, .request(code: RequestCode.viewMessageById, opaque: 0, extFields: [
+            "offset": "\(Int64(sentLarge.offsetMsgIds[0].suffix(16), radix: 16) ?? -1)"]), timeoutMilliseconds: 5_000)
+        var rawBody = rawLarge.body ?? ByteBuffer()
+        let stored = try (rawBody.readBytes(length: rawBody.readableBytes) ?? []).withUnsafeBytes { try MessageRecord.decode($0) }
+        #expect(stored.sysFlag & 1 == 1 && stored.body.count < large.count / 5, "stored compressed, as a Java producer sends it")
+        // (The new topic's route reaches the nameservers with the next registration, at once.)
+        var largeBack: [ReceivedMessage] = []
+        for _ in 0..<100 where largeBack.isEmpty {
+            largeBack = (try? await consumer.pull(largeQueue, from: sentLarge.queueOffset, max: 1))?.messages ?? []
+            if largeBack.isEmpty { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(largeBack.first?.body == large, "the compressed body came back whole")
+        let largeStored = try await maxOffsets("Large", queues: 4, at: leader.brokerAddress, client).reduce(0, +)
+        #expect(largeStored == 1)
+
         // The pull consumer's API, and a one-way send.
         let pulled = try await consumer.pull(MessageQueue(topic: "TopicTest", brokerName: "RaftNode00", queueId: 0), from: 0, max: 5)
         #expect(pulled.messages.count == 5 && pulled.nextOffset == 5 && pulled.maxOffset == Int64(offsets[0]?.count ?? 0))
