@@ -70,7 +70,9 @@ private final class ReplicaGroup: @unchecked Sendable {
         await applied[id]!.reset()
     }
 
-    func leader(among: [NodeID]? = nil, within seconds: Double = 5) async throws -> NodeID {
+    /// (Generous by default: the unit suites run in parallel on two cores, and a CPU-bound suite can
+    /// hold back these tasks for seconds. Where speed is the point, the test times it itself.)
+    func leader(among: [NodeID]? = nil, within seconds: Double = 20) async throws -> NodeID {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             let leaders = (among ?? ids).filter { replicas[$0]?.status?.raft.role == .leader && tasks[$0] != nil }
@@ -83,7 +85,7 @@ private final class ReplicaGroup: @unchecked Sendable {
 
     struct NoLeader: Error, CustomStringConvertible { var description: String }
 
-    func waitApplied(_ id: NodeID, count: Int, within seconds: Double = 5) async throws -> [[UInt8]] {
+    func waitApplied(_ id: NodeID, count: Int, within seconds: Double = 20) async throws -> [[UInt8]] {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             let p = await applied[id]!.payloads
