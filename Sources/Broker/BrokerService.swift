@@ -201,6 +201,8 @@ public final class BrokerService: Sendable {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         // The records, with queue offset and physical offset 0 (numbered by the write path, placed by the log).
         var records: [[UInt8]] = []
+        // The queue the records go to (the schedule topic's level queue for a delayed message).
+        var key = QueueKey(h.topic, queueId)
         do {
             var batchProperties = MessageProperties()
             if let p = Self.properties(h.properties) { batchProperties = p }
@@ -228,6 +230,7 @@ public final class BrokerService: Sendable {
                     props[PropertyName.realQueueId] = "\(queueId)"
                     (topicName, queue) = (DelayLevels.topic, Int32(l - 1))
                 }
+                key = QueueKey(topicName, queue)
                 records.append(try MessageRecord(queueId: queue, flag: h.flag, sysFlag: h.sysFlag, bornTimestamp: h.bornTimestamp,
                                                  bornHost: bornHost, storeTimestamp: now, storeHost: storeHost, reconsumeTimes: h.reconsumeTimes,
                                                  body: body, topic: topicName, properties: props).encoded())
@@ -244,11 +247,6 @@ public final class BrokerService: Sendable {
             return .response(to: request, code: ResponseCode.messageIllegal,
                              remark: "the batch is \(entryBytes) bytes stored, over maxMessageSize \(options.maxMessageSize); send it in smaller batches")
         }
-        // The queue the record names (the schedule topic's for a delayed message).
-        guard let first = records.first, let stored = try? first.withUnsafeBytes({ try MessageRecord.decode($0, verifyBodyCRC: false) }) else {
-            return .response(to: request, code: ResponseCode.systemError, remark: "an encoded record does not decode")
-        }
-        let key = QueueKey(stored.topic, stored.queueId)
         let result: (queueOffset: Int64, committed: RaftReplica.Committed)
         do {
             result = try await writes.append(queue: key, count: records.count, timeout: options.sendTimeout) { first, _ in

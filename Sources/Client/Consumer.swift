@@ -312,6 +312,8 @@ public final class Consumer: Sendable {
     }
 
     private func consume(_ q: MessageQueue, _ handler: @Sendable ([ReceivedMessage]) async -> ConsumeStatus) async {
+        // The client's exact-tag check after the broker's hash filter, built once.
+        let wantedTags = Set(options.expression.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) })
         var offset: Int64?
         var committed: Int64 = -1
         var lastCommit = ContinuousClock.now
@@ -339,9 +341,7 @@ public final class Consumer: Sendable {
             case ResponseCode.success:
                 var body = answer.body ?? ByteBuffer()
                 let (messages, complete) = Self.decode(body.readBytes(length: body.readableBytes) ?? [], queue: q)
-                let wanted = options.expression == "*" || q.topic != options.topic ? messages : messages.filter { m in
-                    Set(options.expression.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }).contains(m.tags ?? "")
-                }
+                let wanted = options.expression == "*" || q.topic != options.topic ? messages : messages.filter { wantedTags.contains($0.tags ?? "") }
                 if !wanted.isEmpty { await deliver(wanted, q, handler) }
                 if Task.isCancelled { break }
                 if complete {

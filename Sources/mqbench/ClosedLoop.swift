@@ -1,5 +1,37 @@
+import ArgumentParser
 import Foundation
 import Synchronization
+
+/// The load options every closed-loop benchmark takes (INTERFACES.md's mqbench flags).
+struct LoadOptions: ParsableArguments {
+    @Option(name: .long, help: "Message (or entry) size in bytes.")
+    var size = 1_024
+
+    @Option(name: .long, help: "Operations in flight.")
+    var concurrency = 64
+
+    @Option(name: .long, help: "Seconds to run.")
+    var duration: Double = 10
+
+    @Option(name: .long, help: "Stop after this many operations.")
+    var maxCount = 5_000_000
+
+    @Option(name: .long, help: "Seconds of warm-up not counted.")
+    var warmup: Double = 1
+
+    @Flag(name: .long, help: "End with one JSON line.")
+    var json = false
+
+    func validate() throws {
+        guard size > 0, concurrency > 0, duration > 0, maxCount > 0, warmup >= 0 else {
+            throw ValidationError("--size, --concurrency, --duration and --max-count must be positive")
+        }
+    }
+
+    func loop(unit: String) -> ClosedLoop {
+        ClosedLoop(concurrency: concurrency, duration: duration, warmup: warmup, maxCount: maxCount, size: size, json: json, unit: unit)
+    }
+}
 
 /// A closed loop: `concurrency` workers each run `operation` back to back until the duration (after a
 /// warm-up not counted) or the count runs out. Progress once a second on stderr; the summary, and with

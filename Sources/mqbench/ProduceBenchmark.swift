@@ -18,29 +18,7 @@ struct ProduceBenchmark: AsyncParsableCommand {
     @Option(name: .customShort("t"), help: "Topic (auto-created from TBW102 when the broker allows it).")
     var topic = "BenchTopic"
 
-    @Option(name: .long, help: "Message body size in bytes.")
-    var size = 1_024
-
-    @Option(name: .long, help: "Sends in flight.")
-    var concurrency = 64
-
-    @Option(name: .long, help: "Seconds to run.")
-    var duration: Double = 10
-
-    @Option(name: .long, help: "Stop after this many sends.")
-    var maxCount = 5_000_000
-
-    @Option(name: .long, help: "Seconds of warm-up not counted.")
-    var warmup: Double = 1
-
-    @Flag(name: .long, help: "End with one JSON line.")
-    var json = false
-
-    func validate() throws {
-        guard size > 0, concurrency > 0, duration > 0, maxCount > 0, warmup >= 0 else {
-            throw ValidationError("--size, --concurrency, --duration and --max-count must be positive")
-        }
-    }
+    @OptionGroup var load: LoadOptions
 
     func run() async throws {
         LoggingSystem.bootstrap { label in
@@ -53,10 +31,10 @@ struct ProduceBenchmark: AsyncParsableCommand {
         let loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let remoting = RemotingClient(group: loops, logger: Logger(label: "mqbench"))
         let producer = Producer(nameServers: servers, remoting: remoting, logger: Logger(label: "mqbench"))
-        let message = OutgoingMessage(topic: topic, body: [UInt8](repeating: UInt8(ascii: "m"), count: size), tags: "bench")
+        let message = OutgoingMessage(topic: topic, body: [UInt8](repeating: UInt8(ascii: "m"), count: load.size), tags: "bench")
         // The route (and the topic) exist before the clock starts.
         _ = try await producer.send(message)
-        let loop = ClosedLoop(concurrency: concurrency, duration: duration, warmup: warmup, maxCount: maxCount, size: size, json: json, unit: "msgs")
+        let loop = load.loop(unit: "msgs")
         let sent = await loop.run { _ = try await producer.send(message) }
         await remoting.close()
         try? await loops.shutdownGracefully()

@@ -20,29 +20,7 @@ struct RaftAppendBenchmark: AsyncParsableCommand {
     @Option(name: .customShort("g"), help: "The group (dLegerGroup).")
     var group = "RaftNode00"
 
-    @Option(name: .long, help: "Entry size in bytes.")
-    var size = 1_024
-
-    @Option(name: .long, help: "Appends in flight.")
-    var concurrency = 64
-
-    @Option(name: .long, help: "Seconds to run.")
-    var duration: Double = 10
-
-    @Option(name: .long, help: "Stop after this many appends.")
-    var maxCount = 5_000_000
-
-    @Option(name: .long, help: "Seconds of warm-up not counted.")
-    var warmup: Double = 1
-
-    @Flag(name: .long, help: "End with one JSON line.")
-    var json = false
-
-    func validate() throws {
-        guard size > 0, concurrency > 0, duration > 0, maxCount > 0, warmup >= 0 else {
-            throw ValidationError("--size, --concurrency, --duration and --max-count must be positive")
-        }
-    }
+    @OptionGroup var load: LoadOptions
 
     func run() async throws {
         LoggingSystem.bootstrap { label in
@@ -55,8 +33,8 @@ struct RaftAppendBenchmark: AsyncParsableCommand {
         let loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let remoting = RemotingClient(group: loops, logger: Logger(label: "mqbench"))
         let log = RaftLogClient(group: group, addresses: addresses, client: remoting)
-        let data = [UInt8](repeating: UInt8(ascii: "m"), count: size)
-        let loop = ClosedLoop(concurrency: concurrency, duration: duration, warmup: warmup, maxCount: maxCount, size: size, json: json, unit: "appends")
+        let data = [UInt8](repeating: UInt8(ascii: "m"), count: load.size)
+        let loop = load.loop(unit: "appends")
         let sent = await loop.run { _ = try await log.append(data, deadline: .now + .seconds(5)) }
         await remoting.close()
         try? await loops.shutdownGracefully()
