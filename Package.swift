@@ -47,12 +47,24 @@ let package = Package(
             swiftSettings: strict
         ),
         // RaftReplica (the driver of a RaftCore node over LogStore and the peer port) and its wire
-        // format; ClassicHA later (never imports RaftCore).
+        // format.
         .target(
             name: "Replication",
             dependencies: [
                 "RaftCore", "LogStore", "LogFormat", "Remoting",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // Classic master/slave replication: RocketMQ's HA port streaming the log's bytes (never
+        // imports RaftCore).
+        .target(
+            name: "ClassicHA",
+            dependencies: [
+                "LogStore", "LogFormat",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
@@ -88,7 +100,7 @@ let package = Package(
         .target(
             name: "Broker",
             dependencies: [
-                "CChecksum", "Remoting", "Config", "LogStore", "LogFormat", "Replication", "RaftCore",
+                "CChecksum", "Remoting", "Config", "LogStore", "LogFormat", "Replication", "RaftCore", "ClassicHA",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],

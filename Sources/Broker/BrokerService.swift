@@ -57,7 +57,7 @@ public final class BrokerService: Sendable {
 
     public let options: Options
     public let store: MessageStore
-    public let writes: WritePath
+    public let writes: any BrokerWriter
     public let consumers = ConsumerRegistry()
     let locks = QueueLocks()
     private let forwarder: RemotingClient
@@ -69,7 +69,7 @@ public final class BrokerService: Sendable {
     private let flushingOffsets = Mutex<[String: [Int32: Int64]]>([:])
     private let counters = Mutex<(put: Int64, get: Int64)>((0, 0))
 
-    public init(options: Options, store: MessageStore, writes: WritePath, forwarder: RemotingClient, logger: Logger) {
+    public init(options: Options, store: MessageStore, writes: any BrokerWriter, forwarder: RemotingClient, logger: Logger) {
         self.options = options
         self.store = store
         self.writes = writes
@@ -118,6 +118,8 @@ public final class BrokerService: Sendable {
         case .notLeader(let l): leader = l
         case .notReady:
             return .response(to: request, code: ResponseCode.serviceNotAvailable, remark: "the new leader is still dispatching its log; retry")
+        case .slave:
+            return .response(to: request, code: ResponseCode.serviceNotAvailable, remark: "service not available now: \(error)")
         default: return .response(to: request, code: ResponseCode.systemError, remark: "\(error)")
         }
         guard let leader, request.extFields[Self.forwardedField] == nil, let address = options.clientAddresses[leader] else {
@@ -177,7 +179,7 @@ public final class BrokerService: Sendable {
         if h.topic == "SCHEDULE_TOPIC_XXXX" {
             return .response(to: request, code: ResponseCode.noPermission, remark: "sending to topic \(h.topic) is forbidden")
         }
-        if !writes.isLeader { return await forwardOrRefuse(request, .notLeader(leader: writes.leader), from: connection) }
+        if !writes.isLeader { return await forwardOrRefuse(request, writes.refusal, from: connection) }
         // The topic, created from its default topic when allowed.
         let topic: TopicConfig
         switch await topicForSend(h) {
@@ -247,7 +249,7 @@ public final class BrokerService: Sendable {
             return .response(to: request, code: ResponseCode.messageIllegal,
                              remark: "the batch is \(entryBytes) bytes stored, over maxMessageSize \(options.maxMessageSize); send it in smaller batches")
         }
-        let result: (queueOffset: Int64, committed: RaftReplica.Committed)
+        let result: Appended
         do {
             result = try await writes.append(queue: key, count: records.count, timeout: options.sendTimeout) { first, _ in
                 var entry: [UInt8] = []
@@ -264,14 +266,23 @@ public final class BrokerService: Sendable {
             case .busy: return .response(to: request, code: ResponseCode.systemBusy, remark: "[RAFT]broker busy: \(error)")
             case .tooLarge: return .response(to: request, code: ResponseCode.messageIllegal, remark: "\(error)")
             case .timedOut: return .response(to: request, code: ResponseCode.systemError, remark: "the message was not committed in time; it may still be stored")
-            case .failed: return .response(to: request, code: ResponseCode.systemError, remark: "\(error)")
+            case .failed, .storage: return .response(to: request, code: ResponseCode.systemError, remark: "\(error)")
+            case .slave: return await forwardOrRefuse(request, error, from: connection)
             }
         }
         counters.withLock { $0.put += Int64(records.count) }
         // Committed and dispatched: the consume queue says where each message is.
         let placed = (try? store.queue(key)?.read(from: UInt64(result.queueOffset), maxCount: records.count)) ?? []
         let ids = placed.map { offsetMessageId(storeHost: storeHost, physicalOffset: $0.commitLogOffset) }.joined(separator: ",")
-        return .response(to: request, code: ResponseCode.success, extFields: [
+        // SYNC_MASTER's "sent, but not on a slave" answers carry the message's place too (clients
+        // count them as sent; retryAnotherBrokerWhenNotStoreOK decides).
+        let code: Int32
+        switch result.outcome {
+        case .stored: code = ResponseCode.success
+        case .slaveNotAvailable: code = ResponseCode.slaveNotAvailable
+        case .flushSlaveTimeout: code = ResponseCode.flushSlaveTimeout
+        }
+        return .response(to: request, code: code, extFields: [
             // The queue asked for (a delayed message's offset is its schedule queue's, as in RocketMQ).
             "msgId": ids, "queueId": "\(queueId)", "queueOffset": "\(result.queueOffset)",
             "MSG_REGION": options.regionId, "TRACE_ON": options.traceOn ? "true" : "false",
@@ -358,7 +369,7 @@ public final class BrokerService: Sendable {
         guard TopicConfig.validName("%RETRY%" + group) else {
             return .response(to: request, code: ResponseCode.systemError, remark: "the group name \(group) is not valid")
         }
-        if !writes.isLeader { return await forwardOrRefuse(request, .notLeader(leader: writes.leader), from: connection) }
+        if !writes.isLeader { return await forwardOrRefuse(request, writes.refusal, from: connection) }
         let groupConfig = store.group(group)
         if groupConfig == nil && !options.autoCreateSubscriptionGroup {
             return .response(to: request, code: ResponseCode.subscriptionGroupNotExist, remark: "subscription group not exist, \(group)")
@@ -523,6 +534,14 @@ public final class BrokerService: Sendable {
     /// applied one.
     func offset(group: String, _ key: QueueKey) -> Int64? {
         let k = "\(key.topic)@\(group)"
+        if writes.keepsLocalOffsets {
+            // A classic slave: what consumers committed here while the master was away, unless the
+            // master's (from the log) is further.
+            let local = pendingOffsets.withLock { $0[k]?[key.queueId] }
+            let applied = store.consumerOffset(group: group, key)
+            if let local, let applied { return max(local, applied) }
+            return local ?? applied
+        }
         if let p = pendingOffsets.withLock({ $0[k]?[key.queueId] }) { return p }
         if let f = flushingOffsets.withLock({ $0[k]?[key.queueId] }) { return f }
         return store.consumerOffset(group: group, key)
@@ -562,7 +581,7 @@ public final class BrokerService: Sendable {
                 return .response(to: request, code: ResponseCode.serviceNotAvailable, remark: "the new leader is still dispatching its log; retry")
             }
             if !writes.isLeader, writes.leader != nil, request.extFields[Self.forwardedField] == nil,
-               let answer = await forwardOrRefuse(request, .notLeader(leader: writes.leader)), answer.code != ResponseCode.serviceNotAvailable {
+               let answer = await forwardOrRefuse(request, writes.refusal), answer.code != ResponseCode.serviceNotAvailable {
                 return answer
             }
             let key = QueueKey(topic, q)
@@ -580,7 +599,7 @@ public final class BrokerService: Sendable {
                   let o = f["commitOffset"].flatMap({ Int64($0) }) else {
                 return .response(to: request, code: ResponseCode.systemError, remark: "UPDATE_CONSUMER_OFFSET needs consumerGroup, topic, queueId and commitOffset")
             }
-            guard writes.isLeader else { return await forwardOrRefuse(request, .notLeader(leader: writes.leader)) }
+            guard writes.isLeader || writes.keepsLocalOffsets else { return await forwardOrRefuse(request, writes.refusal) }
             commitOffset(group: group, QueueKey(topic, q), o)
             return .response(to: request, code: ResponseCode.success)
         case RequestCode.heartBeat:
@@ -617,7 +636,7 @@ public final class BrokerService: Sendable {
         case RequestCode.lockBatchMQ, RequestCode.unlockBatchMQ:
             // One lock table per group, the leader's: two members granting the same queue would let
             // two orderly consumers process it.
-            guard writes.isLeader else { return await forwardOrRefuse(request, .notLeader(leader: writes.leader)) }
+            guard writes.isLeader else { return await forwardOrRefuse(request, writes.refusal) }
             var b = request.body ?? ByteBuffer()
             guard let any = try? JSONSerialization.jsonObject(with: Data(b.readBytes(length: b.readableBytes) ?? [])),
                   let o = any as? [String: Any], let client = o["clientId"] as? String, let group = o["consumerGroup"] as? String else {
@@ -871,7 +890,7 @@ public final class BrokerService: Sendable {
         var lastExpiry = ContinuousClock.now
         while !Task.isCancelled {
             try? await Task.sleep(for: options.offsetFlushInterval)
-            if writes.isLeader { await flushOffsets() } else { pendingOffsets.withLock { $0.removeAll() } }
+            if writes.isLeader { await flushOffsets() } else if !writes.keepsLocalOffsets { pendingOffsets.withLock { $0.removeAll() } }
             if snapshotDue() {
                 do {
                     _ = try await writes.appendSnapshot(timeout: .seconds(3))

@@ -30,6 +30,10 @@ public actor NameServerRegistrar {
     private var topics: TopicConfigTable
     /// The id last registered (nil: not registered).
     public private(set) var registeredId: Int64?
+    /// What the nameservers answered a slave's registration: its master's broker and HA addresses
+    /// (the latest answer that named them; kept while the master is away, as classic masters do
+    /// not move).
+    public private(set) var master: (brokerAddr: String, haServerAddr: String)?
 
     public init(identity: Identity, nameServers: [String], topics: TopicConfigTable, client: RemotingClient, logger: Logger,
                 timeoutMilliseconds: Int64 = 6_000) {
@@ -67,6 +71,9 @@ public actor NameServerRegistrar {
                             logger.warning("the nameserver refused the registration", metadata: ["namesrv": "\(ns)", "code": "\(answer.code)", "remark": "\(answer.remark ?? "")"])
                             return false
                         }
+                        if let m = answer.extFields["masterAddr"], let h = answer.extFields["haServerAddr"], !m.isEmpty, !h.isEmpty {
+                            await self.learned(brokerAddr: m, haServerAddr: h)
+                        }
                         return true
                     } catch {
                         logger.warning("register broker to name server failed", metadata: ["namesrv": "\(ns)", "error": "\(error)"])
@@ -84,6 +91,13 @@ public actor NameServerRegistrar {
                 "accepted": "\(ok) of \(nameServers.count)"])
         }
         return ok
+    }
+
+    private func learned(brokerAddr: String, haServerAddr: String) {
+        if master?.brokerAddr != brokerAddr || master?.haServerAddr != haServerAddr {
+            logger.info("the nameservers name this slave's master", metadata: ["masterAddr": "\(brokerAddr)", "haServerAddr": "\(haServerAddr)"])
+        }
+        master = (brokerAddr, haServerAddr)
     }
 
     /// UNREGISTER_BROKER with every nameserver (on shutdown).

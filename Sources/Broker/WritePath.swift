@@ -16,6 +16,10 @@ public enum WriteError: Error, Sendable, CustomStringConvertible {
     case timedOut
     /// The replica refused or lost the entry (a new leader replaced it, a storage failure, a stop).
     case failed(ReplicaError)
+    /// A classic SLAVE: sends go to its master.
+    case slave(brokerName: String)
+    /// A classic master's store refused the write (full disk, I/O error).
+    case storage(String)
 
     public var description: String {
         switch self {
@@ -25,6 +29,8 @@ public enum WriteError: Error, Sendable, CustomStringConvertible {
         case .tooLarge(let b, let l): return "an entry of \(b < 0 ? "more" : "\(b)") bytes is over the limit of \(l) (maxMessageSize)"
         case .timedOut: return "not committed in time; it may still commit"
         case .failed(let e): return "\(e)"
+        case .slave(let name): return "this broker is a SLAVE of \(name) and takes no writes; send to its master"
+        case .storage(let e): return "the store refused the write: \(e)"
         }
     }
 }
@@ -38,7 +44,7 @@ public enum WriteError: Error, Sendable, CustomStringConvertible {
 /// A term's numbering starts once this member leads and has dispatched its whole log (its own
 /// no-op of the term committed): then the consume queues' ends are the next queue offsets, and the
 /// log's end is the next index ("a new leader accepts writes only after its dispatch caught up").
-public final class WritePath: Sendable {
+public final class WritePath: BrokerWriter {
     struct State {
         var term: RaftCore.Term?
         var nextIndex = RaftCore.LogIndex.zero
@@ -83,6 +89,8 @@ public final class WritePath: Sendable {
     /// The leader, if this member knows one (itself included).
     public var leader: NodeID? { replica.status?.raft.leader }
     public var isLeader: Bool { replica.status?.raft.role == .leader }
+    public var refusal: WriteError { .notLeader(leader: leader) }
+    public var keepsLocalOffsets: Bool { false }
 
     /// Waits until this member leads with a numbering for its term, or throws.
     func ensureReady(deadline: ContinuousClock.Instant) async throws(WriteError) {
@@ -113,8 +121,14 @@ public final class WritePath: Sendable {
     /// Appends one entry holding `count` messages of queue `key` (nil for an entry without messages);
     /// `body(firstQueueOffset)` builds it. Returns the first message's queue offset once the entry
     /// is committed and dispatched.
-    public func append(queue key: QueueKey?, count: Int, timeout: Duration, kind: EntryKind = .messages,
-                       body: (_ firstQueueOffset: Int64, _ numbered: [QueueKey: Int64]) -> [UInt8]) async throws(WriteError) -> (queueOffset: Int64, committed: RaftReplica.Committed) {
+    public func append(queue key: QueueKey?, count: Int, timeout: Duration, kind: EntryKind,
+                       body: (_ firstQueueOffset: Int64, _ numbered: [QueueKey: Int64]) -> [UInt8]) async throws(WriteError) -> Appended {
+        Appended(queueOffset: try await appendCommitted(queue: key, count: count, timeout: timeout, kind: kind, body: body).queueOffset)
+    }
+
+    /// `append`, answering with the replica's commit.
+    public func appendCommitted(queue key: QueueKey?, count: Int, timeout: Duration, kind: EntryKind,
+                                body: (_ firstQueueOffset: Int64, _ numbered: [QueueKey: Int64]) -> [UInt8]) async throws(WriteError) -> (queueOffset: Int64, committed: RaftReplica.Committed) {
         let deadline = ContinuousClock.now + timeout
         while true {
             try await ensureReady(deadline: deadline)
@@ -189,25 +203,19 @@ public final class WritePath: Sendable {
     /// What an entry carries, for the numbering's bookkeeping.
     public enum EntryKind: Sendable { case messages, metadata, snapshot, opaque }
 
-    /// A metadata change (topics, offsets), answered once committed and applied.
-    public func append(_ change: MetadataChange, timeout: Duration) async throws(WriteError) -> RaftReplica.Committed {
-        let bytes = change.encoded()
-        return try await append(queue: nil, count: 0, timeout: timeout, kind: .metadata) { _, _ in bytes }.committed
-    }
-
     /// A metadata snapshot: the applied metadata and every queue's next offset as numbered, taken
     /// under the numbering lock when no metadata entry is in flight, so it is exactly the state as
     /// of the entry before it.
-    public func appendSnapshot(timeout: Duration) async throws(WriteError) -> RaftReplica.Committed {
+    public func appendSnapshot(timeout: Duration) async throws(WriteError) {
         let store = self.store
-        return try await append(queue: nil, count: 0, timeout: timeout, kind: .snapshot) { _, numbered in
+        _ = try await appendCommitted(queue: nil, count: 0, timeout: timeout, kind: .snapshot) { _, numbered in
             MetadataChange.snapshot(store.snapshot(numbered: numbered)).encoded()
-        }.committed
+        }
     }
 
     /// An opaque entry (the raw-log API's APPEND).
     public func appendOpaque(_ data: [UInt8], timeout: Duration) async throws(WriteError) -> RaftReplica.Committed {
-        try await append(queue: nil, count: 0, timeout: timeout, kind: .opaque) { _, _ in data }.committed
+        try await appendCommitted(queue: nil, count: 0, timeout: timeout, kind: .opaque) { _, _ in data }.committed
     }
 }
 

@@ -51,8 +51,10 @@ public struct TopicRoute: Sendable, Equatable {
         return b.addresses.sorted { $0.key < $1.key }.map(\.value)
     }
 
+    /// The queues a producer sends to: writable, of groups with a master now (a classic group whose
+    /// master is down, or a Raft group between leaders, takes no sends; its slaves still serve reads).
     public func writeQueues(_ topic: String) -> [MessageQueue] {
-        queues.filter { $0.perm & 2 != 0 }.sorted { $0.brokerName < $1.brokerName }.flatMap { q in
+        queues.filter { $0.perm & 2 != 0 && masterAddress($0.brokerName) != nil }.sorted { $0.brokerName < $1.brokerName }.flatMap { q in
             (0..<q.writeQueueNums).map { MessageQueue(topic: topic, brokerName: q.brokerName, queueId: Int32($0)) }
         }
     }

@@ -232,6 +232,18 @@ public final class LogStore: @unchecked Sendable {
         lock.withLock { LogPosition(state.segments.first?.start ?? state.written.endPosition) }
     }
 
+    /// Chain CRC of the last entry (the base's when the log is empty): what the next entry chains to.
+    public var lastChainCRC: UInt32 { lock.withLock { state.written.lastChainCRC } }
+    /// Everything before this position is in the segment files, readable with `readBytes` (under
+    /// SYNC_FLUSH the newest appends wait in the write-behind buffer until their group's sync).
+    public var fileEndPosition: LogPosition {
+        lock.withLock { LogPosition(state.pending.isEmpty ? state.written.endPosition : state.pendingStart) }
+    }
+    /// The end of the segment holding `position` (nil before the first segment or past the last).
+    public func segmentEnd(containing position: UInt64) -> UInt64? {
+        lock.withLock { state.segments.last(where: { $0.start <= position }).flatMap { position < $0.end ? $0.end : nil } }
+    }
+
     /// Counters since open.
     public var statistics: LogStoreStatistics { lock.withLock { state.statistics } }
 

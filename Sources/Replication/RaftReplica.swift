@@ -301,6 +301,20 @@ public final class RaftReplica: Sendable {
     }
 
     private func loadHardState(_ log: StoreLog) throws -> RaftCore.HardState {
+        var state = try loadSavedHardState(log)
+        // A log written by a classic master (a group migrated to Raft) carries its epochs as terms,
+        // above any term this node saved. Raft's currentTerm is never below the last entry's term:
+        // start there, with no vote (none was cast in a term this node never reached).
+        let logTerm = RaftCore.Term(store.lastTerm.rawValue)
+        if state.term < logTerm {
+            logger.info("the log's last term is above the saved term (a log written by a classic master); the Raft term starts there", metadata: [
+                "savedTerm": "\(state.term)", "logTerm": "\(logTerm)"])
+            state = RaftCore.HardState(term: logTerm, vote: nil, commit: state.commit)
+        }
+        return state
+    }
+
+    private func loadSavedHardState(_ log: StoreLog) throws -> RaftCore.HardState {
         guard let saved = try hardStateFile.load() else { return RaftCore.HardState() }
         var vote: NodeID?
         if let v = saved.votedFor {

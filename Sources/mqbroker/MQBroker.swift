@@ -41,12 +41,12 @@ struct MQBroker: AsyncParsableCommand {
             print(out, terminator: "")
             return
         }
-        guard settings.raft.enableDLegerCommitLog else {
-            printError("mqbroker: the configuration is valid, but classic \(settings.store.brokerRole.rawValue) groups arrive with a later issue; this build runs Raft groups (enableDLegerCommitLog=true). Use -p to print the effective configuration.")
-            throw ExitCode(2)
-        }
         do {
-            try await RaftNodeMode.run(settings)
+            if settings.raft.enableDLegerCommitLog {
+                try await RaftNodeMode.run(settings)
+            } else {
+                try await ClassicMode.run(settings)
+            }
         } catch {
             printError("mqbroker: \(error)")
             throw ExitCode(1)

@@ -24,11 +24,7 @@ enum RaftNodeMode {
     static let snapshotBytesMax = 8 << 20
 
     static func run(_ settings: BrokerSettings) async throws {
-        LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = .info
-            return h
-        }
+        BrokerSetup.bootstrapLogging()
         let logger = Logger(label: "mqbroker")
         let raft = settings.raft
         guard let me = raft.selfPeer else { throw RaftModeError("dLegerSelfId \(raft.dLegerSelfId) is not among dLegerPeers") }
@@ -44,10 +40,7 @@ enum RaftNodeMode {
         config.heartbeatTicks = Int(max(1, raft.raftHeartbeatIntervalMs / tickIntervalMs))
         config.electionTimeoutTicks = Int(max(2, raft.raftElectionTimeoutMinMs / tickIntervalMs))
         config.electionTimeoutMaxTicks = max(config.electionTimeoutTicks + 1, Int(raft.raftElectionTimeoutMaxMs / tickIntervalMs))
-        // Messages are held to maxMessageSize by the broker; entries may be larger (metadata
-        // snapshots of many topics), up to what a peer frame carries and a segment holds.
-        let entryBytesMax = max(Int(settings.store.maxMessageSize),
-                                min(RaftNodeMode.snapshotBytesMax, Int(settings.store.mappedFileSizeCommitLog) - 4_096))
+        let entryBytesMax = BrokerSetup.entryBytesMax(settings)
         config.maxEntryBytes = entryBytesMax
         config.randomSeed = UInt64.random(in: 0...UInt64.max)
         if !raft.preferredLeaderId.isEmpty { config.preferredLeader = nodeID(raft.preferredLeaderId) }
@@ -61,46 +54,9 @@ enum RaftNodeMode {
             cleanFileForcibly: settings.store.cleanFileForciblyEnable)
         options.retentionIntervalMs = Int(settings.store.cleanResourceInterval)
 
-        let store: LogStore
         let hardStateDirectory = settings.store.storePathRootDir + "/raft"
-        do {
-            try FileManager.default.createDirectory(atPath: hardStateDirectory, withIntermediateDirectories: true)
-            store = try LogStore.open(LogStoreOptions(
-                directory: settings.store.storePathCommitLog,
-                segmentBytes: UInt64(settings.store.mappedFileSizeCommitLog),
-                indexFileBytes: UInt64(settings.store.commitLogIndexFileSize),
-                flushMode: settings.store.flushDiskType == .SYNC_FLUSH ? .sync : .async(
-                    intervalMs: Int(settings.store.flushIntervalCommitLog),
-                    leastBytes: Int(settings.store.flushCommitLogLeastPages) * 4096,
-                    thoroughIntervalMs: Int(settings.store.flushCommitLogThoroughInterval)),
-                entryBodyBytesMax: entryBytesMax,
-                diskMaxUsedSpaceRatio: Int(settings.store.diskMaxUsedSpaceRatio)))
-        } catch {
-            throw RaftModeError("cannot open the commitlog at \(settings.store.storePathCommitLog): \(error)")
-        }
-        logger.info("\(store.recoveryReport)")
-        let nowMs = Int64(Date().timeIntervalSince1970 * 1000)
-        let initialTopics = TopicConfigTable(
-            clusterName: settings.broker.brokerClusterName, brokerName: settings.broker.brokerName,
-            defaultTopicQueueNums: Int(settings.broker.defaultTopicQueueNums), autoCreateTopicEnable: settings.broker.autoCreateTopicEnable,
-            clusterTopicEnable: settings.broker.clusterTopicEnable, brokerTopicEnable: settings.broker.brokerTopicEnable,
-            traceTopicEnable: settings.broker.traceTopicEnable, nowMs: nowMs)
-        let messages: MessageStore
-        do {
-            var storeOptions = MessageStore.Options(rootDirectory: settings.store.storePathRootDir, initialTopics: initialTopics)
-            storeOptions.consumeQueueFileBytes = UInt64(settings.store.mappedFileSizeConsumeQueue)
-            storeOptions.consumeQueueDirectory = settings.store.storePathConsumeQueue
-            storeOptions.delayLevels = DelayLevels(settings.store.messageDelayLevel)
-            // Bounded by what an entry may hold (not today's maxMessageSize: older messages may be larger).
-            storeOptions.recordBytesMax = entryBytesMax + 64 << 10
-            if settings.store.messageIndexEnable {
-                storeOptions.keyIndex = try KeyIndex(directory: settings.store.storePathIndex, slots: Int(settings.store.maxHashSlotNum),
-                                                     entries: Int(settings.store.maxIndexNum))
-            }
-            messages = try MessageStore(options: storeOptions, log: store, logger: logger)
-        } catch {
-            throw RaftModeError("cannot open the consume queues under \(settings.store.storePathRootDir): \(error)")
-        }
+        let store = try BrokerSetup.openLog(settings, logger: logger)
+        let messages = try BrokerSetup.openMessages(settings, log: store, logger: logger)
         // Dispatch is the replica's apply step: committed entries reach the consume queues before the
         // producers waiting for them are answered, and the applied index is the dispatched one.
         options.appliedIndex = RaftCore.LogIndex(UInt64(messages.dispatchedIndex + 1))
@@ -120,7 +76,7 @@ enum RaftNodeMode {
         })
         let writes = WritePath(replica: replica, store: messages)
         let peerNames = names, peerAddresses = addresses
-        let brokerAddr = "\(settings.broker.brokerIP1.isEmpty ? settings.broker.bindAddress : settings.broker.brokerIP1):\(settings.broker.listenPort)"
+        let brokerAddr = BrokerSetup.brokerAddr(settings)
         let stateJSON: @Sendable () -> String = {
             raftStateJSON(replica.status, group: raft.dLegerGroup, selfName: me.id, names: peerNames, addresses: peerAddresses, brokerAddr: brokerAddr)
         }
@@ -147,35 +103,25 @@ enum RaftNodeMode {
                 case .tooLarge(let b, let l): throw ReplicaError.refused(.proposalTooLarge(bytes: b, limit: l))
                 case .timedOut: throw ReplicaError.timedOut(index: .zero)
                 case .failed(let e): throw e
+                case .slave, .storage: throw ReplicaError.busy  // not a Raft writer's errors
                 }
             }
         }, stateJSON: stateJSON)
-        var brokerOptions = BrokerService.Options(
-            clusterName: settings.broker.brokerClusterName, brokerName: settings.broker.brokerName, storeHost: brokerAddr,
-            maxMessageSize: Int(settings.store.maxMessageSize), autoCreateTopicEnable: settings.broker.autoCreateTopicEnable,
-            defaultTopicQueueNums: Int(settings.broker.defaultTopicQueueNums), clientAddresses: clientAddresses)
-        // At most a second of offsets is what a leader kill can lose (RocketMQ saves its file every 5 s).
-        brokerOptions.configuration = settings.effectiveProperties()
-        brokerOptions.delayLevels = DelayLevels(settings.store.messageDelayLevel)
-        brokerOptions.autoCreateSubscriptionGroup = settings.broker.autoCreateSubscriptionGroup
-        brokerOptions.slaveReadEnable = settings.broker.slaveReadEnable
-        brokerOptions.offsetFlushInterval = .milliseconds(max(100, min(Int64(settings.broker.flushConsumerOffsetInterval), 1_000)))
+        let brokerOptions = BrokerSetup.serviceOptions(settings, clientAddresses: clientAddresses)
         let broker = BrokerService(options: brokerOptions, store: messages, writes: writes,
                                    forwarder: RemotingClient(group: group, logger: logger), logger: logger)
-        let runtime = RuntimeInfo(replica: replica, store: store, storeDirectory: settings.store.storePathCommitLog, totals: { broker.totals })
+        let runtime = RuntimeInfo(role: {
+            guard let s = replica.status else { return [:] }
+            return ["dLegerRole": s.raft.role.rawValue.uppercased(), "commitIndex": "\(s.storeNumber(s.raft.commit))"]
+        }, store: store, storeDirectory: settings.store.storePathCommitLog, totals: { broker.totals })
         let brokerServer = RemotingServer(options: RemotingServerOptions(host: settings.broker.bindAddress, port: settings.broker.listenPort),
                                           processors: service.processors + broker.processors + [runtime.processor], group: group, logger: logger)
 
         // Registration with every nameserver: the leader as brokerId 0, a follower as the digit of its
         // dLegerSelfId + 1 (as RocketMQ with DLedger shows the group), at once on every role change.
-        let haHost = settings.broker.brokerIP2.isEmpty ? (settings.broker.brokerIP1.isEmpty ? settings.broker.bindAddress : settings.broker.brokerIP1) : settings.broker.brokerIP2
-        let registrar = NameServerRegistrar(
-            identity: .init(clusterName: settings.broker.brokerClusterName, brokerName: settings.broker.brokerName, brokerAddr: brokerAddr,
-                            haServerAddr: "\(haHost):\(settings.broker.haListenPort)", brokerPermission: Int(settings.broker.brokerPermission)),
-            nameServers: settings.broker.namesrvAddresses.map { "\($0)" }, topics: messages.topics,
-            client: RemotingClient(group: group, logger: logger), logger: logger)
+        let registrar = BrokerSetup.registrar(settings, topics: messages.topics, group: group, logger: logger)
         let followerId = Int64(me.id.dropFirst()).map { $0 + 1 } ?? 1
-        let periodMs = max(10_000, min(settings.broker.registerNameServerPeriod, 60_000))
+        let period = BrokerSetup.registrationPeriod(settings)
         let health: @Sendable () -> AdminResponse = {
             guard let s = replica.status else { return AdminResponse(status: .serviceUnavailable, body: #"{"status":"starting"}"#) }
             if s.raft.role == .leader || (s.raft.role == .follower && s.raft.leader != nil) {
@@ -223,7 +169,7 @@ enum RaftNodeMode {
                         version = topics.dataVersion
                         await registrar.update(topics: topics)
                     }
-                    if id >= 0 && (id != registered || topicsChanged || ContinuousClock.now - lastRegistration >= .milliseconds(periodMs)) {
+                    if id >= 0 && (id != registered || topicsChanged || ContinuousClock.now - lastRegistration >= period) {
                         registered = id
                         lastRegistration = .now
                         await registrar.register(brokerId: id)

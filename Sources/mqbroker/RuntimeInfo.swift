@@ -3,7 +3,6 @@ import Glibc
 import LogStore
 import NIOCore
 import Remoting
-import Replication
 import Synchronization
 
 /// GET_BROKER_RUNTIME_INFO (28), what `mqadmin clusterList` prints per broker: the version, the rates
@@ -11,7 +10,8 @@ import Synchronization
 /// 10 s, 1 min, 10 min; a follower stores none itself), the commitlog's offsets and its disk's usage.
 /// Only measured figures; what is not measured is left out.
 final class RuntimeInfo: Sendable {
-    private let replica: RaftReplica
+    /// Role fields of the table (dLegerRole and commitIndex of a Raft member; brokerRole of a classic broker).
+    private let role: @Sendable () -> [String: String]
     private let store: LogStore
     private let storeDirectory: String
     /// Messages stored and served since start.
@@ -20,8 +20,8 @@ final class RuntimeInfo: Sendable {
     private let samples = Mutex<[(Int64, Int64, Int64)]>([])
     private let started = ContinuousClock.now
 
-    init(replica: RaftReplica, store: LogStore, storeDirectory: String, totals: @escaping @Sendable () -> (put: Int64, get: Int64)) {
-        self.replica = replica
+    init(role: @escaping @Sendable () -> [String: String], store: LogStore, storeDirectory: String, totals: @escaping @Sendable () -> (put: Int64, get: Int64)) {
+        self.role = role
         self.store = store
         self.storeDirectory = storeDirectory
         self.totals = totals
@@ -60,10 +60,7 @@ final class RuntimeInfo: Sendable {
                 "runtime": .string("[ \((ContinuousClock.now - started).components.seconds) seconds ]"),
             ]
             if let ratio = try? LogStoreOptions.statvfsDiskUsage(storeDirectory) { table["commitLogDiskRatio"] = .string(String(format: "%.4f", ratio)) }
-            if let s = replica.status {
-                table["dLegerRole"] = .string(s.raft.role.rawValue.uppercased())
-                table["commitIndex"] = .string("\(s.storeNumber(s.raft.commit))")
-            }
+            for (k, v) in role() { table[k] = .string(v) }
             var body = ByteBuffer()
             body.writeString(JSONText.object(["table": .object(table)]).serialized)
             return .response(to: request, code: ResponseCode.success, body: body)

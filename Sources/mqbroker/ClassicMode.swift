@@ -1,0 +1,219 @@
+import AdminHTTP
+import Broker
+import ClassicHA
+import Config
+import Foundation
+import Glibc
+import LogFormat
+import LogStore
+import Logging
+import NIOCore
+import NIOPosix
+import ProcessLifecycle
+import Remoting
+import Synchronization
+
+/// `mqbroker -c FILE` with `brokerRole=ASYNC_MASTER|SYNC_MASTER|SLAVE` (and no
+/// enableDLegerCommitLog): a classic RocketMQ master or slave on RaftMQ's log format. The master
+/// takes writes and serves its HA port (listenPort + 1); the slave streams the master's log from
+/// there, byte for byte, and serves reads.
+enum ClassicMode {
+    static func run(_ settings: BrokerSettings) async throws {
+        BrokerSetup.bootstrapLogging()
+        let logger = Logger(label: "mqbroker")
+        let b = settings.broker
+        let roleName = settings.store.brokerRole.rawValue
+        let log = try BrokerSetup.openLog(settings, logger: logger)
+        let messages = try BrokerSetup.openMessages(settings, log: log, logger: logger)
+        // Entries written before this start (by this master, a slave's stream, or a Raft group) reach
+        // the consume queues first.
+        if let last = log.lastIndex {
+            do { try messages.dispatch(upTo: Int64(last.rawValue)) } catch {
+                throw RaftModeError("dispatching the log to the consume queues failed: \(error)")
+            }
+        }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        let isSlave = settings.store.brokerRole == .SLAVE
+        let brokerAddr = BrokerSetup.brokerAddr(settings)
+
+        let haMaster: HAMaster? = isSlave ? nil : {
+            var o = HAMaster.Options(host: b.bindAddress, port: b.haListenPort)
+            o.batchBytes = Int(min(settings.store.haTransferBatchSize, 4 << 20))
+            o.housekeeping = .milliseconds(settings.store.haHousekeepingInterval)
+            o.fallBehindMax = UInt64(max(0, settings.store.haSlaveFallbehindMax))
+            return HAMaster(options: o, store: log, group: group, logger: logger)
+        }()
+        let writes = ClassicWritePath(
+            role: isSlave ? .slave : .master(sync: settings.store.brokerRole == .SYNC_MASTER), brokerName: b.brokerName,
+            log: log, store: messages, ha: haMaster, slaveTimeout: .milliseconds(settings.store.syncFlushTimeout))
+
+        let registrar = BrokerSetup.registrar(settings, topics: messages.topics, group: group, logger: logger)
+        // The slave's master: haMasterAddress when configured (RocketMQ takes it at 6+ characters),
+        // else what the nameservers answer its registration.
+        let learnedMaster = LearnedMaster(configured: settings.store.haMasterAddress.count >= 6 ? settings.store.haMasterAddress : nil)
+        let haSlave: HASlave? = !isSlave ? nil : {
+            var o = HASlave.Options()
+            o.heartbeat = .milliseconds(settings.store.haSendHeartbeatInterval)
+            o.housekeeping = .milliseconds(settings.store.haHousekeepingInterval)
+            return HASlave(options: o, store: log, group: group, logger: logger, masterAddress: { learnedMaster.haAddress },
+                           written: { try writes.dispatch(upTo: $0) },
+                           reset: { base in try messages.logReset(toStoreIndex: Int64(base.nextIndex.rawValue) - 1) })
+        }()
+
+        let broker = BrokerService(options: BrokerSetup.serviceOptions(settings, clientAddresses: [:]), store: messages, writes: writes,
+                                   forwarder: RemotingClient(group: group, logger: logger), logger: logger)
+        let runtime = RuntimeInfo(role: { ["brokerRole": roleName] }, store: log, storeDirectory: settings.store.storePathCommitLog,
+                                  totals: { broker.totals })
+        let brokerServer = RemotingServer(options: RemotingServerOptions(host: b.bindAddress, port: b.listenPort),
+                                          processors: broker.processors + [runtime.processor], group: group, logger: logger)
+
+        let stateJSON: @Sendable () -> String = {
+            var j = JSONObject()
+            j.string("mode", "classic")
+            j.string("role", roleName)
+            j.string("brokerName", b.brokerName)
+            j.number("brokerId", b.brokerId)
+            j.string("brokerAddr", brokerAddr)
+            j.number("maxOffset", Int64(log.writePosition.rawValue))
+            j.number("lastIndex", log.lastIndex.map { Int64($0.rawValue) } ?? -1)
+            j.number("epoch", isSlave ? Int64(log.lastTerm.rawValue) : Int64(writes.epoch.rawValue))
+            j.number("appliedIndex", messages.dispatchedIndex)
+            if let haMaster {
+                let slaves = haMaster.slaves.map { s -> String in
+                    var o = JSONObject()
+                    o.string("addr", s.address)
+                    o.number("ackOffset", Int64(s.ackOffset))
+                    return o.finish()
+                }
+                j.raw("slaves", "[" + slaves.joined(separator: ",") + "]")
+            }
+            if let haSlave {
+                let st = haSlave.currentStatus
+                j.string("masterAddr", learnedMaster.brokerAddress)
+                j.string("masterHaAddr", st.masterAddress)
+                j.raw("connected", st.connected ? "true" : "false")
+                j.number("ackOffset", Int64(st.ackOffset))
+                j.string("lastError", st.lastError)
+            }
+            return j.finish()
+        }
+        let health: @Sendable () -> AdminResponse = {
+            if let haSlave, !haSlave.currentStatus.connected {
+                let why = haSlave.currentStatus.lastError ?? (learnedMaster.haAddress == nil ? "the master's HA address is not known yet" : "connecting")
+                var j = JSONObject()
+                j.string("status", "not replicating from the master")
+                j.string("role", roleName)
+                j.string("reason", why)
+                return AdminResponse(status: .serviceUnavailable, body: j.finish())
+            }
+            return AdminResponse(status: .ok, body: #"{"status":"ok","role":"\#(roleName)"}"#)
+        }
+        let admin = AdminServer(host: b.bindAddress, port: b.httpListenPort,
+                                routes: AdminRoutes(routes: ["/raft/state": { AdminResponse(status: .ok, body: stateJSON()) }, "/healthz": health]),
+                                group: group, logger: logger)
+        let retention = RetentionPolicy(
+            fileReservedHours: Int(settings.store.fileReservedTime),
+            deleteWhenHours: RetentionPolicy.parseDeleteWhen(settings.store.deleteWhen) ?? [4],
+            diskMaxUsedSpaceRatio: Int(settings.store.diskMaxUsedSpaceRatio),
+            cleanFileForcibly: settings.store.cleanFileForciblyEnable)
+
+        let stop = SignalWaiter()
+        logger.info("classic broker started", metadata: [
+            "brokerName": "\(b.brokerName)", "brokerRole": "\(roleName)", "brokerId": "\(b.brokerId)",
+            "ha": "\(b.bindAddress):\(b.haListenPort)", "http": "\(b.bindAddress):\(b.httpListenPort)",
+            "flushDiskType": "\(settings.store.flushDiskType)", "epoch": "\(writes.epoch)",
+        ])
+        let failure: (any Error)? = await withTaskGroup(of: (any Error)?.self) { tasks in
+            if let haMaster {
+                tasks.addTask {
+                    do { try await haMaster.run(); return nil } catch {
+                        return RaftModeError("cannot serve the HA port \(b.bindAddress):\(b.haListenPort): \(error)")
+                    }
+                }
+            }
+            if let haSlave { tasks.addTask { await haSlave.run(); return nil } }
+            tasks.addTask { do { try await admin.run(); return nil } catch { return error } }
+            tasks.addTask {
+                do {
+                    try await brokerServer.run { _ in
+                        logger.info("The broker[\(b.brokerName), \(brokerAddr)] boot success. serializeType=JSON and name server is \(b.namesrvAddr)")
+                    }
+                    return nil
+                } catch { return RaftModeError("cannot serve the broker port \(b.bindAddress):\(b.listenPort): \(error)") }
+            }
+            tasks.addTask {
+                guard !registrar.nameServers.isEmpty else { return nil }
+                let period = BrokerSetup.registrationPeriod(settings)
+                var last: ContinuousClock.Instant?
+                var version = messages.topics.dataVersion
+                while !Task.isCancelled {
+                    let topics = messages.topics
+                    let topicsChanged = topics.dataVersion != version
+                    if topicsChanged {
+                        version = topics.dataVersion
+                        await registrar.update(topics: topics)
+                    }
+                    // A slave that has not learned its master yet asks again every 2 s.
+                    let due = last.map { ContinuousClock.now - $0 >= (isSlave && learnedMaster.haAddress == nil ? .seconds(2) : period) } ?? true
+                    if due || topicsChanged {
+                        last = .now
+                        await registrar.register(brokerId: b.brokerId)
+                        if isSlave, let m = await registrar.master { learnedMaster.learn(brokerAddr: m.brokerAddr, haAddress: m.haServerAddr) }
+                    }
+                    try? await Task.sleep(for: .milliseconds(50))
+                }
+                return nil
+            }
+            tasks.addTask {
+                // Retention (RocketMQ's CleanCommitLogService), never past what is dispatched nor the
+                // latest metadata snapshot.
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(max(1_000, settings.store.cleanResourceInterval)))
+                    var now = time(nil)
+                    var parts = tm()
+                    localtime_r(&now, &parts)
+                    let dispatched = LogFormat.LogIndex(UInt64(max(0, messages.dispatchedIndex + 1)))
+                    let floor = messages.latestSnapshotIndex.map { LogFormat.LogIndex(UInt64($0)) }.map { min($0, dispatched) } ?? dispatched
+                    do {
+                        let r = try log.applyRetention(retention, nowSeconds: Int64(now), hourOfDay: Int(parts.tm_hour), keepFrom: floor)
+                        if r.segmentsDeleted > 0 {
+                            logger.info("retention deleted old commitlog segments", metadata: [
+                                "segments": "\(r.segmentsDeleted)", "reason": "\(r.reason.map(\.rawValue) ?? "-")", "firstIndex": "\(r.firstIndex)"])
+                        }
+                    } catch {
+                        return RaftModeError("storage failure during retention: \(error)")
+                    }
+                }
+                return nil
+            }
+            tasks.addTask { await runtime.run(); return nil }
+            tasks.addTask { await messages.run(); return nil }
+            tasks.addTask { await broker.run(); return nil }
+            tasks.addTask { await stop.wait(); return nil }
+            let first = await tasks.next() ?? nil
+            tasks.cancelAll()
+            for await _ in tasks {}
+            return first
+        }
+        await registrar.unregister()
+        do { try log.close() } catch { logger.error("closing the commitlog failed", metadata: ["error": "\(error)"]) }
+        try? await group.shutdownGracefully()
+        if let failure { throw RaftModeError("the broker stopped: \(failure)") }
+        logger.info("classic broker stopped")
+    }
+}
+
+/// A slave's master as configured (haMasterAddress) or learned from the nameservers.
+final class LearnedMaster: Sendable {
+    private let configured: String?
+    private let learned = Mutex<(broker: String?, ha: String?)>((nil, nil))
+    init(configured: String?) { self.configured = configured }
+
+    /// A configured haMasterAddress wins over what the nameservers say.
+    var haAddress: String? { configured ?? learned.withLock { $0.ha } }
+    var brokerAddress: String? { learned.withLock { $0.broker } }
+
+    func learn(brokerAddr: String, haAddress: String) {
+        learned.withLock { $0 = (brokerAddr, haAddress) }
+    }
+}
