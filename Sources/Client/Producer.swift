@@ -30,6 +30,27 @@ public struct SendResult: Sendable, Equatable {
     public var queue: MessageQueue
     public var queueOffset: Int64
     public var brokerAddress: String
+    /// SEND_OK, or a SYNC_MASTER's "stored on the master, not (yet) on a slave" (Java's SendStatus;
+    /// the message is stored either way).
+    public var status: SendStatus = .sendOK
+}
+
+/// Java's SendStatus.
+public enum SendStatus: String, Sendable, Equatable {
+    case sendOK = "SEND_OK"
+    case flushDiskTimeout = "FLUSH_DISK_TIMEOUT"
+    case flushSlaveTimeout = "FLUSH_SLAVE_TIMEOUT"
+    case slaveNotAvailable = "SLAVE_NOT_AVAILABLE"
+
+    init?(code: Int32) {
+        switch code {
+        case ResponseCode.success: self = .sendOK
+        case ResponseCode.flushDiskTimeout: self = .flushDiskTimeout
+        case ResponseCode.flushSlaveTimeout: self = .flushSlaveTimeout
+        case ResponseCode.slaveNotAvailable: self = .slaveNotAvailable
+        default: return nil
+        }
+    }
 }
 
 /// A RocketMQ producer: route lookup through the nameservers, round-robin queue selection, SEND_MESSAGE_V2
@@ -217,11 +238,11 @@ public final class Producer: Sendable {
             }
             do {
                 let answer = try await remoting.request(address, build(queue), timeoutMilliseconds: options.attemptTimeoutMs)
-                if answer.code == ResponseCode.success {
+                if let status = SendStatus(code: answer.code) {
                     let f = answer.extFields
                     let q = MessageQueue(topic: topic, brokerName: queue.brokerName, queueId: f["queueId"].flatMap { Int32($0) } ?? queue.queueId)
                     return SendResult(msgIds: ids, offsetMsgIds: (f["msgId"] ?? "").split(separator: ",").map(String.init), queue: q,
-                                      queueOffset: f["queueOffset"].flatMap { Int64($0) } ?? -1, brokerAddress: address)
+                                      queueOffset: f["queueOffset"].flatMap { Int64($0) } ?? -1, brokerAddress: address, status: status)
                 }
                 last = ClientError("\(address) answered \(answer.code): \(answer.remark ?? "")", code: answer.code)
                 guard Self.retryCodes.contains(answer.code) else { throw last }

@@ -145,6 +145,7 @@ enum ClassicMode {
                 guard !registrar.nameServers.isEmpty else { return nil }
                 let period = BrokerSetup.registrationPeriod(settings)
                 var last: ContinuousClock.Instant?
+                var missed = false
                 var version = messages.topics.dataVersion
                 while !Task.isCancelled {
                     let topics = messages.topics
@@ -153,11 +154,13 @@ enum ClassicMode {
                         version = topics.dataVersion
                         await registrar.update(topics: topics)
                     }
-                    // A slave that has not learned its master yet asks again every 2 s.
-                    let due = last.map { ContinuousClock.now - $0 >= (isSlave && learnedMaster.haAddress == nil ? .seconds(2) : period) } ?? true
+                    // A nameserver that did not take the registration, or a slave that has not learned
+                    // its master yet, is asked again every 2 s.
+                    let soon = missed || (isSlave && learnedMaster.haAddress == nil)
+                    let due = last.map { ContinuousClock.now - $0 >= (soon ? .seconds(2) : period) } ?? true
                     if due || topicsChanged {
                         last = .now
-                        await registrar.register(brokerId: b.brokerId)
+                        missed = await registrar.register(brokerId: b.brokerId) < registrar.nameServers.count
                         if isSlave, let m = await registrar.master { learnedMaster.learn(brokerAddr: m.brokerAddr, haAddress: m.haServerAddr) }
                     }
                     try? await Task.sleep(for: .milliseconds(50))

@@ -153,6 +153,7 @@ enum RaftNodeMode {
                 guard !registrar.nameServers.isEmpty else { return nil }
                 var registered: Int64 = -1
                 var lastRegistration = ContinuousClock.now
+                var missed = false
                 var version = messages.topics.dataVersion
                 while !Task.isCancelled {
                     let id: Int64
@@ -169,10 +170,11 @@ enum RaftNodeMode {
                         version = topics.dataVersion
                         await registrar.update(topics: topics)
                     }
-                    if id >= 0 && (id != registered || topicsChanged || ContinuousClock.now - lastRegistration >= period) {
+                    if id >= 0 && (id != registered || topicsChanged || ContinuousClock.now - lastRegistration >= (missed ? .seconds(2) : period)) {
                         registered = id
                         lastRegistration = .now
-                        await registrar.register(brokerId: id)
+                        // A nameserver that did not take it is asked again in 2 s, not a period later.
+                        missed = await registrar.register(brokerId: id) < registrar.nameServers.count
                     }
                     try? await Task.sleep(for: .milliseconds(10))
                 }

@@ -1,0 +1,230 @@
+import Client
+import Foundation
+import LogFormat
+import Logging
+import NIOCore
+import NIOPosix
+import Remoting
+import Testing
+
+/// Classic master/slave groups with real processes: the guide's 2m-2s-async layout as
+/// conf/2m-2s-async-local writes it (four brokers and three nameservers on 127.0.0.1/.2/.3), a
+/// SYNC_MASTER with its slave stopped and paused, and a store migrated classic -> Raft -> classic.
+/// In the serialized RaftGroupProcessTests suite (the nameservers' ports).
+extension RaftGroupProcessTests {
+    final class Broker {
+        let name: String
+        let conf: String
+        let host: String
+        let port: Int
+        var process: Process?
+        var address: String { "\(host):\(port)" }
+        init(name: String, conf: String, host: String, port: Int) {
+            self.name = name
+            self.conf = conf
+            self.host = host
+            self.port = port
+        }
+    }
+
+    static func guideBrokers() -> [Broker] {
+        let dir = packageRoot + "/conf/2m-2s-async-local/"
+        return [
+            Broker(name: "broker-a", conf: dir + "broker-a.properties", host: "127.0.0.1", port: 10911),
+            Broker(name: "broker-a-s", conf: dir + "broker-a-s.properties", host: "127.0.0.2", port: 11011),
+            Broker(name: "broker-b", conf: dir + "broker-b.properties", host: "127.0.0.2", port: 10911),
+            Broker(name: "broker-b-s", conf: dir + "broker-b-s.properties", host: "127.0.0.1", port: 11011),
+        ]
+    }
+
+    func start(_ b: Broker) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Executable("mqbroker").path)
+        p.arguments = ["-c", b.conf]
+        p.environment = ["RAFTMQ_HOME": home, "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin"]
+        p.currentDirectoryURL = URL(fileURLWithPath: home)
+        let path = home + "/\(b.name).log"
+        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
+        let log = FileHandle(forWritingAtPath: path) ?? FileHandle.nullDevice
+        log.seekToEndOfFile()
+        p.standardInput = FileHandle.nullDevice
+        p.standardOutput = log
+        p.standardError = log
+        try p.run()
+        b.process = p
+    }
+
+    func kill9(_ brokers: [Broker]) {
+        for b in brokers { if let p = b.process, p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() } }
+    }
+
+    /// SIGTERM and wait: a clean stop (the migration procedure's "stop the group").
+    func stop(_ brokers: [Broker]) {
+        for b in brokers { if let p = b.process, p.isRunning { kill(p.processIdentifier, SIGTERM) } }
+        for b in brokers { b.process?.waitUntilExit() }
+    }
+
+    func logs(_ brokers: [Broker]) -> String {
+        brokers.map { b in
+            let text = (try? String(contentsOfFile: home + "/\(b.name).log", encoding: .utf8)) ?? "(no log)"
+            return "--- \(b.name)\n" + text.split(separator: "\n").suffix(12).joined(separator: "\n")
+        }.joined(separator: "\n")
+    }
+
+    /// `/raft/state` of a broker (HTTP port = listenPort + 2).
+    func state(_ b: Broker) -> [String: Any]? {
+        guard let body = httpGet(host: b.host, port: UInt16(b.port + 2), path: "/raft/state"),
+              let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any] else { return nil }
+        return object
+    }
+
+    /// Waits until the slave's log ends where its master's does.
+    func caughtUp(_ slave: Broker, _ master: Broker, within seconds: Double) async throws -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if let m = state(master)?["maxOffset"] as? Int, let s = state(slave)?["maxOffset"] as? Int, m == s, state(slave)?["appliedIndex"] as? Int == state(master)?["appliedIndex"] as? Int {
+                return true
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return false
+    }
+
+    /// The commitlog segment files of a store, by name.
+    func segments(_ root: String) throws -> [String: Data] {
+        let dir = root + "/commitlog/data"
+        var out: [String: Data] = [:]
+        for f in try FileManager.default.contentsOfDirectory(atPath: dir) { out[f] = try Data(contentsOf: URL(fileURLWithPath: dir + "/" + f)) }
+        return out
+    }
+
+    /// clusterList rows from one nameserver: "brokerName/BID" -> address.
+    func clusterRows(_ ns: String, cluster: String) throws -> [String: String] {
+        let out = try Executable("mqadmin").run(["clusterList", "-n", ns])
+        var r: [String: String] = [:]
+        for line in out.stdout.split(separator: "\n") where line.hasPrefix(cluster) {
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            if f.count >= 4 { r["\(f[1])/\(f[2])"] = String(f[3]) }
+        }
+        return r
+    }
+
+    func consumeAll(_ group: String, _ topic: String, count: Int, client: RemotingClient, within seconds: Double) async throws -> Received {
+        let received = Received()
+        var options = Consumer.Options(group: group, topic: topic)
+        options.suspendMs = 1_000
+        let consumer = Consumer(nameServers: Self.nameServers, remoting: client, logger: Logger(label: "test"), options: options)
+        let consuming = Task { await consumer.run { received.add($0) } }
+        let deadline = Date().addingTimeInterval(seconds)
+        while received.count < count && Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        // Let it commit its offsets.
+        try await Task.sleep(for: .milliseconds(1_500))
+        consuming.cancel()
+        await consuming.value
+        return received
+    }
+
+    @Test func theGuidesTwoMastersTwoSlavesLayoutReplicatesByteForByteAndReadsFromASlaveWhenItsMasterIsKilled() async throws {
+        let namesrvs = try startNameServers()
+        let brokers = Self.guideBrokers()
+        defer {
+            kill9(brokers)
+            killAll(namesrvs)
+        }
+        for b in brokers { try start(b) }
+        let (a, aSlave, bMaster, bSlave) = (brokers[0], brokers[1], brokers[2], brokers[3])
+
+        // clusterList shows rocketmq-cluster with broker-a and broker-b, BID 0 and 100 each, on every nameserver.
+        let want = ["broker-a/0": a.address, "broker-a/100": aSlave.address, "broker-b/0": bMaster.address, "broker-b/100": bSlave.address]
+        var deadline = Date().addingTimeInterval(15)
+        var seen: [String: String] = [:]
+        while Date() < deadline {
+            seen = try clusterRows("127.0.0.3:9876", cluster: "rocketmq-cluster")
+            if seen == want { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(seen == want, "clusterList shows \(seen)\n\(logs(brokers))")
+        for ns in ["127.0.0.1:9876", "127.0.0.2:9876"] { #expect(try clusterRows(ns, cluster: "rocketmq-cluster") == want, "nameserver \(ns)") }
+        #expect(state(a)?["mode"] as? String == "classic" && state(a)?["role"] as? String == "ASYNC_MASTER")
+        #expect(state(aSlave)?["role"] as? String == "SLAVE" && state(aSlave)?["brokerId"] as? Int == 100)
+
+        // A topic on both masters; 1000 messages spread over them, all consumed once.
+        let update = try Executable("mqadmin").run(["updateTopic", "-n", Self.nameServers.joined(separator: ";"), "-c", "rocketmq-cluster", "-t", "TopicTest", "-r", "4", "-w", "4"])
+        #expect(update.status == 0, "\(update.stdout)\(update.stderr)")
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let client = RemotingClient(group: group, logger: Logger(label: "test"))
+        let routes = RouteCache(nameServers: Self.nameServers, remoting: client)
+        deadline = Date().addingTimeInterval(10)
+        while Date() < deadline, (try? await routes.refresh("TopicTest"))?.writeQueues("TopicTest").count != 8 { try await Task.sleep(for: .milliseconds(100)) }
+        let producer = Producer(nameServers: Self.nameServers, remoting: client, logger: Logger(label: "test"))
+        var sent: [String] = []
+        var perBroker: [String: Int] = [:]
+        for i in 0..<1000 {
+            let r = try await producer.send(OutgoingMessage(topic: "TopicTest", body: Array("Hello RocketMQ \(i)".utf8), tags: "TagA"))
+            sent += r.msgIds
+            perBroker[r.queue.brokerName, default: 0] += 1
+            #expect(r.status == .sendOK)
+        }
+        #expect(perBroker["broker-a"] == 500 && perBroker["broker-b"] == 500, "\(perBroker)")
+        let first = try await consumeAll("classic_group", "TopicTest", count: 1000, client: client, within: 30)
+        #expect(first.count == 1000 && first.has(sent) && first.duplicates == 0, "received \(first.count), \(first.duplicates) duplicates")
+
+        // Each slave's log equals its master's, byte for byte.
+        for (m, s) in [(a, aSlave), (bMaster, bSlave)] {
+            #expect(try await caughtUp(s, m, within: 10), "\(s.name) did not catch up\n\(logs(brokers))")
+            let root = home + "/2m-2s-async/"
+            let (ms, ss) = (try segments(root + m.name), try segments(root + s.name))
+            #expect(!ms.isEmpty && ms == ss, "\(s.name)'s segments differ from \(m.name)'s")
+        }
+        // The consumer's offsets reached broker-a's slave through the log.
+        let ends = try await maxOffsets("TopicTest", queues: 4, at: a.address, client)
+        deadline = Date().addingTimeInterval(10)
+        while Date() < deadline, try await consumerOffsets("classic_group", "TopicTest", queues: 4, at: aSlave.address, client) != ends {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(try await consumerOffsets("classic_group", "TopicTest", queues: 4, at: aSlave.address, client) == ends)
+
+        // A slave takes no sends.
+        let direct = try await client.request(aSlave.address, .request(code: RequestCode.sendMessage, opaque: 0, extFields: [
+            "producerGroup": "p", "topic": "TopicTest", "defaultTopic": "TBW102", "defaultTopicQueueNums": "4", "queueId": "0",
+            "sysFlag": "0", "bornTimestamp": "0", "flag": "0", "properties": "", "reconsumeTimes": "0", "unitMode": "false", "batch": "false",
+        ], body: ByteBuffer(string: "x")), timeoutMilliseconds: 3_000)
+        #expect(direct.code == ResponseCode.serviceNotAvailable, "\(direct.code) \(direct.remark ?? "")")
+
+        // SIGKILL master-a: a new group reads all of broker-a's messages from its slave, producers
+        // send to broker-b only.
+        kill9([a])
+        deadline = Date().addingTimeInterval(15)
+        while Date() < deadline, (try? await routes.refresh("TopicTest"))?.masterAddress("broker-a") != nil { try await Task.sleep(for: .milliseconds(100)) }
+        #expect((try await routes.refresh("TopicTest")).masterAddress("broker-a") == nil, "the nameservers still route broker-a's master")
+        let second = try await consumeAll("classic_group_2", "TopicTest", count: 1000, client: client, within: 30)
+        #expect(second.count == 1000 && second.has(sent), "a new group received \(second.count) of 1000 with master-a down\n\(logs(brokers))")
+        let during = Producer(nameServers: Self.nameServers, remoting: client, logger: Logger(label: "test"))
+        var whileDown: [String: Int] = [:]
+        for i in 0..<100 {
+            let r = try await during.send(OutgoingMessage(topic: "TopicTest", body: Array("while a is down \(i)".utf8)))
+            whileDown[r.queue.brokerName, default: 0] += 1
+        }
+        #expect(whileDown == ["broker-b": 100], "\(whileDown)")
+
+        // master-a back: replication resumes where it stopped, and broker-a takes sends again.
+        let before = try #require(state(aSlave)?["maxOffset"] as? Int)
+        try start(a)
+        deadline = Date().addingTimeInterval(15)
+        while Date() < deadline, (try? await routes.refresh("TopicTest"))?.masterAddress("broker-a") == nil { try await Task.sleep(for: .milliseconds(100)) }
+        let after = Producer(nameServers: Self.nameServers, remoting: client, logger: Logger(label: "test"))
+        var back: [String: Int] = [:]
+        for i in 0..<100 {
+            let r = try await after.send(OutgoingMessage(topic: "TopicTest", body: Array("a is back \(i)".utf8)))
+            back[r.queue.brokerName, default: 0] += 1
+        }
+        #expect(back["broker-a"] == 50, "\(back)")
+        #expect(try await caughtUp(aSlave, a, within: 10), "broker-a-s did not resume\n\(logs(brokers))")
+        #expect(try #require(state(aSlave)?["maxOffset"] as? Int) > before)
+        let root = home + "/2m-2s-async/"
+        #expect(try segments(root + "broker-a") == segments(root + "broker-a-s"))
+        #expect(state(a)?["epoch"] as? Int == 2, "a restarted master writes with the next epoch")
+        await client.close()
+        try? await group.shutdownGracefully()
+    }
+}
