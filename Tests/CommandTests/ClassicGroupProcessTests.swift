@@ -227,4 +227,72 @@ extension RaftGroupProcessTests {
         await client.close()
         try? await group.shutdownGracefully()
     }
+
+    /// Writes a copy of a conf/2m-2s-async-local file with some keys replaced.
+    func variant(of name: String, _ replaced: [String: String]) throws -> String {
+        var lines = try String(contentsOfFile: packageRoot + "/conf/2m-2s-async-local/\(name).properties", encoding: .utf8).split(separator: "\n").map(String.init)
+        var rest = replaced
+        for (k, line) in lines.enumerated() {
+            guard let eq = line.firstIndex(of: "="), let v = rest.removeValue(forKey: String(line[..<eq])) else { continue }
+            lines[k] = String(line[..<eq]) + "=" + v
+        }
+        for (k, v) in rest { lines.append("\(k)=\(v)") }
+        try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
+        let path = home + "/\(name)-variant.properties"
+        try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test func aSyncMasterAnswersSlaveNotAvailableWithoutItsSlaveAndFlushSlaveTimeoutWhileItIsPaused() async throws {
+        let namesrvs = try startNameServers()
+        let master = Broker(name: "broker-a", conf: try variant(of: "broker-a", ["brokerRole": "SYNC_MASTER", "syncFlushTimeout": "1000"]),
+                            host: "127.0.0.1", port: 10911)
+        let slave = Broker(name: "broker-a-s", conf: packageRoot + "/conf/2m-2s-async-local/broker-a-s.properties", host: "127.0.0.2", port: 11011)
+        defer {
+            if let p = slave.process, p.isRunning { kill(p.processIdentifier, SIGCONT) }
+            kill9([master, slave])
+            killAll(namesrvs)
+        }
+        try start(master)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let client = RemotingClient(group: group, logger: Logger(label: "test"))
+        let routes = RouteCache(nameServers: Self.nameServers, remoting: client)
+        var deadline = Date().addingTimeInterval(15)
+        while Date() < deadline, (try? await routes.refresh("TBW102"))?.masterAddress("broker-a") == nil { try await Task.sleep(for: .milliseconds(100)) }
+        let update = try Executable("mqadmin").run(["updateTopic", "-n", "127.0.0.1:9876", "-b", master.address, "-t", "SyncTopic", "-r", "1", "-w", "1"])
+        #expect(update.status == 0, "\(update.stdout)\(update.stderr)")
+        deadline = Date().addingTimeInterval(10)
+        while Date() < deadline, (try? await routes.refresh("SyncTopic"))?.writeQueues("SyncTopic").isEmpty != false { try await Task.sleep(for: .milliseconds(100)) }
+        let producer = Producer(nameServers: Self.nameServers, remoting: client, logger: Logger(label: "test"))
+        func send(_ text: String) async throws -> SendResult {
+            try await producer.send(OutgoingMessage(topic: "SyncTopic", body: Array(text.utf8)))
+        }
+
+        // No slave: stored on the master, answered SLAVE_NOT_AVAILABLE (11) at once.
+        let alone = try await send("no slave")
+        #expect(alone.status == .slaveNotAvailable && alone.queueOffset == 0, "\(alone)")
+
+        // With the slave: SEND_OK, and the slave has it.
+        try start(slave)
+        #expect(try await caughtUp(slave, master, within: 15), "the slave did not catch up\n\(logs([master, slave]))")
+        let both = try await send("with the slave")
+        #expect(both.status == .sendOK && both.queueOffset == 1, "\(both)")
+
+        // The slave paused (connected, silent): FLUSH_SLAVE_TIMEOUT (12) after syncFlushTimeout.
+        kill(slave.process!.processIdentifier, SIGSTOP)
+        let started = Date()
+        let paused = try await send("slave paused")
+        #expect(paused.status == .flushSlaveTimeout && paused.queueOffset == 2, "\(paused)")
+        #expect(Date().timeIntervalSince(started) >= 0.9, "answered before syncFlushTimeout")
+        kill(slave.process!.processIdentifier, SIGCONT)
+        #expect(try await caughtUp(slave, master, within: 15))
+        let resumed = try await send("slave resumed")
+        #expect(resumed.status == .sendOK && resumed.queueOffset == 3, "\(resumed)")
+
+        // Every one of them was stored, whatever its answer.
+        let received = try await consumeAll("sync_group", "SyncTopic", count: 4, client: client, within: 20)
+        #expect(received.count == 4, "received \(received.count) of 4")
+        await client.close()
+        try? await group.shutdownGracefully()
+    }
 }
