@@ -89,17 +89,38 @@ public final class HAMaster: Sendable {
         }
     }
 
-    /// Waits until some slave acknowledged `position`, at most `timeout`. False on timeout.
+    /// Waits until some slave acknowledged `position`, at most `timeout`. False on timeout or when
+    /// the task is cancelled.
     public func waitForSlave(_ position: UInt64, timeout: Duration) async -> Bool {
-        await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
-            let done = state.withLock { s -> Bool in
-                if s.bestAck >= position { return true }
-                s.ackWaiters[s.nextWaiter] = AckWaiter(target: position, deadline: .now + timeout, continuation: c)
-                s.nextWaiter &+= 1
-                return false
-            }
-            if done { c.resume(returning: true) }
+        let id = state.withLock { s -> UInt64 in
+            defer { s.nextWaiter &+= 1 }
+            return s.nextWaiter
         }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
+                let done = state.withLock { s -> Bool? in
+                    if s.bestAck >= position { return true }
+                    if Task.isCancelled { return false }
+                    s.ackWaiters[id] = AckWaiter(target: position, deadline: .now + timeout, continuation: c)
+                    return nil
+                }
+                if let done { c.resume(returning: done) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { $0.ackWaiters.removeValue(forKey: id) }
+            waiter?.continuation.resume(returning: false)
+        }
+    }
+
+    /// Waits until every connected slave acknowledged `position`, at most `timeout` (a clean stop
+    /// hands the master's last entries to its slaves). True when they all did.
+    public func drain(to position: UInt64, timeout: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if state.withLock({ s in s.connections.values.allSatisfy { ($0.ack ?? 0) >= position } }) { return true }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return false
     }
 
     /// The connected slaves.
@@ -143,17 +164,22 @@ public final class HAMaster: Sendable {
         for c in data { c.resume() }
     }
 
-    /// Waits for new bytes past `position`, or until `deadline`.
+    /// Waits for new bytes past `position`, until `deadline`, or until the task is cancelled.
     private func waitForData(after position: UInt64, id: UInt64, deadline: ContinuousClock.Instant) async {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let ready = state.withLock { s -> Bool in
-                // Checked under the lock `appended()` takes, so a wake-up between the check and the
-                // registration is not lost.
-                if store.fileEndPosition.rawValue > position { return true }
-                s.dataWaiters[id] = (deadline, c)
-                return false
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let ready = state.withLock { s -> Bool in
+                    // Checked under the lock `appended()` takes, so a wake-up between the check and
+                    // the registration is not lost.
+                    if store.fileEndPosition.rawValue > position || Task.isCancelled { return true }
+                    s.dataWaiters[id] = (deadline, c)
+                    return false
+                }
+                if ready { c.resume() }
             }
-            if ready { c.resume() }
+        } onCancel: {
+            let waiter = state.withLock { $0.dataWaiters.removeValue(forKey: id) }
+            waiter?.1.resume()
         }
     }
 

@@ -192,7 +192,19 @@ enum ClassicMode {
             tasks.addTask { await runtime.run(); return nil }
             tasks.addTask { await messages.run(); return nil }
             tasks.addTask { await broker.run(); return nil }
-            tasks.addTask { await stop.wait(); return nil }
+            tasks.addTask {
+                await stop.wait()
+                // A clean stop: the master's last offsets go to the log, and its connected slaves get
+                // everything it wrote (so a stopped group's members hold the same log).
+                if let haMaster {
+                    await broker.flushOffsets()
+                    let end = log.fileEndPosition.rawValue
+                    if !(await haMaster.drain(to: end, timeout: .seconds(3))) {
+                        logger.warning("stopping before every slave has the log's end", metadata: ["end": "\(end)", "slaves": "\(haMaster.slaves.map { "\($0.address)@\($0.ackOffset)" })"])
+                    }
+                }
+                return nil
+            }
             let first = await tasks.next() ?? nil
             tasks.cancelAll()
             for await _ in tasks {}

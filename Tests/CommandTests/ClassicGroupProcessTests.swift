@@ -58,10 +58,17 @@ extension RaftGroupProcessTests {
         for b in brokers { if let p = b.process, p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() } }
     }
 
-    /// SIGTERM and wait: a clean stop (the migration procedure's "stop the group").
-    func stop(_ brokers: [Broker]) {
+    /// SIGTERM and wait: a clean stop (the migration procedure's "stop the group"). A broker that
+    /// is still running 10 s later is an issue (and SIGKILLed).
+    func stop(_ brokers: [Broker]) async throws {
         for b in brokers { if let p = b.process, p.isRunning { kill(p.processIdentifier, SIGTERM) } }
-        for b in brokers { b.process?.waitUntilExit() }
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline, brokers.contains(where: { $0.process?.isRunning == true }) { try await Task.sleep(for: .milliseconds(50)) }
+        for b in brokers where b.process?.isRunning == true {
+            Issue.record("\(b.name) did not stop within 10 s of SIGTERM\n\(logs([b]))")
+            kill(b.process!.processIdentifier, SIGKILL)
+            b.process!.waitUntilExit()
+        }
     }
 
     func logs(_ brokers: [Broker]) -> String {
@@ -292,6 +299,138 @@ extension RaftGroupProcessTests {
         // Every one of them was stored, whatever its answer.
         let received = try await consumeAll("sync_group", "SyncTopic", count: 4, client: client, within: 20)
         #expect(received.count == 4, "received \(received.count) of 4")
+        await client.close()
+        try? await group.shutdownGracefully()
+    }
+
+    /// One member of the migration test's group in either mode, on 127.0.0.(k+1):10911.
+    func migrationConf(_ k: Int, raft: Bool) throws -> String {
+        var lines = [
+            "brokerClusterName=MigrationCluster", "brokerName=MigrationGroup", "namesrvAddr=" + Self.nameServers.joined(separator: ";"),
+            "bindAddress=127.0.0.\(k + 1)", "brokerIP1=127.0.0.\(k + 1)", "listenPort=10911",
+            "storePathRootDir=\(home)/store\(k)", "storePathCommitLog=\(home)/store\(k)/commitlog",
+            // Small segments: the stream crosses several, and their blank ends.
+            "mappedFileSizeCommitLog=1048576", "maxMessageSize=65536", "flushDiskType=ASYNC_FLUSH",
+        ]
+        if raft {
+            lines += ["enableDLegerCommitLog=true", "dLegerGroup=MigrationGroup", "dLegerSelfId=n\(k)",
+                      "dLegerPeers=n0-127.0.0.1:40911;n1-127.0.0.2:40911;n2-127.0.0.3:40911"]
+        } else {
+            lines += [k == 0 ? "brokerRole=ASYNC_MASTER" : "brokerRole=SLAVE", "brokerId=\(k)"]
+        }
+        try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
+        let path = home + "/migration-\(raft ? "raft" : "classic")-\(k).properties"
+        try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    /// classic -> Raft -> classic on the same store directories: every message stays readable at
+    /// the same queue offsets and message ids, consumers keep their offsets, writes continue.
+    @Test func aClassicGroupBecomesARaftGroupInPlaceAndBackAgain() async throws {
+        let namesrvs = try startNameServers()
+        let classic = try (0..<3).map { k in Broker(name: "m\(k)", conf: try migrationConf(k, raft: false), host: "127.0.0.\(k + 1)", port: 10911) }
+        let raft = try (0..<3).map { k in Broker(name: "m\(k)", conf: try migrationConf(k, raft: true), host: "127.0.0.\(k + 1)", port: 10911) }
+        defer {
+            kill9(classic + raft)
+            killAll(namesrvs)
+        }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let client = RemotingClient(group: group, logger: Logger(label: "test"))
+        let routes = RouteCache(nameServers: Self.nameServers, remoting: client)
+        let topic = "MigrationTopic"
+        func master(within seconds: Double) async throws -> String? {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline {
+                if let m = (try? await routes.refresh("TBW102"))?.masterAddress("MigrationGroup") { return m }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            return nil
+        }
+        let body = String(repeating: "m", count: 1_000)
+        func produce(_ n: Int, _ tag: String) async throws -> [SendResult] {
+            let producer = Producer(nameServers: Self.nameServers, remoting: client, logger: Logger(label: "test"))
+            var out: [SendResult] = []
+            for i in 0..<n { out.append(try await producer.send(OutgoingMessage(topic: topic, body: Array("\(tag) \(i) \(body)".utf8), tags: tag))) }
+            return out
+        }
+        func allCaughtUp(_ members: [Broker], within seconds: Double) async throws -> Bool {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline {
+                let s = members.compactMap(state)
+                let ends = Set(s.compactMap { $0["lastIndex"] as? Int }), applied = Set(s.compactMap { $0["appliedIndex"] as? Int })
+                if s.count == members.count, ends.count == 1, applied == ends { return true }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            return false
+        }
+        func expectIdenticalStores(_ what: String) throws {
+            let stores = try (0..<3).map { try segments(home + "/store\($0)") }
+            #expect(stores[0].count >= 2, "\(what): \(stores[0].count) segment(s); the test wants several")
+            for k in 1..<3 where stores[k] != stores[0] {
+                let detail = Set(stores[0].keys).union(stores[k].keys).sorted().compactMap { name -> String? in
+                    let (a, b) = (stores[0][name], stores[k][name])
+                    guard a != b else { return nil }
+                    let at = zip(a ?? Data(), b ?? Data()).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+                    return "\(name): \(a?.count ?? -1) vs \(b?.count ?? -1) bytes, first difference at \(at.map(String.init) ?? "-")"
+                }
+                Issue.record("\(what): store\(k)'s segments differ from store0's: \(detail)")
+            }
+        }
+
+        // 1. Classic: 600 messages, consumed by a group; 400 more that it has not consumed yet.
+        for b in classic { try start(b) }
+        let classicMaster = try #require(try await master(within: 15), "no master\n\(logs(classic))")
+        #expect(classicMaster == classic[0].address)
+        let update = try Executable("mqadmin").run(["updateTopic", "-n", "127.0.0.1:9876", "-b", classicMaster, "-t", topic, "-r", "4", "-w", "4"])
+        #expect(update.status == 0, "\(update.stdout)\(update.stderr)")
+        var deadline = Date().addingTimeInterval(10)
+        while Date() < deadline, (try? await routes.refresh(topic))?.writeQueues(topic).count != 4 { try await Task.sleep(for: .milliseconds(100)) }
+        let early = try await produce(600, "classic")
+        let g = try await consumeAll("migrating_group", topic, count: 600, client: client, within: 30)
+        #expect(g.count == 600 && g.duplicates == 0)
+        let late = try await produce(400, "classic-late")
+        let classicEnds = try await maxOffsets(topic, queues: 4, at: classicMaster, client)
+        #expect(classicEnds.reduce(0, +) == 1000)
+        #expect(try await allCaughtUp(classic, within: 15), "slaves behind\n\(logs(classic))")
+        let classicEpoch = try #require(state(classic[0])?["epoch"] as? Int)
+        // The procedure: the master first (it hands its last entries to its slaves), then the slaves.
+        try await stop([classic[0]])
+        try await stop(Array(classic[1...]))
+        try expectIdenticalStores("classic")
+
+        // 2. The same directories as a Raft group.
+        for b in raft { try start(b) }
+        let raftLeader = try #require(try await master(within: 30), "no Raft leader registered\n\(logs(raft))")
+        let leaderState = try #require(raft.first { $0.address == raftLeader }.flatMap(state))
+        #expect(leaderState["mode"] as? String == "raft" && leaderState["role"] as? String == "leader")
+        #expect(try #require(leaderState["term"] as? Int) > classicEpoch, "the Raft term continues above the classic epoch")
+        #expect(try await maxOffsets(topic, queues: 4, at: raftLeader, client) == classicEnds, "queue offsets changed")
+        // A message id from the classic era reads the same message.
+        let old = try #require(early.first?.offsetMsgIds.first)
+        let shown = try Executable("mqadmin").run(["queryMsgById", "-n", "127.0.0.1:9876", "-i", old])
+        #expect(shown.status == 0 && shown.stdout.contains("classic 0 "), "\(shown.stdout)\(shown.stderr)")
+        // The group resumes at its offsets: exactly the 400 it had not consumed.
+        let resumed = try await consumeAll("migrating_group", topic, count: 400, client: client, within: 30)
+        #expect(resumed.count == 400 && resumed.has(late.flatMap(\.msgIds)), "received \(resumed.count) after migrating to Raft")
+        #expect(resumed.tags.withLock { $0 } == ["classic-late"])
+        let raftEra = try await produce(100, "raft")
+        for r in raftEra { #expect(r.queueOffset >= classicEnds[Int(r.queue.queueId)], "queue offsets continue") }
+        #expect(try await allCaughtUp(raft, within: 15), "members behind\n\(logs(raft))")
+        try await stop(raft)
+        try expectIdenticalStores("raft")
+
+        // 3. Back to classic: the group consumes the 100 of the Raft era; everything is readable.
+        for b in classic { try start(b) }
+        let again = try #require(try await master(within: 15), "no master\n\(logs(classic))")
+        #expect(again == classic[0].address)
+        let back = try await consumeAll("migrating_group", topic, count: 100, client: client, within: 30)
+        #expect(back.count == 100 && back.has(raftEra.flatMap(\.msgIds)), "received \(back.count) after migrating back")
+        let everything = try await consumeAll("a_new_group", topic, count: 1_100, client: client, within: 30)
+        #expect(everything.count == 1_100 && everything.duplicates == 0, "a new group received \(everything.count) of 1100")
+        let classicAgain = try await produce(50, "classic-again")
+        #expect(classicAgain.allSatisfy { $0.status == .sendOK })
+        #expect(try await allCaughtUp(classic, within: 15), "slaves behind after migrating back\n\(logs(classic))")
+        try expectIdenticalStores("classic again")
         await client.close()
         try? await group.shutdownGracefully()
     }
