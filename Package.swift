@@ -189,6 +189,7 @@ let package = Package(
         .testTarget(name: "AdminHTTPTests", dependencies: ["AdminHTTP", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "NameServerTests", dependencies: ["NameServer", "Remoting", "CZlib", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "ClientTests", dependencies: ["Client", "Remoting", "LogFormat", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .testTarget(name: "ClassicHATests", dependencies: ["ClassicHA", "LogStore", "LogFormat"], swiftSettings: strict),
         .testTarget(name: "BrokerTests", dependencies: ["Broker", "LogStore", "LogFormat", "Remoting", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "RaftCore"], swiftSettings: strict),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "TestSupport"], swiftSettings: strict),
