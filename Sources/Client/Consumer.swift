@@ -218,11 +218,19 @@ public final class Consumer: Sendable {
         return any ? mine : nil
     }
 
-    private func request(_ q: MessageQueue, _ command: RemotingCommand, timeoutMs: Int64) async throws -> RemotingCommand {
+    /// Asks the group's members in turn (the master first, or the member `preferring` names: a pull
+    /// follows the broker's suggestWhichBrokerId, as Java's PullAPIWrapper does).
+    private func request(_ q: MessageQueue, _ command: RemotingCommand, timeoutMs: Int64, preferring brokerId: Int64 = 0) async throws -> RemotingCommand {
         var last: any Error = ClientError("no address for \(q.brokerName)")
         for attempt in 0..<2 {
             let route = attempt == 0 ? try await routes.route(q.topic) : try await routes.refresh(q.topic)
-            for address in route.addresses(q.brokerName) {
+            var addresses = route.addresses(q.brokerName)
+            if brokerId != 0, let b = route.brokers.first(where: { $0.brokerName == q.brokerName }) {
+                // The suggested member, else any slave (Java's findBrokerAddressInSubscribe).
+                let preferred = b.addresses[brokerId] ?? b.addresses.filter { $0.key != 0 }.sorted { $0.key < $1.key }.first?.value
+                if let preferred { addresses = [preferred] + addresses.filter { $0 != preferred } }
+            }
+            for address in addresses {
                 do {
                     return try await remoting.request(address, command, timeoutMilliseconds: timeoutMs)
                 } catch {
@@ -317,6 +325,8 @@ public final class Consumer: Sendable {
         var offset: Int64?
         var committed: Int64 = -1
         var lastCommit = ContinuousClock.now
+        // Where the broker suggests the next pull goes (0: the master).
+        var suggested: Int64 = 0
         while !Task.isCancelled && assigned.withLock({ $0.contains(q) }) {
             guard let current = offset else {
                 offset = await fetchOffset(q)
@@ -331,11 +341,14 @@ public final class Consumer: Sendable {
             ]
             let answer: RemotingCommand
             do {
-                answer = try await request(q, .request(code: RequestCode.pullMessage, opaque: 0, extFields: f), timeoutMs: options.suspendMs + 10_000)
+                answer = try await request(q, .request(code: RequestCode.pullMessage, opaque: 0, extFields: f), timeoutMs: options.suspendMs + 10_000,
+                                           preferring: suggested)
             } catch {
+                suggested = 0
                 try? await Task.sleep(for: .milliseconds(100))
                 continue
             }
+            suggested = answer.extFields["suggestWhichBrokerId"].flatMap { Int64($0) } ?? 0
             let next = answer.extFields["nextBeginOffset"].flatMap { Int64($0) }
             switch answer.code {
             case ResponseCode.success:

@@ -30,14 +30,14 @@ struct SendMessage: AsyncParsableCommand {
         let lines: [String] = try await withClient { client in
             let producer = Producer(nameServers: servers, remoting: client, logger: Logger(label: "mqadmin"))
             var out: [String] = []
-            out.append(["#Broker Name".padded(20), "#QID".padded(5), "#Queue Offset".padded(14), "#MsgId".padded(33), "#OffsetMsgId"].joined())
+            out.append(["#Broker Name".padded(20), "#QID".padded(5), "#Queue Offset".padded(14), "#Send Result".padded(21), "#MsgId".padded(33), "#OffsetMsgId"].joined())
             for i in 0..<count {
                 let text = count == 1 ? body : "\(body) #\(i)"
                 do {
                     let r = try await producer.send(OutgoingMessage(topic: topic, body: Array(text.utf8), tags: tags,
                                                                     keys: keys.map { $0.split(separator: " ").map(String.init) } ?? []))
                     out.append([r.queue.brokerName.padded(20), "\(r.queue.queueId)".padded(5), "\(r.queueOffset)".padded(14),
-                                (r.msgIds.first ?? "").padded(33), r.offsetMsgIds.first ?? ""].joined())
+                                r.status.rawValue.padded(21), (r.msgIds.first ?? "").padded(33), r.offsetMsgIds.first ?? ""].joined())
                 } catch {
                     throw fail("sending failed: \(error)")
                 }

@@ -35,9 +35,18 @@ struct ProduceBenchmark: AsyncParsableCommand {
         // The route (and the topic) exist before the clock starts.
         _ = try await producer.send(message)
         let loop = load.loop(unit: "msgs")
-        let sent = await loop.run { _ = try await producer.send(message) }
+        // Only SEND_OK counts as sent: a SYNC_MASTER's SLAVE_NOT_AVAILABLE or FLUSH_SLAVE_TIMEOUT is a failure here.
+        let sent = await loop.run {
+            let r = try await producer.send(message)
+            if r.status != .sendOK { throw NotSendOK(status: r.status) }
+        }
         await remoting.close()
         try? await loops.shutdownGracefully()
         if sent == 0 { throw ExitCode(1) }
     }
+}
+
+struct NotSendOK: Error, CustomStringConvertible {
+    var status: SendStatus
+    var description: String { "answered \(status.rawValue), not SEND_OK" }
 }
