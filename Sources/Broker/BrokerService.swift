@@ -877,6 +877,7 @@ public final class BrokerService: Sendable {
             tasks.addTask {
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .milliseconds(100))
+                    if Task.isCancelled { break }
                     await self.deliverDueMessages()
                 }
             }
@@ -890,6 +891,9 @@ public final class BrokerService: Sendable {
         var lastExpiry = ContinuousClock.now
         while !Task.isCancelled {
             try? await Task.sleep(for: options.offsetFlushInterval)
+            // Stopping: run() writes the last offsets; nothing else is written (a classic master
+            // hands its log's end to its slaves after this).
+            if Task.isCancelled { break }
             if writes.isLeader { await flushOffsets() } else if !writes.keepsLocalOffsets { pendingOffsets.withLock { $0.removeAll() } }
             if snapshotDue() {
                 do {

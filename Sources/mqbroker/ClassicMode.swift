@@ -123,6 +123,79 @@ enum ClassicMode {
             "ha": "\(b.bindAddress):\(b.haListenPort)", "http": "\(b.bindAddress):\(b.httpListenPort)",
             "flushDiskType": "\(settings.store.flushDiskType)", "epoch": "\(writes.epoch)",
         ])
+        let service: @Sendable () async -> (any Error)? = {
+            await withTaskGroup(of: (any Error)?.self) { tasks in
+                tasks.addTask { do { try await admin.run(); return nil } catch { return error } }
+                tasks.addTask {
+                    do {
+                        try await brokerServer.run { _ in
+                            logger.info("The broker[\(b.brokerName), \(brokerAddr)] boot success. serializeType=JSON and name server is \(b.namesrvAddr)")
+                        }
+                        return nil
+                    } catch { return RaftModeError("cannot serve the broker port \(b.bindAddress):\(b.listenPort): \(error)") }
+                }
+                tasks.addTask {
+                    guard !registrar.nameServers.isEmpty else { return nil }
+                    let period = BrokerSetup.registrationPeriod(settings)
+                    var last: ContinuousClock.Instant?
+                    var missed = false
+                    var version = messages.topics.dataVersion
+                    while !Task.isCancelled {
+                        let topics = messages.topics
+                        let topicsChanged = topics.dataVersion != version
+                        if topicsChanged {
+                            version = topics.dataVersion
+                            await registrar.update(topics: topics)
+                        }
+                        // A nameserver that did not take the registration, or a slave that has not learned
+                        // its master yet, is asked again every 2 s.
+                        let soon = missed || (isSlave && learnedMaster.haAddress == nil)
+                        let due = last.map { ContinuousClock.now - $0 >= (soon ? .seconds(2) : period) } ?? true
+                        if due || topicsChanged {
+                            last = .now
+                            missed = await registrar.register(brokerId: b.brokerId) < registrar.nameServers.count
+                            if isSlave, let m = await registrar.master { learnedMaster.learn(brokerAddr: m.brokerAddr, haAddress: m.haServerAddr) }
+                        }
+                        try? await Task.sleep(for: .milliseconds(50))
+                    }
+                    return nil
+                }
+                tasks.addTask {
+                    // Retention (RocketMQ's CleanCommitLogService), never past what is dispatched nor the
+                    // latest metadata snapshot.
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: .milliseconds(max(1_000, settings.store.cleanResourceInterval)))
+                        var now = time(nil)
+                        var parts = tm()
+                        localtime_r(&now, &parts)
+                        let dispatched = LogFormat.LogIndex(UInt64(max(0, messages.dispatchedIndex + 1)))
+                        let floor = messages.latestSnapshotIndex.map { LogFormat.LogIndex(UInt64($0)) }.map { min($0, dispatched) } ?? dispatched
+                        do {
+                            let r = try log.applyRetention(retention, nowSeconds: Int64(now), hourOfDay: Int(parts.tm_hour), keepFrom: floor)
+                            if r.segmentsDeleted > 0 {
+                                logger.info("retention deleted old commitlog segments", metadata: [
+                                    "segments": "\(r.segmentsDeleted)", "reason": "\(r.reason.map(\.rawValue) ?? "-")", "firstIndex": "\(r.firstIndex)"])
+                            }
+                        } catch {
+                            return RaftModeError("storage failure during retention: \(error)")
+                        }
+                    }
+                    return nil
+                }
+                tasks.addTask { await runtime.run(); return nil }
+                tasks.addTask { await messages.run(); return nil }
+                tasks.addTask { await broker.run(); return nil }
+                tasks.addTask { await stop.wait(); return nil }
+                let first = await tasks.next() ?? nil
+                tasks.cancelAll()
+                for await _ in tasks {}
+                return first
+            }
+        }
+        // The HA side outlives the broker's tasks: a clean stop ends those first (the last offsets
+        // go to the log, nothing more is written), then the master waits up to 3 s for its
+        // connected slaves to acknowledge its log's end, so a group stopped master first holds the
+        // same log everywhere.
         let failure: (any Error)? = await withTaskGroup(of: (any Error)?.self) { tasks in
             if let haMaster {
                 tasks.addTask {
@@ -132,78 +205,16 @@ enum ClassicMode {
                 }
             }
             if let haSlave { tasks.addTask { await haSlave.run(); return nil } }
-            tasks.addTask { do { try await admin.run(); return nil } catch { return error } }
             tasks.addTask {
-                do {
-                    try await brokerServer.run { _ in
-                        logger.info("The broker[\(b.brokerName), \(brokerAddr)] boot success. serializeType=JSON and name server is \(b.namesrvAddr)")
-                    }
-                    return nil
-                } catch { return RaftModeError("cannot serve the broker port \(b.bindAddress):\(b.listenPort): \(error)") }
-            }
-            tasks.addTask {
-                guard !registrar.nameServers.isEmpty else { return nil }
-                let period = BrokerSetup.registrationPeriod(settings)
-                var last: ContinuousClock.Instant?
-                var missed = false
-                var version = messages.topics.dataVersion
-                while !Task.isCancelled {
-                    let topics = messages.topics
-                    let topicsChanged = topics.dataVersion != version
-                    if topicsChanged {
-                        version = topics.dataVersion
-                        await registrar.update(topics: topics)
-                    }
-                    // A nameserver that did not take the registration, or a slave that has not learned
-                    // its master yet, is asked again every 2 s.
-                    let soon = missed || (isSlave && learnedMaster.haAddress == nil)
-                    let due = last.map { ContinuousClock.now - $0 >= (soon ? .seconds(2) : period) } ?? true
-                    if due || topicsChanged {
-                        last = .now
-                        missed = await registrar.register(brokerId: b.brokerId) < registrar.nameServers.count
-                        if isSlave, let m = await registrar.master { learnedMaster.learn(brokerAddr: m.brokerAddr, haAddress: m.haServerAddr) }
-                    }
-                    try? await Task.sleep(for: .milliseconds(50))
-                }
-                return nil
-            }
-            tasks.addTask {
-                // Retention (RocketMQ's CleanCommitLogService), never past what is dispatched nor the
-                // latest metadata snapshot.
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: .milliseconds(max(1_000, settings.store.cleanResourceInterval)))
-                    var now = time(nil)
-                    var parts = tm()
-                    localtime_r(&now, &parts)
-                    let dispatched = LogFormat.LogIndex(UInt64(max(0, messages.dispatchedIndex + 1)))
-                    let floor = messages.latestSnapshotIndex.map { LogFormat.LogIndex(UInt64($0)) }.map { min($0, dispatched) } ?? dispatched
-                    do {
-                        let r = try log.applyRetention(retention, nowSeconds: Int64(now), hourOfDay: Int(parts.tm_hour), keepFrom: floor)
-                        if r.segmentsDeleted > 0 {
-                            logger.info("retention deleted old commitlog segments", metadata: [
-                                "segments": "\(r.segmentsDeleted)", "reason": "\(r.reason.map(\.rawValue) ?? "-")", "firstIndex": "\(r.firstIndex)"])
-                        }
-                    } catch {
-                        return RaftModeError("storage failure during retention: \(error)")
-                    }
-                }
-                return nil
-            }
-            tasks.addTask { await runtime.run(); return nil }
-            tasks.addTask { await messages.run(); return nil }
-            tasks.addTask { await broker.run(); return nil }
-            tasks.addTask {
-                await stop.wait()
-                // A clean stop: the master's last offsets go to the log, and its connected slaves get
-                // everything it wrote (so a stopped group's members hold the same log).
-                if let haMaster {
-                    await broker.flushOffsets()
+                let failure = await service()
+                if let haMaster, failure == nil {
                     let end = log.fileEndPosition.rawValue
                     if !(await haMaster.drain(to: end, timeout: .seconds(3))) {
-                        logger.warning("stopping before every slave has the log's end", metadata: ["end": "\(end)", "slaves": "\(haMaster.slaves.map { "\($0.address)@\($0.ackOffset)" })"])
+                        logger.warning("stopping before every slave has the log's end", metadata: [
+                            "end": "\(end)", "slaves": "\(haMaster.slaves.map { "\($0.address)@\($0.ackOffset)" })"])
                     }
                 }
-                return nil
+                return failure
             }
             let first = await tasks.next() ?? nil
             tasks.cancelAll()
