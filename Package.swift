@@ -17,6 +17,13 @@ let package = Package(
         .executable(name: "mqadmin", targets: ["mqadmin"]),
         .executable(name: "mqbench", targets: ["mqbench"]),
         .executable(name: "raftsim", targets: ["raftsim"]),
+        // For Fuzz/ (a separate package depending on this one by path).
+        .library(name: "Config", targets: ["Config"]),
+        .library(name: "LogFormat", targets: ["LogFormat"]),
+        .library(name: "LogStore", targets: ["LogStore"]),
+        .library(name: "Remoting", targets: ["Remoting"]),
+        .library(name: "Replication", targets: ["Replication"]),
+        .library(name: "ClassicHA", targets: ["ClassicHA"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

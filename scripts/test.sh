@@ -11,3 +11,5 @@ swift test --skip-build --disable-xctest --skip RaftGroupProcessTests
 swift test --skip-build --disable-xctest --filter RaftGroupProcessTests
 # The deterministic cluster simulator in release: 500 seeds per cluster size and the broken-rule self-test.
 ./scripts/simulate.sh
+# Every libFuzzer target of Fuzz/ for 30 s on its seed corpus (scripts/fuzz.sh runs them longer).
+./scripts/fuzz.sh "${RAFTMQ_FUZZ_SECONDS:-30}"

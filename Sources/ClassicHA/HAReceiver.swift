@@ -39,7 +39,7 @@ public final class HAReceiver {
     /// The master's base frame: only a slave without entries may start from it.
     public func receiveBase(_ base: LogBase) throws(HAError) {
         if store.lastIndex != nil || !buffer.isEmpty {
-            throw .diverged("the master's log starts at index \(base.nextIndex) (position \(base.position)), after this slave's ends at index \(nextIndex.rawValue - 1) (position \(streamEnd)); the slave cannot continue from the stream. Stop it, remove its storePathRootDir (commitlog, consumequeue, raft) and start it again to copy the master's log")
+            throw .diverged("the master's log starts at index \(base.nextIndex) (position \(base.position)), after this slave's log ends before index \(nextIndex) (position \(streamEnd)); the slave cannot continue from the stream. Stop it, remove its storePathRootDir (commitlog, consumequeue, raft) and start it again to copy the master's log")
         }
         do {
             try store.reset(to: base)
@@ -138,7 +138,7 @@ public final class HAReceiver {
             let range = cursor..<(cursor + header.totalByteCount)
             let chain = buffer[range].withUnsafeBytes { LogEntryCodec.chainCRC(previous: lastChainCRC, headerBytes: $0) }
             guard chain == header.chainCRC else {
-                throw .diverged("entry \(header.index) does not chain to this slave's entry \(nextIndex.rawValue - 1) (chain CRC \(header.chainCRC), expected \(chain)): the two logs have different histories")
+                throw .diverged("entry \(header.index) does not chain to the entry before it in this slave's log (chain CRC \(header.chainCRC), expected \(chain)): the two logs have different histories")
             }
             do {
                 try buffer[(cursor + EntryHeader.byteCount)..<range.upperBound].withUnsafeBytes { try LogEntryCodec.verifyBody(header, $0) }

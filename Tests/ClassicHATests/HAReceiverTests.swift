@@ -136,4 +136,18 @@ import Testing
         #expect(try slave.read(from: LogIndex(0), maxBytes: 1 << 20).count == Int(kept.rawValue) + 1)
         #expect(try slave.term(at: kept) == Term(1))
     }
+
+    /// Fuzz finding (FuzzHAStream): an entry that does not chain, sent to an empty slave, trapped on
+    /// an arithmetic underflow while the refusal was being worded. Now it is refused like any other.
+    @Test func aNonChainingFirstEntryToAnEmptySlaveIsRefusedNotATrap() throws {
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let slave = try open("slave")
+        var entry = LogEntryCodec.encode(index: LogIndex(0), term: Term(1), position: LogPosition(0), body: [1, 2, 3], previousChainCRC: 0)
+        entry[36] ^= 0xFF  // the chain CRC
+        var refused: HAError?
+        do { _ = try HAReceiver(store: slave, onReset: { _ in }).receive(position: 0, entry) } catch { refused = error }
+        guard case .diverged(let why) = refused else { Issue.record("not refused: \(String(describing: refused))"); return }
+        #expect(why.contains("does not chain"))
+        #expect(slave.lastIndex == nil)
+    }
 }
