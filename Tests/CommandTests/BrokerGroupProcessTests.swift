@@ -12,9 +12,11 @@ import Testing
 /// and the group of conf/dledger-local, driven by the Swift client the way a RocketMQ application
 /// uses a broker. In the serialized RaftGroupProcessTests suite (the same ports).
 extension RaftGroupProcessTests {
+    /// Starts the three nameservers and returns once each accepts connections (a nameserver of the
+    /// previous test still holding its port would make a new one fail to bind).
     func startNameServers() throws -> [Process] {
         try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
-        return try (1...3).map { k in
+        let started = try (1...3).map { k in
             let p = Process()
             p.executableURL = URL(fileURLWithPath: Executable("mqnamesrv").path)
             p.arguments = ["-c", packageRoot + "/conf/namesrv-local/namesrv-\(k).conf"]
@@ -25,12 +27,29 @@ extension RaftGroupProcessTests {
             try p.run()
             return p
         }
+        for (k, p) in started.enumerated() {
+            let deadline = Date().addingTimeInterval(10)
+            var listening = false
+            while Date() < deadline && p.isRunning {
+                if let fd = connectBlocking(host: "127.0.0.\(k + 1)", port: 9876, timeoutSeconds: 1) {
+                    close(fd)
+                    listening = true
+                    break
+                }
+                usleep(20_000)
+            }
+            if !listening { Issue.record("nameserver \(k + 1) is not listening on 127.0.0.\(k + 1):9876 (running: \(p.isRunning))") }
+        }
+        return started
     }
 
     /// SIGKILLs what this test started (brokers and `extra`, by PID) and removes its directory.
     func killAll(_ extra: [Process] = []) {
         for n in nodes { if let p = n.process, p.isRunning { kill(p.processIdentifier, SIGKILL) } }
         for p in extra where p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        // Gone before the next test binds the same ports.
+        for n in nodes { n.process?.waitUntilExit() }
+        for p in extra { p.waitUntilExit() }
         try? FileManager.default.removeItem(atPath: home)
     }
 
