@@ -103,6 +103,18 @@ enum BrokerSetup {
         .milliseconds(max(10_000, min(settings.broker.registerNameServerPeriod, 60_000)))
     }
 
+    /// Serves the broker port until cancelled, logging RocketMQ's boot line (INTERFACES.md) once bound;
+    /// the failure to serve, if any.
+    static func serveBrokerPort(_ server: RemotingServer, _ settings: BrokerSettings, logger: Logger) async -> (any Error)? {
+        let b = settings.broker
+        do {
+            try await server.run { _ in
+                logger.info("The broker[\(b.brokerName), \(brokerAddr(settings))] boot success. serializeType=JSON and name server is \(b.namesrvAddr)")
+            }
+            return nil
+        } catch { return RaftModeError("cannot serve the broker port \(b.bindAddress):\(b.listenPort): \(error)") }
+    }
+
     static func bootstrapLogging() {
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)

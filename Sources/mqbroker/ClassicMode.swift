@@ -126,14 +126,7 @@ enum ClassicMode {
         let service: @Sendable () async -> (any Error)? = {
             await withTaskGroup(of: (any Error)?.self) { tasks in
                 tasks.addTask { do { try await admin.run(); return nil } catch { return error } }
-                tasks.addTask {
-                    do {
-                        try await brokerServer.run { _ in
-                            logger.info("The broker[\(b.brokerName), \(brokerAddr)] boot success. serializeType=JSON and name server is \(b.namesrvAddr)")
-                        }
-                        return nil
-                    } catch { return RaftModeError("cannot serve the broker port \(b.bindAddress):\(b.listenPort): \(error)") }
-                }
+                tasks.addTask { await BrokerSetup.serveBrokerPort(brokerServer, settings, logger: logger) }
                 tasks.addTask {
                     guard !registrar.nameServers.isEmpty else { return nil }
                     let period = BrokerSetup.registrationPeriod(settings)

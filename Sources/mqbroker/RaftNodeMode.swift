@@ -140,15 +140,7 @@ enum RaftNodeMode {
         let failure: (any Error)? = await withTaskGroup(of: (any Error)?.self) { tasks in
             tasks.addTask { do { try await replica.run(); return nil } catch { return error } }
             tasks.addTask { do { try await admin.run(); return nil } catch { return error } }
-            tasks.addTask {
-                do {
-                    try await brokerServer.run { _ in
-                        // RocketMQ's boot line (INTERFACES.md).
-                        logger.info("The broker[\(settings.broker.brokerName), \(brokerAddr)] boot success. serializeType=JSON and name server is \(settings.broker.namesrvAddr)")
-                    }
-                    return nil
-                } catch { return RaftModeError("cannot serve the broker port \(settings.broker.bindAddress):\(settings.broker.listenPort): \(error)") }
-            }
+            tasks.addTask { await BrokerSetup.serveBrokerPort(brokerServer, settings, logger: logger) }
             tasks.addTask {
                 guard !registrar.nameServers.isEmpty else { return nil }
                 var registered: Int64 = -1

@@ -37,22 +37,7 @@ extension RaftGroupProcessTests {
         ]
     }
 
-    func start(_ b: Broker) throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Executable("mqbroker").path)
-        p.arguments = ["-c", b.conf]
-        p.environment = ["RAFTMQ_HOME": home, "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin"]
-        p.currentDirectoryURL = URL(fileURLWithPath: home)
-        let path = home + "/\(b.name).log"
-        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
-        let log = FileHandle(forWritingAtPath: path) ?? FileHandle.nullDevice
-        log.seekToEndOfFile()
-        p.standardInput = FileHandle.nullDevice
-        p.standardOutput = log
-        p.standardError = log
-        try p.run()
-        b.process = p
-    }
+    func start(_ b: Broker) throws { b.process = try launchBroker(conf: b.conf, log: b.name) }
 
     func kill9(_ brokers: [Broker]) {
         for b in brokers { if let p = b.process, p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() } }
@@ -384,7 +369,7 @@ extension RaftGroupProcessTests {
         #expect(classicMaster == classic[0].address)
         let update = try Executable("mqadmin").run(["updateTopic", "-n", "127.0.0.1:9876", "-b", classicMaster, "-t", topic, "-r", "4", "-w", "4"])
         #expect(update.status == 0, "\(update.stdout)\(update.stderr)")
-        var deadline = Date().addingTimeInterval(10)
+        let deadline = Date().addingTimeInterval(10)
         while Date() < deadline, (try? await routes.refresh(topic))?.writeQueues(topic).count != 4 { try await Task.sleep(for: .milliseconds(100)) }
         let early = try await produce(600, "classic")
         let g = try await consumeAll("migrating_group", topic, count: 600, client: client, within: 30)

@@ -30,22 +30,26 @@ import Testing
     let home = NSTemporaryDirectory() + "raftmq-group-" + UUID().uuidString
     let nodes = (0..<3).map(Node.init)
 
-    func start(_ n: Node) throws {
+    func start(_ n: Node) throws { n.process = try launchBroker(conf: n.conf, log: n.name) }
+
+    /// Runs `mqbroker -c conf` with RAFTMQ_HOME = this test's directory, its output appended to
+    /// `<home>/<log>.log`.
+    func launchBroker(conf: String, log name: String) throws -> Process {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Executable("mqbroker").path)
-        p.arguments = ["-c", n.conf]
+        p.arguments = ["-c", conf]
         p.environment = ["RAFTMQ_HOME": home, "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin"]
         p.currentDirectoryURL = URL(fileURLWithPath: home)
-        if !FileManager.default.fileExists(atPath: home + "/\(n.name).log") {
-            _ = FileManager.default.createFile(atPath: home + "/\(n.name).log", contents: nil)
+        if !FileManager.default.fileExists(atPath: home + "/\(name).log") {
+            _ = FileManager.default.createFile(atPath: home + "/\(name).log", contents: nil)
         }
-        let log = FileHandle(forWritingAtPath: home + "/\(n.name).log") ?? FileHandle.nullDevice
+        let log = FileHandle(forWritingAtPath: home + "/\(name).log") ?? FileHandle.nullDevice
         log.seekToEndOfFile()
         p.standardInput = FileHandle.nullDevice
         p.standardOutput = log
         p.standardError = log
         try p.run()
-        n.process = p
+        return p
     }
 
     /// `/raft/state` of a node, or nil while it does not answer.
