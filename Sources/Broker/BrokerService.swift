@@ -547,24 +547,48 @@ public final class BrokerService: Sendable {
         return store.consumerOffset(group: group, key)
     }
 
+    /// Writes the queue's pending (and flushing) consumer offset to the log and waits until it is
+    /// applied; false when it could not be within 3 s, or leadership was lost.
+    func committedPendingOffset(group: String, _ key: QueueKey) async -> Bool {
+        let k = "\(key.topic)@\(group)"
+        // Commits arriving meanwhile (pulls carry them) wait for the next flush: one flush is enough.
+        if pendingOffsets.withLock({ $0[k]?[key.queueId] }) != nil, await !flushOffsets() { return false }
+        let deadline = ContinuousClock.now + .seconds(3)
+        while flushingOffsets.withLock({ $0[k]?[key.queueId] }) != nil {
+            guard writes.isLeader, ContinuousClock.now < deadline else { return false }
+            try? await Task.sleep(for: .milliseconds(2))
+        }
+        return writes.isLeader
+    }
+
     /// Writes the pending offsets as one metadata entry (on the leader, every offsetFlushInterval).
-    public func flushOffsets() async {
+    @discardableResult
+    public func flushOffsets() async -> Bool {
         let batch = pendingOffsets.withLock { p -> [String: [Int32: Int64]] in
             defer { p.removeAll() }
             return p
         }
-        guard !batch.isEmpty else { return }
+        guard !batch.isEmpty else { return true }
         // Visible to offset(group:) until applied: the schedule service and queries run meanwhile.
-        flushingOffsets.withLock { $0 = batch }
-        defer { flushingOffsets.withLock { $0.removeAll() } }
+        // Flushes may overlap (housekeeping, and a query waiting for its offset): each removes only
+        // what it added and no later flush replaced.
+        flushingOffsets.withLock { f in for (k, q) in batch { for (id, o) in q { f[k, default: [:]][id] = o } } }
+        defer {
+            flushingOffsets.withLock { f in
+                for (k, q) in batch { for (id, o) in q where f[k]?[id] == o { f[k]![id] = nil } }
+                f = f.filter { !$0.value.isEmpty }
+            }
+        }
         do {
             _ = try await writes.append(.offsets(batch), timeout: .seconds(3))
+            return true
         } catch {
             // Not the leader any more, or not committed: keep what no newer commit replaced.
-            if case .notLeader = error { return }
+            if case .notLeader = error { return false }
             pendingOffsets.withLock { p in
                 for (k, q) in batch { for (id, o) in q where p[k]?[id] == nil { p[k, default: [:]][id] = o } }
             }
+            return false
         }
     }
 
@@ -585,7 +609,20 @@ public final class BrokerService: Sendable {
                 return answer
             }
             let key = QueueKey(topic, q)
-            if let o = offset(group: group, key), o >= 0 {
+            let known: Int64?
+            if writes.isLeader && !writes.keepsLocalOffsets {
+                // The leader answers only what its log committed, after writing the queue's pending
+                // commit, and only while it holds its lease: a leader deposed with commits it could
+                // not replicate, or not yet aware it was replaced, would otherwise show an offset
+                // its successor does not have, and the group's offset would seem to go backwards.
+                guard await committedPendingOffset(group: group, key), writes.holdsLeadershipLease else {
+                    return .response(to: request, code: ResponseCode.serviceNotAvailable, remark: "this leader cannot confirm the group's offset now (no quorum heard); retry")
+                }
+                known = store.consumerOffset(group: group, key)
+            } else {
+                known = offset(group: group, key)
+            }
+            if let o = known, o >= 0 {
                 return .response(to: request, code: ResponseCode.success, extFields: ["offset": "\(o)"])
             }
             // A new group on a young queue starts at 0 (rocketmq-protocol.md §9 item 9): its first

@@ -12,6 +12,7 @@ enum FileIO {
 
     /// Writes all of `bytes` at `offset`, retrying short writes and EINTR.
     static func pwriteAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: UInt64, path: String) throws(StorageError) {
+        try StoreFaults.beforeWrite(path: path)
         var done = 0
         while done < bytes.count {
             let n = Glibc.pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
@@ -54,6 +55,7 @@ enum FileIO {
     }
 
     static func fdatasync(_ fd: Int32, path: String) throws(StorageError) {
+        StoreFaults.beforeSync()
         while Glibc.fdatasync(fd) != 0 {
             if errno == EINTR { continue }
             throw .io(operation: "fdatasync", path: path, errno: errno)
@@ -61,6 +63,7 @@ enum FileIO {
     }
 
     static func fsync(_ fd: Int32, path: String) throws(StorageError) {
+        StoreFaults.beforeSync()
         while Glibc.fsync(fd) != 0 {
             if errno == EINTR { continue }
             throw .io(operation: "fsync", path: path, errno: errno)

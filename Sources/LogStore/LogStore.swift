@@ -188,6 +188,7 @@ public final class LogStore: @unchecked Sendable {
     }
 
     init(options: LogStoreOptions, recovered: Recovery.Result, lockFileDescriptor: Int32) {
+        StoreFaults.startIfConfigured()
         self.options = options
         self.dataDirectory = options.directory + "/data"
         self.indexDirectory = options.directory + "/index"

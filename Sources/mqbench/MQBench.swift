@@ -7,5 +7,5 @@ struct MQBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mqbench",
         abstract: "Benchmarks for RaftMQ.",
-        subcommands: [StorageBenchmark.self, RaftAppendBenchmark.self, ProduceBenchmark.self])
+        subcommands: [StorageBenchmark.self, RaftAppendBenchmark.self, ProduceBenchmark.self, ChaosCommand.self])
 }

@@ -1,0 +1,62 @@
+import Glibc
+import Synchronization
+
+/// Disk faults injected into the store's file I/O, for the fault-injection suite (`mqbench chaos`).
+/// Off unless the process starts with `RAFTMQ_FAULTS` naming a control file; then a thread reads that
+/// file every 50 ms. Its lines (`key=value`, a missing file means no fault):
+/// - `syncDelayMs=N`: every fdatasync/fsync takes N ms longer (a slow disk);
+/// - `diskFull=1`: every write fails with ENOSPC, as on a full disk.
+/// Production never sets the variable, and then every check below is one relaxed atomic load.
+public enum StoreFaults {
+    static let syncDelayMs = Atomic<Int>(0)
+    static let diskFull = Atomic<Bool>(false)
+    private static let watching = Atomic<Bool>(false)
+
+    /// Starts the watcher once per process if `RAFTMQ_FAULTS` is set.
+    public static func startIfConfigured() {
+        guard let raw = getenv("RAFTMQ_FAULTS") else { return }
+        let path = String(cString: raw)
+        guard !path.isEmpty, watching.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return }
+        load(path)
+        startThread {
+            while true {
+                usleep(50_000)
+                load(path)
+            }
+        }
+    }
+
+    static func load(_ path: String) {
+        var delay = 0, full = false
+        if let bytes = try? FileIO.readFile(path) {
+            for line in String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline) {
+                let kv = line.split(separator: "=", maxSplits: 1).map { faultTrim($0) }
+                guard kv.count == 2 else { continue }
+                switch kv[0] {
+                case "syncDelayMs": delay = max(0, Int(kv[1]) ?? 0)
+                case "diskFull": full = kv[1] == "1" || kv[1] == "true"
+                default: continue
+                }
+            }
+        }
+        syncDelayMs.store(delay, ordering: .relaxed)
+        diskFull.store(full, ordering: .relaxed)
+    }
+
+    /// Before a write: fails as a full disk does while `diskFull` is set.
+    @inline(__always)
+    static func beforeWrite(path: String) throws(StorageError) {
+        if diskFull.load(ordering: .relaxed) { throw .io(operation: "pwrite", path: path, errno: ENOSPC) }
+    }
+
+    /// Before a sync: sleeps while `syncDelayMs` is set.
+    @inline(__always)
+    static func beforeSync() {
+        let ms = syncDelayMs.load(ordering: .relaxed)
+        if ms > 0 { usleep(UInt32(ms) * 1_000) }
+    }
+}
+
+private func faultTrim(_ s: Substring) -> String {
+    String(s.drop(while: { $0 == " " || $0 == "\t" }).reversed().drop(while: { $0 == " " || $0 == "\t" }).reversed())
+}
