@@ -13,3 +13,5 @@ swift test --skip-build --disable-xctest --filter RaftGroupProcessTests
 ./scripts/simulate.sh
 # Every libFuzzer target of Fuzz/ for 30 s on its seed corpus (scripts/fuzz.sh runs them longer).
 ./scripts/fuzz.sh "${RAFTMQ_FUZZ_SECONDS:-30}"
+# The fault-injection suite on real processes: the checker's self-test, then 120 s of faults.
+./scripts/chaos.sh

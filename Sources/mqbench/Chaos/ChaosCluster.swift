@@ -27,6 +27,11 @@ final class ChaosCluster: @unchecked Sendable {
         let store: String
         var process: Process?
         var stopped = false
+        /// Killed by a fault: stays down until the fault heals.
+        var heldDown = false
+        /// Its disk is full now; `mayFailStop`: it was, since it last started (so a stop is expected).
+        var diskFull = false
+        var mayFailStop = false
         var brokerAddress: String { "\(host):\(ChaosCluster.brokerPort)" }
         init(_ k: Int, dir: String) {
             index = k
@@ -129,6 +134,8 @@ final class ChaosCluster: @unchecked Sendable {
         guard !(n.process?.isRunning ?? false) else { return }
         n.process = try launch("mqbroker", ["-c", n.conf], log: n.log, environment: ["RAFTMQ_FAULTS": n.faults])
         n.stopped = false
+        n.heldDown = false
+        n.mayFailStop = n.diskFull
     }
 
     /// SIGKILL, then waits for the exit, so the ports are free for the restart.
@@ -139,6 +146,7 @@ final class ChaosCluster: @unchecked Sendable {
         Glibc.kill(p.processIdentifier, SIGKILL)
         p.waitUntilExit()
         n.stopped = false
+        n.heldDown = true
     }
 
     func pause(_ n: Node) {
@@ -169,6 +177,9 @@ final class ChaosCluster: @unchecked Sendable {
     func setDiskFaults(_ n: Node, syncDelayMs: Int = 0, diskFull: Bool = false) {
         let text = "syncDelayMs=\(syncDelayMs)\ndiskFull=\(diskFull ? 1 : 0)\n"
         try? text.write(toFile: n.faults, atomically: true, encoding: .utf8)
+        lock.lock(); defer { lock.unlock() }
+        n.diskFull = diskFull
+        if diskFull { n.mayFailStop = true }
     }
 
     /// Cuts (or heals) the links from `a` to `b`.

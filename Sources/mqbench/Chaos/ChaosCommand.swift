@@ -57,6 +57,9 @@ struct ChaosCommand: AsyncParsableCommand {
     @Flag(help: "End with one JSON line.")
     var json = false
 
+    @Flag(help: "Checker self-test: plant one defect for each check (a lost ack, a phantom message, a second leader in a term, an offset going backwards, a replica byte flipped); passes only if every check catches its defect.")
+    var plantDefects = false
+
     func validate() throws {
         guard duration > 0, concurrency > 0, size >= 32, maxMessages > 0, (0...1).contains(mix) else {
             throw ValidationError("--duration, --concurrency and --max-messages must be positive, --size at least 32, --mix within 0...1")
@@ -113,6 +116,13 @@ struct ChaosCommand: AsyncParsableCommand {
         await proxies.value
         await client.close()
         try? await loops.shutdownGracefully()
+        if plantDefects {
+            let caught = run.plantedCaught
+            print("chaos: checker self-test: \(caught.filter(\.1).count) of \(caught.count) planted defects caught: " + caught.map { "\($0.0) \($0.1 ? "caught" : "MISSED")" }.joined(separator: ", "))
+            try? FileManager.default.removeItem(atPath: directory)
+            if caught.allSatisfy(\.1) { return }
+            throw ExitCode(1)
+        }
         if passed && !keep { try? FileManager.default.removeItem(atPath: directory) }
         if !passed {
             print("chaos: FAILED (seed \(seed)); everything is kept in \(directory)")

@@ -89,10 +89,8 @@ extension ChaosCluster {
             let n = nodes[Bool.random(using: &pick) ? l : follower]
             setDiskFaults(n, diskFull: true)
             // A node whose write failed stopped (fail-stop); with space back, the operator restarts it.
-            return AppliedFault(kind: kind, description: "disk full on \(n.name) (writes fail with ENOSPC)", heal: { c in
-                c.setDiskFaults(n)
-                if !n.isRunning { try c.start(n) }
-            })
+            // The supervisor restarts it once the space is back, as systemd would.
+            return AppliedFault(kind: kind, description: "disk full on \(n.name) (writes fail with ENOSPC)", heal: { $0.setDiskFaults(n) })
         }
     }
 }

@@ -109,6 +109,7 @@ final class ChaosRun: @unchecked Sendable {
             }
         }
         let consuming = Task { await workload.consume(consumer) }
+        let supervising = Task { await supervise() }
         let producing = Atomic<Bool>(true)
         let producers = Task {
             await workload.produce(producer, concurrency: command.concurrency, limit: command.maxMessages) { !producing.load(ordering: .relaxed) }
@@ -142,6 +143,17 @@ final class ChaosRun: @unchecked Sendable {
         producing.store(false, ordering: .relaxed)
         await producers.value
         say("faults over; producers stopped")
+        if command.plantDefects {
+            // A message nobody recorded sending, an acknowledgement of a message never stored, a
+            // second leader in a term, an offset going backwards.
+            _ = try? await producer.send(OutgoingMessage(topic: topic, body: workload.payload(999_999_999)))
+            record.state.withLock { s in
+                s.acked[s.nextId] = ChaosRecord.Ack(queueId: 0, offset: 1 << 40, at: record.now)
+                s.nextId += 1
+                s.leadersByTerm[1_000_000] = ["n0", "n1"]
+                s.offsetRegressions.append("planted")
+            }
+        }
 
         // Heal everything, let the group settle, then check.
         cluster.healNetwork()
@@ -151,6 +163,8 @@ final class ChaosRun: @unchecked Sendable {
             cluster.resume(n)
         }
         let settled = await leaderElected(within: 15)
+        supervising.cancel()
+        await supervising.value
         let report = ChaosReport(run: self, episodes: episodes, settled: settled)
         try await report.check(consumer: consumer, stopConsumer: {
             consuming.cancel()
@@ -158,7 +172,48 @@ final class ChaosRun: @unchecked Sendable {
             observers.cancel()
             await observers.value
         })
-        return report.print(json: command.json)
+        let passed = report.print(json: command.json)
+        if command.plantDefects {
+            let f = report.failures
+            plantedCaught = [
+                ("lost", f.contains { $0.contains("acknowledged message(s) lost") }),
+                ("phantom", f.contains { $0.contains("never sent") }),
+                ("leaders", f.contains { $0.contains("term 1000000 had 2 leaders") }),
+                ("offsets", f.contains { $0.contains("went backwards") }),
+                ("replicas", f.contains { $0.contains("differs from n0's") }),
+            ]
+        }
+        return passed
+    }
+
+    /// With --plant-defects: which check caught its planted defect.
+    var plantedCaught: [(String, Bool)] = []
+
+    /// Unexpected exits, by description; a stop on a full disk is expected (fail-stop) and not here.
+    let crashes = Mutex<[String]>([])
+
+    /// Restarts, as systemd's Restart=on-failure would, a broker that exited while no fault holds it
+    /// down: at once, or once its disk has space again. An exit not explained by a full disk is a
+    /// failure of the run.
+    func supervise() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(200))
+            for n in cluster.nodes {
+                let (exited, expected, status): (Bool, Bool, Int32) = cluster.lock.withLock {
+                    guard let p = n.process, !p.isRunning, !n.heldDown, !n.diskFull else { return (false, false, 0) }
+                    return (true, n.mayFailStop, p.terminationStatus)
+                }
+                guard exited else { continue }
+                let last = cluster.tail(n, lines: 2)
+                if expected {
+                    say("\(n.name) had stopped on its full disk (exit \(status)); space is back: restarting it")
+                } else {
+                    say("\(n.name) EXITED (status \(status)) with no fault to explain it; restarting it. Log: \(last)")
+                    crashes.withLock { $0.append("\(n.name) exited with status \(status): \(last)") }
+                }
+                try? cluster.start(n)
+            }
+        }
     }
 
     func describe(_ states: [NodeState?]) -> String {

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The fault-injection suite on real processes (mqbench chaos, RELIABILITY.md), short form for CI:
+# first the checker's self-test (one planted defect per check, each must be caught), then a run of
+# RAFTMQ_CHAOS_SECONDS (default 120) of faults from a random seed, printed for replay. Any other
+# arguments go to the second run (e.g. --seed N --flush SYNC_FLUSH).
+#   scripts/chaos.sh                  # as CI runs it
+#   RAFTMQ_CHAOS_SECONDS=3600 scripts/chaos.sh --flush SYNC_FLUSH --json   # the long run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+configuration="${RAFTMQ_CHAOS_CONFIGURATION:-debug}"
+swift build -c "$configuration" --product mqbench >/dev/null
+swift build -c "$configuration" --product mqbroker >/dev/null
+swift build -c "$configuration" --product mqnamesrv >/dev/null
+bin="$(swift build -c "$configuration" --show-bin-path)"
+"$bin/mqbench" chaos --duration 8 --faults kill-follower --plant-defects | tail -1
+"$bin/mqbench" chaos --duration "${RAFTMQ_CHAOS_SECONDS:-120}" "$@"
