@@ -24,6 +24,8 @@ let package = Package(
         .library(name: "Remoting", targets: ["Remoting"]),
         .library(name: "Replication", targets: ["Replication"]),
         .library(name: "ClassicHA", targets: ["ClassicHA"]),
+        .library(name: "RaftCore", targets: ["RaftCore"]),
+        .library(name: "AdminHTTP", targets: ["AdminHTTP"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

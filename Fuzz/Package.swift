@@ -15,6 +15,8 @@ let package = Package(
         .executable(name: "FuzzRaftWire", targets: ["FuzzRaftWire"]),
         .executable(name: "FuzzRecovery", targets: ["FuzzRecovery"]),
         .executable(name: "FuzzHAStream", targets: ["FuzzHAStream"]),
+        .executable(name: "FuzzRaftCore", targets: ["FuzzRaftCore"]),
+        .executable(name: "FuzzAdminHTTP", targets: ["FuzzAdminHTTP"]),
     ],
     dependencies: [
         .package(name: "RaftMQ", path: ".."),
@@ -27,5 +29,7 @@ let package = Package(
         .executableTarget(name: "FuzzRaftWire", dependencies: [.product(name: "Replication", package: "RaftMQ"), .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),
         .executableTarget(name: "FuzzRecovery", dependencies: [.product(name: "LogStore", package: "RaftMQ"), .product(name: "LogFormat", package: "RaftMQ")], swiftSettings: strict),
         .executableTarget(name: "FuzzHAStream", dependencies: [.product(name: "ClassicHA", package: "RaftMQ"), .product(name: "LogStore", package: "RaftMQ"), .product(name: "LogFormat", package: "RaftMQ")], swiftSettings: strict),
+        .executableTarget(name: "FuzzRaftCore", dependencies: [.product(name: "RaftCore", package: "RaftMQ")], swiftSettings: strict),
+        .executableTarget(name: "FuzzAdminHTTP", dependencies: [.product(name: "AdminHTTP", package: "RaftMQ"), .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")], swiftSettings: strict),
     ]
 )

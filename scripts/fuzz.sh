@@ -12,7 +12,7 @@ seconds=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(FuzzRemotingFrame FuzzConfig FuzzLogFormat FuzzRaftWire FuzzRecovery FuzzHAStream)
+  targets=(FuzzRemotingFrame FuzzConfig FuzzLogFormat FuzzRaftWire FuzzRecovery FuzzHAStream FuzzRaftCore FuzzAdminHTTP)
 fi
 artifacts=${FUZZ_ARTIFACTS:-/tmp/raftmq-fuzz-artifacts}
 mkdir -p "$artifacts"

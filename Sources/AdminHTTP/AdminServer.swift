@@ -50,9 +50,7 @@ public final class AdminServer: Sendable {
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ProtocolSelector(routes: routes))
-                }
+                channel.eventLoop.makeCompletedFuture { try AdminServer.configure(channel, routes: routes) }
             }
             .bind(host: host, port: port)
             .get()
@@ -62,6 +60,12 @@ public final class AdminServer: Sendable {
         } onCancel: {
             server.close(promise: nil)
         }
+    }
+
+    /// Installs the handlers of one accepted connection (the protocol selector, which adds HTTP/1.1
+    /// or h2c). Called on the channel's event loop; public for Fuzz/, which drives an EmbeddedChannel.
+    public static func configure(_ channel: any Channel, routes: AdminRoutes) throws {
+        try channel.pipeline.syncOperations.addHandler(ProtocolSelector(routes: routes))
     }
 
     /// What a request for `path` with `method` gets.
