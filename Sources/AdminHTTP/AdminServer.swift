@@ -88,30 +88,87 @@ final class AdminHTTP1Handler: ChannelInboundHandler {
 
     init(routes: AdminRoutes) { self.routes = routes }
 
+    /// A request that is not GET or HEAD was answered at its head; the connection is closing.
+    private var refused = false
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !refused else { return }
         switch unwrapInboundIn(data) {
-        case .head(let h): head = h
+        case .head(let h):
+            head = h
+            // Answered at once, without reading a body the admin paths never take.
+            if h.method != .GET && h.method != .HEAD {
+                refused = true
+                var closing = h
+                closing.headers.replaceOrAdd(name: "Connection", value: "close")
+                respond(context, closing)
+            }
         case .body: break  // the admin paths take no body
         case .end:
             guard let h = head else { return }
             head = nil
-            let answer = AdminServer.answer(getOrHead: h.method == .GET || h.method == .HEAD, path: h.uri, routes: routes)
-            var headers = HTTPHeaders()
-            headers.add(name: "Content-Type", value: answer.contentType)
-            headers.add(name: "Content-Length", value: String(answer.body.utf8.count))
-            headers.add(name: "Cache-Control", value: "no-store")
-            let keepAlive = h.isKeepAlive
-            if !keepAlive { headers.add(name: "Connection", value: "close") }
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: h.version, status: answer.status, headers: headers))), promise: nil)
-            if h.method != .HEAD {
-                context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: answer.body)))), promise: nil)
+            respond(context, h)
+        }
+    }
+
+    private func respond(_ context: ChannelHandlerContext, _ h: HTTPRequestHead) {
+        let answer = AdminServer.answer(getOrHead: h.method == .GET || h.method == .HEAD, path: h.uri, routes: routes)
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: answer.contentType)
+        headers.add(name: "Content-Length", value: String(answer.body.utf8.count))
+        headers.add(name: "Cache-Control", value: "no-store")
+        let keepAlive = h.isKeepAlive
+        if !keepAlive { headers.add(name: "Connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: h.version, status: answer.status, headers: headers))), promise: nil)
+        if h.method != .HEAD {
+            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: answer.body)))), promise: nil)
+        }
+        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if !keepAlive {
+            let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            done.whenComplete { _ in loopBound.value.close(promise: nil) }
+        }
+    }
+}
+
+/// Bounds an HTTP/1.1 request head (NIO's decoder would buffer a head of any size): more than
+/// `maxHeadBytes` before the blank line that ends it is answered 431 and the connection closed.
+/// Bytes are counted from the end of the previous head; the admin paths take no bodies.
+final class RequestHeadLimit: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    static let maxHeadBytes = 16 << 10
+
+    private var count = 0
+    /// How much of "\r\n\r\n" the last bytes matched.
+    private var matched = 0
+    private var refused = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !refused else { return }
+        let bytes = unwrapInboundIn(data)
+        for b in bytes.readableBytesView {
+            count += 1
+            switch (matched, b) {
+            case (0, 13), (2, 13): matched += 1
+            case (1, 10), (3, 10): matched += 1
+            case (_, 13): matched = 1
+            default: matched = 0
             }
-            let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
-            if !keepAlive {
+            if matched == 4 {
+                matched = 0
+                count = 0
+            } else if count > Self.maxHeadBytes {
+                refused = true
+                let body = #"{"error":"the request head is over \#(Self.maxHeadBytes) bytes"}"#
+                let text = "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
                 let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-                done.whenComplete { _ in loopBound.value.close(promise: nil) }
+                context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: text))).whenComplete { _ in loopBound.value.close(promise: nil) }
+                return
             }
         }
+        context.fireChannelRead(data)
     }
 }
 
@@ -139,7 +196,9 @@ final class ProtocolSelector: ChannelInboundHandler, RemovableChannelHandler {
             if matches {
                 try ops.addHandler(HTTP2AdminHandler(routes: routes), position: .after(self))
             } else {
-                try ops.configureHTTPServerPipeline(position: .after(self), withErrorHandling: true)
+                let limit = RequestHeadLimit()
+                try ops.addHandler(limit, position: .after(self))
+                try ops.configureHTTPServerPipeline(position: .after(limit), withErrorHandling: true)
                 try ops.addHandler(AdminHTTP1Handler(routes: routes))
             }
         } catch {

@@ -60,7 +60,6 @@ extension RaftGroupProcessTests {
         let leader = try #require(nodes.first { $0.name == first.leader })
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let client = RemotingClient(group: group, logger: Logger(label: "test"))
-        defer { try? group.syncShutdownGracefully() }
         func send(_ topic: String, _ body: [UInt8], queue: String = "0", extra: [String: String] = [:], code: Int32 = RequestCode.sendMessageV2) async throws -> RemotingCommand {
             var f = ["a": "g", "b": topic, "c": "TBW102", "d": "4", "e": queue, "f": "0", "g": "0", "h": "0"]
             f.merge(extra) { $1 }
@@ -167,6 +166,7 @@ extension RaftGroupProcessTests {
         }
         #expect(read == bodies, "read back \(read.count) of \(bodies.count) messages, unchanged: \(read.map { String(decoding: $0, as: UTF8.self) })")
         await client.close()
+        try? await group.shutdownGracefully()
     }
 }
 
