@@ -100,6 +100,19 @@ struct ChaosCommand: AsyncParsableCommand {
         let loops = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let client = RemotingClient(group: loops, logger: Logger(label: "chaos"))
         let run = ChaosRun(command: self, seed: seed, cluster: cluster, client: client, loops: loops, kinds: try kinds())
+        // Ctrl-C or SIGTERM: stop the processes this run started (by PID) before leaving.
+        let interrupts = ([SIGINT, SIGTERM] as [Int32]).map { sig -> any DispatchSourceSignal in
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler {
+                print("chaos: interrupted; stopping the cluster (seed \(seed), directory \(directory))")
+                cluster.stopEverything()
+                Glibc.exit(130)
+            }
+            source.resume()
+            return source
+        }
+        defer { interrupts.forEach { $0.cancel() } }
         let proxies = Task { await withDiscardingTaskGroup { g in for p in cluster.links { g.addTask { try? await p.run(group: loops) } } } }
         let passed: Bool
         do {
