@@ -63,10 +63,16 @@ public final class BrokerService: Sendable {
     private let forwarder: RemotingClient
     let logger: Logger
     let storeHost: MessageHost
-    /// Offsets committed on this leader and not yet in the log: "topic@group" -> queue -> offset.
-    private let pendingOffsets = Mutex<[String: [Int32: Int64]]>([:])
-    /// The batch being written to the log: still the newest until its entry is applied.
-    private let flushingOffsets = Mutex<[String: [Int32: Int64]]>([:])
+    struct OffsetTables {
+        /// Offsets committed on this leader and not yet in the log: "topic@group" -> queue -> offset.
+        var pending: [String: [Int32: Int64]] = [:]
+        /// The batch being written to the log: still the newest until its entry is applied.
+        var flushing: [String: [Int32: Int64]] = [:]
+    }
+    /// One lock for both, so an offset is always in one of them (or applied) for readers.
+    private let offsetTables = Mutex(OffsetTables())
+    /// One flush at a time: entries of overlapping flushes could be applied out of order.
+    private let flushGate = AsyncGate()
     private let counters = Mutex<(put: Int64, get: Int64)>((0, 0))
 
     public init(options: Options, store: MessageStore, writes: any BrokerWriter, forwarder: RemotingClient, logger: Logger) {
@@ -527,7 +533,7 @@ public final class BrokerService: Sendable {
 
     /// Records a consumer offset on the leader; `flushOffsets` writes them to the log.
     func commitOffset(group: String, _ key: QueueKey, _ offset: Int64) {
-        pendingOffsets.withLock { $0["\(key.topic)@\(group)", default: [:]][key.queueId] = offset }
+        offsetTables.withLock { $0.pending["\(key.topic)@\(group)", default: [:]][key.queueId] = offset }
     }
 
     /// The offset a group consumes a queue from: the leader's newest (not yet in the log), else the
@@ -537,56 +543,46 @@ public final class BrokerService: Sendable {
         if writes.keepsLocalOffsets {
             // A classic slave: what consumers committed here while the master was away, unless the
             // master's (from the log) is further.
-            let local = pendingOffsets.withLock { $0[k]?[key.queueId] }
+            let local = offsetTables.withLock { $0.pending[k]?[key.queueId] }
             let applied = store.consumerOffset(group: group, key)
             if let local, let applied { return max(local, applied) }
             return local ?? applied
         }
-        if let p = pendingOffsets.withLock({ $0[k]?[key.queueId] }) { return p }
-        if let f = flushingOffsets.withLock({ $0[k]?[key.queueId] }) { return f }
+        if let o = offsetTables.withLock({ $0.pending[k]?[key.queueId] ?? $0.flushing[k]?[key.queueId] }) { return o }
         return store.consumerOffset(group: group, key)
     }
 
-    /// Writes the queue's pending (and flushing) consumer offset to the log and waits until it is
-    /// applied; false when it could not be within 3 s, or leadership was lost.
+    /// Writes what is pending (this queue's commit among it) to the log after any flush under way,
+    /// and waits until it is applied; false when that failed or leadership was lost.
     func committedPendingOffset(group: String, _ key: QueueKey) async -> Bool {
-        let k = "\(key.topic)@\(group)"
-        // Commits arriving meanwhile (pulls carry them) wait for the next flush: one flush is enough.
-        if pendingOffsets.withLock({ $0[k]?[key.queueId] }) != nil, await !flushOffsets() { return false }
-        let deadline = ContinuousClock.now + .seconds(3)
-        while flushingOffsets.withLock({ $0[k]?[key.queueId] }) != nil {
-            guard writes.isLeader, ContinuousClock.now < deadline else { return false }
-            try? await Task.sleep(for: .milliseconds(2))
-        }
-        return writes.isLeader
+        await flushOffsets() && writes.isLeader
     }
 
-    /// Writes the pending offsets as one metadata entry (on the leader, every offsetFlushInterval).
+    /// Writes the pending offsets as one metadata entry (on the leader, every offsetFlushInterval,
+    /// and before an offset query is answered). One flush at a time; true once the entry is applied
+    /// (or nothing was pending).
     @discardableResult
     public func flushOffsets() async -> Bool {
-        let batch = pendingOffsets.withLock { p -> [String: [Int32: Int64]] in
-            defer { p.removeAll() }
-            return p
+        await flushGate.acquire()
+        defer { flushGate.release() }
+        let batch = offsetTables.withLock { t -> [String: [Int32: Int64]] in
+            // Visible to offset(group:) until applied: the schedule service and queries run meanwhile.
+            t.flushing = t.pending
+            t.pending = [:]
+            return t.flushing
         }
         guard !batch.isEmpty else { return true }
-        // Visible to offset(group:) until applied: the schedule service and queries run meanwhile.
-        // Flushes may overlap (housekeeping, and a query waiting for its offset): each removes only
-        // what it added and no later flush replaced.
-        flushingOffsets.withLock { f in for (k, q) in batch { for (id, o) in q { f[k, default: [:]][id] = o } } }
-        defer {
-            flushingOffsets.withLock { f in
-                for (k, q) in batch { for (id, o) in q where f[k]?[id] == o { f[k]![id] = nil } }
-                f = f.filter { !$0.value.isEmpty }
-            }
-        }
         do {
             _ = try await writes.append(.offsets(batch), timeout: .seconds(3))
+            offsetTables.withLock { $0.flushing = [:] }
             return true
         } catch {
-            // Not the leader any more, or not committed: keep what no newer commit replaced.
-            if case .notLeader = error { return false }
-            pendingOffsets.withLock { p in
-                for (k, q) in batch { for (id, o) in q where p[k]?[id] == nil { p[k, default: [:]][id] = o } }
+            offsetTables.withLock { t in
+                t.flushing = [:]
+                // Not the leader any more: the offsets go with the leadership. Not committed: keep
+                // what no newer commit replaced, for the next flush.
+                if case .notLeader = error { return }
+                for (k, q) in batch { for (id, o) in q where t.pending[k]?[id] == nil { t.pending[k, default: [:]][id] = o } }
             }
             return false
         }
@@ -599,8 +595,7 @@ public final class BrokerService: Sendable {
             guard let group = f["consumerGroup"], let topic = f["topic"], let q = f["queueId"].flatMap({ Int32($0) }) else {
                 return .response(to: request, code: ResponseCode.systemError, remark: "QUERY_CONSUMER_OFFSET needs consumerGroup, topic and queueId")
             }
-            // The leader knows the newest offsets (some not yet in the log); a follower asks it, and a
-            // leader still dispatching its log asks for a retry.
+            // The leader answers (a follower asks it); a leader still dispatching its log asks for a retry.
             if writes.isLeader && !writes.isCaughtUpLeader {
                 return .response(to: request, code: ResponseCode.serviceNotAvailable, remark: "the new leader is still dispatching its log; retry")
             }
@@ -610,17 +605,20 @@ public final class BrokerService: Sendable {
             }
             let key = QueueKey(topic, q)
             let known: Int64?
-            if writes.isLeader && !writes.keepsLocalOffsets {
-                // The leader answers only what its log committed, after writing the queue's pending
-                // commit, and only while it holds its lease: a leader deposed with commits it could
-                // not replicate, or not yet aware it was replaced, would otherwise show an offset
-                // its successor does not have, and the group's offset would seem to go backwards.
-                guard await committedPendingOffset(group: group, key), writes.holdsLeadershipLease else {
-                    return .response(to: request, code: ResponseCode.serviceNotAvailable, remark: "this leader cannot confirm the group's offset now (no quorum heard); retry")
+            if writes.keepsLocalOffsets {
+                known = offset(group: group, key)
+            } else if writes.isLeader {
+                // The leader answers only what its log committed, after writing the pending commits,
+                // and only once a majority confirmed it still leads (ReadIndex): a leader deposed with
+                // commits it could not replicate, or not yet aware it was replaced, would otherwise
+                // show an offset its successor does not have, and the offset would seem to go back.
+                guard await committedPendingOffset(group: group, key), await writes.confirmLeadership(timeout: .seconds(3)) else {
+                    return .response(to: request, code: ResponseCode.serviceNotAvailable, remark: "this leader cannot confirm the group's offset now (no majority answered); retry")
                 }
                 known = store.consumerOffset(group: group, key)
             } else {
-                known = offset(group: group, key)
+                // A Raft follower's applied offsets may be behind what the leader answered already.
+                return .response(to: request, code: ResponseCode.serviceNotAvailable, remark: "no leader answered for the group's offset; retry")
             }
             if let o = known, o >= 0 {
                 return .response(to: request, code: ResponseCode.success, extFields: ["offset": "\(o)"])
@@ -931,7 +929,7 @@ public final class BrokerService: Sendable {
             // Stopping: run() writes the last offsets; nothing else is written (a classic master
             // hands its log's end to its slaves after this).
             if Task.isCancelled { break }
-            if writes.isLeader { await flushOffsets() } else if !writes.keepsLocalOffsets { pendingOffsets.withLock { $0.removeAll() } }
+            if writes.isLeader { await flushOffsets() } else if !writes.keepsLocalOffsets { offsetTables.withLock { $0.pending.removeAll() } }
             if snapshotDue() {
                 do {
                     _ = try await writes.appendSnapshot(timeout: .seconds(3))
@@ -948,5 +946,29 @@ public final class BrokerService: Sendable {
                 consumers.expire()
             }
         }
+    }
+}
+
+/// A lock for async code: `acquire` waits (without a thread) until `release` hands it over, in order.
+final class AsyncGate: Sendable {
+    private let state = Mutex<(busy: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    func acquire() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s -> Bool in
+                if !s.busy { s.busy = true; return true }
+                s.waiters.append(c)
+                return false
+            }
+            if now { c.resume() }
+        }
+    }
+
+    func release() {
+        let next = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            if s.waiters.isEmpty { s.busy = false; return nil }
+            return s.waiters.removeFirst()
+        }
+        next?.resume()
     }
 }

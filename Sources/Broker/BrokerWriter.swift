@@ -33,10 +33,10 @@ public protocol BrokerWriter: Sendable {
     /// Whether this broker's consume queues and offsets are the group's authority (a Raft leader
     /// that dispatched its whole log; a classic master).
     var isCaughtUpLeader: Bool { get }
-    /// Whether no other member can have become leader meanwhile: a Raft leader heard from a
-    /// majority within half the shortest election timeout (members refuse to vote while they hear
-    /// from a leader); a classic master always.
-    var holdsLeadershipLease: Bool { get }
+    /// Whether this broker still leads once the call began, and has applied everything committed
+    /// until then (a Raft leader confirms it with ReadIndex, a heartbeat round with a majority; a
+    /// classic master always leads). False when it cannot within `timeout`.
+    func confirmLeadership(timeout: Duration) async -> Bool
     /// Why a write is refused here when `isLeader` is false.
     var refusal: WriteError { get }
     /// A classic slave keeps the offsets consumers commit to it while its master is away.

@@ -53,7 +53,7 @@ public final class ClassicWritePath: BrokerWriter {
     public var isCaughtUpLeader: Bool { role != .slave }
     public var refusal: WriteError { .slave(brokerName: brokerName) }
     public var keepsLocalOffsets: Bool { role == .slave }
-    public var holdsLeadershipLease: Bool { isLeader }
+    public func confirmLeadership(timeout: Duration) async -> Bool { isLeader }
 
     /// Dispatches what the log holds up to `index` (a slave calls it after each transfer).
     public func dispatch(upTo index: LogFormat.LogIndex) throws {

@@ -92,13 +92,14 @@ public final class WritePath: BrokerWriter {
     public var refusal: WriteError { .notLeader(leader: leader) }
     public var keepsLocalOffsets: Bool { false }
 
-    public var holdsLeadershipLease: Bool {
-        guard let status = replica.status, status.raft.role == .leader else { return false }
-        let raft = replica.options.raft
-        let lease = Duration.milliseconds(Int64(raft.electionTimeoutTicks * replica.options.tickIntervalMs / 2))
-        let now = ContinuousClock.now
-        let heard = raft.voters.filter { $0 == raft.id || status.lastHeard[$0].map { now - $0 < lease } == true }.count
-        return heard * 2 > raft.voters.count
+    public func confirmLeadership(timeout: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        guard isLeader, let index = try? await replica.readIndex(timeout: timeout) else { return false }
+        while let status = replica.status, store.dispatchedIndex < status.storeNumber(index) {
+            guard ContinuousClock.now < deadline else { return false }
+            try? await Task.sleep(for: .milliseconds(1))
+        }
+        return replica.status != nil
     }
 
     /// Waits until this member leads with a numbering for its term, or throws.

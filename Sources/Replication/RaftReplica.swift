@@ -119,6 +119,7 @@ public final class RaftReplica: Sendable {
         case propose([UInt8], ProposalGuard?, deadline: ContinuousClock.Instant, CheckedContinuation<Committed, any Error>)
         case transfer(NodeID, CheckedContinuation<Void, any Error>)
         case connectionLost(NodeID)
+        case read(deadline: ContinuousClock.Instant, CheckedContinuation<RaftCore.LogIndex, any Error>)
     }
 
     public let options: RaftReplicaOptions
@@ -233,6 +234,17 @@ public final class RaftReplica: Sendable {
         }
     }
 
+    /// A linearizable read point (Raft's ReadIndex): the commit index at a moment, after the call,
+    /// when a majority confirmed this node's leadership in its term by a heartbeat round. State
+    /// applied up to it is at least as new as anything any leader acknowledged before the call.
+    /// Throws `.refused(.notLeader)` on a non-leader, `.timedOut` when no majority answered in time.
+    public func readIndex(timeout: Duration) async throws -> RaftCore.LogIndex {
+        let deadline = ContinuousClock.now + timeout
+        return try await withCheckedThrowingContinuation { (c: CheckedContinuation<RaftCore.LogIndex, any Error>) in
+            if !mailbox.offer(.read(deadline: deadline, c)) { c.resume(throwing: ReplicaError.busy) }
+        }
+    }
+
     /// Serves the peer port, ticks, sends and drives the node until cancelled.
     public func run() async throws {
         let client = RemotingClient(group: group, logger: logger)
@@ -336,13 +348,18 @@ public final class RaftReplica: Sendable {
         var waiters: [RaftCore.LogIndex: (term: RaftCore.Term, continuation: CheckedContinuation<Committed, any Error>)] = [:]
         // Every waiter's deadline, soonest first (callers may pass different timeouts).
         var deadlines = DeadlineHeap()
+        // ReadIndex requests by the sequence number that is their context.
+        var reads: [UInt64: (deadline: ContinuousClock.Instant, continuation: CheckedContinuation<RaftCore.LogIndex, any Error>)] = [:]
+        var nextRead: UInt64 = 0
         // Registered before anything can throw: every caller is answered, whatever stops the node.
         defer {
             for (_, w) in waiters { w.continuation.resume(throwing: ReplicaError.stopped) }
+            for (_, r) in reads { r.continuation.resume(throwing: ReplicaError.stopped) }
             for input in mailbox.closeAndDrain() {
                 switch input {
                 case .propose(_, _, _, let c): c.resume(throwing: ReplicaError.stopped)
                 case .transfer(_, let c): c.resume(throwing: ReplicaError.stopped)
+                case .read(_, let c): c.resume(throwing: ReplicaError.stopped)
                 case .message, .tick, .connectionLost: break
                 }
             }
@@ -413,6 +430,10 @@ public final class RaftReplica: Sendable {
                         lastRetention = now
                         retentionDue = true
                     }
+                    for (seq, r) in reads where r.deadline <= now {
+                        reads[seq] = nil
+                        r.continuation.resume(throwing: ReplicaError.timedOut(index: .zero))
+                    }
                     while let (index, term) = deadlines.popExpired(now) {
                         if waiters[index]?.term == term {
                             waiters.removeValue(forKey: index)!.continuation.resume(throwing: ReplicaError.timedOut(index: index))
@@ -426,6 +447,14 @@ public final class RaftReplica: Sendable {
                     do {
                         try node.transferLeadership(to: target)
                         c.resume()
+                    } catch {
+                        c.resume(throwing: ReplicaError.refused(error))
+                    }
+                case .read(let deadline, let c):
+                    nextRead &+= 1
+                    do {
+                        try node.readIndex(context: withUnsafeBytes(of: nextRead.bigEndian) { Array($0) })
+                        reads[nextRead] = (deadline, c)
                     } catch {
                         c.resume(throwing: ReplicaError.refused(error))
                     }
@@ -478,6 +507,10 @@ public final class RaftReplica: Sendable {
                     throw ReplicaError.storage("\(error)")
                 }
                 for m in r.messagesAfterPersist { transport.send(m) }
+                for rs in r.readStates where rs.context.count == 8 {
+                    let seq = rs.context.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+                    reads.removeValue(forKey: seq)?.continuation.resume(returning: rs.index)
+                }
                 if let ss = r.softState {
                     logger.info("raft role", metadata: ["node": "\(options.raft.id)", "role": "\(ss.role)", "leader": "\(ss.leader.map { "\($0)" } ?? "none")", "term": "\(node.term)"])
                 }

@@ -25,8 +25,20 @@ final class ChaosCluster: @unchecked Sendable {
         let faults: String
         let log: String
         let store: String
-        var process: Process?
-        var stopped = false
+        private let guardLock = NSLock()
+        private var _process: Process?
+        private var _stopped = false
+        /// Read from several tasks (observers, the supervisor); written under the cluster's lock.
+        var process: Process? {
+            get { guardLock.withLock { _process } }
+            set { guardLock.withLock { _process = newValue } }
+        }
+        var stopped: Bool {
+            get { guardLock.withLock { _stopped } }
+            set { guardLock.withLock { _stopped = newValue } }
+        }
+        /// When its disk last got space back: a stop shortly after is still the full disk's.
+        var diskHealedAt = Date.distantPast
         /// Killed by a fault: stays down until the fault heals.
         var heldDown = false
         /// Its disk is full now; `mayFailStop`: it was, since it last started (so a stop is expected).
@@ -174,10 +186,17 @@ final class ChaosCluster: @unchecked Sendable {
         p.waitUntilExit()
     }
 
+    /// Whether `n`'s last run ended with a clean exit (status 0) on SIGTERM.
+    func exitedCleanly(_ n: Node) -> Bool {
+        guard let p = n.process, !p.isRunning else { return false }
+        return p.terminationReason == .exit && p.terminationStatus == 0
+    }
+
     func setDiskFaults(_ n: Node, syncDelayMs: Int = 0, diskFull: Bool = false) {
         let text = "syncDelayMs=\(syncDelayMs)\ndiskFull=\(diskFull ? 1 : 0)\n"
         try? text.write(toFile: n.faults, atomically: true, encoding: .utf8)
         lock.lock(); defer { lock.unlock() }
+        if n.diskFull && !diskFull { n.diskHealedAt = Date() }
         n.diskFull = diskFull
         if diskFull { n.mayFailStop = true }
     }

@@ -113,7 +113,16 @@ struct ChaosCommand: AsyncParsableCommand {
             return source
         }
         defer { interrupts.forEach { $0.cancel() } }
-        let proxies = Task { await withDiscardingTaskGroup { g in for p in cluster.links { g.addTask { try? await p.run(group: loops) } } } }
+        let proxies = Task { await withDiscardingTaskGroup { g in for p in cluster.links { g.addTask { await p.run(group: loops) } } } }
+        // Every link bound before any process starts: a link that is not there would make its faults no-ops.
+        let bindDeadline = Date().addingTimeInterval(10)
+        while !cluster.links.allSatisfy({ $0.bound.load(ordering: .acquiring) }) && Date() < bindDeadline { try await Task.sleep(for: .milliseconds(10)) }
+        let bindErrors = cluster.links.compactMap { $0.bindError.withLock { $0 } } + (cluster.links.allSatisfy { $0.bound.load(ordering: .acquiring) } ? [] : ["a fault proxy did not bind within 10 s"])
+        if !bindErrors.isEmpty {
+            proxies.cancel()
+            print("chaos: \(bindErrors.joined(separator: "; "))")
+            throw ExitCode(2)
+        }
         let passed: Bool
         do {
             passed = try await run.execute()

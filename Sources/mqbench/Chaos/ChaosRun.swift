@@ -201,7 +201,9 @@ final class ChaosRun: @unchecked Sendable {
             for n in cluster.nodes {
                 let (exited, expected, status): (Bool, Bool, Int32) = cluster.lock.withLock {
                     guard let p = n.process, !p.isRunning, !n.heldDown, !n.diskFull else { return (false, false, 0) }
-                    return (true, n.mayFailStop, p.terminationStatus)
+                    // A write in flight when the space came back may still fail: 3 s of grace.
+                    let expected = n.mayFailStop && Date().timeIntervalSince(n.diskHealedAt) < 3
+                    return (true, expected, p.terminationStatus)
                 }
                 guard exited else { continue }
                 let last = cluster.tail(n, lines: 2)

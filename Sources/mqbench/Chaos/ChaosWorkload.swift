@@ -23,6 +23,7 @@ final class ChaosRecord: Sendable {
         /// queue -> the highest committed offset seen, and every decrease
         var offsets: [Int32: Int64] = [:]
         var offsetRegressions: [String] = []
+        var offsetAnswers = 0
     }
     let state = Mutex(State())
     let started = ContinuousClock.now
@@ -135,6 +136,7 @@ struct ChaosWorkload {
                         s.offsetRegressions.append(String(format: "t=%.1fs queue %d: %d after %d (from %@)", at, q, o, seen, leader))
                     }
                     s.offsets[q] = max(o, s.offsets[q] ?? o)
+                    s.offsetAnswers += 1
                 }
             }
         }

@@ -18,6 +18,9 @@ final class FaultProxy: Sendable {
     let forwarded = Atomic<Int>(0)
     let dropped = Atomic<Int>(0)
     private let open = Mutex<[ObjectIdentifier: any Channel]>([:])
+    /// Set once `run` bound its port, or failed to.
+    let bound = Atomic<Bool>(false)
+    let bindError = Mutex<String?>(nil)
     /// The largest frame forwarded; a longer length prefix closes the connection.
     static let frameLimit = 64 << 20
 
@@ -39,8 +42,10 @@ final class FaultProxy: Sendable {
     }
 
     /// Binds and proxies until cancelled.
-    func run(group: any EventLoopGroup) async throws {
-        let server = try await ServerBootstrap(group: group)
+    func run(group: any EventLoopGroup) async {
+        let server: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
+        do {
+            server = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -49,7 +54,13 @@ final class FaultProxy: Sendable {
                     try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
                 }
             }
-        try await withDiscardingTaskGroup { tasks in
+        } catch {
+            bindError.withLock { $0 = "cannot bind \(listenHost):\(listenPort) for the link n\(from) -> n\(to): \(error)" }
+            bound.store(true, ordering: .releasing)
+            return
+        }
+        bound.store(true, ordering: .releasing)
+        await withDiscardingTaskGroup { tasks in
             await withTaskCancellationHandler {
                 try? await server.executeThenClose { inbound in
                     for try await connection in inbound {
