@@ -36,13 +36,28 @@ final class StoreLog: RaftLogReader {
         } else {
             lastIndex = firstIndex.previous
         }
-        // Build the term runs by reading the log once (cheap next to recovery, which verified it all).
-        var i = store.firstIndex
-        while let last = store.lastIndex, i <= last {
-            let batch = try store.read(from: i, maxBytes: 8 << 20)
-            for e in batch { noteTerm(raftIndex(e.index), e.term.rawValue) }
-            i = LogFormat.LogIndex(batch.last!.index.rawValue + 1)
+        // The term runs, found by bisection: terms never decrease along a log, so where the terms at
+        // two indexes differ a run starts between them. That reads O(runs x log n) entries instead of
+        // the whole log (which took 12 s for a 1.4 GB log at every start; found by the chaos suite).
+        guard let last = store.lastIndex else { return }
+        let first = store.firstIndex
+        var starts: [(index: UInt64, term: UInt64)] = []
+        func bisect(_ lo: UInt64, _ tlo: UInt64, _ hi: UInt64, _ thi: UInt64) throws(StorageError) {
+            // Records every run start in (lo, hi]; the entries at lo and hi have the terms tlo <= thi.
+            if tlo == thi { return }
+            if hi == lo + 1 {
+                starts.append((hi, thi))
+                return
+            }
+            let mid = lo + (hi - lo) / 2
+            let tm = try store.term(at: LogFormat.LogIndex(mid)).rawValue
+            try bisect(lo, tlo, mid, tm)
+            try bisect(mid, tm, hi, thi)
         }
+        let firstTerm = try store.term(at: first).rawValue
+        starts.append((first.rawValue, firstTerm))
+        if last > first { try bisect(first.rawValue, firstTerm, last.rawValue, try store.term(at: last).rawValue) }
+        for s in starts { noteTerm(raftIndex(LogFormat.LogIndex(s.index)), s.term) }
     }
 
     func storeIndex(_ r: RaftCore.LogIndex) -> LogFormat.LogIndex { LogFormat.LogIndex(r.rawValue - 1 + storeBase) }

@@ -37,8 +37,6 @@ final class ChaosCluster: @unchecked Sendable {
             get { guardLock.withLock { _stopped } }
             set { guardLock.withLock { _stopped = newValue } }
         }
-        /// When its disk last got space back: a stop shortly after is still the full disk's.
-        var diskHealedAt = Date.distantPast
         /// Killed by a fault: stays down until the fault heals.
         var heldDown = false
         /// Its disk is full now; `mayFailStop`: it was, since it last started (so a stop is expected).
@@ -196,7 +194,6 @@ final class ChaosCluster: @unchecked Sendable {
         let text = "syncDelayMs=\(syncDelayMs)\ndiskFull=\(diskFull ? 1 : 0)\n"
         try? text.write(toFile: n.faults, atomically: true, encoding: .utf8)
         lock.lock(); defer { lock.unlock() }
-        if n.diskFull && !diskFull { n.diskHealedAt = Date() }
         n.diskFull = diskFull
         if diskFull { n.mayFailStop = true }
     }
