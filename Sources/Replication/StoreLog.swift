@@ -91,7 +91,9 @@ final class StoreLog: RaftLogReader {
             do {
                 batch = try store.read(from: storeIndex(next), maxBytes: max(1, maxBytes - bytes))
             } catch {
-                preconditionFailure("the commitlog cannot be read at Raft index \(next): \(error)")
+                // fatalError, not preconditionFailure: release builds keep its message (the chaos
+                // suite hit this once, and a release build's precondition said nothing about why).
+                fatalError("the commitlog cannot be read at Raft index \(next) (store index \(storeIndex(next))): \(error)")
             }
             for e in batch {
                 let i = RaftCore.LogIndex(raftIndex(e.index))

@@ -62,6 +62,7 @@ final class ChaosCluster: @unchecked Sendable {
     /// proxies[i][j]: the link from node i to node j (nil on the diagonal).
     let proxies: [[FaultProxy?]]
     let flushDiskType: String
+    var segmentBytes = 4 << 20
     let lock = NSLock()
 
     init(dir: String, binDirectory: String, flushDiskType: String) {
@@ -107,8 +108,8 @@ final class ChaosCluster: @unchecked Sendable {
             dLegerPeers=\(peers)
             dLegerSelfId=\(n.name)
             flushDiskType=\(flushDiskType)
-            mappedFileSizeCommitLog=4194304
-            maxMessageSize=1048576
+            mappedFileSizeCommitLog=\(segmentBytes)
+            maxMessageSize=\(min(1 << 20, segmentBytes / 4))
             """
             try (text + "\n").write(toFile: n.conf, atomically: true, encoding: .utf8)
             try "".write(toFile: n.faults, atomically: true, encoding: .utf8)

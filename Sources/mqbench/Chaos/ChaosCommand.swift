@@ -45,6 +45,9 @@ struct ChaosCommand: AsyncParsableCommand {
     @Option(help: "flushDiskType of the brokers: ASYNC_FLUSH or SYNC_FLUSH.")
     var flush = "ASYNC_FLUSH"
 
+    @Option(help: "The brokers' commitlog segment size (mappedFileSizeCommitLog); small ones roll often.")
+    var segmentBytes = 4 << 20
+
     @Option(help: "Directory for configs, stores and logs (default: a new one under /tmp).")
     var dir: String?
 
@@ -96,6 +99,7 @@ struct ChaosCommand: AsyncParsableCommand {
         print("chaos: directory \(directory)")
 
         let cluster = ChaosCluster(dir: directory, binDirectory: binDirectory, flushDiskType: flush)
+        cluster.segmentBytes = segmentBytes
         try cluster.writeConfigs()
         let loops = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let client = RemotingClient(group: loops, logger: Logger(label: "chaos"))
