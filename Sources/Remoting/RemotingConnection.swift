@@ -44,7 +44,13 @@ public struct RemotingConnection: Sendable, Hashable {
     public func request(_ command: RemotingCommand, timeoutMilliseconds: Int64) async throws(RemotingCallError) -> RemotingCommand {
         precondition(!command.isResponse && !command.isOneway, "request: use oneway() for one-way commands")
         let promise = channel.eventLoop.makePromise(of: RemotingCommand.self)
-        channel.writeAndFlush(OutboundRequest(command: command, promise: promise, timeoutMilliseconds: timeoutMilliseconds), promise: nil)
+        // A channel that closed after the caller got it fails the write before any handler sees the
+        // request, so nothing would ever complete `promise` (a writer hung forever this way when a
+        // killed leader's connection reset). A failed write fails the request; completing a promise
+        // the handler already completed is a no-op.
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        written.futureResult.whenFailure { _ in promise.fail(RemotingCallError.connectionClosed) }
+        channel.writeAndFlush(OutboundRequest(command: command, promise: promise, timeoutMilliseconds: timeoutMilliseconds), promise: written)
         do {
             return try await promise.futureResult.get()
         } catch let e as RemotingCallError {

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 import Testing
 @testable import Remoting
 
@@ -157,6 +158,32 @@ private let echo = RemotingProcessor(name: "echo", codes: [100], maxQueuedReques
             // The connection survives a timeout.
             let r = try await client.request(address, .request(code: 2, opaque: 0), timeoutMilliseconds: 2_000)
             #expect(r.code == ResponseCode.requestCodeNotSupported)
+        }
+    }
+
+    /// A connection that closed after the caller took it fails the request at once: the write fails
+    /// before any handler sees the request, and that failure must reach the caller (it used to wait
+    /// forever: a writer of the process tests hung so when a killed leader's connection reset).
+    @Test func aRequestOnAConnectionThatClosedFailsAtOnce() async throws {
+        let silent = RemotingProcessor(name: "silent", codes: [1], maxQueuedRequests: 8) { _, _ in nil }
+        try await withServer([silent]) { address, client in
+            let connection = try await client.connection(to: address)
+            try await connection.channel.close()
+            let started = ContinuousClock.now
+            // An unstructured task: if the request hung, the test must still end (and fail).
+            let outcome = Mutex<String?>(nil)
+            Task {
+                do {
+                    _ = try await connection.request(.request(code: 1, opaque: 0), timeoutMilliseconds: 60_000)
+                    outcome.withLock { $0 = "answered" }
+                } catch {
+                    outcome.withLock { $0 = "\(error)" }
+                }
+            }
+            while outcome.withLock({ $0 }) == nil && ContinuousClock.now - started < .seconds(5) { try await Task.sleep(for: .milliseconds(5)) }
+            let result = outcome.withLock { $0 } ?? "still waiting after 5 s"
+            #expect(result == "\(RemotingCallError.connectionClosed)", "\(result)")
+            #expect(ContinuousClock.now - started < .seconds(1))
         }
     }
 
