@@ -77,6 +77,8 @@ extension LogStore {
         var indexBytes: [UInt8] = []
         let firstAppendedIndex = state.nextIndex
         var rolled = false
+        // The write-behind buffers as this call found them: entries `state.written` already counts.
+        var kept = (start: UInt64(0), segment: SegmentFile?.none, bytes: 0, indexFirst: LogIndex(0), indexBytes: 0)
         do {
             var active = try activeSegment(for: w.endPosition)
             if options.flushMode == .sync {
@@ -84,6 +86,7 @@ extension LogStore {
                 if !state.pending.isEmpty && (state.pendingSegment !== active || state.pendingStart + UInt64(state.pending.count) != w.endPosition) {
                     try drainPending()
                 }
+                kept = (state.pendingStart, state.pendingSegment, state.pending.count, state.pendingIndexFirst, state.pendingIndex.count)
                 swap(&data, &state.pending)
                 if !data.isEmpty { dataStart = state.pendingStart }
                 swap(&indexBytes, &state.pendingIndex)
@@ -126,6 +129,27 @@ extension LogStore {
             // next append or cut by recovery. ENOSPC within the active segment leaves the store
             // usable; anything else (including a failure after sealing a segment) stops it.
             if case let .io(_, _, code) = error, code == ENOSPC, !rolled {
+                if options.flushMode == .sync {
+                    // The failure came while this call held the earlier entries' bytes and index
+                    // records (in its own buffers, or back in `pending` on its way to a roll): put
+                    // back exactly those, so they still reach the files once there is space.
+                    if kept.bytes > 0 {
+                        let holder = state.pending.count >= kept.bytes ? state.pending : data
+                        state.pending = Array(holder.prefix(kept.bytes))
+                        (state.pendingStart, state.pendingSegment) = (kept.start, kept.segment)
+                    } else {
+                        state.pending.removeAll(keepingCapacity: true)
+                        state.pendingSegment = nil
+                    }
+                    let recordBytes = kept.indexBytes
+                    if recordBytes > 0 {
+                        let holder = state.pendingIndex.count >= recordBytes ? state.pendingIndex : indexBytes
+                        state.pendingIndex = Array(holder.prefix(recordBytes))
+                        state.pendingIndexFirst = kept.indexFirst
+                    } else {
+                        state.pendingIndex.removeAll(keepingCapacity: true)
+                    }
+                }
                 throw error
             }
             state.failure = error.description

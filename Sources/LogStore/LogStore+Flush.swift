@@ -178,6 +178,8 @@ extension LogStore {
             return was
         }
         if alreadyClosing { return }
+        // Whatever happens below, nothing writes to the files after this: another store may open them.
+        defer { _ = flock(lockFileDescriptor, LOCK_UN) }
         let (target, segment, epoch, failure) = lock.withLock {
             if state.failure == nil { _ = try? drainPendingOrFail() }
             return (state.written, state.unsyncedSegment, state.epoch, state.failure)
@@ -196,6 +198,5 @@ extension LogStore {
         for w in resumed { w.continuation.resume() }
         lock.withLock { failWaiters(StorageError.closed) }
         maybeCheckpoint(force: true)
-        _ = flock(lockFileDescriptor, LOCK_UN)
     }
 }

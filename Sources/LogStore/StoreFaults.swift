@@ -11,6 +11,25 @@ public enum StoreFaults {
     static let syncDelayMs = Atomic<Int>(0)
     static let diskFull = Atomic<Bool>(false)
     private static let watching = Atomic<Bool>(false)
+    /// Tests: writes to files under these directories succeed this many more times, then fail with
+    /// ENOSPC (a disk that fills up at a chosen write). Scoped by path so parallel tests are unaffected.
+    static let scoped = Mutex<[String: Int]>([:])
+    static let anyScoped = Atomic<Bool>(false)
+
+    /// Tests: from now on, writes to paths starting with `prefix` (a directory and its slash, or a
+    /// file name's start) succeed `successes` more times and then fail with ENOSPC until
+    /// `clearDiskFull(under:)`.
+    static func fillDisk(under prefix: String, afterWrites successes: Int) {
+        scoped.withLock { $0[prefix] = max(0, successes) }
+        anyScoped.store(true, ordering: .relaxed)
+    }
+
+    static func clearDiskFull(under prefix: String) {
+        scoped.withLock {
+            $0[prefix] = nil
+            anyScoped.store(!$0.isEmpty, ordering: .relaxed)
+        }
+    }
 
     /// Starts the watcher once per process if `RAFTMQ_FAULTS` is set.
     public static func startIfConfigured() {
@@ -47,6 +66,15 @@ public enum StoreFaults {
     @inline(__always)
     static func beforeWrite(path: String) throws(StorageError) {
         if diskFull.load(ordering: .relaxed) { throw .io(operation: "pwrite", path: path, errno: ENOSPC) }
+        if anyScoped.load(ordering: .relaxed) {
+            let full = scoped.withLock { m -> Bool in
+                guard let key = m.keys.first(where: { path.hasPrefix($0) }), let left = m[key] else { return false }
+                if left == 0 { return true }
+                m[key] = left - 1
+                return false
+            }
+            if full { throw .io(operation: "pwrite", path: path, errno: ENOSPC) }
+        }
     }
 
     /// Before a sync: sleeps while `syncDelayMs` is set.

@@ -16,7 +16,9 @@ public protocol RaftLogReader: AnyObject {
     /// retention; 0 at index 0), or nil when that is not known.
     func term(at index: LogIndex) -> Term?
     /// The entries in `range` (within [firstIndex, lastIndex]), in order, stopping once their data
-    /// exceeds `maxBytes` but always returning at least the first.
+    /// exceeds `maxBytes` but always returning at least the first. A reader that cannot read its
+    /// storage answers with fewer entries, or none, and its driver must stop the node before using
+    /// the node's output again (what the node built from a short answer is not to be trusted).
     func entries(in range: ClosedRange<LogIndex>, maxBytes: Int) -> [Entry]
     /// What a follower's driver needs, besides index and term, to continue this log from
     /// `firstIndex - 1` (`Ready.resetLog`); opaque to the node. Empty by default.

@@ -95,7 +95,9 @@ struct RaftLog<Reader: RaftLogReader> {
             let stableUpper = min(upper, unstableOffset.previous)
             out = stable.entries(in: index...stableUpper, maxBytes: maxBytes)
             bytes = out.reduce(0) { $0 + $1.data.count }
-            precondition(!out.isEmpty, "the log reader returned no entries for \(index)...\(stableUpper)")
+            // No entries: the reader could not read its log. The driver stops the node before
+            // anything built from this answer leaves (RaftLogReader.entries).
+            if out.isEmpty { return [] }
             if out.count < (stableUpper - index) + 1 { return out }
             if bytes >= maxBytes { return out }
         }

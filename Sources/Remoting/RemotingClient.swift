@@ -17,7 +17,8 @@ public actor RemotingClient {
     }
 
     private enum Slot {
-        case connecting(EventLoopFuture<any Channel>)
+        /// `backoffMs`: the wait after the attempt before this one failed (nil after a success).
+        case connecting(EventLoopFuture<any Channel>, backoffMs: Int64?)
         case connected(any Channel)
         /// The last attempt failed: none before `retryAt`.
         case backingOff(retryAt: NIODeadline, backoffMs: Int64, reason: String)
@@ -54,13 +55,18 @@ public actor RemotingClient {
         switch slots[address] {
         case .connected(let channel) where channel.isActive:
             return RemotingConnection(channel: channel)
-        case .connecting(let future):
+        case .connecting(let future, _):
             return try await awaitConnect(address, future)
         case .backingOff(let retryAt, _, let reason) where NIODeadline.now() < retryAt:
-            throw .connectFailed(address: address, reason: reason + " (retrying shortly)")
+            // The same words as the failed attempt's, so callers that log each new reason once do.
+            throw .connectFailed(address: address, reason: reason)
+        case .backingOff(_, let backoff, _):
+            let future = connect(address)
+            slots[address] = .connecting(future, backoffMs: backoff)
+            return try await awaitConnect(address, future)
         default:
             let future = connect(address)
-            slots[address] = .connecting(future)
+            slots[address] = .connecting(future, backoffMs: nil)
             return try await awaitConnect(address, future)
         }
     }
@@ -81,9 +87,9 @@ public actor RemotingClient {
             return RemotingConnection(channel: channel)
         } catch {
             let reason = "\(error)"
-            var backoff = options.reconnectBackoffMinMilliseconds
-            if case .backingOff(_, let previous, _) = slots[address] { backoff = min(previous * 2, options.reconnectBackoffMaxMilliseconds) }
-            if case .connecting = slots[address] {
+            // Each failure in a row doubles the wait before the next attempt, up to the maximum.
+            if case .connecting(_, let previous) = slots[address] {
+                let backoff = previous.map { min($0 * 2, options.reconnectBackoffMaxMilliseconds) } ?? options.reconnectBackoffMinMilliseconds
                 slots[address] = .backingOff(retryAt: .now() + .milliseconds(backoff), backoffMs: backoff, reason: reason)
             }
             throw .connectFailed(address: address, reason: reason)

@@ -247,7 +247,10 @@ public final class RaftReplica: Sendable {
 
     /// Serves the peer port, ticks, sends and drives the node until cancelled.
     public func run() async throws {
-        let client = RemotingClient(group: group, logger: logger)
+        // A peer that restarts must hear from the others at once: retry connects every 50-250 ms.
+        var clientOptions = RemotingClient.Options()
+        clientOptions.reconnectBackoffMaxMilliseconds = 250
+        let client = RemotingClient(group: group, options: clientOptions, logger: logger)
         let mailbox = self.mailbox
         let transport = PeerTransport(selfID: options.raft.id, addresses: options.peerAddresses, client: client,
                                       outboxLimit: options.peerOutboxLimit, logger: logger) { peer in
@@ -473,6 +476,12 @@ public final class RaftReplica: Sendable {
             let readyStarted = ContinuousClock.now
             while node.hasReady && ContinuousClock.now - readyStarted < .milliseconds(50) {
                 let r = node.ready()
+                // A log the node could not read makes its output meaningless: stop before any of it
+                // leaves (STYLE 11), as on a storage error in writing.
+                if let failure = log.failure {
+                    logger.error("the commitlog cannot be read: the Raft node stops", metadata: ["error": "\(failure)"])
+                    throw ReplicaError.storage("\(failure)")
+                }
                 for m in r.messages { transport.send(m) }
                 do {
                     if let reset = r.resetLog {

@@ -8,14 +8,26 @@ import RaftCore
 ///
 /// Terms are kept in memory as runs (one per term change), so `term(at:)`, which the core calls on
 /// every message, never reads the disk. A read error is fatal to the node: a log it cannot read is
-/// not a log it may vote or lead with (RaftLogReader's contract; the process stops, and recovery
-/// decides at the next start).
+/// not a log it may vote or lead with. `entries` then answers what it read so far (possibly nothing,
+/// RaftLogReader's signal) and keeps the error in `failure`; the driver stops the node before any
+/// output of that step leaves, and recovery decides at the next start. (A full disk gets here too:
+/// a read first hands SYNC_FLUSH's write-behind bytes to the file, and that write can fail.)
 final class StoreLog: RaftLogReader {
     let store: LogStore
     /// Raft index of store index `storeBase`.
     private let storeBase: UInt64
     /// (first Raft index, term) of each run of equal terms, ascending.
     private var runs: [(first: UInt64, term: UInt64)] = []
+    /// Why a read failed; once set the node must stop (see above).
+    private(set) var failure: ReadFailure?
+    enum ReadFailure: Error, CustomStringConvertible {
+        case readFailed(raftIndex: UInt64, storeIndex: UInt64, StorageError)
+        var description: String {
+            switch self {
+            case let .readFailed(r, s, e): "the commitlog cannot be read at Raft index \(r) (store index \(s)): \(e)"
+            }
+        }
+    }
     private(set) var firstIndex: RaftCore.LogIndex
     private(set) var lastIndex: RaftCore.LogIndex
     /// The store's base (what precedes the first entry), when known; its term answers
@@ -91,9 +103,10 @@ final class StoreLog: RaftLogReader {
             do {
                 batch = try store.read(from: storeIndex(next), maxBytes: max(1, maxBytes - bytes))
             } catch {
-                // fatalError, not preconditionFailure: release builds keep its message (the chaos
-                // suite hit this once, and a release build's precondition said nothing about why).
-                fatalError("the commitlog cannot be read at Raft index \(next) (store index \(storeIndex(next))): \(error)")
+                // Found by the chaos suite: this trapped when a full disk failed the write a read
+                // makes first. The driver now stops the node cleanly (see the type's comment).
+                if failure == nil { failure = .readFailed(raftIndex: next.rawValue, storeIndex: storeIndex(next).rawValue, error) }
+                return out
             }
             for e in batch {
                 let i = RaftCore.LogIndex(raftIndex(e.index))

@@ -211,6 +211,15 @@ import Testing
     /// The three logs, read through GET from each node, are identical entry for entry (index, term,
     /// body CRC and chain CRC), and hold every acknowledged append at its index.
     func expectIdenticalLogs(_ client: LogClient, acked: [(index: Int64, body: [UInt8])]) async throws {
+        // Each node serves up to its own commit index, and a node that just rejoined learns the last
+        // commit with the next heartbeat: read once all of them show the same log, all committed.
+        let deadline = Date().addingTimeInterval(5)
+        while Date() < deadline {
+            let s = nodes.map { state($0) }
+            let commits = Set(s.map { $0?["commitIndex"] as? Int ?? -1 }), lasts = Set(s.map { $0?["lastIndex"] as? Int ?? -2 })
+            if commits.count == 1 && commits == lasts { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
         var logs: [[RaftLogEntryCodec.Entry]] = []
         for n in nodes { logs.append(try await entries(n, client)) }
         let shortest = logs.map(\.count).min() ?? 0

@@ -204,25 +204,41 @@ private let echo = RemotingProcessor(name: "echo", codes: [100], maxQueuedReques
         }
     }
 
-    @Test func theClientReconnectsWithBackoff() async throws {
+    @Test func theClientReconnectsWithABackoffThatDoublesWithEachFailure() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let client = RemotingClient(group: group, logger: Logger(label: "test"))
+        var options = RemotingClient.Options()
+        options.reconnectBackoffMinMilliseconds = 300
+        options.reconnectBackoffMaxMilliseconds = 2_000
+        let client = RemotingClient(group: group, options: options, logger: Logger(label: "test"))
         // Nothing listens here (a port from the ephemeral range, bound and released).
         let probe = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
         let port = probe.localAddress!.port!
         try await probe.close()
         let address = "127.0.0.1:\(port)"
-        await #expect(throws: RemotingCallError.self) { _ = try await client.request(address, .request(code: 100, opaque: 0), timeoutMilliseconds: 500) }
-        do {
-            _ = try await client.request(address, .request(code: 100, opaque: 0), timeoutMilliseconds: 500)
-            Issue.record("a second attempt right after a failure should wait for the backoff")
-        } catch {
-            #expect("\(error)".contains("retrying shortly"))
+        @Sendable func attempt() async -> (any Error)? {
+            do {
+                _ = try await client.request(address, .request(code: 100, opaque: 0), timeoutMilliseconds: 2_000)
+                return nil
+            } catch { return error }
         }
+        let first = try #require(await attempt(), "nothing listens yet")
+        // Within the backoff: refused at once, in the same words (so callers log it once).
+        #expect(await attempt().map { "\($0)" } == "\(first)")
+        try await Task.sleep(for: .milliseconds(400))  // past the first backoff (300 ms)
+        #expect(await attempt() != nil, "the second connect fails too")
+        let secondFailure = ContinuousClock.now
         try await withServer([echo], port: port) { _, _ in
-            try await Task.sleep(for: .milliseconds(150))  // past the first backoff
-            let r = try await client.request(address, .request(code: 100, opaque: 0), timeoutMilliseconds: 2_000)
-            #expect(r.code == 0)
+            // The second failure doubled the backoff to 600 ms: with the server up, a request 400 ms
+            // after it (past a backoff that did not double) is still refused without a connect.
+            // (Unless this machine stalled so long that the backoff is over anyway: then there is
+            // nothing to see.)
+            try await Task.sleep(until: secondFailure + .milliseconds(400))
+            let error = await attempt()
+            if ContinuousClock.now - secondFailure < .milliseconds(550) {
+                #expect(error != nil, "no backoff after the second failure")
+            }
+            try await Task.sleep(until: secondFailure + .milliseconds(700))
+            #expect(await attempt() == nil, "connected once the backoff was over")
         }
         await client.close()
         try await group.shutdownGracefully()

@@ -4,7 +4,9 @@ import Logging
 import NIOCore
 import NIOPosix
 import RaftCore
+import Synchronization
 import Testing
+@testable import LogStore
 @testable import Replication
 
 /// What one replica applied, in order.
@@ -15,6 +17,8 @@ private actor Applied {
     /// The payloads applied (no-ops left out).
     var payloads: [[UInt8]] { entries.filter { !$0.isEmpty }.map(\.data) }
 }
+
+private final class StopFlag: Sendable { let value = Atomic<Bool>(false) }
 
 /// Three replicas in this process on 127.0.0.1, .2 and .3, each with its own LogStore.
 private final class ReplicaGroup: @unchecked Sendable {
@@ -43,6 +47,8 @@ private final class ReplicaGroup: @unchecked Sendable {
         addresses = a
         applied = ap
     }
+
+    func commitlog(_ id: NodeID) -> String { root + "/\(id)/commitlog" }
 
     func start(_ id: NodeID) throws {
         let dir = root + "/\(id)"
@@ -79,8 +85,12 @@ private final class ReplicaGroup: @unchecked Sendable {
             if leaders.count == 1 { return leaders[0] }
             try await Task.sleep(for: .milliseconds(20))
         }
-        let roles = ids.map { "\($0): \(replicas[$0]?.status.map { "\($0.raft.role) t\($0.raft.term) leader=\($0.raft.leader.map { "\($0)" } ?? "-")" } ?? "stopped")" }
-        throw NoLeader(description: "no single leader within \(seconds) s: " + roles.joined(separator: ", "))
+        throw NoLeader(description: "no single leader within \(seconds) s: " + roles())
+    }
+
+    func roles() -> String {
+        ids.map { "\($0): \(replicas[$0]?.status.map { "\($0.raft.role) t\($0.raft.term) leader=\($0.raft.leader.map { "\($0)" } ?? "-") last=\($0.raft.lastIndex) commit=\($0.raft.commit)" } ?? "stopped")" }
+            .joined(separator: ", ")
     }
 
     struct NoLeader: Error, CustomStringConvertible { var description: String }
@@ -205,6 +215,65 @@ private final class ReplicaGroup: @unchecked Sendable {
                 })
             } catch { refused = .failure(error) }
             if case .failure(let e) = refused, case ReplicaError.unexpectedPosition = e {} else { Issue.record("a follower took a guarded proposal: \(refused)") }
+        } catch {
+            try await g.shutdown()
+            throw error
+        }
+        try await g.shutdown()
+    }
+
+    /// A follower whose disk fills up stops with a storage error, whichever write finds it full: one
+    /// of its first data writes, or the checkpoint, which a background thread writes (the store then
+    /// refuses reads, and the node's next read used to trap instead of stopping it). The other two go
+    /// on committing; once there is space again it restarts and catches up with all of it.
+    @Test(arguments: [("/", 0), ("/", 1), ("/", 2), ("/", 5), ("/checkpoint", 0)])
+    func aFollowerWhoseDiskFillsStopsCleanlyAndCatchesUpAfterARestart(file: String, writesBeforeFull: Int) async throws {
+        let g = try await ReplicaGroup()
+        do {
+            for id in g.ids { try g.start(id) }
+            let leader = try await g.leader()
+            var expected: [[UInt8]] = []
+            for k in 0..<10 {
+                expected.append(Array("a\(k)".utf8))
+                _ = try await g.replicas[leader]!.propose(expected.last!)
+            }
+            let victim = g.ids.first { $0 != leader }!
+            _ = try await g.waitApplied(victim, count: 10)
+            let full = g.commitlog(victim) + file
+            StoreFaults.fillDisk(under: full, afterWrites: writesBeforeFull)
+            defer { StoreFaults.clearDiskFull(under: full) }
+            // Proposals go on (the victim reads and writes for each) until its node stops on the full
+            // disk: with a storage error, for a trap would end this test process.
+            let stopped = StopFlag()
+            let ended = Task {
+                let r = await g.tasks[victim]!.result
+                stopped.value.store(true, ordering: .relaxed)
+                return r
+            }
+            let deadline = Date().addingTimeInterval(8)
+            var k = 0
+            while Date() < deadline && !stopped.value.load(ordering: .relaxed) && k < 400 {
+                expected.append(Array("b\(k)".utf8))
+                k += 1
+                do {
+                    _ = try await g.replicas[leader]!.propose(expected.last!, timeout: .seconds(5))
+                } catch {
+                    throw ReplicaGroup.NoLeader(description: "proposal \(k) failed: \(error); " + g.roles())
+                }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            let didStop = stopped.value.load(ordering: .relaxed)
+            #expect(didStop, "the victim's node did not stop on its full disk")
+            let result = await ended.value
+            guard case .failure(let e) = result, case ReplicaError.storage = e else {
+                Issue.record("the victim's replica did not stop with a storage error: \(result)")
+                throw ReplicaGroup.NoLeader(description: "no storage stop")
+            }
+            try await g.stop(victim)
+            StoreFaults.clearDiskFull(under: full)
+            try g.start(victim)
+            let got = try await g.waitApplied(victim, count: expected.count)
+            #expect(got == expected, "after the restart the victim applied \(got.count) of \(expected.count) entries")
         } catch {
             try await g.shutdown()
             throw error
