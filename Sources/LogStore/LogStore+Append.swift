@@ -78,7 +78,8 @@ extension LogStore {
         let firstAppendedIndex = state.nextIndex
         var rolled = false
         // The write-behind buffers as this call found them: entries `state.written` already counts.
-        var kept = (start: UInt64(0), segment: SegmentFile?.none, bytes: 0, indexFirst: LogIndex(0), indexBytes: 0)
+        // Nil until this call takes them over (a failure before that leaves them where they are).
+        var kept: (start: UInt64, segment: SegmentFile?, bytes: Int, indexFirst: LogIndex, indexBytes: Int)?
         do {
             var active = try activeSegment(for: w.endPosition)
             if options.flushMode == .sync {
@@ -129,7 +130,7 @@ extension LogStore {
             // next append or cut by recovery. ENOSPC within the active segment leaves the store
             // usable; anything else (including a failure after sealing a segment) stops it.
             if case let .io(_, _, code) = error, code == ENOSPC, !rolled {
-                if options.flushMode == .sync {
+                if let kept {
                     // The failure came while this call held the earlier entries' bytes and index
                     // records (in its own buffers, or back in `pending` on its way to a roll): put
                     // back exactly those, so they still reach the files once there is space.
