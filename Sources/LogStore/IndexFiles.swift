@@ -13,7 +13,14 @@ struct IndexFiles {
         self.files = files.sorted { $0.start < $1.start }
     }
 
-    static func offset(of index: LogIndex) -> UInt64 { index.rawValue * UInt64(IndexRecord.byteCount) }
+    /// The largest entry index whose record (and the file holding it) fits in 64-bit offsets.
+    static let maxIndex: UInt64 = (UInt64.max >> 1) / UInt64(IndexRecord.byteCount)
+
+    /// Where entry `index`'s record is. Past `maxIndex` (no such entry can be stored) it saturates,
+    /// where no file is, so a read finds nothing instead of overflowing.
+    static func offset(of index: LogIndex) -> UInt64 {
+        index.rawValue <= maxIndex ? index.rawValue * UInt64(IndexRecord.byteCount) : UInt64.max >> 1
+    }
 
     /// The file holding byte `offset`, created (and its directory entry made durable) if asked.
     mutating func file(containing offset: UInt64, create: Bool) throws(StorageError) -> SegmentFile? {

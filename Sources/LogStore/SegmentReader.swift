@@ -82,6 +82,10 @@ struct SegmentReader {
         if let expectedIndex, header.index != expectedIndex {
             return "entry index \(header.index), expected \(expectedIndex)"
         }
+        // Found by FuzzRecovery: an index whose index record would lie past 2^64 bytes trapped.
+        guard header.index.rawValue <= IndexFiles.maxIndex else {
+            return "entry index \(header.index) is beyond the largest a log can hold (\(IndexFiles.maxIndex))"
+        }
         guard position + UInt64(header.totalByteCount) + UInt64(BlankRecord.headerByteCount) <= segment.end else {
             return "entry of \(header.totalByteCount) bytes does not fit in its segment"
         }
