@@ -116,7 +116,7 @@ extension LogStore {
                 position += UInt64(header.totalByteCount)
                 expected = expected.next
                 previousChain = header.chainCRC
-            case let .blank(padding) where UInt64(padding) == segment.end - position && k + 1 < segments.count:
+            case let .blank(padding) where UInt64(exactly: padding) == segment.end - position && k + 1 < segments.count:
                 k += 1
                 position = segments[k].start
                 reader = SegmentReader(segment: segments[k], limit: written, chunkBytes: chunk)

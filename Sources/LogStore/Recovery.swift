@@ -209,7 +209,7 @@ struct Scan {
                 let item = try reader.item(at: position)
                 switch item {
                 case let .blank(padding):
-                    guard UInt64(padding) == segment.end - position else {
+                    guard UInt64(exactly: padding) == segment.end - position else {
                         stop = Stop(segment: k, position: position, reason: "blank record of \(padding) bytes does not reach the segment's end (\(segment.end - position) bytes left)")
                         return
                     }
