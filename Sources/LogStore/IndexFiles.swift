@@ -13,7 +13,7 @@ struct IndexFiles {
         self.files = files.sorted { $0.start < $1.start }
     }
 
-    /// The largest entry index whose record (and the file holding it) fits in 64-bit offsets.
+    /// The largest entry index whose record lies below 2^63 bytes, so offsets and file ends never overflow.
     static let maxIndex: UInt64 = (UInt64.max >> 1) / UInt64(IndexRecord.byteCount)
 
     /// Where entry `index`'s record is. Past `maxIndex` (no such entry can be stored) it saturates,

@@ -134,22 +134,13 @@ extension LogStore {
                     // The failure came while this call held the earlier entries' bytes and index
                     // records (in its own buffers, or back in `pending` on its way to a roll): put
                     // back exactly those, so they still reach the files once there is space.
-                    if kept.bytes > 0 {
-                        let holder = state.pending.count >= kept.bytes ? state.pending : data
-                        state.pending = Array(holder.prefix(kept.bytes))
-                        (state.pendingStart, state.pendingSegment) = (kept.start, kept.segment)
-                    } else {
-                        state.pending.removeAll(keepingCapacity: true)
-                        state.pendingSegment = nil
-                    }
-                    let recordBytes = kept.indexBytes
-                    if recordBytes > 0 {
-                        let holder = state.pendingIndex.count >= recordBytes ? state.pendingIndex : indexBytes
-                        state.pendingIndex = Array(holder.prefix(recordBytes))
-                        state.pendingIndexFirst = kept.indexFirst
-                    } else {
-                        state.pendingIndex.removeAll(keepingCapacity: true)
-                    }
+                    // The bytes are in `pending` once a roll handed them back, else in `data`; the
+                    // index records only ever in `indexBytes` (they go back at the very end).
+                    let bytes = state.pending.isEmpty ? data : state.pending
+                    state.pending = Array(bytes.prefix(kept.bytes))
+                    (state.pendingStart, state.pendingSegment) = (kept.start, kept.bytes > 0 ? kept.segment : nil)
+                    state.pendingIndex = Array(indexBytes.prefix(kept.indexBytes))
+                    state.pendingIndexFirst = kept.indexFirst
                 }
                 throw error
             }

@@ -82,7 +82,8 @@ struct SegmentReader {
         if let expectedIndex, header.index != expectedIndex {
             return "entry index \(header.index), expected \(expectedIndex)"
         }
-        // Found by FuzzRecovery: an index whose index record would lie past 2^64 bytes trapped.
+        // Found by FuzzRecovery: a huge index overflowed its index record's offset. An index past
+        // IndexFiles.maxIndex (records beyond 2^63 bytes) cannot be stored, so it is no entry.
         guard header.index.rawValue <= IndexFiles.maxIndex else {
             return "entry index \(header.index) is beyond the largest a log can hold (\(IndexFiles.maxIndex))"
         }
