@@ -492,22 +492,23 @@ public final class BrokerService: Sendable {
             await store.waitForMessages(key, offset: offset, deadline: .now + min(max(asked, .zero), options.maxSuspend))
             result = store.getMessages(key, offset: offset, maxCount: maxNums, matches: subscription.matches)
         }
-        // Only the leader corrects a consumer's offset: a follower may simply not have dispatched
-        // that far yet (just restarted, catching up), so it answers "retry" and keeps the offset
-        // (RocketMQ's slave rule).
-        if !writes.isCaughtUpLeader, [.offsetTooSmall, .offsetOverflowBadly, .noMatchedLogicQueue, .noMessageInQueue].contains(result.status), offset != 0 {
-            return .response(to: request, code: ResponseCode.pullRetryImmediately, remark: result.status.rawValue, extFields: [
-                "suggestWhichBrokerId": "0", "nextBeginOffset": "\(offset)", "minOffset": "\(result.minOffset)", "maxOffset": "\(result.maxOffset)",
-            ])
+        // Only the group's authority corrects a consumer's offset (PULL_OFFSET_MOVED): a leader that
+        // still leads and has dispatched everything committed until now, confirmed by ReadIndex. A
+        // follower may not have dispatched that far yet (just restarted, catching up), and a leader
+        // deposed without knowing it yet (partitioned, paused) may hold a shorter queue than the one
+        // the consumer read from its successor: moved, the consumer would read the queue again from
+        // 0 and commit that. Both answer "retry" and keep the offset (RocketMQ's slave rule).
+        if Self.pullCode(result.status, offset: offset) == ResponseCode.pullOffsetMoved {
+            if writes.isCaughtUpLeader, await writes.confirmLeadership(timeout: options.sendTimeout) {
+                // Confirmed: what was dispatched meanwhile counts (the queue may reach the offset now).
+                result = store.getMessages(key, offset: offset, maxCount: maxNums, matches: subscription.matches)
+            } else {
+                return .response(to: request, code: ResponseCode.pullRetryImmediately, remark: result.status.rawValue, extFields: [
+                    "suggestWhichBrokerId": "0", "nextBeginOffset": "\(offset)", "minOffset": "\(result.minOffset)", "maxOffset": "\(result.maxOffset)",
+                ])
+            }
         }
-        let code: Int32
-        switch result.status {
-        case .found: code = ResponseCode.success
-        case .noMatchedMessage, .messageWasRemoving: code = ResponseCode.pullRetryImmediately
-        case .offsetOverflowOne, .offsetFoundNull: code = ResponseCode.pullNotFound
-        case .noMatchedLogicQueue, .noMessageInQueue: code = offset != 0 ? ResponseCode.pullOffsetMoved : ResponseCode.pullNotFound
-        case .offsetTooSmall, .offsetOverflowBadly: code = ResponseCode.pullOffsetMoved
-        }
+        let code = Self.pullCode(result.status, offset: offset)
         var body: ByteBuffer?
         if code == ResponseCode.success {
             var b = ByteBuffer()
@@ -527,6 +528,17 @@ public final class BrokerService: Sendable {
             "suggestWhichBrokerId": "\(suggest)", "nextBeginOffset": "\(result.nextBeginOffset)",
             "minOffset": "\(result.minOffset)", "maxOffset": "\(result.maxOffset)",
         ], body: body)
+    }
+
+    /// PULL_MESSAGE's response code for what the store found.
+    static func pullCode(_ status: MessageStore.GetStatus, offset: Int64) -> Int32 {
+        switch status {
+        case .found: return ResponseCode.success
+        case .noMatchedMessage, .messageWasRemoving: return ResponseCode.pullRetryImmediately
+        case .offsetOverflowOne, .offsetFoundNull: return ResponseCode.pullNotFound
+        case .noMatchedLogicQueue, .noMessageInQueue: return offset != 0 ? ResponseCode.pullOffsetMoved : ResponseCode.pullNotFound
+        case .offsetTooSmall, .offsetOverflowBadly: return ResponseCode.pullOffsetMoved
+        }
     }
 
     // MARK: - Consumer offsets and clients

@@ -1,0 +1,83 @@
+import Foundation
+import LogFormat
+import Testing
+@testable import Broker
+@testable import LogStore
+
+/// A disk that fills up while committed entries are dispatched: the consume queue write fails
+/// half-way through a batch (some queues written, others not), the node stops, and it starts again
+/// from its last checkpoint. Whatever write failed, the consume queues after the restart and the
+/// replay must be exactly those of a member that never saw a full disk, and so must the offsets.
+@Suite struct DispatchDiskFullTests {
+    /// Entries of three queues of two topics and consumer offsets, interleaved, in batches.
+    static func workload() throws -> [[[UInt8]]] {
+        var next: [QueueKey: Int64] = [:]
+        var batches: [[[UInt8]]] = []
+        var n = 0
+        for b in 0..<12 {
+            var entries: [[UInt8]] = []
+            for k in 0..<6 {
+                let key = [QueueKey("A", 0), QueueKey("A", 1), QueueKey("B", 0)][(b + k) % 3]
+                let count = 1 + (b * 7 + k) % 3
+                var body: [UInt8] = []
+                for _ in 0..<count {
+                    let o = next[key, default: 0]
+                    next[key] = o + 1
+                    body += try record(key.topic, queue: key.queueId, offset: o, body: "m\(n)", tags: n % 2 == 0 ? "TagA" : "TagB")
+                    n += 1
+                }
+                entries.append(body)
+            }
+            entries.append(MetadataChange.offsets(["A@g": [0: Int64(b), 1: Int64(b * 2)]]).encoded())
+            batches.append(entries)
+        }
+        return batches
+    }
+
+    static func queues(_ s: MessageStore) throws -> [QueueKey: [ConsumeQueue.Entry]] {
+        var out: [QueueKey: [ConsumeQueue.Entry]] = [:]
+        for key in s.queueKeys {
+            guard let q = s.queue(key), q.maxOffset > q.minOffset else { out[key] = []; continue }
+            out[key] = try q.read(from: q.minOffset, maxCount: Int(q.maxOffset - q.minOffset))
+        }
+        return out
+    }
+
+    @Test(arguments: [false, true])
+    func aFullDiskDuringDispatchLeavesNoShortOrDoubledQueueAfterARestart(checkpointAfterFailure: Bool) throws {
+        let batches = try Self.workload()
+        let reference = try StoreFixture()
+        for b in batches { try reference.store.dispatch(upTo: try reference.append(b).last!) }
+        let expected = try Self.queues(reference.store)
+        #expect(expected.values.map(\.count).reduce(0, +) > 40)
+
+        var failedAt: [Int] = []
+        for successes in 0..<40 {
+            let f = try StoreFixture()
+            // The first half dispatched and checkpointed, then the disk fills during the rest.
+            for b in batches.prefix(4) { try f.store.dispatch(upTo: try f.append(b).last!) }
+            try f.store.checkpoint()
+            let prefix = f.root + "/consumequeue/"
+            StoreFaults.fillDisk(under: prefix, afterWrites: successes)
+            var failed = false
+            for b in batches.dropFirst(4) {
+                let last = try f.append(b).last!
+                if failed { continue }
+                do { try f.store.dispatch(upTo: last) } catch { failed = true }
+                if checkpointAfterFailure || !failed { try? f.store.checkpoint() }
+            }
+            StoreFaults.clearDiskFull(under: prefix)
+            if failed { failedAt.append(successes) }
+            try f.reopen()
+            try f.store.dispatch(upTo: Int64(f.log.lastIndex!.rawValue))
+            let got = try Self.queues(f.store)
+            #expect(got == expected, "full after \(successes) consume-queue writes (dispatch failed: \(failed))")
+            for key in expected.keys {
+                #expect(f.store.maxOffset(key) == reference.store.maxOffset(key) && f.store.minOffset(key) == 0, "\(key) after \(successes) writes")
+            }
+            #expect(f.store.consumerOffsets(group: "g") == reference.store.consumerOffsets(group: "g"))
+            #expect(f.store.dispatchedIndex == reference.store.dispatchedIndex)
+        }
+        #expect(failedAt.count >= 10, "the disk filled during dispatch only \(failedAt.count) times")
+    }
+}
