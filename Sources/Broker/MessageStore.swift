@@ -429,20 +429,35 @@ public final class MessageStore: Sendable {
             return r
         }
         var next = offset
-        var removing = false
+        var removing = false, unreadable = false
+        let first = log.firstPosition.rawValue
         for e in entries {
             if r.count >= maxCount || (r.count > 0 && r.records.count + Int(e.size) > maxBytes) { break }
-            next += 1
-            if e.isBlank || !matches(e.tagsCode) { continue }
-            guard let at = UInt64(exactly: e.commitLogOffset), e.size > 0, let bytes = try? log.readBytes(at: at, count: Int(e.size)) else {
+            if e.isBlank || !matches(e.tagsCode) { next += 1; continue }
+            guard let at = UInt64(exactly: e.commitLogOffset), e.size > 0, at >= first else {
+                // Retention deleted it (or the entry is not a message's): gone for every member.
                 removing = true
+                next += 1
                 continue
             }
+            guard let bytes = try? log.readBytes(at: at, count: Int(e.size)) else {
+                // Still in the log but not readable now (the store failed, an I/O error): the batch
+                // ends before it, so the consumer asks for it again instead of stepping over it.
+                unreadable = true
+                break
+            }
+            next += 1
             r.records.append(contentsOf: bytes)
             r.count += 1
         }
         r.nextBeginOffset = next
-        r.status = r.count > 0 ? .found : (removing ? .messageWasRemoving : .noMatchedMessage)
+        if r.count > 0 {
+            r.status = .found
+        } else if unreadable {
+            r.status = .offsetFoundNull
+        } else {
+            r.status = removing ? .messageWasRemoving : .noMatchedMessage
+        }
         return r
     }
 
