@@ -169,7 +169,7 @@ extension LogStore {
             let was = state.closing
             state.closing = true
             lock.broadcast()
-            while state.flusherRunning || state.checkpointerRunning {
+            while state.flusherRunning || state.checkpointerRunning || state.verifierRunning {
                 lock.unlock()
                 checkpointLock.withLock { checkpointLock.broadcast() }
                 lock.lock()

@@ -146,6 +146,9 @@ public final class LogStore: @unchecked Sendable {
         var closing = false
         var flusherRunning = false
         var checkpointerRunning = false
+        /// The verification of the entries before the checkpoint (Verification.swift).
+        var verifierRunning = false
+        var verificationFinding: String?
         var lastCheckpoint: DurablePoint?
         var diskUsedRatio: Double = 0
         var diskSampledAtMs: UInt64 = 0
@@ -203,6 +206,7 @@ public final class LogStore: @unchecked Sendable {
         state.checkpointerRunning = true
         startThread { [self] in self.flushLoop() }
         startThread { [self] in self.checkpointLoop() }
+        if let v = Verification.plan(recovered) { startVerification(v) }
     }
 
     deinit { _ = Glibc.close(lockFileDescriptor) }

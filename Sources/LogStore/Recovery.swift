@@ -40,6 +40,12 @@ struct Recovery {
         for (a, b) in zip(segments, segments.dropFirst()) where b.start != a.end {
             throw .layout("segments \(a.path) and \(b.path) are not contiguous (expected the second to start at \(a.end)); was mappedFileSizeCommitLog changed?")
         }
+        // A verification after an earlier open found a damaged entry: refused until an operator
+        // restored the node and removed the marker.
+        if let marker = try FileIO.readFile(options.directory + "/" + Verification.markerName) {
+            let f = Verification.parseMarker(marker) ?? Verification.Finding(file: options.directory + "/" + Verification.markerName, position: 0, reason: "unreadable marker")
+            throw .corrupt(file: f.file, position: f.position, detail: "\(f.reason) (found by the verification after an earlier start; restore this node from a replica, then remove \(options.directory)/\(Verification.markerName))")
+        }
         let checkpoint = (try FileIO.readFile(options.directory + "/checkpoint")).flatMap(CheckpointFile.decode)
         // What precedes the first entry, written when retention deleted segments or a reset emptied
         // the store (it is only believed where the log starts at its index).
@@ -77,30 +83,39 @@ struct Recovery {
             firstIndex = h.index
         }
 
-        // Where to start scanning.
-        var scanFrom = max(0, segments.count - 3)
-        var usedCheckpoint = false
-        if let checkpoint, let k = segments.firstIndex(where: { $0.contains(checkpoint.endPosition) || $0.end == checkpoint.endPosition }) {
-            scanFrom = min(scanFrom, k)
-            usedCheckpoint = true
+        // Where to start scanning: exactly at the checkpoint. Everything before it was durable, data
+        // and index records, when it was written, and it carries the chain's state there (next
+        // index, last term, last chain CRC), so the scan goes on from it as if it had read the
+        // whole log. The entries before it are verified after the open (`Verification`), not
+        // before: a start costs what was written since the last checkpoint, not the log's size.
+        // Without a usable checkpoint (none, outside the segments, or index files that do not
+        // cover the entries before it) the whole log is scanned.
+        var scanFrom = 0
+        var resume: DurablePoint? = nil
+        if let checkpoint, let k = segments.firstIndex(where: { $0.contains(checkpoint.endPosition) || $0.end == checkpoint.endPosition }),
+           let firstIndex, checkpoint.nextIndex >= firstIndex, index.covers(firstIndex, checkpoint.nextIndex) {
+            // A checkpoint at a segment's very end resumes at the next segment's start, if there is one.
+            if checkpoint.endPosition == segments[k].end && k + 1 < segments.count { scanFrom = k + 1 } else { scanFrom = k }
+            resume = checkpoint
+        } else if let checkpoint, checkpoint.endPosition == segments[0].start {
+            // An emptied store remembers its next index this way.
+            resume = checkpoint
         }
-        if scanFrom > 0 {
-            var r = SegmentReader(segment: segments[scanFrom], limit: segments[scanFrom].end, chunkBytes: 4096)
-            if case let .entry(h) = try r.item(at: segments[scanFrom].start), let firstIndex, index.covers(firstIndex, h.index) {
-                // Entries before the scan keep their index records.
-            } else {
-                scanFrom = 0
-                usedCheckpoint = false
+        let usedCheckpoint = resume != nil
+        if let resume, resume.endPosition > segments[scanFrom].start, resume.endPosition < segments[scanFrom].end {
+            // The data must reach the checkpoint (the verification after the open checks what is before it).
+            let size = try segments[scanFrom].fileSize()
+            if segments[scanFrom].start + size < resume.endPosition {
+                throw .corrupt(file: segments[scanFrom].path, position: segments[scanFrom].start + size, detail: "the file ends at \(segments[scanFrom].start + size) but the checkpoint says the log was durable up to \(resume.endPosition): durable entries are missing")
             }
         }
-        if !usedCheckpoint { scanFrom = 0 }
 
-        // What the log looks like just before the scan: from the checkpoint if it points exactly there
-        // (an emptied store remembers its next index this way), otherwise learned from the first entry.
-        let scanStart = segments[scanFrom].start
-        let initial = checkpoint.flatMap { $0.endPosition == scanStart ? $0 : nil }
-            ?? DurablePoint(endPosition: scanStart, nextIndex: scanFrom == 0 ? (firstIndex ?? options.firstIndexOfEmptyStore) : LogIndex(0), lastTerm: Term(0), lastChainCRC: 0)
-        var scan = Scan(segments: segments, startSegment: scanFrom, chunkBytes: chunkBytes, initial: initial)
+        // What the log looks like just before the scan: the checkpoint, otherwise learned from the
+        // first entry.
+        let scanStart = resume.map { max($0.endPosition, segments[scanFrom].start) } ?? segments[0].start
+        let initial = resume ?? DurablePoint(endPosition: scanStart, nextIndex: firstIndex ?? options.firstIndexOfEmptyStore, lastTerm: Term(0), lastChainCRC: 0)
+        var scan = Scan(segments: segments, startSegment: scanFrom, startPosition: scanStart, chunkBytes: chunkBytes, initial: initial,
+                        continuesChain: resume != nil && scanStart > segments[0].start)
         try scan.run(index: &index)
 
         // A stop at an invalid entry: torn tail or corruption?
@@ -130,7 +145,7 @@ struct Recovery {
             throw .corrupt(file: last.path, position: end.endPosition, detail: "the log ends at \(end.endPosition) but the checkpoint says it was durable up to \(checkpoint.endPosition): durable entries are missing")
         }
         let logFirst = firstIndex ?? scan.firstScannedIndex ?? checkpoint.map(\.nextIndex) ?? options.firstIndexOfEmptyStore
-        let effectiveFirst = scan.scannedEntries == 0 && scan.startSegment == 0 ? end.nextIndex : logFirst
+        let effectiveFirst = scan.scannedEntries == 0 && scanStart == segments[0].start ? end.nextIndex : logFirst
         try scan.flushIndex(&index)
         try index.truncate(from: end.nextIndex)
         if end.nextIndex > effectiveFirst { try index.deleteBefore(effectiveFirst) }
@@ -139,7 +154,7 @@ struct Recovery {
         let report = RecoveryReport(
             segmentCount: segments.count, firstIndex: effectiveFirst,
             lastIndex: end.nextIndex > effectiveFirst ? LogIndex(end.nextIndex.rawValue - 1) : nil,
-            usedCheckpoint: usedCheckpoint, scanStartPosition: segments[scanFrom].start, scannedBytes: scan.scannedBytes,
+            usedCheckpoint: usedCheckpoint, scanStartPosition: scanStart, scannedBytes: scan.scannedBytes,
             scannedEntries: scan.scannedEntries, cut: cut, indexRecordsRewritten: scan.indexRecordsRewritten,
             ignoredFiles: ignored)
         return Result(segments: segments, index: index, firstIndex: effectiveFirst, base: base(startingAt: effectiveFirst),
@@ -177,6 +192,10 @@ struct Scan {
 
     let segments: [SegmentFile]
     let startSegment: Int
+    /// Where in `startSegment` the scan begins (its start, or a checkpoint within it).
+    let startPosition: UInt64
+    /// Whether the first entry scanned must continue `initial`'s chain (index, term, chain CRC).
+    let continuesChain: Bool
     let chunkBytes: Int
     var stop: Stop?
     var end: DurablePoint
@@ -188,22 +207,24 @@ struct Scan {
     private var pendingIndex: [UInt8] = []
     private var pendingFirst = LogIndex(0)
 
-    init(segments: [SegmentFile], startSegment: Int, chunkBytes: Int, initial: DurablePoint) {
+    init(segments: [SegmentFile], startSegment: Int, startPosition: UInt64? = nil, chunkBytes: Int, initial: DurablePoint, continuesChain: Bool = false) {
         self.segments = segments
         self.startSegment = startSegment
+        self.startPosition = startPosition ?? segments[startSegment].start
+        self.continuesChain = continuesChain
         self.chunkBytes = chunkBytes
         self.end = initial
     }
 
     mutating func run(index: inout IndexFiles) throws(StorageError) {
-        var expected: LogIndex? = nil
-        var previousChain: UInt32? = nil
-        var lastTerm = Term(0)
-        var position = segments[startSegment].start
+        var expected: LogIndex? = continuesChain ? end.nextIndex : nil
+        var previousChain: UInt32? = continuesChain ? end.lastChainCRC : nil
+        var lastTerm = continuesChain ? end.lastTerm : Term(0)
+        var position = startPosition
         for k in startSegment..<segments.count {
             let segment = segments[k]
             segment.adviseSequential()
-            position = segment.start
+            position = k == startSegment ? startPosition : segment.start
             var reader = SegmentReader(segment: segment, limit: segment.end, chunkBytes: chunkBytes)
             while true {
                 let item = try reader.item(at: position)

@@ -40,6 +40,21 @@ import TestSupport
         return (file, position)
     }
 
+    /// Durable entries are gone or damaged: the open refuses at once, or (before the checkpoint)
+    /// the verification after it finds them, stops the store, and the next open refuses.
+    static func expectRefused(_ dir: String, _ what: String) {
+        do {
+            let store = try LogStore.open(smallOptions(dir))
+            let finding = store.awaitVerification()
+            try? store.close()
+            guard finding != nil else {
+                Issue.record("\(what) was accepted")
+                return
+            }
+            #expect(throws: StorageError.self, "\(what): reopened after the verification found it") { _ = try LogStore.open(smallOptions(dir)) }
+        } catch {}
+    }
+
     @Test(arguments: [1, 2, 3] as [UInt64])
     func cutAtRandomBytePositionsKeepsExactlyTheValidPrefix(seed: UInt64) async throws {
         let tmp = TempDirectory("cut\(seed)")
@@ -66,7 +81,7 @@ import TestSupport
             }
             let expected = snap.entries.filter { $0.position.rawValue + UInt64($0.header.totalByteCount) <= x }
             if x < snap.checkpointEnd {
-                #expect(throws: StorageError.self, "cut at \(x) below the checkpoint \(snap.checkpointEnd) was accepted") { _ = try LogStore.open(smallOptions(dir)) }
+                Self.expectRefused(dir, "cut at \(x) below the checkpoint \(snap.checkpointEnd)")
                 continue
             }
             let store = try LogStore.open(smallOptions(dir))
@@ -86,6 +101,35 @@ import TestSupport
             #expect(again.recoveryReport.cut == nil)
             try again.close()
         }
+    }
+
+    /// A start costs what came after the checkpoint, not the log's size: the scan resumes exactly at
+    /// the checkpoint, and the entries before it are verified after the open (they pass here).
+    @Test func theOpenResumesAtTheCheckpointAndVerifiesTheRestAfterwards() async throws {
+        let tmp = TempDirectory("resume")
+        let dir = tmp.path + "/store"
+        var rng = SplitMix64(seed: 77)
+        var store = try LogStore.open(smallOptions(dir, flush: manualFlush))
+        for _ in 0..<120 { _ = try store.write([EntryToAppend(term: Term(1), body: randomBody(&rng))]) }
+        let written = try readAll(store)
+        #expect(segmentFiles(dir).count >= 6, "a log of several segments")
+        try store.close()
+        store = try LogStore.open(smallOptions(dir, flush: manualFlush))
+        let report = store.recoveryReport
+        #expect(report.usedCheckpoint && report.scannedEntries == 0 && report.scanStartPosition == written.last!.position.rawValue + UInt64(written.last!.header.totalByteCount),
+                "\(report)")
+        #expect(store.awaitVerification() == nil && !store.verification.running)
+        // The chain goes on from the checkpoint: new entries chain to the old ones, and a full scan
+        // (no checkpoint) accepts the whole log.
+        for _ in 0..<10 { _ = try store.write([EntryToAppend(term: Term(2), body: randomBody(&rng))]) }
+        let all = try readAll(store)
+        #expect(Array(all.prefix(written.count)) == written && all.count == written.count + 10)
+        try store.close()
+        try FileManager.default.removeItem(atPath: dir + "/checkpoint")
+        store = try LogStore.open(smallOptions(dir, flush: manualFlush))
+        let rescanned = try readAll(store)
+        #expect(!store.recoveryReport.usedCheckpoint && rescanned == all)
+        try store.close()
     }
 
     @Test(arguments: [11, 12, 13] as [UInt64])
@@ -114,9 +158,20 @@ import TestSupport
                 #expect(store.recoveryReport.cut?.position == region.start)
                 try store.close()
             } else {
+                // After the checkpoint the open finds it; before it, the verification that follows
+                // the open does, stops the store, and the next open refuses. Either way the error
+                // names the file and the position of the damaged entry.
                 do {
+                    let store = try LogStore.open(smallOptions(dir))
+                    let finding = store.awaitVerification()
+                    try? store.close()
+                    guard let finding else {
+                        Issue.record("trial \(trial): flip at \(x) (entry \(region.entry.map(String.init) ?? "blank")) went unnoticed")
+                        continue
+                    }
+                    #expect(finding.contains(file) && finding.contains("position \(region.start)"), "trial \(trial): flip at \(x): \(finding)")
                     _ = try LogStore.open(smallOptions(dir))
-                    Issue.record("trial \(trial): flip at \(x) (entry \(region.entry.map(String.init) ?? "blank")) went unnoticed")
+                    Issue.record("trial \(trial): reopened after the verification found \(finding)")
                 } catch {
                     let (corruptFile, position) = Self.corruptLocation(error)
                     #expect(corruptFile == file, "trial \(trial): \(error)")
