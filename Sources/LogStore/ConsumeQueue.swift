@@ -65,9 +65,18 @@ public final class ConsumeQueue: Sendable {
             let last = files[files.count - 1]
             let ends = try Self.scanEnd(last)
             maxOffset = (last.start + ends) / Self.entryBytes
-            // Blank entries before the first real one (they fill the first file's head only).
-            let head = try Self.readEntries(files, from: minOffset, count: Int(min(fileBytes / Self.entryBytes, maxOffset - minOffset)))
-            minOffset += UInt64(head.firstIndex { !$0.isBlank } ?? head.count)
+            // Blank entries before the first real one (they fill the first file's head only), read
+            // in chunks: usually the first entry is real.
+            let headEnd = min(minOffset + fileBytes / Self.entryBytes, maxOffset)
+            while minOffset < headEnd {
+                let chunk = try Self.readEntries(files, from: minOffset, count: Int(min(4_096, headEnd - minOffset)))
+                if chunk.isEmpty { break }
+                if let k = chunk.firstIndex(where: { !$0.isBlank }) {
+                    minOffset += UInt64(k)
+                    break
+                }
+                minOffset += UInt64(chunk.count)
+            }
         }
         state = Mutex(State(files: files, minOffset: minOffset, maxOffset: maxOffset))
     }
@@ -77,12 +86,19 @@ public final class ConsumeQueue: Sendable {
         let size = min(try file.fileSize(), file.capacity)
         var buffer = [UInt8](repeating: 0, count: Int(size))
         let n = try storageCall { try buffer.withUnsafeMutableBytes { try file.read(into: $0, at: file.start) } }
-        var at = 0
-        while at + Int(entryBytes) <= n {
-            if buffer[at..<(at + Int(entryBytes))].allSatisfy({ $0 == 0 }) { break }
-            at += Int(entryBytes)
+        let step = Int(entryBytes)
+        return buffer.withUnsafeBytes { raw -> UInt64 in
+            var at = 0
+            while at + step <= n {
+                // 20 bytes: two 8-byte words and one 4-byte word, unaligned loads.
+                let a = raw.loadUnaligned(fromByteOffset: at, as: UInt64.self)
+                let b = raw.loadUnaligned(fromByteOffset: at + 8, as: UInt64.self)
+                let c = raw.loadUnaligned(fromByteOffset: at + 16, as: UInt32.self)
+                if a | b | UInt64(c) == 0 { break }
+                at += step
+            }
+            return UInt64(at)
         }
-        return UInt64(at)
     }
 
     public var minOffset: UInt64 { state.withLock { $0.minOffset } }
@@ -225,8 +241,10 @@ public final class ConsumeQueue: Sendable {
     }
 
     static func decode(_ b: [UInt8], at k: Int) -> Entry {
-        func int(_ at: Int, _ n: Int) -> UInt64 { b[at..<(at + n)].reduce(0) { $0 << 8 | UInt64($1) } }
-        return Entry(commitLogOffset: Int64(bitPattern: int(k, 8)), size: Int32(bitPattern: UInt32(int(k + 8, 4))),
-                     tagsCode: Int64(bitPattern: int(k + 12, 8)))
+        b.withUnsafeBytes { raw in
+            Entry(commitLogOffset: Int64(bigEndian: raw.loadUnaligned(fromByteOffset: k, as: Int64.self)),
+                  size: Int32(bigEndian: raw.loadUnaligned(fromByteOffset: k + 8, as: Int32.self)),
+                  tagsCode: Int64(bigEndian: raw.loadUnaligned(fromByteOffset: k + 12, as: Int64.self)))
+        }
     }
 }
