@@ -26,6 +26,7 @@ extension LogStore {
             throw .corrupt(file: indexDirectory, position: IndexFiles.offset(of: keepNext), detail: "index record of entry \(keepNext) is missing")
         }
         let cut = record.position.rawValue
+        state.verifyLimit = min(state.verifyLimit, cut)
         var point = DurablePoint(endPosition: cut, nextIndex: keepNext, lastTerm: Term(0), lastChainCRC: 0)
         if keepNext > state.firstIndex {
             let previous = try headerUnderLock(of: LogIndex(keepNext.rawValue - 1))
@@ -105,6 +106,7 @@ extension LogStore {
         if let failure = state.failure { throw .failed(failure) }
         try drainPendingOrFail()
         let point = base.point
+        state.verifyLimit = 0
         do {
             try FileIO.unlink(checkpointPath)
             try FileIO.fsyncDirectory(options.directory)

@@ -149,6 +149,8 @@ public final class LogStore: @unchecked Sendable {
         /// The verification of the entries before the checkpoint (Verification.swift).
         var verifierRunning = false
         var verificationFinding: String?
+        /// The lowest position a truncation or reset cut since the open (the verification stops there).
+        var verifyLimit = UInt64.max
         var lastCheckpoint: DurablePoint?
         var diskUsedRatio: Double = 0
         var diskSampledAtMs: UInt64 = 0

@@ -38,8 +38,10 @@ struct Verification {
     }
 
     /// Verifies the range; nil when every entry is valid and the chain ends exactly at the
-    /// checkpoint. `stop` is asked between entries (a closing store ends it early: nil).
-    func run(stop: () -> Bool) throws(StorageError) -> Finding? {
+    /// checkpoint. `stop` is asked between entries (a closing store ends it early: nil), and so is
+    /// `limit`, the lowest position a truncation cut since the open: what is there now was written
+    /// after the cut and is not the log this verifies (a finding there is dropped by the caller).
+    func run(stop: () -> Bool, limit: () -> UInt64 = { .max }) throws(StorageError) -> Finding? {
         var expected: LogIndex? = nil
         var previousChain: UInt32? = nil
         var lastTerm = Term(0)
@@ -51,7 +53,7 @@ struct Verification {
             var reader = SegmentReader(segment: segment, limit: segment.end, chunkBytes: chunkBytes)
             var position = segment.start
             scan: while position < target {
-                if stop() { return nil }
+                if stop() || position >= limit() { return nil }
                 switch try reader.item(at: position) {
                 case let .blank(padding):
                     guard UInt64(exactly: padding) == segment.end - position else {
@@ -80,7 +82,7 @@ struct Verification {
                 return Finding(file: segment.path, position: target, reason: "the checkpoint's position \(target) is inside an entry")
             }
         }
-        if let expected, expected != checkpoint.nextIndex || previousChain != checkpoint.lastChainCRC || lastTerm != checkpoint.lastTerm {
+        if let expected, limit() >= target, expected != checkpoint.nextIndex || previousChain != checkpoint.lastChainCRC || lastTerm != checkpoint.lastTerm {
             let last = segments.last { $0.start < target } ?? segments[fromSegment]
             return Finding(file: last.path, position: target, reason: "the entries before the checkpoint end at index \(expected) (chain CRC \(previousChain ?? 0), term \(lastTerm)); the checkpoint says \(checkpoint.nextIndex) (\(checkpoint.lastChainCRC), term \(checkpoint.lastTerm))")
         }
@@ -126,7 +128,7 @@ extension LogStore {
             _ = pthread_setschedparam(pthread_self(), 5, &param)
             let result: Result<Verification.Finding?, StorageError>
             do throws(StorageError) {
-                result = .success(try v.run(stop: { lock.withLock { state.closing } }))
+                result = .success(try v.run(stop: { lock.withLock { state.closing } }, limit: { lock.withLock { state.verifyLimit } }))
             } catch {
                 result = .failure(error)
             }
@@ -137,6 +139,9 @@ extension LogStore {
                 // A read error on the way is itself a finding about the files.
                 finding = Verification.Finding(file: v.segments[v.fromSegment].path, position: v.segments[v.fromSegment].start, reason: "reading failed: \(e)")
             }
+            // Found where a truncation cut meanwhile (a Raft conflict, a reset): the entries read
+            // there are not the ones the checkpoint described.
+            if let f = finding, f.position >= lock.withLock({ state.verifyLimit }) { finding = nil }
             if let finding {
                 let text = "corrupt entry found by the verification after the open: \(finding.file) at position \(finding.position): \(finding.reason). Restore this node from a replica (or move the damaged files aside), then remove \(options.directory)/\(Verification.markerName)"
                 // The marker first: the next open must refuse, whatever happens to this process.
