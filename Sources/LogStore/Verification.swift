@@ -6,7 +6,7 @@ import LogFormat
 /// Recovery resumes at the checkpoint (everything before it was durable when it was written), so a
 /// start costs what came after it, not the log's size: on a 1.2 GB log with 1 GiB segments the scan
 /// of everything took 0.8 s from the page cache and 25 s from the disk. What it read before is now
-/// read by a thread of the lowest CPU priority once the store is open: the last three segments
+/// read once the store is open by a thread of the idle scheduling class (SCHED_IDLE): the last three segments
 /// before the checkpoint, as RocketMQ's recovery reads them (or the whole log when shorter), every
 /// entry checked for position, index, term order, chain and body CRC, up to exactly the
 /// checkpoint's index and chain. Reads verify every entry they serve anyway, so nothing corrupt is

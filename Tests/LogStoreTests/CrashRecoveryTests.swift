@@ -103,14 +103,20 @@ import TestSupport
         }
     }
 
+    /// A store in `dir` (manual flush) holding `entries` random entries of term 1.
+    static func openWritten(_ dir: String, entries: Int, _ rng: inout SplitMix64) throws -> LogStore {
+        let store = try LogStore.open(smallOptions(dir, flush: manualFlush))
+        for _ in 0..<entries { _ = try store.write([EntryToAppend(term: Term(1), body: randomBody(&rng))]) }
+        return store
+    }
+
     /// A start costs what came after the checkpoint, not the log's size: the scan resumes exactly at
     /// the checkpoint, and the entries before it are verified after the open (they pass here).
     @Test func theOpenResumesAtTheCheckpointAndVerifiesTheRestAfterwards() async throws {
         let tmp = TempDirectory("resume")
         let dir = tmp.path + "/store"
         var rng = SplitMix64(seed: 77)
-        var store = try LogStore.open(smallOptions(dir, flush: manualFlush))
-        for _ in 0..<120 { _ = try store.write([EntryToAppend(term: Term(1), body: randomBody(&rng))]) }
+        var store = try Self.openWritten(dir, entries: 120, &rng)
         let written = try readAll(store)
         #expect(segmentFiles(dir).count >= 6, "a log of several segments")
         try store.close()
@@ -139,8 +145,7 @@ import TestSupport
         let tmp = TempDirectory("verify-cut")
         let dir = tmp.path + "/store"
         var rng = SplitMix64(seed: 78)
-        var store = try LogStore.open(smallOptions(dir, flush: manualFlush))
-        for _ in 0..<60 { _ = try store.write([EntryToAppend(term: Term(1), body: randomBody(&rng))]) }
+        var store = try Self.openWritten(dir, entries: 60, &rng)
         try store.close()
         // The verification as the next open plans it, holding the segment files as they are now.
         let v = try #require(Verification.plan(try Recovery(options: smallOptions(dir, flush: manualFlush)).run()))
