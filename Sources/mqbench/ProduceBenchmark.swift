@@ -10,7 +10,7 @@ import Remoting
 /// with a fixed number in flight. Bounded by count and time.
 struct ProduceBenchmark: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "produce", abstract: "Send messages through the nameservers' routes and measure throughput and latency (closed loop).")
+        commandName: "produce", abstract: "Send messages through the nameservers' routes and measure throughput and latency (closed loop, or open loop with --rate).")
 
     @Option(name: .customShort("n"), help: "Nameservers, e.g. '127.0.0.1:9876;127.0.0.2:9876;127.0.0.3:9876'.")
     var namesrv: String
@@ -21,16 +21,8 @@ struct ProduceBenchmark: AsyncParsableCommand {
     @OptionGroup var load: LoadOptions
 
     func run() async throws {
-        LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = .error
-            return h
-        }
-        let servers = namesrv.split(whereSeparator: { $0 == ";" || $0 == "," }).map(String.init)
-        guard !servers.isEmpty else { throw ValidationError("-n names no nameserver") }
-        let loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let remoting = RemotingClient(group: loops, logger: Logger(label: "mqbench"))
-        let producer = Producer(nameServers: servers, remoting: remoting, logger: Logger(label: "mqbench"))
+        let client = try BenchClient(namesrv, ifEmpty: "-n names no nameserver")
+        let producer = Producer(nameServers: client.addresses, remoting: client.remoting, logger: Logger(label: "mqbench"))
         let message = OutgoingMessage(topic: topic, body: [UInt8](repeating: UInt8(ascii: "m"), count: load.size), tags: "bench")
         // The route (and the topic) exist before the clock starts.
         _ = try await producer.send(message)
@@ -40,8 +32,7 @@ struct ProduceBenchmark: AsyncParsableCommand {
             let r = try await producer.send(message)
             if r.status != .sendOK { throw NotSendOK(status: r.status) }
         }
-        await remoting.close()
-        try? await loops.shutdownGracefully()
+        await client.close()
         if sent == 0 { throw ExitCode(1) }
     }
 }

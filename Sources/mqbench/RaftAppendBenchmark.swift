@@ -23,22 +23,38 @@ struct RaftAppendBenchmark: AsyncParsableCommand {
     @OptionGroup var load: LoadOptions
 
     func run() async throws {
+        let client = try BenchClient(brokers, ifEmpty: "-b names no broker")
+        let log = RaftLogClient(group: group, addresses: client.addresses, client: client.remoting)
+        let data = [UInt8](repeating: UInt8(ascii: "m"), count: load.size)
+        let loop = load.loop(unit: "appends")
+        let sent = await loop.run { _ = try await log.append(data, deadline: .now + .seconds(5)) }
+        await client.close()
+        if sent == 0 { throw ExitCode(1) }
+    }
+}
+
+/// What the network benchmarks share: errors only on stderr, one event loop, one remoting client,
+/// and the addresses of `list` ("a;b" or "a,b"), at least one (else the error `ifEmpty`).
+struct BenchClient {
+    let loops: MultiThreadedEventLoopGroup
+    let remoting: RemotingClient
+    let addresses: [String]
+
+    init(_ list: String, ifEmpty: String) throws {
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)
             h.logLevel = .error
             return h
         }
-        let addresses = brokers.split(whereSeparator: { $0 == ";" || $0 == "," }).map(String.init)
-        guard !addresses.isEmpty else { throw ValidationError("-b names no broker") }
-        let loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let remoting = RemotingClient(group: loops, logger: Logger(label: "mqbench"))
-        let log = RaftLogClient(group: group, addresses: addresses, client: remoting)
-        let data = [UInt8](repeating: UInt8(ascii: "m"), count: load.size)
-        let loop = load.loop(unit: "appends")
-        let sent = await loop.run { _ = try await log.append(data, deadline: .now + .seconds(5)) }
+        addresses = list.split(whereSeparator: { $0 == ";" || $0 == "," }).map(String.init)
+        guard !addresses.isEmpty else { throw ValidationError(ifEmpty) }
+        loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        remoting = RemotingClient(group: loops, logger: Logger(label: "mqbench"))
+    }
+
+    func close() async {
         await remoting.close()
         try? await loops.shutdownGracefully()
-        if sent == 0 { throw ExitCode(1) }
     }
 }
 

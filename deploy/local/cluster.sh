@@ -95,8 +95,12 @@ wait_for_leader() {
 
 case "${1:-}" in
   start)
+    # Builds the default binaries when missing or older than the sources; binaries named by
+    # RAFTMQ_BIN are the caller's, used as they are.
     for product in mqnamesrv mqbroker mqadmin mqbench; do
-      if [ ! -x "$bin/$product" ] || [ -n "$(find Sources Package.swift -newer "$bin/$product" -print -quit 2>/dev/null)" ]; then
+      if [ -n "${RAFTMQ_BIN:-}" ]; then
+        [ -x "$bin/$product" ] || { echo "$bin/$product does not exist (RAFTMQ_BIN=$RAFTMQ_BIN)" >&2; exit 1; }
+      elif [ ! -x "$bin/$product" ] || [ -n "$(find Sources Package.swift -newer "$bin/$product" -print -quit 2>/dev/null)" ]; then
         swift build -c release --product "$product"
       fi
     done
