@@ -13,98 +13,149 @@ import Synchronization
 public final class KeyIndex: Sendable {
     static let headerBytes = 40
 
+    /// One index file, mapped shared into memory as RocketMQ maps it: a put is a few stores into the
+    /// page cache instead of a read and two writes through the kernel (measured: those three system
+    /// calls per key were 11 % of a follower's CPU at 1 KiB sends). A store into a mapped hole of a
+    /// full disk would kill the process (SIGBUS), so the blocks under every byte a put may touch are
+    /// reserved first: the header and slots when the file is made, the entries 64 KiB ahead of the
+    /// next one; a reservation that fails is a put that throws (the disk is full), never a signal.
     final class IndexFile: @unchecked Sendable {
         let path: String
         let fd: Int32
         let slots: Int
         let capacity: Int
+        let size: Int
+        let base: UnsafeMutableRawPointer
         /// Guarded by the KeyIndex's lock.
         var count: Int32
         var beginTimestamp: Int64
         var endTimestamp: Int64
         var beginPhyOffset: Int64
         var endPhyOffset: Int64
+        /// Bytes from the start known to have blocks (fallocate'd here, or written by an earlier run).
+        var reserved: Int
+
+        static let reserveAhead = 64 << 10
 
         init(path: String, slots: Int, capacity: Int, create: Bool) throws {
             self.path = path
             let fd = open(path, O_RDWR | (create ? O_CREAT : 0), 0o644)
-            self.fd = fd
             guard fd >= 0 else { throw KeyIndexError("cannot open \(path): \(String(cString: strerror(errno)))", layout: false) }
-            var header = [UInt8](repeating: 0, count: KeyIndex.headerBytes)
+            var st = stat()
+            var fileSize = fstat(fd, &st) == 0 ? Int(st.st_size) : 0
+            var layout = (slots: slots, capacity: capacity)
+            var reserved = 0
             if create {
-                let size = KeyIndex.headerBytes + slots * 4 + capacity * 20
-                guard ftruncate(fd, off_t(size)) == 0 else {
-                    let why = String(cString: strerror(errno))
+                fileSize = KeyIndex.headerBytes + slots * 4 + capacity * 20
+                let head = KeyIndex.headerBytes + slots * 4
+                let r1 = ftruncate(fd, off_t(fileSize))
+                let r2 = r1 == 0 ? posix_fallocate(fd, 0, off_t(min(fileSize, head + Self.reserveAhead))) : errno
+                guard r1 == 0 && r2 == 0 else {
                     close(fd)
-                    throw KeyIndexError("cannot size \(path): \(why)", layout: false)
+                    unlink(path)
+                    throw KeyIndexError("cannot size \(path): \(String(cString: strerror(r2)))", layout: false)
                 }
-                self.slots = slots
-                self.capacity = capacity
+                reserved = min(fileSize, head + Self.reserveAhead)
             } else {
                 // An existing file keeps the layout it was written with (the configuration may have
-                // changed since): slots from its header, entries from its size.
-                _ = header.withUnsafeMutableBytes { pread(fd, $0.baseAddress, KeyIndex.headerBytes, 0) }
-                var st = stat()
-                let headerSlots = Int(header.readBE(32, bytes: 4))
-                let fileSize = fstat(fd, &st) == 0 ? Int(st.st_size) : 0
+                // changed since): slots from its header, entries from its size. It takes no new
+                // entries (it is sealed), so nothing is stored past what it holds.
+                var header = [UInt8](repeating: 0, count: KeyIndex.headerBytes)
+                let n = header.withUnsafeMutableBytes { pread(fd, $0.baseAddress, KeyIndex.headerBytes, 0) }
+                let headerSlots = n == KeyIndex.headerBytes ? Int(header.readBE(32, bytes: 4)) : 0
                 let usedSlots = headerSlots > 0 ? headerSlots : slots
                 guard usedSlots > 0, fileSize > KeyIndex.headerBytes + usedSlots * 4 else {
                     close(fd)
                     throw KeyIndexError("\(path) is not an index file of \(usedSlots) slots (\(fileSize) bytes)", layout: true)
                 }
-                self.slots = usedSlots
-                self.capacity = (fileSize - KeyIndex.headerBytes - usedSlots * 4) / 20
+                layout = (usedSlots, (fileSize - KeyIndex.headerBytes - usedSlots * 4) / 20)
+                reserved = fileSize
             }
-            beginTimestamp = Int64(bitPattern: header.readBE(0, bytes: 8))
-            endTimestamp = Int64(bitPattern: header.readBE(8, bytes: 8))
-            beginPhyOffset = Int64(bitPattern: header.readBE(16, bytes: 8))
-            endPhyOffset = Int64(bitPattern: header.readBE(24, bytes: 8))
-            count = max(1, Int32(bitPattern: UInt32(header.readBE(36, bytes: 4))))
+            let mapping = mmap(nil, fileSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+            guard let mapped = mapping, mapped != UnsafeMutableRawPointer(bitPattern: -1) else {
+                let why = String(cString: strerror(errno))
+                close(fd)
+                throw KeyIndexError("cannot map \(path) (\(fileSize) bytes): \(why)", layout: false)
+            }
+            self.fd = fd
+            self.size = fileSize
+            self.base = mapped
+            self.slots = layout.slots
+            self.capacity = layout.capacity
+            self.reserved = reserved
+            beginTimestamp = 0
+            endTimestamp = 0
+            beginPhyOffset = 0
+            endPhyOffset = 0
+            count = 1
+            beginTimestamp = Int64(bitPattern: load(0, 8))
+            endTimestamp = Int64(bitPattern: load(8, 8))
+            beginPhyOffset = Int64(bitPattern: load(16, 8))
+            endPhyOffset = Int64(bitPattern: load(24, 8))
+            count = max(1, Int32(bitPattern: UInt32(truncatingIfNeeded: load(36, 4))))
         }
 
-        deinit { close(fd) }
+        deinit {
+            munmap(base, size)
+            close(fd)
+        }
 
         /// No more entries go here (full, or reopened after a run whose header may be stale).
         var sealed = false
         var isFull: Bool { sealed || Int(count) >= capacity }
 
-        func readInt(_ at: Int, _ bytes: Int) -> UInt64 {
-            var b = [UInt8](repeating: 0, count: bytes)
-            let n = b.withUnsafeMutableBytes { pread(fd, $0.baseAddress, bytes, off_t(at)) }
-            return n == bytes ? b.readBE(0, bytes: bytes) : 0
+        /// A big-endian unsigned integer of `bytes` (4 or 8) at `at`; 0 outside the file.
+        func load(_ at: Int, _ bytes: Int) -> UInt64 {
+            guard at >= 0, at + bytes <= size else { return 0 }
+            if bytes == 8 { return UInt64(bigEndian: base.loadUnaligned(fromByteOffset: at, as: UInt64.self)) }
+            return UInt64(UInt32(bigEndian: base.loadUnaligned(fromByteOffset: at, as: UInt32.self)))
         }
 
-        func write(_ bytes: [UInt8], at: Int) throws {
-            let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, bytes.count, off_t(at)) }
-            guard n == bytes.count else { throw KeyIndexError("writing \(path) failed: \(String(cString: strerror(errno)))", layout: false) }
-        }
+        func store32(_ v: UInt32, at: Int) { base.storeBytes(of: v.bigEndian, toByteOffset: at, as: UInt32.self) }
+        func store64(_ v: UInt64, at: Int) { base.storeBytes(of: v.bigEndian, toByteOffset: at, as: UInt64.self) }
 
         func put(hash: Int32, phyOffset: Int64, storeTimestamp: Int64) throws {
+            let entryAt = KeyIndex.headerBytes + slots * 4 + Int(count) * 20
+            if entryAt + 20 > reserved {
+                let upTo = min(size, entryAt + 20 + Self.reserveAhead)
+                let r = posix_fallocate(fd, off_t(reserved), off_t(upTo - reserved))
+                guard r == 0 else { throw KeyIndexError("cannot extend \(path): \(String(cString: strerror(r)))", layout: false) }
+                reserved = upTo
+            }
             if count == 1 { beginTimestamp = storeTimestamp; beginPhyOffset = phyOffset }
-            let slot = Int(hash) % slots
-            let slotAt = KeyIndex.headerBytes + slot * 4
-            let previous = UInt32(truncatingIfNeeded: readInt(slotAt, 4))
+            let slotAt = KeyIndex.headerBytes + (Int(hash) % slots) * 4
+            let previous = UInt32(truncatingIfNeeded: load(slotAt, 4))
             let diff = max(0, min(Int64(Int32.max), (storeTimestamp - beginTimestamp) / 1000))
-            var entry: [UInt8] = []
-            entry.appendBE(UInt64(UInt32(bitPattern: hash)), bytes: 4)
-            entry.appendBE(UInt64(bitPattern: phyOffset), bytes: 8)
-            entry.appendBE(UInt64(diff), bytes: 4)
-            entry.appendBE(UInt64(previous), bytes: 4)
-            try write(entry, at: KeyIndex.headerBytes + slots * 4 + Int(count) * 20)
-            var slotBytes: [UInt8] = []
-            slotBytes.appendBE(UInt64(UInt32(bitPattern: count)), bytes: 4)
-            try write(slotBytes, at: slotAt)
+            // The entry before the slot that points to it (a concurrent lookup never follows a link
+            // to an entry not yet written).
+            store32(UInt32(bitPattern: hash), at: entryAt)
+            store64(UInt64(bitPattern: phyOffset), at: entryAt + 4)
+            store32(UInt32(diff), at: entryAt + 12)
+            store32(previous, at: entryAt + 16)
+            store32(UInt32(bitPattern: count), at: slotAt)
             count += 1
             endTimestamp = storeTimestamp
             endPhyOffset = phyOffset
+            // The header follows every put, as RocketMQ's does (a few stores into a mapped page), so
+            // the file in the page cache is whole even if the process dies before a flush.
+            writeHeader()
         }
 
-        func writeHeader() throws {
-            var h: [UInt8] = []
-            for v in [beginTimestamp, endTimestamp, beginPhyOffset, endPhyOffset] { h.appendBE(UInt64(bitPattern: v), bytes: 8) }
-            h.appendBE(UInt64(slots), bytes: 4)
-            h.appendBE(UInt64(UInt32(bitPattern: count)), bytes: 4)
-            try write(h, at: 0)
+        func writeHeader() {
+            store64(UInt64(bitPattern: beginTimestamp), at: 0)
+            store64(UInt64(bitPattern: endTimestamp), at: 8)
+            store64(UInt64(bitPattern: beginPhyOffset), at: 16)
+            store64(UInt64(bitPattern: endPhyOffset), at: 24)
+            store32(UInt32(slots), at: 32)
+            store32(UInt32(bitPattern: count), at: 36)
+        }
+
+        /// Writes the mapped pages back and waits for them; then lets the kernel take the pages out
+        /// of this process (they stay in the page cache), so the touched slots do not count in the
+        /// broker's resident memory.
+        func sync() throws {
+            guard msync(base, size, MS_SYNC) == 0 else { throw KeyIndexError("syncing \(path) failed: \(String(cString: strerror(errno)))", layout: false) }
+            _ = madvise(base, size, MADV_DONTNEED)
         }
 
         /// Candidate offsets for a hash, newest first, within [begin, end] ms; `count` is the number of
@@ -112,7 +163,7 @@ public final class KeyIndex: Sendable {
         /// entry older than `begin` (chains run newest first) and after `maxSteps` entries.
         func lookup(hash: Int32, begin: Int64, end: Int64, max: Int, count: Int32, beginTimestamp: Int64, maxSteps: Int) -> [Int64] {
             var out: [Int64] = []
-            var n = Int32(bitPattern: UInt32(truncatingIfNeeded: readInt(KeyIndex.headerBytes + (Int(hash) % slots) * 4, 4)))
+            var n = Int32(bitPattern: UInt32(truncatingIfNeeded: load(KeyIndex.headerBytes + (Int(hash) % slots) * 4, 4)))
             var steps = 0
             let lower = begin < Int64.min + 1000 ? Int64.min : begin - 1000
             let upper = end > Int64.max - 1000 ? Int64.max : end + 1000
@@ -121,11 +172,11 @@ public final class KeyIndex: Sendable {
             while n > 0 && Int(n) < capacity && out.count < max && steps < maxSteps {
                 steps += 1
                 let at = KeyIndex.headerBytes + slots * 4 + Int(n) * 20
-                let h = Int32(bitPattern: UInt32(readInt(at, 4)))
-                let phy = Int64(bitPattern: readInt(at + 4, 8))
+                let h = Int32(bitPattern: UInt32(truncatingIfNeeded: load(at, 4)))
+                let phy = Int64(bitPattern: load(at + 4, 8))
                 // Times are kept in whole seconds from the file's first: a second of slack each side.
-                let (t, overflow) = beginTimestamp.addingReportingOverflow(Int64(readInt(at + 12, 4)).multipliedReportingOverflow(by: 1000).partialValue)
-                let previous = Int32(bitPattern: UInt32(readInt(at + 16, 4)))
+                let (t, overflow) = beginTimestamp.addingReportingOverflow(Int64(load(at + 12, 4)).multipliedReportingOverflow(by: 1000).partialValue)
+                let previous = Int32(bitPattern: UInt32(truncatingIfNeeded: load(at + 16, 4)))
                 if !overflow && n < count {
                     if t < lower { break }
                     if h == hash && t <= upper { out.append(phy) }
@@ -175,7 +226,7 @@ public final class KeyIndex: Sendable {
         try files.withLock { (f) throws in
             for key in keys where !key.isEmpty {
                 if f.last == nil || f.last!.isFull {
-                    try f.last?.writeHeader()
+                    f.last?.writeHeader()
                     var name = String(Int64(Date().timeIntervalSince1970 * 1000))
                     while FileManager.default.fileExists(atPath: directory + "/" + name) { name = String((Int64(name) ?? 0) + 1) }
                     f.append(try IndexFile(path: directory + "/" + name, slots: slots, capacity: capacity, create: true))
@@ -187,12 +238,13 @@ public final class KeyIndex: Sendable {
 
     /// Writes the headers (with the checkpoint) and syncs.
     public func flush() throws {
-        try files.withLock { f in
-            for file in f {
-                try file.writeHeader()
-                _ = fsync(file.fd)
-            }
+        // The sync runs outside the lock: dispatch keeps putting meanwhile (the files stay mapped
+        // while this holds them).
+        let all = files.withLock { f -> [IndexFile] in
+            for file in f { file.writeHeader() }
+            return f
         }
+        for file in all { try file.sync() }
     }
 
     /// Candidate commitlog offsets of messages with `key` in `topic`, newest first, deduplicated. Reads

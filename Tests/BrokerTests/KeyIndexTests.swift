@@ -28,6 +28,37 @@ import Testing
         #expect(KeyIndex.hash("polygenelubricants") == 0)
     }
 
+    /// Puts are stores into a shared mapping: the blocks under them are reserved before (a store into
+    /// a hole of a full disk would be a SIGBUS, not an error), and what was put is in the file even
+    /// when the process goes away without a flush (the page cache has it).
+    @Test func putsLandInReservedBlocksAndSurviveWithoutAFlush() throws {
+        let dir = NSTemporaryDirectory() + "raftmq-index-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let slots = 1_024, entries = 200_000
+        var index: KeyIndex? = try KeyIndex(directory: dir, slots: slots, entries: entries)
+        let n = 20_000
+        for k in 0..<n {
+            try index!.add(topic: "T", keys: ["k\(k)"], phyOffset: Int64(k) * 100, storeTimestamp: 1_700_000_000_000 + Int64(k))
+        }
+        let name = try #require(try FileManager.default.contentsOfDirectory(atPath: dir).first)
+        var st = stat()
+        #expect(stat(dir + "/" + name, &st) == 0)
+        let allocated = Int(st.st_blocks) * 512
+        let used = KeyIndex.headerBytes + slots * 4 + (n + 1) * 20
+        #expect(allocated >= used, "blocks under every entry: \(allocated) bytes allocated, \(used) used")
+        #expect(allocated < used + 4 * KeyIndex.IndexFile.reserveAhead, "reserved ahead by a little, not the whole file: \(allocated)")
+        #expect(Int(st.st_size) == KeyIndex.headerBytes + slots * 4 + entries * 20)
+        #expect(index!.query(topic: "T", key: "k12345", maxNum: 4, begin: 0, end: .max) == [1_234_500])
+        index = nil  // no flush: unmapped, never synced
+        let reopened = try KeyIndex(directory: dir, slots: slots, entries: entries)
+        for k in [0, 1, 9_999, n - 1] {
+            #expect(reopened.query(topic: "T", key: "k\(k)", maxNum: 4, begin: 0, end: .max) == [Int64(k) * 100], "key k\(k) after a reopen")
+        }
+        try reopened.add(topic: "T", keys: ["fresh"], phyOffset: 7, storeTimestamp: 1_800_000_000_000)
+        #expect(reopened.query(topic: "T", key: "fresh", maxNum: 4, begin: 0, end: .max) == [7], "the reopened file is sealed: a new one takes puts")
+        try reopened.flush()
+    }
+
     @Test func queriesReadTheRecordsAndCompareTheirKeys() throws {
         let f = try StoreFixture()
         let index = try KeyIndex(directory: f.root + "/index", slots: 1, entries: 100)
