@@ -66,6 +66,17 @@ enum JSONHeader {
 
     /// Reads a header of `length` bytes from `buffer`.
     static func read(_ header: ByteBufferView) throws(RemotingError) -> RemotingCommand {
+        // Over the bytes themselves: a view's subscript costs a bounds check and an indirection per
+        // byte (measured: this parser was 7 % of a leader's CPU at 1 KiB sends when it read the view).
+        let result = header.withContiguousStorageIfAvailable { bytes -> Result<RemotingCommand, RemotingError> in
+            do throws(RemotingError) { return .success(try read(UnsafeRawBufferPointer(bytes))) } catch { return .failure(error) }
+        } ?? Array(header).withUnsafeBytes { bytes -> Result<RemotingCommand, RemotingError> in
+            do throws(RemotingError) { return .success(try read(bytes)) } catch { return .failure(error) }
+        }
+        return try result.get()
+    }
+
+    static func read(_ header: UnsafeRawBufferPointer) throws(RemotingError) -> RemotingCommand {
         var r = Reader(bytes: header)
         var code: Int32?, opaque: Int32?
         var flag: Int32 = 0, version: Int32 = 0
@@ -112,9 +123,9 @@ enum JSONHeader {
 
     /// A cursor over the header bytes. Every read is bounds-checked; nothing traps on bad input.
     struct Reader {
-        let bytes: ByteBufferView
+        let bytes: UnsafeRawBufferPointer
         var i: Int
-        init(bytes: ByteBufferView) {
+        init(bytes: UnsafeRawBufferPointer) {
             self.bytes = bytes
             self.i = bytes.startIndex
         }
@@ -154,9 +165,13 @@ enum JSONHeader {
             }
             if peek() == UInt8(ascii: "\"") {
                 defer { i += 1 }
-                return String(decoding: bytes[start..<i], as: UTF8.self)
+                return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)
             }
-            var out = Array(bytes[start..<i])
+            // Escapes (RocketMQ's properties carry \u0001 and \u0002 between names and values):
+            // one buffer for the whole string, the scalars encoded straight into it.
+            var out: [UInt8] = []
+            out.reserveCapacity(i - start + 32)
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[start..<i]))
             while true {
                 let b = try next()
                 switch b {
@@ -182,7 +197,11 @@ enum JSONHeader {
                             scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
                         }
                         guard let u = Unicode.Scalar(scalar) else { throw .malformedHeader("a lone surrogate in a string") }
-                        out.append(contentsOf: Array(String(Character(u)).utf8))
+                        if u.value < 0x80 {
+                            out.append(UInt8(u.value))
+                        } else {
+                            for unit in UTF8.encode(u)! { out.append(unit) }
+                        }
                     default:
                         throw .malformedHeader("an unknown escape \\\(Character(Unicode.Scalar(e)))")
                     }
@@ -229,7 +248,7 @@ enum JSONHeader {
                 while let b = peek(), b >= UInt8(ascii: "0"), b <= UInt8(ascii: "9") { i += 1; exp += 1 }
                 if exp == 0 { throw .malformedHeader("a number without exponent digits") }
             }
-            return String(decoding: bytes[start..<i], as: UTF8.self)
+            return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)
         }
 
         mutating func int32(_ key: String) throws(RemotingError) -> Int32 {
@@ -242,7 +261,8 @@ enum JSONHeader {
         /// (dropped, as fastjson drops them).
         mutating func stringMap() throws(RemotingError) -> [String: String] {
             try expect(UInt8(ascii: "{"))
-            var map: [String: String] = [:]
+            // A send carries 11-13 fields: room for them at once instead of three regrowths.
+            var map = [String: String](minimumCapacity: 16)
             skipSpace()
             if peek() == UInt8(ascii: "}") {
                 i += 1

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// A RocketMQ remoting client: one connection per address, made on first use and again after it
 /// breaks, with a growing pause after failed attempts so a dead peer is not hammered.
@@ -19,7 +20,8 @@ public actor RemotingClient {
     private enum Slot {
         /// `backoffMs`: the wait after the attempt before this one failed (nil after a success).
         case connecting(EventLoopFuture<any Channel>, backoffMs: Int64?)
-        case connected(any Channel)
+        /// One connection value per channel, so that every request on it shares one write coalescer.
+        case connected(RemotingConnection)
         /// The last attempt failed: none before `retryAt`.
         case backingOff(retryAt: NIODeadline, backoffMs: Int64, reason: String)
     }
@@ -39,22 +41,31 @@ public actor RemotingClient {
         self.logger = logger
     }
 
+    /// Live connections by address, readable without a hop to the actor: a request on an open
+    /// connection (every request but the first) neither waits for nor resumes on the actor.
+    private nonisolated let live = Mutex<[String: RemotingConnection]>([:])
+
     /// Sends `command` to `address` ("host:port") and waits for the answer.
-    public func request(_ address: String, _ command: RemotingCommand, timeoutMilliseconds: Int64) async throws(RemotingCallError) -> RemotingCommand {
+    public nonisolated func request(_ address: String, _ command: RemotingCommand, timeoutMilliseconds: Int64) async throws(RemotingCallError) -> RemotingCommand {
         let connection = try await connection(to: address)
         return try await connection.request(command, timeoutMilliseconds: timeoutMilliseconds)
     }
 
     /// Sends a one-way request to `address`.
-    public func oneway(_ address: String, _ command: RemotingCommand) async throws(RemotingCallError) {
+    public nonisolated func oneway(_ address: String, _ command: RemotingCommand) async throws(RemotingCallError) {
         try await connection(to: address).oneway(command)
     }
 
     /// The live connection to `address`, connecting if there is none.
-    public func connection(to address: String) async throws(RemotingCallError) -> RemotingConnection {
+    public nonisolated func connection(to address: String) async throws(RemotingCallError) -> RemotingConnection {
+        if let c = live.withLock({ $0[address] }), c.channel.isActive { return c }
+        return try await connectionSlow(to: address)
+    }
+
+    private func connectionSlow(to address: String) async throws(RemotingCallError) -> RemotingConnection {
         switch slots[address] {
-        case .connected(let channel) where channel.isActive:
-            return RemotingConnection(channel: channel)
+        case .connected(let connection) where connection.channel.isActive:
+            return connection
         case .connecting(let future, _):
             return try await awaitConnect(address, future)
         case .backingOff(let retryAt, _, let reason) where NIODeadline.now() < retryAt:
@@ -74,17 +85,23 @@ public actor RemotingClient {
     /// Closes every connection.
     public func close() async {
         for (_, slot) in slots {
-            if case .connected(let c) = slot { try? await c.close() }
+            if case .connected(let c) = slot { try? await c.channel.close() }
         }
         slots.removeAll()
+        live.withLock { $0.removeAll() }
     }
 
     private func awaitConnect(_ address: String, _ future: EventLoopFuture<any Channel>) async throws(RemotingCallError) -> RemotingConnection {
         do {
             let channel = try await future.get()
-            // Another caller may have finished first; both see the same channel.
-            if case .connecting = slots[address] { slots[address] = .connected(channel) }
-            return RemotingConnection(channel: channel)
+            // Another caller may have finished first; both see the same connection.
+            if case .connected(let c) = slots[address], c.channel === channel { return c }
+            let connection = RemotingConnection(channel: channel)
+            if case .connecting = slots[address] {
+                slots[address] = .connected(connection)
+                live.withLock { $0[address] = connection }
+            }
+            return connection
         } catch {
             let reason = "\(error)"
             // Each failure in a row doubles the wait before the next attempt, up to the maximum.

@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import Synchronization
 
 /// Where a connection hands the requests it receives. Called on the connection's event loop; it
 /// must not block (queue the work, answer later through the connection).
@@ -28,8 +29,12 @@ public enum RemotingCallError: Error, Sendable, Equatable, CustomStringConvertib
 /// opaque (rocketmq-protocol.md §1.1). Thread-safe: every method may be called from anywhere.
 public struct RemotingConnection: Sendable, Hashable {
     public let channel: any Channel
+    private let coalescer: WriteCoalescer
 
-    public init(channel: any Channel) { self.channel = channel }
+    public init(channel: any Channel) {
+        self.channel = channel
+        coalescer = WriteCoalescer()
+    }
 
     public var remoteAddress: SocketAddress? { channel.remoteAddress }
 
@@ -37,7 +42,24 @@ public struct RemotingConnection: Sendable, Hashable {
     public func respond(_ response: RemotingCommand, to request: RemotingCommand) {
         precondition(response.isResponse, "respond: \(response.code) is not a response")
         guard !request.isOneway else { return }
-        channel.writeAndFlush(response, promise: nil)
+        send(response, promise: nil)
+    }
+
+    /// Writes `value` and flushes, once for every write queued to the event loop meanwhile: answers
+    /// that complete together (a Raft commit answers many sends at once) leave in one write system
+    /// call instead of one each (measured: a system call per answer was about 10 % of a leader's CPU).
+    private func send<T: Sendable>(_ value: T, promise: EventLoopPromise<Void>?) {
+        let channel = self.channel
+        if channel.eventLoop.inEventLoop {
+            channel.writeAndFlush(value, promise: promise)
+            return
+        }
+        let coalescer = self.coalescer
+        coalescer.queued.add(1, ordering: .relaxed)
+        channel.eventLoop.execute {
+            channel.write(value, promise: promise)
+            if coalescer.queued.subtract(1, ordering: .relaxed).newValue == 0 { channel.flush() }
+        }
     }
 
     /// Sends a request and waits for its answer (the opaque is assigned here).
@@ -50,7 +72,7 @@ public struct RemotingConnection: Sendable, Hashable {
         // the handler already completed is a no-op.
         let written = channel.eventLoop.makePromise(of: Void.self)
         written.futureResult.whenFailure { _ in promise.fail(RemotingCallError.connectionClosed) }
-        channel.writeAndFlush(OutboundRequest(command: command, promise: promise, timeoutMilliseconds: timeoutMilliseconds), promise: written)
+        send(OutboundRequest(command: command, promise: promise, timeoutMilliseconds: timeoutMilliseconds), promise: written)
         do {
             return try await promise.futureResult.get()
         } catch let e as RemotingCallError {
@@ -64,7 +86,7 @@ public struct RemotingConnection: Sendable, Hashable {
     public func oneway(_ command: RemotingCommand) {
         var c = command
         c.flag |= RemotingCommand.onewayFlag
-        channel.writeAndFlush(OutboundRequest(command: c, promise: nil, timeoutMilliseconds: 0), promise: nil)
+        send(OutboundRequest(command: c, promise: nil, timeoutMilliseconds: 0), promise: nil)
     }
 
     /// Sends several one-way requests with one hop to the event loop and one flush (one write
@@ -86,8 +108,13 @@ public struct RemotingConnection: Sendable, Hashable {
     public func hash(into h: inout Hasher) { h.combine(ObjectIdentifier(channel)) }
 }
 
+/// Writes queued to one connection's event loop and not yet written: the last one flushes.
+final class WriteCoalescer: Sendable {
+    let queued = Atomic<Int>(0)
+}
+
 /// A request on its way out, with the promise its answer completes.
-struct OutboundRequest {
+struct OutboundRequest: Sendable {
     var command: RemotingCommand
     var promise: EventLoopPromise<RemotingCommand>?
     var timeoutMilliseconds: Int64
@@ -106,6 +133,7 @@ final class RemotingConnectionHandler: ChannelDuplexHandler {
     private var nextOpaque: Int32 = 0
     private var pending: [Int32: (promise: EventLoopPromise<RemotingCommand>, timeout: Scheduled<Void>?)] = [:]
     private var loggedError = false
+    private var connection: RemotingConnection?
 
     init(dispatcher: (any RemotingDispatcher)?, maxPendingRequests: Int, logger: Logger) {
         precondition(maxPendingRequests > 0, "maxPendingRequests must be positive")
@@ -131,7 +159,10 @@ final class RemotingConnectionHandler: ChannelDuplexHandler {
             }
             return
         }
-        dispatcher.dispatch(command, from: RemotingConnection(channel: context.channel))
+        // One connection value per channel, so that every answer on it shares one coalescer.
+        let connection = self.connection ?? RemotingConnection(channel: context.channel)
+        self.connection = connection
+        dispatcher.dispatch(command, from: connection)
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {

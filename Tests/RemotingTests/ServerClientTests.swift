@@ -149,6 +149,36 @@ private let echo = RemotingProcessor(name: "echo", codes: [100], maxQueuedReques
         }
     }
 
+    /// Many requests in flight on one connection, answered all at once from many tasks (as a Raft
+    /// commit answers a batch of sends): the answers written together are flushed together, and
+    /// every one arrives, matched to its request.
+    @Test func answersReleasedTogetherAllArriveMatched() async throws {
+        let gate = Gate()
+        let held = RemotingProcessor(name: "held", codes: [7], maxQueuedRequests: 4_096, workers: 4_096) { request, _ in
+            await gate.wait()
+            return .response(to: request, code: 0, extFields: ["n": request.extFields["n"] ?? ""])
+        }
+        try await withServer([held]) { address, client in
+            let n = 2_000
+            try await withThrowingTaskGroup(of: (Int, String?).self) { tasks in
+                for k in 0..<n {
+                    tasks.addTask {
+                        let r = try await client.request(address, .request(code: 7, opaque: 0, extFields: ["n": "\(k)"]), timeoutMilliseconds: 10_000)
+                        return (k, r.extFields["n"])
+                    }
+                }
+                try await Task.sleep(for: .milliseconds(200))
+                await gate.release()
+                var seen = 0
+                for try await (k, answer) in tasks {
+                    #expect(answer == "\(k)", "request \(k) got the answer of \(answer ?? "none")")
+                    seen += 1
+                }
+                #expect(seen == n)
+            }
+        }
+    }
+
     @Test func aRequestWithoutAnAnswerTimesOut() async throws {
         let silent = RemotingProcessor(name: "silent", codes: [1], maxQueuedRequests: 8) { _, _ in nil }
         try await withServer([silent]) { address, client in
