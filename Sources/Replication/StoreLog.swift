@@ -30,9 +30,42 @@ final class StoreLog: RaftLogReader {
     }
     private(set) var firstIndex: RaftCore.LogIndex
     private(set) var lastIndex: RaftCore.LogIndex
+    /// Keeps `entries` (just written, following the cached ones) and drops the oldest beyond the limits.
+    private func remember(_ entries: [RaftCore.Entry]) {
+        if let last = recent.last, recentHead < recent.count, last.index.next != entries.first!.index { forgetRecent() }
+        for e in entries {
+            recent.append(e)
+            recentBytes += e.data.count
+        }
+        while recent.count - recentHead > Self.recentMaxCount || (recentBytes > Self.recentMaxBytes && recent.count - recentHead > 1) {
+            recentBytes -= recent[recentHead].data.count
+            recentHead += 1
+        }
+        if recentHead > 4_096 && recentHead * 2 > recent.count {
+            recent.removeFirst(recentHead)
+            recentHead = 0
+        }
+    }
+
+    private func forgetRecent() {
+        recent.removeAll(keepingCapacity: true)
+        recentHead = 0
+        recentBytes = 0
+    }
+
     /// The store's base (what precedes the first entry), when known; its term answers
     /// `term(at: firstIndex - 1)`.
     private var base: LogBase?
+    /// The entries written last, as the core handed them over, so the reads that follow a write
+    /// (the commit's entries for the subscriber, an append to a follower that lagged by a little) do
+    /// not go back to the store (measured: those reads were about 5 % of a follower's CPU). Their
+    /// bodies are as proposed, before `patch`: the patch is a function of the index and position
+    /// alone, so every member writes the same bytes from either.
+    private var recent: [RaftCore.Entry] = []
+    private var recentHead = 0
+    private var recentBytes = 0
+    static let recentMaxBytes = 4 << 20
+    static let recentMaxCount = 8_192
     /// Applied to every entry this node writes, whoever proposed it (see `RaftReplicaOptions.bodyPatch`).
     private let patch: (@Sendable (LogFormat.LogIndex, LogPosition, inout [UInt8]) -> Void)?
 
@@ -95,6 +128,18 @@ final class StoreLog: RaftLogReader {
 
     func entries(in range: ClosedRange<RaftCore.LogIndex>, maxBytes: Int) -> [RaftCore.Entry] {
         precondition(range.lowerBound >= firstIndex && range.upperBound <= lastIndex, "entries \(range) outside \(firstIndex)...\(lastIndex)")
+        if recentHead < recent.count, recent[recentHead].index <= range.lowerBound, recent[recent.count - 1].index >= range.lowerBound {
+            var out: [RaftCore.Entry] = []
+            var bytes = 0
+            var k = recentHead + Int(range.lowerBound.rawValue - recent[recentHead].index.rawValue)
+            while k < recent.count, recent[k].index <= range.upperBound {
+                bytes += recent[k].data.count
+                if !out.isEmpty && bytes > maxBytes { break }
+                out.append(recent[k])
+                k += 1
+            }
+            return out
+        }
         var out: [RaftCore.Entry] = []
         var next = range.lowerBound
         var bytes = 0
@@ -146,12 +191,17 @@ final class StoreLog: RaftLogReader {
         firstIndex = r.baseIndex.next
         lastIndex = r.baseIndex
         runs.removeAll()
+        forgetRecent()
         return newBase
     }
 
     /// After retention deleted a prefix of the store: the log now starts where the store does.
     func prefixDeleted() {
         firstIndex = RaftCore.LogIndex(raftIndex(store.firstIndex))
+        while recentHead < recent.count, recent[recentHead].index < firstIndex {
+            recentBytes -= recent[recentHead].data.count
+            recentHead += 1
+        }
         base = store.base
         while runs.count >= 2 && runs[1].first <= firstIndex.rawValue { runs.removeFirst() }
     }
@@ -164,6 +214,10 @@ final class StoreLog: RaftLogReader {
             try store.truncateSuffix(after: t >= firstIndex ? storeIndex(t) : nil)
             lastIndex = t
             while let last = runs.last, last.first > t.rawValue { runs.removeLast() }
+            while recent.count > recentHead, let last = recent.last, last.index > t {
+                recentBytes -= last.data.count
+                recent.removeLast()
+            }
         }
         guard let first = entries.first else { return store.writePosition }
         precondition(first.index == lastIndex.next, "Ready entries start at \(first.index), the log ends at \(lastIndex)")
@@ -173,6 +227,7 @@ final class StoreLog: RaftLogReader {
         let result = try store.write(toAppend, expectingFirstIndex: storeIndex(first.index), patch: patch)
         for e in entries { noteTerm(e.index.rawValue, e.term.rawValue) }
         lastIndex = entries.last!.index
+        remember(entries)
         return result.endPosition
     }
 }

@@ -41,4 +41,43 @@ import Testing
         }
         #expect(log.term(at: LogIndex(UInt64(terms.count + 1))) == nil)
     }
+
+    /// Reads served from the entries written last agree with the store, whatever came between:
+    /// truncations (a Raft conflict), writes that do not follow on, ranges that start before the
+    /// cached part, byte limits; a reopened log (nothing cached) reads the same.
+    @Test func recentEntriesAnswerAsTheStoreDoes() throws {
+        let dir = NSTemporaryDirectory() + "raftmq-storelog-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let options = LogStoreOptions(directory: dir, segmentBytes: 1 << 20, indexFileBytes: 32 * 4096, flushMode: .rocketMQAsyncDefault, entryBodyBytesMax: 64 << 10)
+        func entry(_ i: UInt64, _ t: UInt64, _ tag: String, _ size: Int = 16) -> RaftCore.Entry {
+            Entry(term: Term(t), index: LogIndex(i), data: Array("\(tag)-\(i)-".utf8) + [UInt8](repeating: UInt8(i % 251), count: size))
+        }
+        var expected: [RaftCore.Entry] = []
+        let store = try LogStore.open(options)
+        let log = try StoreLog(store: store, storeIndexOfEmptyLog: 0)
+        // Larger than the cache's byte limit in all, so its start moves on.
+        for chunk in 0..<12 {
+            let batch = (1...100).map { entry(UInt64(chunk * 100 + $0), 1, "a", 4_000) }
+            _ = try log.write(truncateAfter: nil, entries: batch)
+            expected += batch
+        }
+        // A conflict: the tail from 1,150 on is replaced by a later term's entries.
+        _ = try log.write(truncateAfter: LogIndex(1_149), entries: (1_150...1_260).map { entry(UInt64($0), 2, "b") })
+        expected = Array(expected[0..<1_149]) + (1_150...1_260).map { entry(UInt64($0), 2, "b") }
+        func check(_ log: StoreLog, _ what: String) {
+            for (lo, hi, maxBytes) in [(1, 5, 1 << 20), (100, 1_260, 1 << 30), (1_100, 1_200, 1 << 30), (1_149, 1_151, 1 << 30), (1_250, 1_260, 100), (1_260, 1_260, 1)] {
+                let got = log.entries(in: LogIndex(UInt64(lo))...LogIndex(UInt64(hi)), maxBytes: maxBytes)
+                let want = Array(expected[(lo - 1)..<hi])
+                #expect(!got.isEmpty, "\(what): \(lo)...\(hi) read nothing")
+                #expect(got.count <= want.count && zip(got, want).allSatisfy { $0.index == $1.index && $0.term == $1.term && $0.data == $1.data },
+                        "\(what): \(lo)...\(hi) differs from what was written")
+                if maxBytes >= 1 << 30 { #expect(got.count == want.count, "\(what): \(lo)...\(hi) is short: \(got.count) of \(want.count)") }
+            }
+        }
+        check(log, "after the writes")
+        try store.close()
+        let reopened = try LogStore.open(options)
+        defer { try? reopened.close() }
+        check(try StoreLog(store: reopened, storeIndexOfEmptyLog: 0), "after a reopen")
+    }
 }
