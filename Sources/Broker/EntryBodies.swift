@@ -81,24 +81,32 @@ enum PropertyName {
 /// RocketMQ's offsetMsgId: store host (IPv4 4 bytes + port 4, or IPv6 16 + 4) and the physical
 /// offset (8), in upper-case hex.
 func offsetMessageId(storeHost: MessageHost, physicalOffset: Int64) -> String {
-    var bytes: [UInt8] = []
+    // Hex digits written straight into the string's storage (every send answers with one).
+    func hex(_ out: UnsafeMutableBufferPointer<UInt8>, _ at: inout Int, _ v: UInt64, bytes: Int) {
+        for k in stride(from: 2 * bytes - 1, through: 0, by: -1) {
+            let d = UInt8(truncatingIfNeeded: (v >> (4 * UInt64(k))) & 0xF)
+            out[at] = d < 10 ? d + 48 : d + 55
+            at += 1
+        }
+    }
     switch storeHost {
     case let .v4(a, port):
-        bytes = [a.0, a.1, a.2, a.3]
-        bytes.appendBE(UInt64(port), bytes: 4)
+        return String(unsafeUninitializedCapacity: 32) { out in
+            var at = 0
+            hex(out, &at, UInt64(a.0) << 24 | UInt64(a.1) << 16 | UInt64(a.2) << 8 | UInt64(a.3), bytes: 4)
+            hex(out, &at, UInt64(port), bytes: 4)
+            hex(out, &at, UInt64(bitPattern: physicalOffset), bytes: 8)
+            return at
+        }
     case let .v6(a, port):
-        bytes = a
-        bytes.appendBE(UInt64(port), bytes: 4)
+        return String(unsafeUninitializedCapacity: 2 * a.count + 24) { out in
+            var at = 0
+            for b in a { hex(out, &at, UInt64(b), bytes: 1) }
+            hex(out, &at, UInt64(port), bytes: 4)
+            hex(out, &at, UInt64(bitPattern: physicalOffset), bytes: 8)
+            return at
+        }
     }
-    bytes.appendBE(UInt64(bitPattern: physicalOffset), bytes: 8)
-    let digits = Array("0123456789ABCDEF".utf8)
-    var out: [UInt8] = []
-    out.reserveCapacity(bytes.count * 2)
-    for b in bytes {
-        out.append(digits[Int(b >> 4)])
-        out.append(digits[Int(b & 15)])
-    }
-    return String(decoding: out, as: UTF8.self)
 }
 
 /// The commitlog offset inside an offsetMsgId (its last 16 hex digits), or nil.

@@ -208,6 +208,18 @@ public final class MessageStore: Sendable {
         }
     }
 
+    /// What dispatch reads of one record.
+    private struct Dispatched {
+        var topic: String
+        var queueId: Int32
+        var queueOffset: Int64
+        var storeTimestamp: Int64
+        var tags: String?
+        var delay: String?
+        var uniqueKey: String?
+        var keys: String?
+    }
+
     private struct Pending {
         var start: UInt64
         var entries: [ConsumeQueue.Entry] = []
@@ -227,16 +239,28 @@ public final class MessageStore: Sendable {
                 }
             case .messages:
                 for r in EntryBody.recordRanges(e.body) {
-                    let record: MessageRecord
+                    // Read in place: the fields and the four properties dispatch uses, no body copy
+                    // and no decoding of the other properties (this runs on every member for every
+                    // message).
+                    let record: Dispatched
                     do {
-                        record = try e.body[r].withUnsafeBytes { try MessageRecord.decode($0, verifyBodyCRC: false) }
+                        record = try e.body[r].withUnsafeBytes { bytes throws(LogFormatError) in
+                            let routing = try MessageRecord.routing(bytes)
+                            let properties = UnsafeRawBufferPointer(rebasing: bytes[routing.properties])
+                            func property(_ name: String) -> String? { MessageProperties.value(of: name, in: properties) }
+                            let delay = routing.topic == DelayLevels.topic ? property(PropertyName.delay) : nil
+                            let indexed = options.keyIndex != nil
+                            return Dispatched(topic: routing.topic, queueId: routing.queueId, queueOffset: routing.queueOffset,
+                                              storeTimestamp: routing.storeTimestamp, tags: property(PropertyName.tags), delay: delay,
+                                              uniqueKey: indexed ? property(PropertyName.uniqueKey) : nil, keys: indexed ? property(PropertyName.keys) : nil)
+                        }
                     } catch {
                         logger.warning("skipping a malformed message record", metadata: ["index": "\(e.index)", "error": "\(error)"])
                         continue
                     }
                     let key = QueueKey(record.topic, record.queueId)
-                    var tags = record.properties[PropertyName.tags].map { Int64(javaHashCode($0)) } ?? 0
-                    if record.topic == DelayLevels.topic, let level = record.properties[PropertyName.delay].flatMap({ Int($0) }), level > 0 {
+                    var tags = record.tags.map { Int64(javaHashCode($0)) } ?? 0
+                    if let level = record.delay.flatMap({ Int($0) }), level > 0 {
                         tags = options.delayLevels.due(level: level, storeTimestamp: record.storeTimestamp)
                     }
                     let entry = ConsumeQueue.Entry(commitLogOffset: Int64(e.position.rawValue) + Int64(EntryHeader.byteCount) + Int64(r.lowerBound),
@@ -244,8 +268,8 @@ public final class MessageStore: Sendable {
                     let offset = UInt64(max(0, record.queueOffset))
                     if let index = options.keyIndex {
                         var keys: [String] = []
-                        if let u = record.properties[PropertyName.uniqueKey] { keys.append(u) }
-                        if let k = record.properties[PropertyName.keys] { keys += k.split(separator: " ").map(String.init) }
+                        if let u = record.uniqueKey { keys.append(u) }
+                        if let k = record.keys { keys += k.split(separator: " ").map(String.init) }
                         do {
                             try index.add(topic: record.topic, keys: keys, phyOffset: entry.commitLogOffset, storeTimestamp: record.storeTimestamp)
                         } catch {

@@ -111,7 +111,16 @@ public final class Producer: Sendable {
             return start
         }
         let sinceMonth = UInt32(truncatingIfNeeded: Int64(now.timeIntervalSince(monthStart) * 1000))
-        return uniquePrefix + String(format: "%08X%04X", sinceMonth, UInt32(UInt16(truncatingIfNeeded: n)))
+        return uniquePrefix + Self.hex(UInt64(sinceMonth), digits: 8) + Self.hex(UInt64(UInt16(truncatingIfNeeded: n)), digits: 4)
+    }
+
+    /// `value` in `digits` upper-case hex digits (String(format:) costs a few microseconds a call).
+    static func hex(_ value: UInt64, digits: Int) -> String {
+        let table = Array("0123456789ABCDEF".utf8)
+        return String(unsafeUninitializedCapacity: digits) { out in
+            for k in 0..<digits { out[k] = table[Int((value >> UInt64(4 * (digits - 1 - k))) & 0xF)] }
+            return digits
+        }
     }
 
     static func propertyString(_ pairs: [(String, String)]) -> String {

@@ -1,3 +1,4 @@
+import Synchronization
 import Foundation
 import NIOCore
 import Remoting
@@ -87,7 +88,8 @@ public struct TopicRoute: Sendable, Equatable {
 public actor RouteCache {
     public let nameServers: [String]
     let remoting: RemotingClient
-    private var routes: [String: TopicRoute] = [:]
+    /// Readable without a hop to the actor: every send looks its route up here.
+    private nonisolated let routes = Mutex<[String: TopicRoute]>([:])
 
     public init(nameServers: [String], remoting: RemotingClient) {
         self.nameServers = nameServers
@@ -95,8 +97,8 @@ public actor RouteCache {
     }
 
     /// The cached route, or a fresh one.
-    public func route(_ topic: String) async throws -> TopicRoute {
-        if let r = routes[topic] { return r }
+    public nonisolated func route(_ topic: String) async throws -> TopicRoute {
+        if let r = routes.withLock({ $0[topic] }) { return r }
         return try await refresh(topic)
     }
 
@@ -118,7 +120,7 @@ public actor RouteCache {
                     last = "\(ns): the route body is not TopicRouteData JSON"
                     continue
                 }
-                routes[topic] = route
+                routes.withLock { $0[topic] = route }
                 return route
             } catch let e as ClientError {
                 throw e
@@ -129,5 +131,5 @@ public actor RouteCache {
         throw ClientError("no nameserver answered for topic \(topic) (\(last))")
     }
 
-    public func forget(_ topic: String) { routes[topic] = nil }
+    public func forget(_ topic: String) { _ = routes.withLock { $0.removeValue(forKey: topic) } }
 }

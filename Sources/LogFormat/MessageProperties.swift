@@ -43,20 +43,20 @@ public struct MessageProperties: Equatable, Sendable, Sequence {
     /// pairs with an empty value are left out (a reader would drop them anyway).
     public func encoded() throws(LogFormatError) -> [UInt8] {
         var out: [UInt8] = []
+        out.reserveCapacity(pairs.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 2 })
         for (name, value) in pairs where !value.isEmpty {
             guard !name.isEmpty else { throw .invalidProperty("empty property name") }
-            let n = Array(name.utf8)
-            let v = Array(value.utf8)
-            if n.contains(Self.nameValueSeparator) || n.contains(Self.pairSeparator) {
+            // Straight from each string's UTF-8 (every send encodes its properties).
+            if name.utf8.contains(where: { $0 == Self.nameValueSeparator || $0 == Self.pairSeparator }) {
                 throw .invalidProperty("name \(name.debugDescription) contains a separator byte (0x01 or 0x02)")
             }
-            if v.contains(Self.nameValueSeparator) || v.contains(Self.pairSeparator) {
+            if value.utf8.contains(where: { $0 == Self.nameValueSeparator || $0 == Self.pairSeparator }) {
                 throw .invalidProperty("value of \(name) contains a separator byte (0x01 or 0x02)")
             }
             if !out.isEmpty { out.append(Self.pairSeparator) }
-            out.append(contentsOf: n)
+            out.append(contentsOf: name.utf8)
             out.append(Self.nameValueSeparator)
-            out.append(contentsOf: v)
+            out.append(contentsOf: value.utf8)
         }
         return out
     }
@@ -79,5 +79,29 @@ public struct MessageProperties: Equatable, Sendable, Sequence {
             start = end + 1
         }
         return result
+    }
+
+    /// The value of `name` in encoded properties, as `decode(bytes)[name]` would give it (the last
+    /// of repeated names; nil for a missing name, an empty value or invalid UTF-8), without decoding
+    /// the other pairs.
+    public static func value(of name: String, in bytes: UnsafeRawBufferPointer) -> String? {
+        var found: Range<Int>?
+        var start = 0
+        let n = bytes.count
+        var name = name
+        return name.withUTF8 { key -> String? in
+            while start < n {
+                var end = start
+                while end < n && bytes[end] != pairSeparator { end += 1 }
+                // The chunk's name runs to its first 0x01; names hold no separator.
+                if end - start > key.count + 1, bytes[start + key.count] == nameValueSeparator,
+                   (0..<key.count).allSatisfy({ bytes[start + $0] == key[$0] }) {
+                    found = (start + key.count + 1)..<end
+                }
+                start = end + 1
+            }
+            guard let found, !key.isEmpty else { return nil }
+            return String(validating: UnsafeRawBufferPointer(rebasing: bytes[found]), as: UTF8.self)
+        }
     }
 }

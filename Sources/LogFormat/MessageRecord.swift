@@ -171,10 +171,22 @@ public struct MessageRecord: Equatable, Sendable {
         return Int(Int32(bitPattern: BigEndianReader(bytes).u32(0)))
     }
 
-    /// Decodes one record from the start of `bytes`, validating every length against the buffer and
-    /// the declared total size, and the body CRC when `verifyBodyCRC` is set (RocketMQ's
-    /// `checkCRCOnRecover`).
-    public static func decode(_ bytes: UnsafeRawBufferPointer, verifyBodyCRC: Bool = true) throws(LogFormatError) -> MessageRecord {
+    /// Where the variable fields of a record lie, every length checked (see `decode`).
+    struct Layout {
+        var total: Int
+        var sysFlag: Int32
+        var bornTimestamp: Int64
+        var bornHostAt: Int, bornHostBytes: Int
+        var storeTimestamp: Int64
+        var storeHostAt: Int, storeHostBytes: Int
+        var reconsumeTimes: Int32
+        var preparedTransactionOffset: Int64
+        var body: Range<Int>
+        var topic: String
+        var properties: Range<Int>
+    }
+
+    static func layout(_ bytes: UnsafeRawBufferPointer) throws(LogFormatError) -> Layout {
         let minimum = 4 + 4 + 4 + 4 + 4 + 8 + 8 + 4 + 8 + 8 + 8 + 8 + 4 + 8 + 4 + 1 + 2
         guard bytes.count >= 8 else { throw .truncated(what: "message record", needed: 8, available: bytes.count) }
         let r = BigEndianReader(bytes)
@@ -195,19 +207,12 @@ public struct MessageRecord: Equatable, Sendable {
                 throw .sizeMismatch(what: "message record", detail: "\(field) at byte \(at) (+\(n)) passes total size \(total)")
             }
         }
-        func host(_ count: Int) -> MessageHost {
-            if count == 8 {
-                let a = (r.u8(at), r.u8(at + 1), r.u8(at + 2), r.u8(at + 3))
-                return .v4(address: a, port: r.u32(at + 4))
-            }
-            return .v6(address: Array(UnsafeRawBufferPointer(rebasing: bytes[at..<(at + 16)])), port: r.u32(at + 16))
-        }
         let bornTimestamp = Int64(bitPattern: r.u64(at)); at += 8
         try need(bornHostBytes, "born host")
-        let bornHost = host(bornHostBytes); at += bornHostBytes
+        let bornHostAt = at; at += bornHostBytes
         try need(8 + storeHostBytes + 4 + 8 + 4, "store fields")
         let storeTimestamp = Int64(bitPattern: r.u64(at)); at += 8
-        let storeHost = host(storeHostBytes); at += storeHostBytes
+        let storeHostAt = at; at += storeHostBytes
         let reconsumeTimes = Int32(bitPattern: r.u32(at)); at += 4
         let preparedTransactionOffset = Int64(bitPattern: r.u64(at)); at += 8
         let bodyLength = Int(Int32(bitPattern: r.u32(at))); at += 4
@@ -215,14 +220,7 @@ public struct MessageRecord: Equatable, Sendable {
             throw .fieldOutOfRange(field: "message body length", value: Int64(bodyLength), allowed: ">= 0")
         }
         try need(bodyLength + 1, "body")
-        let bodySlice = UnsafeRawBufferPointer(rebasing: bytes[at..<(at + bodyLength)]); at += bodyLength
-        let storedBodyCRC = r.u32(8)
-        if verifyBodyCRC {
-            let computed = CRC32IEEE.rocketMQBodyCRC(bodySlice)
-            guard computed == storedBodyCRC else {
-                throw .checksumMismatch(what: "message body", stored: storedBodyCRC, computed: computed)
-            }
-        }
+        let body = at..<(at + bodyLength); at += bodyLength
         let topicLength = Int(Int8(bitPattern: r.u8(at))); at += 1
         guard topicLength > 0 else {
             throw .fieldOutOfRange(field: "topic length", value: Int64(topicLength), allowed: "1...127")
@@ -239,12 +237,58 @@ public struct MessageRecord: Equatable, Sendable {
         guard at + propertiesLength == total else {
             throw .sizeMismatch(what: "message record", detail: "fields end at \(at + propertiesLength), total size says \(total)")
         }
-        let properties = try MessageProperties.decode(UnsafeRawBufferPointer(rebasing: bytes[at..<(at + propertiesLength)]))
+        return Layout(total: total, sysFlag: sysFlag, bornTimestamp: bornTimestamp, bornHostAt: bornHostAt, bornHostBytes: bornHostBytes,
+                      storeTimestamp: storeTimestamp, storeHostAt: storeHostAt, storeHostBytes: storeHostBytes, reconsumeTimes: reconsumeTimes,
+                      preparedTransactionOffset: preparedTransactionOffset, body: body, topic: topic, properties: at..<(at + propertiesLength))
+    }
+
+    /// Decodes one record from the start of `bytes`, validating every length against the buffer and
+    /// the declared total size, and the body CRC when `verifyBodyCRC` is set (RocketMQ's
+    /// `checkCRCOnRecover`).
+    public static func decode(_ bytes: UnsafeRawBufferPointer, verifyBodyCRC: Bool = true) throws(LogFormatError) -> MessageRecord {
+        let l = try layout(bytes)
+        let r = BigEndianReader(bytes)
+        func host(_ at: Int, _ count: Int) -> MessageHost {
+            if count == 8 {
+                let a = (r.u8(at), r.u8(at + 1), r.u8(at + 2), r.u8(at + 3))
+                return .v4(address: a, port: r.u32(at + 4))
+            }
+            return .v6(address: Array(UnsafeRawBufferPointer(rebasing: bytes[at..<(at + 16)])), port: r.u32(at + 16))
+        }
+        let bodySlice = UnsafeRawBufferPointer(rebasing: bytes[l.body])
+        let storedBodyCRC = r.u32(8)
+        if verifyBodyCRC {
+            let computed = CRC32IEEE.rocketMQBodyCRC(bodySlice)
+            guard computed == storedBodyCRC else {
+                throw .checksumMismatch(what: "message body", stored: storedBodyCRC, computed: computed)
+            }
+        }
+        let properties = try MessageProperties.decode(UnsafeRawBufferPointer(rebasing: bytes[l.properties]))
         return MessageRecord(
             queueId: Int32(bitPattern: r.u32(12)), flag: Int32(bitPattern: r.u32(16)),
             queueOffset: Int64(bitPattern: r.u64(20)), physicalOffset: Int64(bitPattern: r.u64(28)),
-            sysFlag: sysFlag, bornTimestamp: bornTimestamp, bornHost: bornHost, storeTimestamp: storeTimestamp,
-            storeHost: storeHost, reconsumeTimes: reconsumeTimes, preparedTransactionOffset: preparedTransactionOffset,
-            body: Array(bodySlice), topic: topic, properties: properties, bodyCRC: storedBodyCRC)
+            sysFlag: l.sysFlag, bornTimestamp: l.bornTimestamp, bornHost: host(l.bornHostAt, l.bornHostBytes), storeTimestamp: l.storeTimestamp,
+            storeHost: host(l.storeHostAt, l.storeHostBytes), reconsumeTimes: l.reconsumeTimes, preparedTransactionOffset: l.preparedTransactionOffset,
+            body: Array(bodySlice), topic: l.topic, properties: properties, bodyCRC: storedBodyCRC)
+    }
+
+    /// What dispatch needs of a stored record, read in place: the same checks as `decode` (without
+    /// the body CRC), but no copy of the body and the properties left encoded, looked up by name
+    /// with `MessageProperties.value(of:in:)` (a consume-queue entry needs TAGS and DELAY, the key
+    /// index UNIQ_KEY and KEYS, never the rest).
+    public struct Routing: Sendable {
+        public var queueId: Int32
+        public var queueOffset: Int64
+        public var storeTimestamp: Int64
+        public var topic: String
+        /// The encoded properties, within the record's bytes.
+        public var properties: Range<Int>
+    }
+
+    public static func routing(_ bytes: UnsafeRawBufferPointer) throws(LogFormatError) -> Routing {
+        let l = try layout(bytes)
+        let r = BigEndianReader(bytes)
+        return Routing(queueId: Int32(bitPattern: r.u32(12)), queueOffset: Int64(bitPattern: r.u64(20)), storeTimestamp: l.storeTimestamp,
+                       topic: l.topic, properties: l.properties)
     }
 }

@@ -68,6 +68,34 @@ import TestSupport
             expected.sysFlag = m.storedSysFlag
             #expect(decoded == expected)
             #expect(try decoded.encoded() == bytes)
+            // Dispatch's in-place read agrees with the full decode.
+            let routing = try bytes.withUnsafeBytes { try MessageRecord.routing($0) }
+            #expect(routing.topic == m.topic && routing.queueId == m.queueId && routing.queueOffset == m.queueOffset && routing.storeTimestamp == m.storeTimestamp)
+            for (name, value) in props {
+                #expect(bytes.withUnsafeBytes { MessageProperties.value(of: name, in: UnsafeRawBufferPointer(rebasing: $0[routing.properties])) } == value)
+            }
+        }
+    }
+
+    /// Looking one property up in place answers what decoding them all would: Java's rules for
+    /// repeated names, empty values, values holding 0x01, names that are prefixes of others.
+    @Test func onePropertyLooksUpAsTheDecodeAnswers() throws {
+        let cases = [
+            "\u{2}\u{2}X\u{1}\u{2}noseparator\u{2}\u{1}v\u{2}K\u{1}v\u{1}w\u{2}K\u{1}z",
+            "K\u{1}v\u{1}w\u{2}KK\u{1}1\u{2}K\u{1}\u{2}",
+            "TAGS\u{1}a\u{2}TAGSX\u{1}b\u{2}UNIQ_KEY\u{1}7F00\u{2}",
+            "", "K", "K\u{1}", "\u{1}K",
+        ]
+        var rng = SplitMix64(seed: 77)
+        var inputs = cases.map { Array($0.utf8) }
+        let alphabet: [UInt8] = [0x01, 0x02, UInt8(ascii: "K"), UInt8(ascii: "v"), UInt8(ascii: "T"), UInt8(ascii: "X")]
+        for _ in 0..<2_000 { inputs.append((0..<Int.random(in: 0...24, using: &rng)).map { _ in alphabet[Int.random(in: 0..<alphabet.count, using: &rng)] }) }
+        for raw in inputs {
+            let all = try raw.withUnsafeBytes { try MessageProperties.decode($0) }
+            for name in ["K", "KK", "X", "TAGS", "TAGSX", "UNIQ_KEY", "T", "v"] {
+                let one = raw.withUnsafeBytes { MessageProperties.value(of: name, in: $0) }
+                #expect(one == all[name], "\(name) in \(raw)")
+            }
         }
     }
 
