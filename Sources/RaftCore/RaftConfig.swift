@@ -29,6 +29,14 @@ public struct RaftConfig: Sendable {
     /// (measured: 1 kill in 5 took an extra election timeout); spaced turns let the first win alone,
     /// and if its log is too old to win, the next one's turn comes.
     public var connectionLossCampaignSpacingTicks: Int = 3
+    /// A node that starts (the group's first start, a restart after a stop or a crash) campaigns in
+    /// its turn by id, 1 + rank x `connectionLossCampaignSpacingTicks` ticks after its start, instead
+    /// of after a full election timeout: after a whole group restarts, the first member up with a
+    /// log good enough leads at once (measured by the chaos suite: a kill-all then cost the election
+    /// timeout on top of the restart, and the slowest healings passed 2 s). Only with `preVote`: a
+    /// node restarting beside a live leader asks for pre-votes its peers refuse (they hold the
+    /// leader's lease), and then hears the leader's heartbeat.
+    public var campaignOnStart: Bool = false
     /// Seeds the generator of randomized election timeouts. Give each node a different seed.
     public var randomSeed: UInt64 = 0
 

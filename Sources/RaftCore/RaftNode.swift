@@ -62,6 +62,11 @@ public final class RaftNode<Log: RaftLogReader> {
         self.previousHardState = persisted
         self.previousSoftState = SoftState(role: .follower, leader: nil)
         becomeFollower(term: hardState.term, leader: nil)
+        if config.campaignOnStart && config.preVote {
+            earlyCampaign = true
+            let turn = config.voters.sorted { $0.rawValue < $1.rawValue }.firstIndex(of: id) ?? 0
+            randomizedElectionTimeout = 1 + turn * config.connectionLossCampaignSpacingTicks
+        }
     }
 
     // MARK: Observers

@@ -14,6 +14,8 @@ public struct SimOptions: Sendable, CustomStringConvertible {
     public var electionTimeoutTicks = 10
     public var heartbeatTicks = 1
     public var preVote = true
+    /// RaftConfig.campaignOnStart (what mqbroker runs with; a swarm seed picks it half the time).
+    public var campaignOnStart = false
     public var checkQuorum = true
     public var preferredLeader: Bool = false
     public var maxEntriesPerAppend = 64
@@ -72,6 +74,9 @@ public struct SimOptions: Sendable, CustomStringConvertible {
         o.nodes = nodes
         o.heartbeatTicks = r.pick([1, 1, 2, 3])
         o.preVote = r.chance(0.85)
+        // From the seed itself, not the sequence of draws, so that every other choice of a seed
+        // stays what it was before this option existed (recorded seeds replay the same faults).
+        o.campaignOnStart = (seed &* 0x9E37_79B9_7F4A_7C15) >> 63 == 1
         o.checkQuorum = r.chance(0.85)
         o.preferredLeader = r.chance(0.2)
         o.maxEntriesPerAppend = r.pick([1, 2, 8, 64, 1024])
@@ -104,7 +109,7 @@ public struct SimOptions: Sendable, CustomStringConvertible {
 
     public var description: String {
         var parts = ["nodes=\(nodes)", "ticks=\(safetyTicks)+\(livenessTicks)", "hb=\(heartbeatTicks)",
-                     "preVote=\(preVote)", "checkQuorum=\(checkQuorum)", "preferred=\(preferredLeader)",
+                     "preVote=\(preVote)", "campaignOnStart=\(campaignOnStart)", "checkQuorum=\(checkQuorum)", "preferred=\(preferredLeader)",
                      "append=\(maxEntriesPerAppend)e/\(maxAppendBytes)B", "inflight=\(maxInflightAppends)",
                      "delay=\(Int(delayMeanUs))us(max \(Int(delayMaxUs)))", "loss=\(lossProbability)",
                      "dup=\(duplicateProbability)", "reorder=\(reorderProbability)", "sync=\(Int(syncLatencyMeanUs))us", "tear=\(tearProbability)",

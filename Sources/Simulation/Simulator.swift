@@ -203,6 +203,7 @@ public final class Simulator {
         config.electionTimeoutTicks = options.electionTimeoutTicks
         config.heartbeatTicks = options.heartbeatTicks
         config.preVote = options.preVote
+        config.campaignOnStart = options.campaignOnStart
         config.checkQuorum = options.checkQuorum
         config.preferredLeader = options.preferredLeader ? NodeID(0) : nil
         config.maxEntriesPerAppend = options.maxEntriesPerAppend

@@ -43,6 +43,7 @@ enum RaftNodeMode {
         let entryBytesMax = BrokerSetup.entryBytesMax(settings)
         config.maxEntryBytes = entryBytesMax
         config.randomSeed = UInt64.random(in: 0...UInt64.max)
+        config.campaignOnStart = true
         if !raft.preferredLeaderId.isEmpty { config.preferredLeader = nodeID(raft.preferredLeaderId) }
         var options = RaftReplicaOptions(raft: config, peerAddresses: addresses)
         options.tickIntervalMs = Int(tickIntervalMs)

@@ -46,6 +46,43 @@ import Testing
         }
     }
 
+    /// `campaignOnStart`: a node that starts campaigns in its turn by id, not after an election
+    /// timeout; without the option (or without pre-vote) it waits the timeout; and its early pre-vote
+    /// does not move a follower that holds a live leader's lease.
+    @Test func aStartingNodeCampaignsInItsTurn() {
+        func started(_ id: NodeID, early: Bool, preVote: Bool = true) -> RaftNode<MemoryLog> {
+            var config = RaftConfig(id: id, voters: [n1, n2, n3])
+            config.electionTimeoutTicks = 30
+            config.campaignOnStart = early
+            config.preVote = preVote
+            return RaftNode(config: config, log: MemoryLog(entries: [Entry(term: Term(2), index: LogIndex(1), data: [1])]), hardState: HardState(term: Term(2)))
+        }
+        func ticksToCampaign(_ node: RaftNode<MemoryLog>) -> Int {
+            var ticks = 0
+            while node.role == .follower && ticks < 100 {
+                node.tick()
+                ticks += 1
+            }
+            return ticks
+        }
+        let spacing = RaftConfig(id: n1, voters: [n1, n2, n3]).connectionLossCampaignSpacingTicks
+        for (id, turn) in [(n1, 0), (n2, 1), (n3, 2)] {
+            let node = started(id, early: true)
+            #expect(ticksToCampaign(node) == 1 + turn * spacing, "\(id)")
+            #expect(node.role == .preCandidate)
+        }
+        #expect(ticksToCampaign(started(n1, early: false)) >= 30, "without the option: a full election timeout")
+        #expect(ticksToCampaign(started(n1, early: true, preVote: false)) >= 30, "without pre-vote: a full election timeout")
+        // A node restarting beside a live leader: its pre-vote is refused by a follower holding the lease.
+        let restarted = started(n1, early: true)
+        _ = ticksToCampaign(restarted)
+        let preVote = drain(restarted).first { if case .preVote = $0.body { return $0.to == n3 } else { return false } }
+        let sticky = follower(n3)
+        sticky.step(try! #require(preVote))
+        #expect(drain(sticky).isEmpty, "the pre-vote is ignored while the leader's lease holds")
+        #expect(sticky.leader == n2 && sticky.term == Term(2))
+    }
+
     @Test func aFollowerThatAlsoLostTheLeaderGrantsThePreVoteAndOneThatDidNotRefuses() {
         let preVote = Message(from: n1, to: n3, term: Term(3), body: .preVote(lastIndex: LogIndex(1), lastTerm: Term(2)))
 
