@@ -134,6 +134,29 @@ private let echo = RemotingProcessor(name: "echo", codes: [100], maxQueuedReques
         }
     }
 
+    /// A processor never runs more than `workers` requests at once, and a worker that finishes takes
+    /// the next waiting request (finished requests are not kept: the group discards them).
+    @Test func workersAreReusedAndNeverExceeded() async throws {
+        let running = Mutex((now: 0, most: 0, done: 0))
+        let busy = RemotingProcessor(name: "busy", codes: [2], maxQueuedRequests: 512, workers: 3) { request, _ in
+            running.withLock { $0.now += 1; $0.most = max($0.most, $0.now) }
+            try? await Task.sleep(for: .milliseconds(2))
+            running.withLock { $0.now -= 1; $0.done += 1 }
+            return .response(to: request, code: 0)
+        }
+        try await withServer([busy]) { address, client in
+            try await withThrowingTaskGroup(of: Int32.self) { tasks in
+                for _ in 0..<300 {
+                    tasks.addTask { try await client.request(address, .request(code: 2, opaque: 0), timeoutMilliseconds: 10_000).code }
+                }
+                for try await code in tasks { #expect(code == 0) }
+            }
+        }
+        let r = running.withLock { $0 }
+        #expect(r.done == 300)
+        #expect(r.most == 3, "at most 3 at once, and all 3 used: \(r.most)")
+    }
+
     @Test func answersMayComeOutOfOrderAndStillMatch() async throws {
         let slowFirst = RemotingProcessor(name: "sleepy", codes: [1], maxQueuedRequests: 8, workers: 4) { request, _ in
             let ms = Int(request.extFields["ms"] ?? "0") ?? 0
