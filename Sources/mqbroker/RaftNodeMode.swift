@@ -43,7 +43,10 @@ enum RaftNodeMode {
         let entryBytesMax = BrokerSetup.entryBytesMax(settings)
         config.maxEntryBytes = entryBytesMax
         config.randomSeed = UInt64.random(in: 0...UInt64.max)
-        config.campaignOnStart = true
+        // RaftConfig.campaignOnStart stays off here for now: a node's early pre-vote can land in the
+        // moment after another election, when a voter has granted its vote but not yet heard the new
+        // leader, win that voter's pre-vote, and depose the new leader with its higher term (seen
+        // once in the process tests). docs/raft.md has the fix it waits for.
         if !raft.preferredLeaderId.isEmpty { config.preferredLeader = nodeID(raft.preferredLeaderId) }
         var options = RaftReplicaOptions(raft: config, peerAddresses: addresses)
         options.tickIntervalMs = Int(tickIntervalMs)

@@ -141,6 +141,7 @@ struct ChaosCommand: AsyncParsableCommand {
         proxies.cancel()
         await proxies.value
         await client.close()
+        await run.observer.close()
         try? await loops.shutdownGracefully()
         if plantDefects {
             let caught = run.plantedCaught

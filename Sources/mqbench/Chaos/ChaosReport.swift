@@ -115,7 +115,7 @@ final class ChaosReport: @unchecked Sendable {
         var identical = true
         if !caughtUp {
             identical = false
-            fail("the replicas did not reach the same applied index within 30 s: \(run.describe(await run.cluster.states(run.client)))")
+            fail("the replicas did not reach the same applied index within 30 s: \(run.describe(await run.cluster.states(run.observer)))")
         } else {
             for sub in ["commitlog/data", "consumequeue"] {
                 // A consume queue file is preallocated with zeros, or cut to its entries by a restart's
@@ -174,7 +174,7 @@ final class ChaosReport: @unchecked Sendable {
     func allCaughtUp(within seconds: Double) async throws -> Bool {
         let deadline = run.record.now + seconds
         while run.record.now < deadline {
-            let s = await run.cluster.states(run.client, timeoutMs: 500).compactMap { $0 }
+            let s = await run.cluster.states(run.observer, timeoutMs: 500).compactMap { $0 }
             if s.count == 3, Set(s.map(\.lastIndex)).count == 1, s.allSatisfy({ $0.appliedIndex == $0.lastIndex && $0.commitIndex == $0.lastIndex }) { return true }
             try await Task.sleep(for: .milliseconds(200))
         }

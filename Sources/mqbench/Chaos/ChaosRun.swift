@@ -27,6 +27,11 @@ final class ChaosRun: @unchecked Sendable {
     let seed: UInt64
     let cluster: ChaosCluster
     let client: RemotingClient
+    /// The checker's own connections (state polls): it reconnects within 100 ms of a restart, so a
+    /// time to a leader measures the cluster, not a client's reconnect backoff (the producers' client
+    /// keeps the default, up to 2 s, as a user's would; the hour-long run of 2026-12-03 measured that
+    /// backoff in its slowest kill-all healings).
+    let observer: RemotingClient
     let loops: MultiThreadedEventLoopGroup
     let kinds: [FaultKind]
     let record = ChaosRecord()
@@ -36,6 +41,9 @@ final class ChaosRun: @unchecked Sendable {
 
     init(command: ChaosCommand, seed: UInt64, cluster: ChaosCluster, client: RemotingClient, loops: MultiThreadedEventLoopGroup, kinds: [FaultKind]) {
         (self.command, self.seed, self.cluster, self.client, self.loops, self.kinds) = (command, seed, cluster, client, loops, kinds)
+        var options = RemotingClient.Options()
+        options.reconnectBackoffMaxMilliseconds = 100
+        observer = RemotingClient(group: loops, options: options, logger: Logger(label: "chaos-observer"))
     }
 
     func say(_ line: String) {
@@ -56,7 +64,7 @@ final class ChaosRun: @unchecked Sendable {
     func leaderElected(within seconds: Double) async -> Double? {
         let start = record.now
         while record.now - start < seconds {
-            if majorityLeader(await cluster.states(client, timeoutMs: 200)) != nil { return record.now - start }
+            if majorityLeader(await cluster.states(observer, timeoutMs: 200)) != nil { return record.now - start }
             try? await Task.sleep(for: .milliseconds(20))
         }
         return nil
@@ -81,7 +89,7 @@ final class ChaosRun: @unchecked Sendable {
         try await Task.sleep(for: .milliseconds(300))
         if let dead = cluster.nodes.first(where: { !$0.isRunning }) { throw ChaosFailure("\(dead.name) exited at start: \(cluster.tail(dead, lines: 3))") }
         guard await leaderElected(within: 30) != nil else { throw ChaosFailure("no leader within 30 s of the start") }
-        say("cluster up: \(describe(await cluster.states(client)))")
+        say("cluster up: \(describe(await cluster.states(observer)))")
 
         var producerOptions = Producer.Options()
         producerOptions.sendTimeout = .seconds(5)
@@ -104,8 +112,8 @@ final class ChaosRun: @unchecked Sendable {
         let consumer = Consumer(nameServers: cluster.nameServerList, remoting: client, logger: Logger(label: "chaos"), options: consumerOptions)
         let observers = Task {
             await withDiscardingTaskGroup { g in
-                g.addTask { await workload.observe(self.cluster, self.client) }
-                g.addTask { await workload.watchOffsets(self.cluster, self.client, queues: self.queues) }
+                g.addTask { await workload.observe(self.cluster, self.observer) }
+                g.addTask { await workload.watchOffsets(self.cluster, self.observer, queues: self.queues) }
             }
         }
         let consuming = Task { await workload.consume(consumer) }
