@@ -30,29 +30,6 @@ final class StoreLog: RaftLogReader {
     }
     private(set) var firstIndex: RaftCore.LogIndex
     private(set) var lastIndex: RaftCore.LogIndex
-    /// Keeps `entries` (just written, following the cached ones) and drops the oldest beyond the limits.
-    private func remember(_ entries: [RaftCore.Entry]) {
-        if let last = recent.last, recentHead < recent.count, last.index.next != entries.first!.index { forgetRecent() }
-        for e in entries {
-            recent.append(e)
-            recentBytes += e.data.count
-        }
-        while recent.count - recentHead > Self.recentMaxCount || (recentBytes > Self.recentMaxBytes && recent.count - recentHead > 1) {
-            recentBytes -= recent[recentHead].data.count
-            recentHead += 1
-        }
-        if recentHead > 4_096 && recentHead * 2 > recent.count {
-            recent.removeFirst(recentHead)
-            recentHead = 0
-        }
-    }
-
-    private func forgetRecent() {
-        recent.removeAll(keepingCapacity: true)
-        recentHead = 0
-        recentBytes = 0
-    }
-
     /// The store's base (what precedes the first entry), when known; its term answers
     /// `term(at: firstIndex - 1)`.
     private var base: LogBase?
@@ -164,6 +141,29 @@ final class StoreLog: RaftLogReader {
             if bytes >= maxBytes { break }
         }
         return out
+    }
+
+    /// Keeps `entries` (just written, following the cached ones) and drops the oldest beyond the limits.
+    private func remember(_ entries: [RaftCore.Entry]) {
+        if let last = recent.last, recentHead < recent.count, last.index.next != entries.first!.index { forgetRecent() }
+        for e in entries {
+            recent.append(e)
+            recentBytes += e.data.count
+        }
+        while recent.count - recentHead > Self.recentMaxCount || (recentBytes > Self.recentMaxBytes && recent.count - recentHead > 1) {
+            recentBytes -= recent[recentHead].data.count
+            recentHead += 1
+        }
+        if recentHead > 4_096 && recentHead * 2 > recent.count {
+            recent.removeFirst(recentHead)
+            recentHead = 0
+        }
+    }
+
+    private func forgetRecent() {
+        recent.removeAll(keepingCapacity: true)
+        recentHead = 0
+        recentBytes = 0
     }
 
     /// The base's position and chain CRC (big-endian u64, u32): what a follower needs to continue

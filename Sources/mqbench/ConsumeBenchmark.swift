@@ -121,8 +121,10 @@ struct ConsumeBenchmark: AsyncParsableCommand {
         let perSecond = seconds > 0 ? Double(s.received) / seconds : 0
         printLine("received \(s.received) messages (\(format(Double(s.bytes) / 1e6, 1)) MB) over \(format(seconds, 1)) s: \(format(perSecond, 0)) msgs/s, \(format(seconds > 0 ? Double(s.bytes) / seconds / 1e6 : 0, 1)) MB/s, delivery p50 \(s.all.ms(50).map { format($0, 0) } ?? "-") ms, p99 \(s.all.ms(99).map { format($0, 0) } ?? "-") ms")
         if json {
+            // INTERFACES.md's fields: `sent` counts what was consumed (also as `received`); `failed`
+            // is 0, since the consumer retries a failed pull itself and no message is given up.
             func j(_ v: Double?) -> String { v.map { format($0, 3) } ?? "null" }
-            print("{\"received\":\(s.received),\"bytes\":\(s.bytes),\"seconds\":\(format(seconds, 3)),\"msgsPerSec\":\(format(perSecond, 1)),\"mbPerSec\":\(format(seconds > 0 ? Double(s.bytes) / seconds / 1e6 : 0, 2)),\"p50Ms\":\(j(s.all.ms(50))),\"p99Ms\":\(j(s.all.ms(99))),\"p999Ms\":\(j(s.all.ms(99.9))),\"maxMs\":\(j(s.all.maxMs))}")
+            print("{\"sent\":\(s.received),\"failed\":0,\"received\":\(s.received),\"bytes\":\(s.bytes),\"seconds\":\(format(seconds, 3)),\"msgsPerSec\":\(format(perSecond, 1)),\"mbPerSec\":\(format(seconds > 0 ? Double(s.bytes) / seconds / 1e6 : 0, 2)),\"p50Ms\":\(j(s.all.ms(50))),\"p99Ms\":\(j(s.all.ms(99))),\"p999Ms\":\(j(s.all.ms(99.9))),\"maxMs\":\(j(s.all.maxMs))}")
         }
         if s.received == 0 { throw ExitCode(1) }
     }
