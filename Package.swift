@@ -16,6 +16,7 @@ let package = Package(
         .executable(name: "mqbroker", targets: ["mqbroker"]),
         .executable(name: "mqadmin", targets: ["mqadmin"]),
         .executable(name: "mqbench", targets: ["mqbench"]),
+        .executable(name: "mqshutdown", targets: ["mqshutdown"]),
         .executable(name: "raftsim", targets: ["raftsim"]),
         // For Fuzz/ (a separate package depending on this one by path).
         .library(name: "Config", targets: ["Config"]),
@@ -33,6 +34,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         // Latency percentiles in mqbench (constant memory, no coordinated-omission-prone sorting).
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        // /metrics: swift-metrics' API with swift-prometheus's registry and text exposition.
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.4.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
     ],
     targets: [
         // CRC32C (SSE4.2 with a portable fallback selected at run time) and zlib's CRC32.
@@ -127,8 +131,14 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // SIGTERM/SIGINT handling shared by the server executables.
-        .target(name: "ProcessLifecycle", swiftSettings: strict),
+        // What the server executables share: SIGTERM/SIGINT handling, their log files (swift-log), pid files.
+        .target(name: "ProcessLifecycle", dependencies: [.product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        // RocketMQ's mqshutdown: stops brokers or nameservers through their pid files.
+        .executableTarget(
+            name: "mqshutdown",
+            dependencies: ["ProcessLifecycle", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "mqnamesrv",
             dependencies: [
@@ -152,6 +162,8 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -192,6 +204,7 @@ let package = Package(
         .executableTarget(name: "storewriter", dependencies: ["LogStore", "LogFormat"], swiftSettings: strict),
         // Shared by the test targets only (a seeded generator).
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
+        .testTarget(name: "ProcessLifecycleTests", dependencies: ["ProcessLifecycle", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "LogFormatTests", dependencies: ["LogFormat", "CChecksum", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "LogStoreTests", dependencies: ["LogStore", "LogFormat", "TestSupport"], swiftSettings: strict),
         // Transcripts/ holds the interaction scripts, read through #filePath (and rewritten in place).
@@ -206,6 +219,6 @@ let package = Package(
                                                     .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")], swiftSettings: strict),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "RaftCore"], swiftSettings: strict),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "CommandTests", dependencies: ["mqnamesrv", "mqbroker", "mqadmin", "mqbench", "raftsim", "storewriter", "LogStore", "LogFormat", "Replication", "Remoting", "Client", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .testTarget(name: "CommandTests", dependencies: ["mqnamesrv", "mqbroker", "mqadmin", "mqbench", "raftsim", "storewriter", "mqshutdown", "LogStore", "LogFormat", "Replication", "Remoting", "Client", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
     ]
 )

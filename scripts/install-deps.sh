@@ -9,6 +9,7 @@ packages=(
   nghttp2-client  # nghttp and h2load, for the admin endpoint's tests and benchmarks
   curl            # deploy/local/cluster.sh reads /raft/state; tests use --http2-prior-knowledge
   pkg-config      # SwiftPM finds libnghttp2 through it
+  python3-prometheus-client  # the /metrics test reads the exposition with Prometheus's own Python parser
 )
 
 missing=()

@@ -9,6 +9,8 @@ swift build --build-tests
 swift test --skip-build --disable-xctest --skip RaftGroupProcessTests
 # Real processes on 127.0.0.1-3, timed failover: alone, so the rest of the suite's load does not skew it.
 swift test --skip-build --disable-xctest --filter RaftGroupProcessTests
+# deploy/: systemd units, Dockerfile, compose file and Kubernetes manifests, each read by its own tool.
+./scripts/check-deploy.sh "$(swift build --show-bin-path)"
 # The deterministic cluster simulator in release: 500 seeds per cluster size and the broken-rule self-test.
 ./scripts/simulate.sh
 # Every libFuzzer target of Fuzz/ for 30 s on its seed corpus (scripts/fuzz.sh runs them longer).

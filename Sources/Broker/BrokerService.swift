@@ -43,6 +43,8 @@ public final class BrokerService: Sendable {
         /// A message sent back this many times goes to the group's %DLQ% topic (subscription groups'
         /// retryMaxTimes; the client's maxReconsumeTimes wins when it sends one).
         public var maxReconsumeTimes: Int32 = 16
+        /// Told of every stored send and every served pull (mqbroker's /metrics).
+        public var observer: (any BrokerObserver)?
         public init(clusterName: String, brokerName: String, storeHost: String, maxMessageSize: Int, autoCreateTopicEnable: Bool,
                     defaultTopicQueueNums: Int, clientAddresses: [NodeID: String]) {
             self.clusterName = clusterName
@@ -256,6 +258,7 @@ public final class BrokerService: Sendable {
                              remark: "the batch is \(entryBytes) bytes stored, over maxMessageSize \(options.maxMessageSize); send it in smaller batches")
         }
         let result: Appended
+        let appendStart = ContinuousClock.now
         do {
             result = try await writes.append(queue: key, count: records.count, timeout: options.sendTimeout) { first, _ in
                 var entry: [UInt8] = []
@@ -277,6 +280,7 @@ public final class BrokerService: Sendable {
             }
         }
         counters.withLock { $0.put += Int64(records.count) }
+        options.observer?.stored(topic: h.topic, messages: records.count, bytes: entryBytes, appendDuration: ContinuousClock.now - appendStart)
         // Committed and dispatched: the consume queue says where each message is.
         let placed = (try? store.queue(key)?.read(from: UInt64(result.queueOffset), maxCount: records.count)) ?? []
         let ids = placed.map { offsetMessageId(storeHost: storeHost, physicalOffset: $0.commitLogOffset) }.joined(separator: ",")
@@ -457,6 +461,8 @@ public final class BrokerService: Sendable {
         }
         let maxNums = max(1, min(f["maxMsgNums"].flatMap { Int($0) } ?? 32, 1024))
         let sysFlag = f["sysFlag"].flatMap { Int32($0) } ?? 0
+        let pullStart = ContinuousClock.now
+        var suspended = Duration.zero
         guard let config = store.topic(topic) else {
             return .response(to: request, code: ResponseCode.topicNotExist, remark: "topic[\(topic)] not exist, apply first please!")
         }
@@ -489,7 +495,9 @@ public final class BrokerService: Sendable {
         let wouldBeNotFound = result.status == .offsetOverflowOne || ((result.status == .noMessageInQueue || result.status == .noMatchedLogicQueue) && offset == 0)
         if wouldBeNotFound && sysFlag & Self.flagSuspend != 0 {
             let asked = Duration.milliseconds(f["suspendTimeoutMillis"].flatMap { Int64($0) } ?? 15_000)
+            let waitStart = ContinuousClock.now
             await store.waitForMessages(key, offset: offset, deadline: .now + min(max(asked, .zero), options.maxSuspend))
+            suspended = ContinuousClock.now - waitStart
             result = store.getMessages(key, offset: offset, maxCount: maxNums, matches: subscription.matches)
         }
         // Only the group's authority corrects a consumer's offset (PULL_OFFSET_MOVED): a leader that
@@ -516,6 +524,9 @@ public final class BrokerService: Sendable {
             body = b
             counters.withLock { $0.get += Int64(result.count) }
         }
+        options.observer?.served(topic: topic, messages: code == ResponseCode.success ? result.count : 0,
+                                 bytes: code == ResponseCode.success ? result.records.count : 0,
+                                 duration: ContinuousClock.now - pullStart - suspended, suspended: suspended > .zero)
         // RocketMQ's isSuggestPullingFromSlave: a consumer whose next message is out of memory goes to
         // a follower (every member serves committed data), if the broker allows it.
         var suggest: Int64 = 0
@@ -995,4 +1006,15 @@ func messageHost(_ address: SocketAddress) -> MessageHost {
                    port: UInt32(UInt16(bigEndian: a.address.sin_port)))
     }
     return messageHost("\(address.ipAddress ?? "127.0.0.1"):\(address.port ?? 0)")
+}
+
+/// What a broker tells its metrics (mqbroker's /metrics) about the traffic it serves. Called on the
+/// request path: implementations must be cheap and never block.
+public protocol BrokerObserver: Sendable {
+    /// A send stored and committed: its topic (the one the producer named), message count, stored
+    /// bytes, and the time from handing it to the write path until it was committed.
+    func stored(topic: String, messages: Int, bytes: Int, appendDuration: Duration)
+    /// A pull answered: the messages and stored bytes it carried (0 when none), and the time spent
+    /// serving it, a long poll's wait excluded (`suspended` says whether it waited).
+    func served(topic: String, messages: Int, bytes: Int, duration: Duration, suspended: Bool)
 }

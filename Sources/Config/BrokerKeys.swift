@@ -11,6 +11,7 @@ enum BrokerKeys {
     static let raft = "Raft group (enableDLegerCommitLog=true)"
     static let classic = "Classic master/slave groups"
     static let limits = "Topics, consumers and limits"
+    static let logs = "Logs"
 
     static var all: [Key] {
         [
@@ -30,6 +31,9 @@ enum BrokerKeys {
             Key(name: "haListenPort", aliases: [], section: classic, doc: "Classic HA port. As in RocketMQ it is always listenPort + 1; a different value is ignored with a warning.", apply: { (_: inout BrokerSettings, t: String) throws(ValueError) in
                 _ = try Values.port(t)
             }, render: { String($0.broker.haListenPort) }),
+            // Logs
+            .string("logDir", \.logging.logDir, section: logs, "RaftMQ: directory of broker.log (rolled at 128 MiB, 10 files kept); every line also goes to standard error. Empty: standard error only. Default: $HOME/logs/rocketmqlogs (RocketMQ's place). Brokers sharing a host should each have their own."),
+            .enumeration("logLevel", \.logging.logLevel, section: logs, "RaftMQ: TRACE, DEBUG, INFO, WARN or ERROR."),
             // Paths
             .string("storePathRootDir", \.store.storePathRootDir, section: paths, "Root of the store. Default: $HOME/store."),
             .derivedString("storePathCommitLog", \.store.storePathCommitLogSetting, effective: { $0.store.storePathCommitLog }, section: paths, "Classic commitlog directory. Default: <storePathRootDir>/commitlog. (A Raft group keeps its log in <storePathRootDir>/dledger-<selfId>.)"),

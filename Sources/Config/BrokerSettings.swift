@@ -8,6 +8,20 @@ public enum FlushDiskType: String, Sendable, CaseIterable {
     case ASYNC_FLUSH, SYNC_FLUSH
 }
 
+/// logLevel: logback's level names, as RocketMQ's logback configuration uses them.
+public enum LogLevelName: String, Sendable, CaseIterable {
+    case TRACE, DEBUG, INFO, WARN, ERROR
+}
+
+/// RaftMQ: where and how much a server process logs (logDir, logLevel). RocketMQ's habit: files under
+/// ~/logs/rocketmqlogs/ (broker.log, namesrv.log), rolled by size; every line goes to standard error too.
+public struct LoggingSettings: Sendable, Equatable {
+    /// Empty: standard error only.
+    public var logDir = "~/logs/rocketmqlogs"
+    public var logLevel = LogLevelName.INFO
+    public init() {}
+}
+
 /// RocketMQ's BrokerConfig and the network keys (NettyServerConfig), with RocketMQ 4.9's defaults.
 public struct BrokerConfig: Sendable, Equatable {
     public var brokerClusterName = "DefaultCluster"
@@ -125,6 +139,7 @@ public struct BrokerSettings: Sendable, Equatable {
     public var broker = BrokerConfig()
     public var store = MessageStoreConfig()
     public var raft = RaftGroupConfig()
+    public var logging = LoggingSettings()
     /// The file it was read from.
     public var path = ""
 

@@ -6,6 +6,7 @@ public struct NamesrvConfig: Sendable, Equatable {
     public var bindAddress = "0.0.0.0"
     /// RocketMQ's `kvConfigPath`: where PUT_KV_CONFIG entries are kept (default ~/namesrv/kvConfig.json).
     public var kvConfigPath = ""
+    public var logging = LoggingSettings()
     public var path = ""
 
     static var keys: [ConfigKey<NamesrvConfig>] {
@@ -13,6 +14,8 @@ public struct NamesrvConfig: Sendable, Equatable {
             .port("listenPort", \.listenPort, section: "Network", "Nameserver port."),
             .string("bindAddress", \.bindAddress, section: "Network", "Address the nameserver binds to."),
             .string("kvConfigPath", \.kvConfigPath, section: "Storage", "File of the KV config (PUT_KV_CONFIG); default $HOME/namesrv/kvConfig.json."),
+            .string("logDir", \.logging.logDir, section: "Logs", "Directory of namesrv.log; empty: standard error only. Default: $HOME/logs/rocketmqlogs."),
+            .enumeration("logLevel", \.logging.logLevel, section: "Logs", "TRACE, DEBUG, INFO, WARN or ERROR."),
         ]
     }
 
@@ -38,6 +41,7 @@ public enum ConfigLoader {
         var settings = BrokerSettings()
         settings.path = path
         settings.store.storePathRootDir = (environment["HOME"] ?? "") + "/store"
+        settings.logging.logDir = (environment["HOME"] ?? ".") + "/logs/rocketmqlogs"
         settings.broker.namesrvAddr = environment["NAMESRV_ADDR"] ?? ""
         settings.broker.brokerName = hostName()
         let cores = Int64(max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))))
@@ -54,6 +58,7 @@ public enum ConfigLoader {
     public static func loadNamesrv(path: String?, environment: [String: String]) throws(ConfigError) -> (NamesrvConfig, [ConfigWarning]) {
         var config = NamesrvConfig()
         config.kvConfigPath = (environment["HOME"] ?? ".") + "/namesrv/kvConfig.json"
+        config.logging.logDir = (environment["HOME"] ?? ".") + "/logs/rocketmqlogs"
         var warnings: [ConfigWarning] = []
         guard let path else { return (config, warnings) }
         config.path = path

@@ -194,7 +194,10 @@ extension LogStore {
             lock.withLock { failWaiters(error) }
             throw error
         }
-        let resumed = lock.withLock { markDurable(target, epoch: epoch) }
+        let resumed = lock.withLock {
+            if segment != nil { state.statistics.dataSyncs += 1 }
+            return markDurable(target, epoch: epoch)
+        }
         for w in resumed { w.continuation.resume() }
         lock.withLock { failWaiters(StorageError.closed) }
         maybeCheckpoint(force: true)

@@ -44,6 +44,8 @@ public struct LogStoreStatistics: Sendable, Equatable {
     public var entriesAppended = 0
     /// fdatasync calls made for group commit and interval flushes (not counting segment seals).
     public var dataSyncs = 0
+    /// Bytes those syncs made durable (bytes per sync = syncedBytes / dataSyncs).
+    public var syncedBytes: UInt64 = 0
     public var checkpoints = 0
     /// Index records found wrong by a read, located by scanning and rewritten.
     public var indexRecordsRepaired = 0
@@ -258,6 +260,7 @@ public final class LogStore: @unchecked Sendable {
     /// returns the waiters it satisfies, to be resumed after unlocking.
     func markDurable(_ point: DurablePoint, epoch: UInt64) -> [Waiter] {
         guard epoch == state.epoch, point.endPosition > state.durable.endPosition else { return [] }
+        state.statistics.syncedBytes &+= point.endPosition - state.durable.endPosition
         state.durable = point
         if state.unsyncedSegment != nil && point.endPosition == state.written.endPosition {
             state.unsyncedSegment = nil

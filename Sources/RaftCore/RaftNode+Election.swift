@@ -1,21 +1,27 @@
 extension RaftNode {
     // MARK: Transitions (STYLE 8: becomeX; an impossible one is a precondition)
 
-    func becomeFollower(term newTerm: Term, leader newLeader: NodeID?) {
+    func becomeFollower(term newTerm: Term, leader newLeader: NodeID?, reason: RoleChangeReason) {
+        if role == .leader { elections.stepDowns += 1 }
+        roleReason = reason
         reset(term: newTerm)
         roleState = .follower
         leader = newLeader
     }
 
-    func becomePreCandidate() {
+    func becomePreCandidate(reason: RoleChangeReason) {
         precondition(role != .leader, "invalid transition leader -> preCandidate")
+        roleReason = reason
+        elections.preVotesStarted += 1
         // A pre-vote round changes neither term nor vote (thesis §9.6).
         roleState = .preCandidate(votes: [:])
         leader = nil
     }
 
-    func becomeCandidate() {
+    func becomeCandidate(reason: RoleChangeReason) {
         precondition(role != .leader, "invalid transition leader -> candidate")
+        roleReason = reason
+        elections.electionsStarted += 1
         reset(term: term.next)
         vote = id
         roleState = .candidate(votes: [:])
@@ -23,6 +29,8 @@ extension RaftNode {
 
     func becomeLeader() {
         precondition(role == .candidate, "invalid transition \(role) -> leader")
+        roleReason = .electionWon
+        elections.electionsWon += 1
         reset(term: term)
         leader = id
         let next = log.lastIndex.next
@@ -61,12 +69,13 @@ extension RaftNode {
         electionElapsed += 1
         if electionElapsed >= randomizedElectionTimeout {
             electionElapsed = 0
+            let reason: RoleChangeReason = earlyCampaign ? earlyCampaignReason : .electionTimeout
             if earlyCampaign {
                 // The early turn is taken; should this round fail, the next waits a full timeout.
                 earlyCampaign = false
                 randomizedElectionTimeout = config.electionTimeoutTicks + random.below(config.electionTimeoutRangeTicks)
             }
-            campaign(.preVote)
+            campaign(.preVote, reason: reason)
         }
     }
 
@@ -80,17 +89,17 @@ extension RaftNode {
     }
 
     /// Starts a campaign; an election timeout starts with a pre-vote round when configured.
-    func campaign(_ kind: CampaignKind) {
+    func campaign(_ kind: CampaignKind, reason: RoleChangeReason = .electionTimeout) {
         if case .leader = roleState { return }
         switch kind {
         case .preVote where config.preVote:
-            becomePreCandidate()
+            becomePreCandidate(reason: reason)
             requestVotes(pre: true, leadershipTransfer: false)
         case .preVote, .election:
-            becomeCandidate()
+            becomeCandidate(reason: reason)
             requestVotes(pre: false, leadershipTransfer: false)
         case .leadershipTransfer:
-            becomeCandidate()
+            becomeCandidate(reason: .leadershipTransfer)
             requestVotes(pre: false, leadershipTransfer: true)
         }
     }
@@ -122,11 +131,11 @@ extension RaftNode {
         let yes = votes.values.filter { $0 }.count
         let no = votes.count - yes
         if yes >= quorum {
-            if pre { campaign(.election) } else { becomeLeader() }
+            if pre { campaign(.election, reason: .preVoteWon) } else { becomeLeader() }
             return true
         }
         if no > config.voters.count - quorum {
-            becomeFollower(term: term, leader: nil)
+            becomeFollower(term: term, leader: nil, reason: .electionLost)
             return true
         }
         return false

@@ -6,7 +6,7 @@ extension RaftNode {
             electionElapsed = 0
             if config.checkQuorum && !quorumRecentlyActive() {
                 // Thesis §6.2: a leader that cannot reach a quorum steps down, so clients go elsewhere.
-                becomeFollower(term: term, leader: nil)
+                becomeFollower(term: term, leader: nil, reason: .quorumLost)
                 return
             }
             withLeader { l in

@@ -19,7 +19,7 @@ extension RaftNode {
             case .preVoteResponse(granted: true):
                 break  // carries the term we would campaign in, not a newer term of the group
             case .append, .heartbeat, .resetLog:
-                becomeFollower(term: m.term, leader: m.from)
+                becomeFollower(term: m.term, leader: m.from, reason: .heardLeader)
             case .vote:
                 // Raft Figure 2: the election timer restarts on hearing the leader or on granting a
                 // vote, not on stepping down to a candidate's newer term. Otherwise a node whose log
@@ -27,10 +27,10 @@ extension RaftNode {
                 // each of its elections and no one else ever campaigns (found by the simulator with
                 // pre-vote off, seed 5276). A granted vote restarts the timer in handleVoteRequest.
                 let elapsed = electionElapsed
-                becomeFollower(term: m.term, leader: nil)
+                becomeFollower(term: m.term, leader: nil, reason: .newerTerm)
                 electionElapsed = min(elapsed, randomizedElectionTimeout - 1)
             default:
-                becomeFollower(term: m.term, leader: nil)
+                becomeFollower(term: m.term, leader: nil, reason: .newerTerm)
             }
         } else if m.term < term {
             switch m.body {
@@ -76,7 +76,7 @@ extension RaftNode {
             handleHeartbeat(from: m.from, commit: commit, context: context)
         case .timeoutNow:
             // The leader chose us: campaign now, through the others' leader leases.
-            campaign(.leadershipTransfer)
+            campaign(.leadershipTransfer, reason: .leadershipTransfer)
         case .readIndexResponse(let index, let context):
             readStates.append(ReadState(index: index, context: context))
         case .resetLog(let base, let baseTerm, let context, let commit):
@@ -89,6 +89,7 @@ extension RaftNode {
 
     private func heardFromLeader(_ from: NodeID) {
         electionElapsed = 0
+        if leader != from { roleReason = .heardLeader }
         leader = from
         if earlyCampaign {
             // The leader is alive after all (leaderConnectionLost was a false alarm): a full timeout again.
@@ -101,13 +102,13 @@ extension RaftNode {
         switch m.body {
         case .append(let prevIndex, let prevTerm, let entries, let commit):
             // A leader of our term won; follow it.
-            becomeFollower(term: term, leader: m.from)
+            becomeFollower(term: term, leader: m.from, reason: .heardLeader)
             handleAppend(from: m.from, prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commit)
         case .heartbeat(let commit, let context):
-            becomeFollower(term: term, leader: m.from)
+            becomeFollower(term: term, leader: m.from, reason: .heardLeader)
             handleHeartbeat(from: m.from, commit: commit, context: context)
         case .resetLog(let base, let baseTerm, let context, let commit):
-            becomeFollower(term: term, leader: m.from)
+            becomeFollower(term: term, leader: m.from, reason: .heardLeader)
             handleResetLog(from: m.from, LogReset(baseIndex: base, baseTerm: baseTerm, context: context), commit: commit)
         case .preVoteResponse(let granted):
             if case .preCandidate = roleState { recordVote(from: m.from, granted: granted) }

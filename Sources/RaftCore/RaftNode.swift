@@ -35,6 +35,11 @@ public final class RaftNode<Log: RaftLogReader> {
     /// `leaderConnectionLost` shortened the election timeout to this node's turn; the next campaign,
     /// or hearing from the leader, restores a randomized full timeout.
     var earlyCampaign = false
+    /// What shortened it: the start (`campaignOnStart`) or the leader's lost connection.
+    var earlyCampaignReason = RoleChangeReason.leaderConnectionLost
+    /// Why the role last changed, and the campaigns so far (observers only; never decide anything).
+    public internal(set) var roleReason: RoleChangeReason = .started
+    public internal(set) var elections = ElectionCounters()
 
     /// Starts (or restarts) a node over `log`, from the hard state persisted last time.
     /// `appliedIndex` is how far the driver's state machine has applied; committed entries after it
@@ -61,9 +66,10 @@ public final class RaftNode<Log: RaftLogReader> {
         // The adopted term is new hard state: the first Ready persists it.
         self.previousHardState = persisted
         self.previousSoftState = SoftState(role: .follower, leader: nil)
-        becomeFollower(term: hardState.term, leader: nil)
+        becomeFollower(term: hardState.term, leader: nil, reason: .started)
         if config.campaignOnStart && config.preVote {
             earlyCampaign = true
+            earlyCampaignReason = .campaignOnStart
             let turn = config.voters.sorted { $0.rawValue < $1.rawValue }.firstIndex(of: id) ?? 0
             randomizedElectionTimeout = 1 + turn * config.connectionLossCampaignSpacingTicks
         }
@@ -94,7 +100,8 @@ public final class RaftNode<Log: RaftLogReader> {
         }
         return RaftStatus(id: id, role: role, term: term, vote: vote, leader: leader, commit: log.committed,
                           applied: log.applied, lastIndex: log.lastIndex, lastTerm: log.lastTerm,
-                          persistedIndex: log.persistedLastIndex, leadershipTransferee: transferee, peers: peers)
+                          persistedIndex: log.persistedLastIndex, leadershipTransferee: transferee, peers: peers,
+                          roleReason: roleReason, elections: elections)
     }
 
     // MARK: Inputs
@@ -165,6 +172,7 @@ public final class RaftNode<Log: RaftLogReader> {
         // Without pre-vote a false alarm would bump the term and depose a live leader.
         guard config.preVote, case .follower = roleState, leader == peer else { return }
         earlyCampaign = true
+        earlyCampaignReason = .leaderConnectionLost
         leader = nil
         electionElapsed = 0
         let turn = config.voters.filter { $0 != peer }.sorted { $0.rawValue < $1.rawValue }.firstIndex(of: id) ?? 0
@@ -299,4 +307,6 @@ public struct RaftStatus: Sendable, Hashable {
     public var leadershipTransferee: NodeID?
     /// Per follower, when this node leads.
     public var peers: [Peer]
+    public var roleReason: RoleChangeReason
+    public var elections: ElectionCounters
 }

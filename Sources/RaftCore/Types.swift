@@ -80,6 +80,38 @@ public enum Role: String, Sendable, Hashable {
     case follower, preCandidate, candidate, leader
 }
 
+/// Why a node last changed role: what the broker logs with each role change and exports as metrics.
+public enum RoleChangeReason: String, Sendable, Hashable {
+    case started = "started"
+    /// No word from a leader within the election timeout.
+    case electionTimeout = "election timeout"
+    /// The transport reported the leader's connection closed (an early campaign in this node's turn).
+    case leaderConnectionLost = "the leader's connection closed"
+    /// A campaign started at once on start (`RaftConfig.campaignOnStart`).
+    case campaignOnStart = "campaign on start"
+    case preVoteWon = "pre-vote won"
+    /// The leader's TimeoutNow: a leadership transfer to this node.
+    case leadershipTransfer = "leadership transfer"
+    case electionWon = "election won"
+    case electionLost = "election lost (votes refused)"
+    /// A leader of this term (or a newer one) sent entries or a heartbeat.
+    case heardLeader = "heard the term's leader"
+    /// A message of a newer term without its leader (a vote request, a response).
+    case newerTerm = "a newer term"
+    /// A leader that heard from no quorum within an election timeout (check quorum).
+    case quorumLost = "no quorum heard within the election timeout"
+}
+
+/// Counts of a node's campaigns since it started (metrics: elections started and won).
+public struct ElectionCounters: Sendable, Hashable {
+    public var preVotesStarted = 0
+    public var electionsStarted = 0
+    public var electionsWon = 0
+    /// Leaders that stepped down (a newer term, a lost quorum).
+    public var stepDowns = 0
+    public init() {}
+}
+
 /// What observers (the broker, `/raft/state`) see: the role and the leader this node follows.
 public struct SoftState: Hashable, Sendable, CustomStringConvertible {
     public var role: Role

@@ -274,7 +274,11 @@ public final class RaftReplica: Sendable {
         let tickMs = options.tickIntervalMs
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await server.run() }
-            tasks.addTask { await transport.run() }
+            tasks.addTask {
+                await transport.run()
+                // A group of one has no peers to send to: its transport is done at once, the replica is not.
+                while !Task.isCancelled { try? await Task.sleep(for: .seconds(3_600)) }
+            }
             tasks.addTask {
                 while !Task.isCancelled {
                     try await Task.sleep(for: .milliseconds(tickMs))
@@ -521,7 +525,12 @@ public final class RaftReplica: Sendable {
                     reads.removeValue(forKey: seq)?.continuation.resume(returning: rs.index)
                 }
                 if let ss = r.softState {
-                    logger.info("raft role", metadata: ["node": "\(options.raft.id)", "role": "\(ss.role)", "leader": "\(ss.leader.map { "\($0)" } ?? "none")", "term": "\(node.term)"])
+                    // One line per role change, with the term and why (elections included: precandidate
+                    // and candidate are roles).
+                    logger.notice("raft role changed", metadata: [
+                        "node": "n\(options.raft.id.rawValue)", "role": "\(ss.role)", "leader": "\(ss.leader.map { "n\($0.rawValue)" } ?? "none")",
+                        "term": "\(node.term)", "reason": "\(node.roleReason.rawValue)",
+                    ])
                 }
                 if !r.committedEntries.isEmpty {
                     do {

@@ -115,11 +115,8 @@ enum BrokerSetup {
         } catch { return RaftModeError("cannot serve the broker port \(b.bindAddress):\(b.listenPort): \(error)") }
     }
 
-    static func bootstrapLogging() {
-        LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = .info
-            return h
-        }
+    /// Returns when the calling task is cancelled.
+    static func untilCancelled() async {
+        while !Task.isCancelled { try? await Task.sleep(for: .seconds(3_600)) }
     }
 }

@@ -19,7 +19,6 @@ import Synchronization
 /// there, byte for byte, and serves reads.
 enum ClassicMode {
     static func run(_ settings: BrokerSettings) async throws {
-        BrokerSetup.bootstrapLogging()
         let logger = Logger(label: "mqbroker")
         let b = settings.broker
         let roleName = settings.store.brokerRole.rawValue
@@ -60,7 +59,10 @@ enum ClassicMode {
                            reset: { base in try messages.logReset(toStoreIndex: Int64(base.nextIndex.rawValue) - 1) })
         }()
 
-        let broker = BrokerService(options: BrokerSetup.serviceOptions(settings, clientAddresses: [:]), store: messages, writes: writes,
+        let metrics = BrokerMetrics(store: log, storeDirectory: settings.store.storePathCommitLog)
+        var brokerOptions = BrokerSetup.serviceOptions(settings, clientAddresses: [:])
+        brokerOptions.observer = metrics
+        let broker = BrokerService(options: brokerOptions, store: messages, writes: writes,
                                    forwarder: RemotingClient(group: group, logger: logger), logger: logger)
         let runtime = RuntimeInfo(role: { ["brokerRole": roleName] }, store: log, storeDirectory: settings.store.storePathCommitLog,
                                   totals: { broker.totals })
@@ -109,7 +111,33 @@ enum ClassicMode {
             return AdminResponse(status: .ok, body: #"{"status":"ok","role":"\#(roleName)"}"#)
         }
         let admin = AdminServer(host: b.bindAddress, port: b.httpListenPort,
-                                routes: AdminRoutes(routes: ["/raft/state": { AdminResponse(status: .ok, body: stateJSON()) }, "/healthz": health]),
+                                routes: AdminRoutes(routes: [
+                                    "/raft/state": { AdminResponse(status: .ok, body: stateJSON()) }, "/healthz": health,
+                                    "/metrics": {
+                                        AdminResponse(status: .ok, contentType: BrokerMetrics.contentType, body: metrics.scrape { w in
+                                            w.gauge("raftmq_broker_info", [("cluster", b.brokerClusterName), ("broker", b.brokerName), ("group", b.brokerName),
+                                                                           ("node", "\(b.brokerId)"), ("mode", "classic")], 1, help: "The broker's identity (always 1)")
+                                            for role in ["ASYNC_MASTER", "SYNC_MASTER", "SLAVE"] {
+                                                w.gauge("raftmq_classic_role", [("role", role)], role == roleName ? 1 : 0,
+                                                        help: "1 for the classic broker's brokerRole, 0 for the others")
+                                            }
+                                            w.gauge("raftmq_classic_epoch", isSlave ? Int64(log.lastTerm.rawValue) : Int64(writes.epoch.rawValue),
+                                                    help: "The master epoch this broker's log continues")
+                                            w.gauge("raftmq_dispatched_index", messages.dispatchedIndex, help: "Highest log index dispatched to the consume queues")
+                                            let end = Int64(log.writePosition.rawValue)
+                                            for slave in haMaster?.slaves ?? [] {
+                                                w.gauge("raftmq_classic_slave_ack_offset_bytes", [("slave", slave.address)], Int64(slave.ackOffset),
+                                                        help: "Master only: the log position each slave has acknowledged")
+                                                w.gauge("raftmq_classic_slave_lag_bytes", [("slave", slave.address)], end - Int64(slave.ackOffset),
+                                                        help: "Master only: bytes of the master's log a slave has not acknowledged")
+                                            }
+                                            if let st = haSlave?.currentStatus {
+                                                w.gauge("raftmq_classic_master_connected", st.connected ? 1 : 0, help: "Slave only: 1 while replicating from the master")
+                                                w.gauge("raftmq_classic_ack_offset_bytes", Int64(st.ackOffset), help: "Slave only: the log position this slave holds")
+                                            }
+                                        })
+                                    },
+                                ]),
                                 group: group, logger: logger)
         let retention = RetentionPolicy(
             fileReservedHours: Int(settings.store.fileReservedTime),
@@ -128,7 +156,9 @@ enum ClassicMode {
                 tasks.addTask { do { try await admin.run(); return nil } catch { return error } }
                 tasks.addTask { await BrokerSetup.serveBrokerPort(brokerServer, settings, logger: logger) }
                 tasks.addTask {
-                    guard !registrar.nameServers.isEmpty else { return nil }
+                    // Without nameservers there is nothing to register with; the task must still last until the
+                    // broker stops (the first task to end stops them all).
+                    guard !registrar.nameServers.isEmpty else { await BrokerSetup.untilCancelled(); return nil }
                     let period = BrokerSetup.registrationPeriod(settings)
                     var last: ContinuousClock.Instant?
                     var missed = false

@@ -41,6 +41,19 @@ struct MQBroker: AsyncParsableCommand {
             print(out, terminator: "")
             return
         }
+        let environment = processEnvironment()
+        let pidFile: PidFile
+        do {
+            try ServerLogging.bootstrap(directory: settings.logging.logDir, fileName: "broker.log",
+                                        level: ServerLogging.level(settings.logging.logLevel.rawValue))
+            let instance = settings.raft.enableDLegerCommitLog ? settings.raft.dLegerSelfId : "\(settings.broker.brokerId)"
+            pidFile = try PidFile.create(kind: .broker, instance: "\(settings.broker.brokerName)-\(instance)", configPath: configFile,
+                                         environment: environment)
+        } catch {
+            printError("mqbroker: \(error)")
+            throw ExitCode(1)
+        }
+        defer { pidFile.remove() }
         do {
             if settings.raft.enableDLegerCommitLog {
                 try await RaftNodeMode.run(settings)
@@ -49,6 +62,7 @@ struct MQBroker: AsyncParsableCommand {
             }
         } catch {
             printError("mqbroker: \(error)")
+            pidFile.remove()
             throw ExitCode(1)
         }
     }

@@ -24,7 +24,6 @@ enum RaftNodeMode {
     static let snapshotBytesMax = 8 << 20
 
     static func run(_ settings: BrokerSettings) async throws {
-        BrokerSetup.bootstrapLogging()
         let logger = Logger(label: "mqbroker")
         let raft = settings.raft
         guard let me = raft.selfPeer else { throw RaftModeError("dLegerSelfId \(raft.dLegerSelfId) is not among dLegerPeers") }
@@ -111,7 +110,9 @@ enum RaftNodeMode {
                 }
             }
         }, stateJSON: stateJSON)
-        let brokerOptions = BrokerSetup.serviceOptions(settings, clientAddresses: clientAddresses)
+        let metrics = BrokerMetrics(store: store, storeDirectory: settings.store.storePathCommitLog)
+        var brokerOptions = BrokerSetup.serviceOptions(settings, clientAddresses: clientAddresses)
+        brokerOptions.observer = metrics
         let broker = BrokerService(options: brokerOptions, store: messages, writes: writes,
                                    forwarder: RemotingClient(group: group, logger: logger), logger: logger)
         let runtime = RuntimeInfo(role: {
@@ -134,19 +135,25 @@ enum RaftNodeMode {
             return AdminResponse(status: .serviceUnavailable, body: #"{"status":"no leader known","role":"\#(s.raft.role)"}"#)
         }
         let admin = AdminServer(host: settings.broker.bindAddress, port: settings.broker.httpListenPort,
-                                routes: AdminRoutes(routes: ["/raft/state": state, "/healthz": health]), group: group, logger: logger)
+                                routes: AdminRoutes(routes: ["/raft/state": state, "/healthz": health, "/metrics": {
+                                    AdminResponse(status: .ok, contentType: BrokerMetrics.contentType, body: metrics.scrape { w in
+                                        raftMetrics(&w, replica.status, settings: settings, selfName: me.id, names: peerNames)
+                                    })
+                                }]), group: group, logger: logger)
 
         let stop = SignalWaiter()
         logger.info("raft node started", metadata: [
             "group": "\(raft.dLegerGroup)", "selfId": "\(me.id)", "peer": "\(me.address)",
             "http": "\(settings.broker.bindAddress):\(settings.broker.httpListenPort)", "flushDiskType": "\(settings.store.flushDiskType)",
         ])
-        let failure: (any Error)? = await withTaskGroup(of: (any Error)?.self) { tasks in
-            tasks.addTask { do { try await replica.run(); return nil } catch { return error } }
-            tasks.addTask { do { try await admin.run(); return nil } catch { return error } }
-            tasks.addTask { await BrokerSetup.serveBrokerPort(brokerServer, settings, logger: logger) }
+        let failure: (any Error)? = await withTaskGroup(of: (String, (any Error)?).self) { tasks in
+            tasks.addTask { do { try await replica.run(); return ("raft replica", nil) } catch { return ("raft replica", error) } }
+            tasks.addTask { do { try await admin.run(); return ("HTTP admin server", nil) } catch { return ("HTTP admin server", error) } }
+            tasks.addTask { ("broker port", await BrokerSetup.serveBrokerPort(brokerServer, settings, logger: logger)) }
             tasks.addTask {
-                guard !registrar.nameServers.isEmpty else { return nil }
+                // Without nameservers there is nothing to register with; the task must still last until the
+                // broker stops (the first task to end stops them all).
+                guard !registrar.nameServers.isEmpty else { await BrokerSetup.untilCancelled(); return ("registration", nil) }
                 var registered: Int64 = -1
                 var lastRegistration = ContinuousClock.now
                 var missed = false
@@ -174,13 +181,16 @@ enum RaftNodeMode {
                     }
                     try? await Task.sleep(for: .milliseconds(10))
                 }
-                return nil
+                return ("registration", nil)
             }
-            tasks.addTask { await runtime.run(); return nil }
-            tasks.addTask { await messages.run(); return nil }
-            tasks.addTask { await broker.run(); return nil }
-            tasks.addTask { await stop.wait(); return nil }
-            let first = await tasks.next() ?? nil
+            tasks.addTask { await runtime.run(); return ("runtime sampler", nil) }
+            tasks.addTask { await messages.run(); return ("message store", nil) }
+            tasks.addTask { await broker.run(); return ("broker housekeeping", nil) }
+            tasks.addTask { await stop.wait(); return ("signal", nil) }
+            let (name, first) = await tasks.next() ?? ("none", nil)
+            // The first part to end stops the others: a signal, or a failure (or a part that ended
+            // without one, which is a defect: say which).
+            if name != "signal" { logger.notice("stopping: the \(name) ended", metadata: first.map { ["error": "\($0)"] } ?? [:]) }
             tasks.cancelAll()
             for await _ in tasks {}
             return first
@@ -202,6 +212,45 @@ enum RaftNodeMode {
 struct RaftModeError: Error, CustomStringConvertible {
     var description: String
     init(_ d: String) { description = d }
+}
+
+/// The Raft part of `/metrics` (docs/operations.md lists every name).
+func raftMetrics(_ w: inout BrokerMetrics.Writer, _ status: ReplicaStatus?, settings: BrokerSettings, selfName: String, names: [NodeID: String]) {
+    let b = settings.broker
+    w.gauge("raftmq_broker_info", [("cluster", b.brokerClusterName), ("broker", b.brokerName), ("group", settings.raft.dLegerGroup),
+                                   ("node", selfName), ("mode", "raft")], 1, help: "The broker's identity (always 1)")
+    guard let s = status else { return }
+    let r = s.raft
+    w.gauge("raftmq_raft_term", Int64(r.term.rawValue), help: "The node's current Raft term")
+    for role in [RaftCore.Role.leader, .follower, .candidate, .preCandidate] {
+        let name = role == .preCandidate ? "precandidate" : role.rawValue
+        w.gauge("raftmq_raft_role", [("role", name)], r.role == role ? 1 : 0, help: "1 for the node's current Raft role, 0 for the others")
+    }
+    w.gauge("raftmq_raft_leader_known", r.leader == nil ? 0 : 1, help: "1 when the node knows its group's leader")
+    w.gauge("raftmq_raft_first_index", s.storeNumber(s.firstIndex), help: "Index of the log's first entry (DLedger's numbering: the first entry is 0)")
+    w.gauge("raftmq_raft_last_index", s.storeNumber(r.lastIndex), help: "Index of the log's last entry")
+    w.gauge("raftmq_raft_last_term", Int64(r.lastTerm.rawValue), help: "Term of the log's last entry")
+    w.gauge("raftmq_raft_commit_index", s.storeNumber(r.commit), help: "Highest index known committed (held by a quorum)")
+    w.gauge("raftmq_raft_applied_index", s.storeNumber(r.applied), help: "Highest index dispatched to the consume queues")
+    w.total("raftmq_raft_prevotes_started_total", Int64(r.elections.preVotesStarted), help: "Pre-vote rounds this node started")
+    w.total("raftmq_raft_elections_started_total", Int64(r.elections.electionsStarted), help: "Elections this node started (new terms it campaigned in)")
+    w.total("raftmq_raft_elections_won_total", Int64(r.elections.electionsWon), help: "Elections this node won")
+    w.total("raftmq_raft_leader_stepdowns_total", Int64(r.elections.stepDowns), help: "Times this node stopped leading")
+    let now = ContinuousClock.now
+    for (id, name) in names where name != selfName {
+        let peer = [("peer", name)]
+        if let heard = s.lastHeard[id] {
+            w.gauge("raftmq_raft_peer_last_contact_seconds", peer, Double((now - heard).components.attoseconds) / 1e18 + Double((now - heard).components.seconds),
+                    help: "Seconds since this node last heard from the peer")
+        }
+        // Progress is the leader's alone; on other roles these series are absent.
+        guard let p = r.peers.first(where: { $0.id == id }) else { continue }
+        w.gauge("raftmq_raft_peer_match_index", peer, s.storeNumber(p.match), help: "Leader only: the peer's highest index known replicated")
+        w.gauge("raftmq_raft_peer_next_index", peer, s.storeNumber(p.next), help: "Leader only: the next index the leader sends the peer")
+        w.gauge("raftmq_raft_peer_lag_entries", peer, Int64(r.lastIndex.rawValue) - Int64(p.match.rawValue),
+                help: "Leader only: entries of the leader's log the peer does not hold yet")
+        w.gauge("raftmq_raft_peer_inflight_appends", peer, Int64(p.inflightAppends), help: "Leader only: append messages sent to the peer and not yet answered")
+    }
 }
 
 /// INTERFACES.md's `/raft/state` object: every field present, null where unknown; indexes in the

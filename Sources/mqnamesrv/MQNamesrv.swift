@@ -36,11 +36,16 @@ struct MQNamesrv: AsyncParsableCommand {
             for (k, v) in config.effectiveProperties() { print("\(k)=\(v)") }
             return
         }
-        LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = .info
-            return h
+        let pidFile: PidFile
+        do {
+            try ServerLogging.bootstrap(directory: config.logging.logDir, fileName: "namesrv.log",
+                                        level: ServerLogging.level(config.logging.logLevel.rawValue))
+            pidFile = try PidFile.create(kind: .namesrv, instance: "\(config.bindAddress)-\(config.listenPort)", configPath: configFile, environment: processEnvironment())
+        } catch {
+            printError("mqnamesrv: \(error)")
+            throw ExitCode(1)
         }
+        defer { pidFile.remove() }
         let logger = Logger(label: "mqnamesrv")
         let group = MultiThreadedEventLoopGroup(numberOfThreads: min(2, System.coreCount))
         let service = NameServerService(kvConfigPath: config.kvConfigPath, logger: logger)

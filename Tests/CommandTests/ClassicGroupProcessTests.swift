@@ -169,6 +169,16 @@ extension RaftGroupProcessTests {
             let (ms, ss) = (try segments(root + m.name), try segments(root + s.name))
             #expect(!ms.isEmpty && ms == ss, "\(s.name)'s segments differ from \(m.name)'s")
         }
+        // /metrics of a classic master and its slave: the role, the slave's acknowledged position.
+        let am = try prometheusSamples(host: a.host, port: UInt16(a.port + 2))
+        #expect(am["raftmq_classic_role{role=\"ASYNC_MASTER\"}"] == 1 && am["raftmq_classic_role{role=\"SLAVE\"}"] == 0)
+        #expect(am["raftmq_broker_info{broker=\"broker-a\",cluster=\"rocketmq-cluster\",group=\"broker-a\",mode=\"classic\",node=\"0\"}"] == 1)
+        #expect(am.keys.contains { $0.hasPrefix("raftmq_classic_slave_lag_bytes{slave=") }, "\(am.keys.sorted())")
+        #expect((am["raftmq_messages_in_total{topic=\"TopicTest\"}"] ?? 0) == 500)
+        let sm = try prometheusSamples(host: aSlave.host, port: UInt16(aSlave.port + 2))
+        #expect(sm["raftmq_classic_role{role=\"SLAVE\"}"] == 1 && sm["raftmq_classic_master_connected"] == 1)
+        #expect((sm["raftmq_classic_ack_offset_bytes"] ?? 0) > 0)
+
         // The consumer's offsets reached broker-a's slave through the log.
         let ends = try await maxOffsets("TopicTest", queues: 4, at: a.address, client)
         deadline = Date().addingTimeInterval(10)

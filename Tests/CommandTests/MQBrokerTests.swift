@@ -51,6 +51,57 @@ import Testing
         }
     }
 
+    /// A group of one without nameservers (a test bench, or nameservers added later) keeps serving:
+    /// nothing to register with is not a reason to stop. It writes its pid file and log file, and a
+    /// SIGTERM ends it with status 0, its pid file gone.
+    @Test func aSingleNodeGroupWithoutNameserversKeepsServingUntilSigterm() async throws {
+        let dir = NSTemporaryDirectory() + "raftmq-single-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let conf = dir + "/single.conf"
+        try """
+            brokerClusterName=SingleCluster
+            brokerName=Single
+            bindAddress=127.0.0.9
+            brokerIP1=127.0.0.9
+            listenPort=50911
+            storePathRootDir=\(dir)/store
+            logDir=\(dir)/logs
+            enableDLegerCommitLog=true
+            dLegerGroup=Single
+            dLegerPeers=n0-127.0.0.9:50940
+            dLegerSelfId=n0
+
+            """.write(toFile: conf, atomically: true, encoding: .utf8)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: broker.path)
+        p.arguments = ["-c", conf]
+        p.environment = ["HOME": dir, "RAFTMQ_RUN_DIR": dir + "/run", "PATH": "/usr/bin:/bin"]
+        p.standardInput = FileHandle.nullDevice
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        var healthy = false
+        // Generous: with the rest of the suite running in parallel a debug broker has taken 30 s to start.
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline && p.isRunning && !healthy {
+            healthy = httpGet(host: "127.0.0.9", port: 50913, path: "/healthz") != nil
+            if !healthy { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        let log = (try? String(contentsOfFile: dir + "/logs/broker.log", encoding: .utf8)) ?? "(no log file)"
+        #expect(healthy, "no healthy leader; the broker \(p.isRunning ? "runs" : "exited with \(p.terminationStatus)"); last HTTP error: \(lastHTTPError.withLock { $0 })\n\(log)")
+        try await Task.sleep(for: .seconds(1))
+        #expect(p.isRunning, "the broker stopped on its own\n\(log)")
+        #expect(httpGet(host: "127.0.0.9", port: 50913, path: "/raft/state")?.contains("\"role\":\"leader\"") == true)
+        let pidFile = dir + "/run/broker-Single-n0.pid"
+        #expect((try? String(contentsOfFile: pidFile, encoding: .utf8))?.hasPrefix("\(p.processIdentifier)\n") == true)
+        kill(p.processIdentifier, SIGTERM)
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0)
+        #expect(!FileManager.default.fileExists(atPath: pidFile), "the pid file outlived a clean stop")
+    }
+
     @Test func aBadFileExitsOneNamingFileLineAndKeyAndWritesNothing() throws {
         let dir = NSTemporaryDirectory() + "raftmq-badconf-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)

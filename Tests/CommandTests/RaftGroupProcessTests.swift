@@ -38,7 +38,7 @@ import Testing
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Executable("mqbroker").path)
         p.arguments = ["-c", conf]
-        p.environment = ["RAFTMQ_HOME": home, "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin"]
+        p.environment = ["RAFTMQ_HOME": home, "RAFTMQ_RUN_DIR": home + "/run", "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin"]
         p.currentDirectoryURL = URL(fileURLWithPath: home)
         if !FileManager.default.fileExists(atPath: home + "/\(name).log") {
             _ = FileManager.default.createFile(atPath: home + "/\(name).log", contents: nil)
@@ -220,8 +220,16 @@ import Testing
             if commits.count == 1 && commits == lasts { break }
             try await Task.sleep(for: .milliseconds(20))
         }
+        // The three are read one after another: an entry committed in between (a new leader's empty
+        // entry after a late election) makes one longer. Read again until they agree, for up to 5 s.
         var logs: [[RaftLogEntryCodec.Entry]] = []
-        for n in nodes { logs.append(try await entries(n, client)) }
+        let readDeadline = Date().addingTimeInterval(5)
+        repeat {
+            logs = []
+            for n in nodes { logs.append(try await entries(n, client)) }
+            if logs.allSatisfy({ $0.count == logs[0].count }) { break }
+            try await Task.sleep(for: .milliseconds(50))
+        } while Date() < readDeadline
         let shortest = logs.map(\.count).min() ?? 0
         #expect(logs.allSatisfy { $0.count == logs[0].count }, "log lengths \(logs.map(\.count))")
         for i in 0..<shortest {

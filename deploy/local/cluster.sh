@@ -15,6 +15,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 export RAFTMQ_HOME=${RAFTMQ_HOME:-.local-cluster}
+# The processes' own pid files (mqshutdown reads them): RAFTMQ_RUN_DIR=.local-cluster/run mqshutdown broker
+export RAFTMQ_RUN_DIR=${RAFTMQ_RUN_DIR:-$RAFTMQ_HOME/run}
 mkdir -p "$RAFTMQ_HOME/logs"
 bin=${RAFTMQ_BIN:-$root/.build/release}
 # The directory of broker-n{0,1,2}.conf (benchmarks point it at copies with other settings).

@@ -103,6 +103,8 @@ final class ChaosCluster: @unchecked Sendable {
             namesrvAddr=\(nameServerList.joined(separator: ";"))
             storePathRootDir=\(n.store)
             storePathCommitLog=\(n.store)/commitlog
+            # Standard error only: the harness keeps it as \(n.name).log.
+            logDir=
             enableDLegerCommitLog=true
             dLegerGroup=\(Self.group)
             dLegerPeers=\(peers)
