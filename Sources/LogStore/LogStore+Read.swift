@@ -33,6 +33,16 @@ extension LogStore {
         }
     }
 
+    /// The term the index record of `index` gives, unverified (nil when there is no sound record).
+    /// Index records are a cache that can be wrong; a caller must check what it concludes from them
+    /// with `term(at:)`. Reads 32 bytes instead of an entry: StoreLog finds the term runs of a long
+    /// log with it at start.
+    public func indexedTerm(at index: LogIndex) -> Term? {
+        let (indexFiles, first, next) = lock.withLock { (state.index, state.firstIndex, state.nextIndex) }
+        guard index >= first, index < next, let record = try? indexFiles.record(index), record.index == index else { return nil }
+        return record.term
+    }
+
     /// Where entry `index` starts: its index record when the record is sound and matches the header it
     /// points to; otherwise found by scanning the segment that must hold it (the index is only a cache
     /// of the data). Returns whether the record needs rewriting.

@@ -6,8 +6,9 @@ import Testing
 
 @Suite struct StoreLogTests {
     /// The term runs found by bisection at open equal the terms written, for runs of every length
-    /// (1 entry, many entries) at the start, in the middle and at the end, after a reopen.
-    @Test func termsAreFoundByBisectionAfterAReopen() throws {
+    /// (1 entry, many entries) at the start, in the middle and at the end, after a reopen; also when
+    /// index records lie about terms (the bisection reads them first and must check what it found).
+    @Test(arguments: [false, true]) func termsAreFoundByBisectionAfterAReopen(lyingIndexRecords: Bool) throws {
         let dir = NSTemporaryDirectory() + "raftmq-storelog-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let options = LogStoreOptions(directory: dir, segmentBytes: 1 << 16, indexFileBytes: 32 * 4096, flushMode: .rocketMQAsyncDefault, entryBodyBytesMax: 4 << 10)
@@ -30,6 +31,21 @@ import Testing
                 _ = try log.write(truncateAfter: nil, entries: Array(entries[chunk..<min(entries.count, chunk + 100)]))
             }
             try store.close()
+        }
+        if lyingIndexRecords {
+            // Wrong terms in the records of a run's first entry, of the entry before a run and of
+            // entries inside runs (the term field is the record's last 8 bytes).
+            let starts = (1..<terms.count).filter { terms[$0] != terms[$0 - 1] }
+            for k in [starts[0], starts[3] - 1, starts[5], 700, 1_500, terms.count - 1] {
+                let offset = UInt64(k) * 32
+                let capacity: UInt64 = 32 * 4096
+                let file = dir + "/index/" + String(format: "%020llu", offset - offset % capacity)
+                let handle = try #require(FileHandle(forUpdatingAtPath: file), "no index file \(file)")
+                try handle.seek(toOffset: offset % capacity + 24)
+                let lie = terms[k] + 1 + UInt64(k % 3)
+                try handle.write(contentsOf: withUnsafeBytes(of: lie.bigEndian) { Data($0) })
+                try handle.close()
+            }
         }
         let store = try LogStore.open(options)
         defer { try? store.close() }
