@@ -158,7 +158,7 @@ let package = Package(
         .executableTarget(
             name: "mqbroker",
             dependencies: [
-                "Config", "LogStore", "LogFormat", "RaftCore", "Replication", "Remoting", "AdminHTTP", "ProcessLifecycle", "Broker",
+                "Config", "LogStore", "LogFormat", "RaftCore", "Replication", "Remoting", "AdminHTTP", "ProcessLifecycle", "Broker", "Client",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

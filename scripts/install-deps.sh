@@ -10,6 +10,7 @@ packages=(
   curl            # deploy/local/cluster.sh reads /raft/state; tests use --http2-prior-knowledge
   pkg-config      # SwiftPM finds libnghttp2 through it
   python3-prometheus-client  # the /metrics test reads the exposition with Prometheus's own Python parser
+  chromium        # the dashboard test loads the page in headless Chromium (scripts/dashboard_browser.py)
 )
 
 missing=()

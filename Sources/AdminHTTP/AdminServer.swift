@@ -8,27 +8,182 @@ public struct AdminResponse: Sendable {
     public var status: HTTPResponseStatus
     public var contentType: String
     public var body: String
-    public init(status: HTTPResponseStatus, contentType: String = "application/json", body: String) {
+    /// More response headers (names in lower case), after Content-Type, Content-Length and Cache-Control.
+    public var headers: [(String, String)]
+    public init(status: HTTPResponseStatus, contentType: String = "application/json", body: String, headers: [(String, String)] = []) {
         self.status = status
         self.contentType = contentType
         self.body = body
+        self.headers = headers
     }
 
-    static func error(_ status: HTTPResponseStatus, _ message: String) -> AdminResponse {
-        AdminResponse(status: status, body: "{\"error\":\"\(message)\",\"status\":\(status.code)}")
+    /// A JSON error object `{"error": message, "status": code}`.
+    public static func error(_ status: HTTPResponseStatus, _ message: String) -> AdminResponse {
+        AdminResponse(status: status, body: "{\"error\":\"\(String(message.unicodeScalars.filter { $0.isASCII && $0.value >= 0x20 && $0 != "\"" && $0 != "\\" }))\",\"status\":\(status.code)}")
     }
 }
 
-/// The paths the admin endpoint serves (INTERFACES.md). Each is called on an event loop: keep it quick.
+/// A request as a route sees it: the method, the path without its query, the query's parameters,
+/// the few headers the admin paths look at, and the body (at most `AdminServer.maxBodyBytes`).
+public struct AdminRequest: Sendable {
+    public var method: String
+    public var path: String
+    public var query: [String: String]
+    /// `content-type`, `origin` and `host` (HTTP/2's `:authority`), when the request had them.
+    public var headers: [String: String]
+    public var body: [UInt8]
+
+    public init(method: String, target: String, headers: [String: String] = [:], body: [UInt8] = []) {
+        self.method = method
+        let parts = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        path = parts.first.map(String.init) ?? target
+        var q: [String: String] = [:]
+        if parts.count > 1 {
+            for pair in parts[1].split(separator: "&") {
+                let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                if let k = AdminRequest.percentDecoded(kv[0]) {
+                    q[k] = kv.count > 1 ? AdminRequest.percentDecoded(kv[1]) ?? "" : ""
+                }
+            }
+        }
+        query = q
+        self.headers = headers
+        self.body = body
+    }
+
+    /// `%XX` and `+` decoded, or nil for a malformed escape or bytes that are not UTF-8.
+    static func percentDecoded(_ s: Substring) -> String? {
+        var out: [UInt8] = []
+        var it = Array(s.utf8)[...]
+        while let c = it.popFirst() {
+            if c == UInt8(ascii: "+") { out.append(0x20); continue }
+            guard c == UInt8(ascii: "%") else { out.append(c); continue }
+            guard let h = it.popFirst(), let l = it.popFirst(), let hv = hexValue(h), let lv = hexValue(l) else { return nil }
+            out.append(hv << 4 | lv)
+        }
+        return String(validating: out, as: UTF8.self)
+    }
+
+    private static func hexValue(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+
+    /// True when a browser on another site could have sent it: an `Origin` that is not this host.
+    /// (A cross-site page can POST forms without asking; a JSON POST needs a preflight we never grant.)
+    public var isCrossOrigin: Bool {
+        guard let origin = headers["origin"] else { return false }
+        guard let host = headers["host"] else { return true }
+        return origin != "http://" + host
+    }
+}
+
+/// One path's handler and the methods it takes (HEAD goes wherever GET does).
+public struct AdminRoute: Sendable {
+    enum Handler: Sendable {
+        case now(@Sendable (AdminRequest) -> AdminResponse)
+        case later(@Sendable (AdminRequest) async -> AdminResponse)
+    }
+    public var methods: Set<String>
+    let handler: Handler
+
+    /// A GET answered at once on the event loop: keep it quick.
+    public static func get(_ answer: @escaping @Sendable () -> AdminResponse) -> AdminRoute {
+        AdminRoute(methods: ["GET"], handler: .now { _ in answer() })
+    }
+    /// A GET answered by a task (it may wait on the network); the connection serves on meanwhile.
+    public static func getLater(_ answer: @escaping @Sendable (AdminRequest) async -> AdminResponse) -> AdminRoute {
+        AdminRoute(methods: ["GET"], handler: .later(answer))
+    }
+    /// A POST answered by a task.
+    public static func post(_ answer: @escaping @Sendable (AdminRequest) async -> AdminResponse) -> AdminRoute {
+        AdminRoute(methods: ["POST"], handler: .later(answer))
+    }
+}
+
+/// The paths the admin endpoint serves (INTERFACES.md).
 public struct AdminRoutes: Sendable {
-    public var routes: [String: @Sendable () -> AdminResponse]
-    public init(routes: [String: @Sendable () -> AdminResponse]) { self.routes = routes }
+    public var routes: [String: AdminRoute]
+    public init(_ routes: [String: AdminRoute]) { self.routes = routes }
+    /// GET paths answered at once on the event loop.
+    public init(routes: [String: @Sendable () -> AdminResponse]) { self.routes = routes.mapValues { AdminRoute.get($0) } }
+    /// These routes and `more` (a path in both keeps its route here).
+    public func adding(_ more: [String: AdminRoute]) -> AdminRoutes { AdminRoutes(routes.merging(more) { mine, _ in mine }) }
+}
+
+/// How a request is answered: now, or by a task.
+enum AdminDispatch {
+    case now(AdminResponse)
+    case later(@Sendable () async -> AdminResponse)
+}
+
+/// Answers that take a task (AdminRoute.getLater, .post): handlers submit them here and
+/// `AdminServer.run` works them off, at most `workers` at once, inside its own task group. A full
+/// queue is answered 503 at once.
+final class AdminJobs: Sendable {
+    struct Job: Sendable {
+        let work: @Sendable () async -> AdminResponse
+        /// Called with the answer, from the worker's task: it hops to the connection's event loop.
+        let done: @Sendable (AdminResponse) -> Void
+    }
+    static let queueLimit = 64
+    static let workers = 4
+
+    let stream: AsyncStream<Job>
+    private let continuation: AsyncStream<Job>.Continuation
+
+    init() {
+        (stream, continuation) = AsyncStream.makeStream(of: Job.self, bufferingPolicy: .bufferingOldest(Self.queueLimit))
+    }
+
+    /// False when the queue is full or the server has stopped.
+    func submit(_ job: Job) -> Bool {
+        if case .enqueued = continuation.yield(job) { return true }
+        return false
+    }
+
+    func finish() { continuation.finish() }
+
+    /// Runs jobs until `finish`, `workers` at a time.
+    func run() async {
+        await withTaskGroup(of: Void.self) { tasks in
+            var running = 0
+            for await job in stream {
+                if running >= Self.workers {
+                    await tasks.next()
+                    running -= 1
+                }
+                tasks.addTask { job.done(await job.work()) }
+                running += 1
+            }
+        }
+    }
+
+    /// Submits `work`; `answer` gets its response on `loop`, or a 503 at once when the queue is full.
+    static func submit(_ jobs: AdminJobs?, _ work: @escaping @Sendable () async -> AdminResponse, on loop: any EventLoop,
+                       _ answer: @escaping (AdminResponse) -> Void) {
+        let bound = NIOLoopBound(answer, eventLoop: loop)
+        let job = Job(work: work, done: { r in bound.eventLoop.execute { bound.value(r) } })
+        // Answered from the loop's next turn either way: never from inside the handler's own read
+        // (nghttp2 must not be asked to send from within its receive callbacks).
+        if jobs?.submit(job) != true {
+            loop.execute { bound.value(.error(.serviceUnavailable, "too many admin requests are waiting; try again")) }
+        }
+    }
 }
 
 /// The broker's HTTP admin endpoint on `httpListenPort`: h2c with prior knowledge (libnghttp2) and
-/// HTTP/1.1 (with keep-alive) on the same port, told apart by the first bytes (the HTTP/2 connection
-/// preface). Unknown paths answer 404 with a JSON error, other methods than GET/HEAD 405.
+/// HTTP/1.1 (with keep-alive and pipelining) on the same port, told apart by the first bytes (the
+/// HTTP/2 connection preface). Unknown paths answer 404 with a JSON error, a method a path does not
+/// take 405, a body over `maxBodyBytes` 413.
 public final class AdminServer: Sendable {
+    /// The largest request body taken (the admin POSTs carry a few small JSON fields).
+    public static let maxBodyBytes = 64 << 10
+
     private let host: String
     private let port: Int
     private let routes: AdminRoutes
@@ -46,94 +201,200 @@ public final class AdminServer: Sendable {
     /// Serves until the task is cancelled.
     public func run(onBound: @Sendable (SocketAddress) -> Void = { _ in }) async throws {
         let routes = self.routes
+        let jobs = AdminJobs()
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try AdminServer.configure(channel, routes: routes) }
+                channel.eventLoop.makeCompletedFuture { try AdminServer.configure(channel, routes: routes, jobs: jobs) }
             }
             .bind(host: host, port: port)
             .get()
         if let a = server.localAddress { onBound(a) }
         try await withTaskCancellationHandler {
-            try await server.closeFuture.get()
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { await jobs.run() }
+                defer { jobs.finish() }
+                try await server.closeFuture.get()
+            }
         } onCancel: {
+            jobs.finish()
             server.close(promise: nil)
         }
     }
 
     /// Installs the handlers of one accepted connection (the protocol selector, which adds HTTP/1.1
-    /// or h2c). Called on the channel's event loop; public for Fuzz/, which drives an EmbeddedChannel.
+    /// or h2c). Called on the channel's event loop; public for Fuzz/, which drives an EmbeddedChannel
+    /// (without `jobs`, routes answered by a task get 503).
     public static func configure(_ channel: any Channel, routes: AdminRoutes) throws {
-        try channel.pipeline.syncOperations.addHandler(ProtocolSelector(routes: routes))
+        try configure(channel, routes: routes, jobs: nil)
     }
 
-    /// What a request for `path` with `method` gets.
-    static func answer(getOrHead: Bool, path: String, routes: AdminRoutes) -> AdminResponse {
-        let bare = path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? path
-        let printable = String(bare.unicodeScalars.prefix(200).filter { $0.isASCII && $0.value >= 0x20 && $0 != "\"" && $0 != "\\" })
-        guard let route = routes.routes[bare] else { return .error(.notFound, "no such path: \(printable)") }
-        guard getOrHead else { return .error(.methodNotAllowed, "only GET is served on \(printable)") }
-        return route()
+    static func configure(_ channel: any Channel, routes: AdminRoutes, jobs: AdminJobs?) throws {
+        try channel.pipeline.syncOperations.addHandler(ProtocolSelector(routes: routes, jobs: jobs))
+    }
+
+    /// What `request` gets (a HEAD is answered as its GET; the handlers drop the body).
+    static func dispatch(_ request: AdminRequest, bodyTooLarge: Bool = false, routes: AdminRoutes) -> AdminDispatch {
+        let printable = String(request.path.unicodeScalars.prefix(200).filter { $0.isASCII && $0.value >= 0x20 })
+        guard let route = routes.routes[request.path] else { return .now(.error(.notFound, "no such path: \(printable)")) }
+        let method = request.method == "HEAD" ? "GET" : request.method
+        guard route.methods.contains(method) else {
+            var r = AdminResponse.error(.methodNotAllowed, "\(printable) takes \(route.methods.sorted().joined(separator: ", ")), not \(String(request.method.prefix(20)))")
+            r.headers.append(("allow", route.methods.sorted().joined(separator: ", ") + (route.methods.contains("GET") ? ", HEAD" : "")))
+            return .now(r)
+        }
+        if bodyTooLarge { return .now(.error(.payloadTooLarge, "the request body is over \(maxBodyBytes) bytes")) }
+        switch route.handler {
+        case .now(let f): return .now(f(request))
+        case .later(let f): return .later { await f(request) }
+        }
     }
 }
 
-/// HTTP/1.1: one answer per request, in order.
-final class AdminHTTP1Handler: ChannelInboundHandler {
+/// HTTP/1.1: answers in request order (pipelined requests whose answers come from tasks wait their
+/// turn), at most `maxQueued` requests waiting before the handler stops reading.
+final class AdminHTTP1Handler: ChannelDuplexHandler {
     typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
+    static let maxQueued = 8
+
+    /// A request waiting for its answer, or answered and waiting for the ones before it.
+    private struct Slot {
+        var head: HTTPRequestHead
+        var response: AdminResponse?
+    }
 
     private let routes: AdminRoutes
+    private let jobs: AdminJobs?
     private var head: HTTPRequestHead?
-
-    init(routes: AdminRoutes) { self.routes = routes }
-
-    /// A request that is not GET or HEAD was answered at its head; the connection is closing.
+    private var body: [UInt8] = []
+    private var bodyTooLarge = false
+    private var slots: [Slot] = []
+    /// Slots answered and removed so far: a slot's number is `removed + its index`.
+    private var removed = 0
+    /// A read the pipeline asked for while too many requests waited.
+    private var readHeld = false
+    /// A request that could not be read through (an unknown method, a huge declared body) was
+    /// answered at its head; the connection closes after the answer.
     private var refused = false
+
+    init(routes: AdminRoutes, jobs: AdminJobs?) {
+        self.routes = routes
+        self.jobs = jobs
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !refused else { return }
         switch unwrapInboundIn(data) {
         case .head(let h):
             head = h
-            // Answered at once, without reading a body the admin paths never take.
-            if h.method != .GET && h.method != .HEAD {
+            body = []
+            bodyTooLarge = false
+            let declared = h.headers.first(name: "content-length").flatMap { Int($0) } ?? 0
+            if ![.GET, .HEAD, .POST].contains(h.method) || declared > AdminServer.maxBodyBytes {
+                // Answered at once, without reading a body this port never takes.
                 refused = true
+                head = nil
                 var closing = h
                 closing.headers.replaceOrAdd(name: "Connection", value: "close")
-                respond(context, closing)
+                let r = AdminRequest(method: Self.name(h.method), target: h.uri)
+                enqueue(context, closing, AdminServer.dispatch(r, bodyTooLarge: declared > AdminServer.maxBodyBytes, routes: routes))
             }
-        case .body: break  // the admin paths take no body
+        case .body(var part):
+            if body.count + part.readableBytes > AdminServer.maxBodyBytes {
+                bodyTooLarge = true
+                body = []
+            } else if !bodyTooLarge, let bytes = part.readBytes(length: part.readableBytes) {
+                body += bytes
+            }
         case .end:
             guard let h = head else { return }
             head = nil
-            respond(context, h)
+            var headers: [String: String] = [:]
+            for name in ["content-type", "origin", "host"] { headers[name] = h.headers.first(name: name) }
+            let r = AdminRequest(method: Self.name(h.method), target: h.uri, headers: headers, body: body)
+            body = []
+            enqueue(context, h, AdminServer.dispatch(r, bodyTooLarge: bodyTooLarge, routes: routes))
         }
     }
 
-    private func respond(_ context: ChannelHandlerContext, _ h: HTTPRequestHead) {
-        let answer = AdminServer.answer(getOrHead: h.method == .GET || h.method == .HEAD, path: h.uri, routes: routes)
+    static func name(_ m: HTTPMethod) -> String {
+        switch m {
+        case .GET: "GET"
+        case .HEAD: "HEAD"
+        case .POST: "POST"
+        default: "\(m)"
+        }
+    }
+
+    private func enqueue(_ context: ChannelHandlerContext, _ h: HTTPRequestHead, _ d: AdminDispatch) {
+        slots.append(Slot(head: h))
+        let number = removed + slots.count - 1
+        switch d {
+        case .now(let r):
+            answered(context, number, r)
+        case .later(let f):
+            AdminJobs.submit(jobs, f, on: context.eventLoop) { r in self.answered(context, number, r) }
+        }
+    }
+
+    private func answered(_ context: ChannelHandlerContext, _ number: Int, _ r: AdminResponse) {
+        let k = number - removed
+        guard k >= 0, k < slots.count else { return }
+        slots[k].response = r
+        var wrote = false
+        while let first = slots.first, let response = first.response {
+            slots.removeFirst()
+            removed += 1
+            write(context, first.head, response)
+            wrote = true
+        }
+        if wrote { context.flush() }
+        if readHeld && slots.count < Self.maxQueued {
+            readHeld = false
+            context.read()
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if slots.count >= Self.maxQueued { readHeld = true } else { context.read() }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        slots.removeAll()
+        context.fireChannelInactive()
+    }
+
+    private func write(_ context: ChannelHandlerContext, _ h: HTTPRequestHead, _ answer: AdminResponse) {
+        guard context.channel.isActive else { return }
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: answer.contentType)
         headers.add(name: "Content-Length", value: String(answer.body.utf8.count))
         headers.add(name: "Cache-Control", value: "no-store")
-        let keepAlive = h.isKeepAlive
+        for (n, v) in answer.headers { headers.add(name: n, value: v) }
+        let keepAlive = h.isKeepAlive && h.headers.first(name: "connection")?.lowercased() != "close"
         if !keepAlive { headers.add(name: "Connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: h.version, status: answer.status, headers: headers))), promise: nil)
         if h.method != .HEAD {
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: answer.body)))), promise: nil)
         }
-        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        let done = context.write(wrapOutboundOut(.end(nil)))
         if !keepAlive {
+            refused = true
+            slots.removeAll()
             let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            context.flush()
             done.whenComplete { _ in loopBound.value.close(promise: nil) }
         }
     }
 }
 
-/// Bounds an HTTP/1.1 request head (NIO's decoder would buffer a head of any size): more than
-/// `maxHeadBytes` before the blank line that ends it is answered 431 and the connection closed.
-/// Bytes are counted from the end of the previous head; the admin paths take no bodies.
+/// Bounds what one HTTP/1.1 request can make the connection buffer (NIO's decoder would buffer a head
+/// of any size): more than `maxHeadBytes` plus `AdminServer.maxBodyBytes` from the end of one request
+/// head to the blank line that ends the next (that request's head and the body of the one before)
+/// is answered 431 and the connection closed. Bodies over the limit get 413 from the handler.
 final class RequestHeadLimit: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -159,9 +420,9 @@ final class RequestHeadLimit: ChannelInboundHandler, RemovableChannelHandler {
             if matched == 4 {
                 matched = 0
                 count = 0
-            } else if count > Self.maxHeadBytes {
+            } else if count > Self.maxHeadBytes + AdminServer.maxBodyBytes {
                 refused = true
-                let body = #"{"error":"the request head is over \#(Self.maxHeadBytes) bytes"}"#
+                let body = #"{"error":"the request head is over \#(Self.maxHeadBytes + AdminServer.maxBodyBytes) bytes"}"#
                 let text = "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
                 let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
                 context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: text))).whenComplete { _ in loopBound.value.close(promise: nil) }
@@ -180,9 +441,13 @@ final class ProtocolSelector: ChannelInboundHandler, RemovableChannelHandler {
     static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
 
     private let routes: AdminRoutes
+    private let jobs: AdminJobs?
     private var buffered: ByteBuffer?
 
-    init(routes: AdminRoutes) { self.routes = routes }
+    init(routes: AdminRoutes, jobs: AdminJobs?) {
+        self.routes = routes
+        self.jobs = jobs
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var incoming = unwrapInboundIn(data)
@@ -194,12 +459,12 @@ final class ProtocolSelector: ChannelInboundHandler, RemovableChannelHandler {
         do {
             let ops = context.pipeline.syncOperations
             if matches {
-                try ops.addHandler(HTTP2AdminHandler(routes: routes), position: .after(self))
+                try ops.addHandler(HTTP2AdminHandler(routes: routes, jobs: jobs), position: .after(self))
             } else {
                 let limit = RequestHeadLimit()
                 try ops.addHandler(limit, position: .after(self))
                 try ops.configureHTTPServerPipeline(position: .after(limit), withErrorHandling: true)
-                try ops.addHandler(AdminHTTP1Handler(routes: routes))
+                try ops.addHandler(AdminHTTP1Handler(routes: routes, jobs: jobs))
             }
         } catch {
             context.close(promise: nil)

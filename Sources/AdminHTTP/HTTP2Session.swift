@@ -13,8 +13,13 @@ final class HTTP2AdminHandler: ChannelInboundHandler {
     struct Stream {
         var method = ""
         var path = ""
+        /// The request headers a route may look at (AdminRequest.headers).
+        var headers: [String: String] = [:]
         /// Header bytes received on the stream, against `maxHeaderBytes`.
         var headerBytes = 0
+        var requestBody: [UInt8] = []
+        var requestBodyTooLarge = false
+        /// The answer's body, and how much of it nghttp2 has taken.
         var body: [UInt8] = []
         var sent = 0
     }
@@ -24,11 +29,15 @@ final class HTTP2AdminHandler: ChannelInboundHandler {
     static let maxConcurrentStreams: UInt32 = 100
 
     private let routes: AdminRoutes
+    private let jobs: AdminJobs?
     private var session: OpaquePointer?
     private var streams: [Int32: Stream] = [:]
     private weak var context: ChannelHandlerContext?
 
-    init(routes: AdminRoutes) { self.routes = routes }
+    init(routes: AdminRoutes, jobs: AdminJobs?) {
+        self.routes = routes
+        self.jobs = jobs
+    }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -56,9 +65,29 @@ final class HTTP2AdminHandler: ChannelInboundHandler {
                 return Int32(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)  // resets the stream
             }
             let n = String(decoding: UnsafeBufferPointer(start: name, count: nameLength), as: UTF8.self)
-            if n == ":method" || n == ":path" {
+            switch n {
+            case ":method", ":path", ":authority", "content-type", "origin":
                 let v = String(decoding: UnsafeBufferPointer(start: value, count: valueLength), as: UTF8.self)
-                if n == ":method" { s.method = v } else { s.path = v }
+                switch n {
+                case ":method": s.method = v
+                case ":path": s.path = v
+                case ":authority": s.headers["host"] = v
+                default: s.headers[n] = v
+                }
+            default: break
+            }
+            me.streams[id] = s
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { _, _, id, data, length, user in
+            guard let data, let user else { return 0 }
+            let me = Unmanaged<HTTP2AdminHandler>.fromOpaque(user).takeUnretainedValue()
+            guard var s = me.streams[id] else { return 0 }
+            if s.requestBody.count + length > AdminServer.maxBodyBytes {
+                s.requestBodyTooLarge = true
+                s.requestBody = []
+            } else if !s.requestBodyTooLarge {
+                s.requestBody.append(contentsOf: UnsafeBufferPointer(start: data, count: length))
             }
             me.streams[id] = s
             return 0
@@ -131,18 +160,36 @@ final class HTTP2AdminHandler: ChannelInboundHandler {
         }
     }
 
-    /// The request on `id` is complete: submit its answer (sent by the next flush).
+    /// The request on `id` is complete: answer it now, or when its route's task is done.
     private func answer(stream id: Int32) {
+        guard let s = streams[id] else { return }
+        let request = AdminRequest(method: s.method, target: s.path, headers: s.headers, body: s.requestBody)
+        streams[id]?.requestBody = []
+        switch AdminServer.dispatch(request, bodyTooLarge: s.requestBodyTooLarge, routes: routes) {
+        case .now(let response):
+            submit(stream: id, response)
+        case .later(let f):
+            guard let context else { return }
+            AdminJobs.submit(jobs, f, on: context.eventLoop) { response in
+                // The connection or the stream may have gone meanwhile.
+                guard self.session != nil, self.streams[id] != nil, let context = self.context else { return }
+                self.submit(stream: id, response)
+                self.flush(context)
+            }
+        }
+    }
+
+    /// Submits `response` on stream `id` (sent by the next flush).
+    private func submit(stream id: Int32, _ response: AdminResponse) {
         guard let session, var s = streams[id] else { return }
-        let response = AdminServer.answer(getOrHead: s.method == "GET" || s.method == "HEAD", path: s.path, routes: routes)
         s.body = s.method == "HEAD" ? [] : Array(response.body.utf8)
         streams[id] = s
         let headers = [(":status", String(response.status.code)), ("content-type", response.contentType),
-                       ("content-length", String(response.body.utf8.count)), ("cache-control", "no-store")]
+                       ("content-length", String(response.body.utf8.count)), ("cache-control", "no-store")] + response.headers
         // nghttp2 copies names and values during submit (no NO_COPY flags), so these may go after.
         var storage: [[UInt8]] = []
         for (n, v) in headers {
-            storage.append(Array(n.utf8))
+            storage.append(Array(n.lowercased().utf8))
             storage.append(Array(v.utf8))
         }
         withHeaderVector(storage) { nva in

@@ -6,48 +6,6 @@ import Logging
 import NIOCore
 import Remoting
 
-/// fastjson's maps with object keys (`{{"brokerName":..,"queueId":0,"topic":..}:{...},...}`), which
-/// RocketMQ's admin bodies use: the (key, value) JSON texts, parsed one by one.
-func objectKeyMap(_ text: Substring) -> [([String: Any], [String: Any])] {
-    var out: [([String: Any], [String: Any])] = []
-    let chars = Array(text.utf8)
-    guard chars.first == UInt8(ascii: "{") else { return [] }
-    var i = 1
-    /// The end (exclusive) of the balanced object starting at `start`.
-    func objectEnd(_ start: Int) -> Int? {
-        var depth = 0, inString = false, k = start
-        while k < chars.count {
-            let c = chars[k]
-            if inString {
-                if c == UInt8(ascii: "\\") { k += 1 } else if c == UInt8(ascii: "\"") { inString = false }
-            } else if c == UInt8(ascii: "\"") { inString = true }
-            else if c == UInt8(ascii: "{") { depth += 1 }
-            else if c == UInt8(ascii: "}") { depth -= 1; if depth == 0 { return k + 1 } }
-            k += 1
-        }
-        return nil
-    }
-    func parse(_ r: Range<Int>) -> [String: Any]? {
-        (try? JSONSerialization.jsonObject(with: Data(chars[r]))) as? [String: Any]
-    }
-    while i < chars.count, chars[i] == UInt8(ascii: "{") {
-        guard let keyEnd = objectEnd(i), keyEnd < chars.count, chars[keyEnd] == UInt8(ascii: ":"),
-              let valueEnd = objectEnd(keyEnd + 1), let k = parse(i..<keyEnd), let v = parse((keyEnd + 1)..<valueEnd) else { break }
-        out.append((k, v))
-        i = valueEnd
-        if i < chars.count, chars[i] == UInt8(ascii: ",") { i += 1 }
-    }
-    return out
-}
-
-/// The "offsetTable" member of an admin body, parsed.
-func offsetTable(_ c: RemotingCommand) -> [([String: Any], [String: Any])] {
-    guard var b = c.body, let text = b.readString(length: b.readableBytes), let r = text.range(of: "\"offsetTable\":") else { return [] }
-    return objectKeyMap(text[r.upperBound...])
-}
-
-func num(_ v: Any?) -> Int64 { (v as? NSNumber)?.int64Value ?? 0 }
-
 /// RocketMQ's time format in admin output.
 func timeText(_ ms: Int64, millis: Bool = true) -> String {
     guard ms > 0 else { return millis ? "" : "N/A" }
@@ -59,7 +17,7 @@ func timeText(_ ms: Int64, millis: Bool = true) -> String {
 /// The route of a topic, or a failure naming it.
 func route(_ client: RemotingClient, _ servers: [String], _ topic: String) async throws -> Client.TopicRoute {
     do {
-        return try await RouteCache(nameServers: servers, remoting: client).refresh(topic)
+        return try await ClusterQueries(nameServers: servers, remoting: client).route(topic)
     } catch {
         throw fail("No topic route info in name server for the topic: \(topic) (\(error))")
     }
@@ -67,12 +25,10 @@ func route(_ client: RemotingClient, _ servers: [String], _ topic: String) async
 
 /// The master (brokerId 0) address of every group of a cluster.
 func clusterMasters(_ client: RemotingClient, _ servers: [String], _ cluster: String) async throws -> [(String, String)] {
-    let answer = try await askNameServers(client, servers, .request(code: RequestCode.getBrokerClusterInfo, opaque: 0))
-    guard let info = jsonBody(answer) as? [String: Any], let clusters = info["clusterAddrTable"] as? [String: [String]],
-          let brokers = info["brokerAddrTable"] as? [String: Any] else { throw fail("the nameserver's cluster info is unreadable") }
-    guard let names = clusters[cluster] else { throw fail("no cluster \(cluster) at the nameservers") }
-    return names.sorted().compactMap { name in
-        ((brokers[name] as? [String: Any])?["brokerAddrs"] as? [String: String])?["0"].map { (name, $0) }
+    do {
+        return try await ClusterQueries(nameServers: servers, remoting: client).masters(of: cluster).map { ($0.brokerName, $0.address) }
+    } catch {
+        throw fail("\(error)")
     }
 }
 
@@ -147,18 +103,11 @@ struct TopicStatus: AsyncParsableCommand {
         let topic = topic
         let lines: [String] = try await withClient { client in
             let r = try await route(client, servers, topic)
-            var rows: [(String, Int64, Int64, Int64, Int64)] = []
-            for b in r.brokers {
-                guard let addr = r.masterAddress(b.brokerName) ?? b.addresses.values.first else { continue }
-                let a = try await client.request(addr, .request(code: RequestCode.getTopicStatsInfo, opaque: 0, extFields: ["topic": topic]), timeoutMilliseconds: 5_000)
-                guard a.code == ResponseCode.success else { throw fail("\(addr): \(a.code) \(a.remark ?? "")") }
-                for (k, v) in offsetTable(a) {
-                    rows.append((k["brokerName"] as? String ?? b.brokerName, num(k["queueId"]), num(v["minOffset"]), num(v["maxOffset"]), num(v["lastUpdateTimestamp"])))
-                }
-            }
+            let rows: [ClusterQueries.QueueStats]
+            do { rows = try await ClusterQueries(nameServers: servers, remoting: client, timeoutMilliseconds: 5_000).topicStats(topic, route: r) } catch { throw fail("\(error)") }
             var out = ["#Broker Name".padded(34) + "#QID".padded(6) + "#Min Offset".padded(22) + "#Max Offset".padded(24) + "#Last Updated"]
-            for row in rows.sorted(by: { ($0.0, $0.1) < ($1.0, $1.1) }) {
-                out.append(row.0.padded(34) + "\(row.1)".padded(6) + "\(row.2)".padded(22) + "\(row.3)".padded(24) + timeText(row.4))
+            for row in rows {
+                out.append(row.brokerName.padded(34) + "\(row.queueId)".padded(6) + "\(row.minOffset)".padded(22) + "\(row.maxOffset)".padded(24) + timeText(row.lastUpdateTimestamp))
             }
             return out
         }
@@ -172,20 +121,9 @@ struct ConsumerProgress: AsyncParsableCommand {
     @Option(name: .customShort("n")) var namesrv: String?
     @Option(name: .customShort("g")) var group: String?
 
-    static func stats(_ client: RemotingClient, _ servers: [String], _ group: String) async throws -> [(topic: String, broker: String, queue: Int64, brokerOffset: Int64, consumerOffset: Int64, last: Int64)] {
+    static func stats(_ client: RemotingClient, _ servers: [String], _ group: String) async throws -> [ClusterQueries.ConsumeRow] {
         let r = try await route(client, servers, "%RETRY%" + group)
-        var rows: [(String, String, Int64, Int64, Int64, Int64)] = []
-        for b in r.brokers {
-            guard let addr = r.masterAddress(b.brokerName) ?? b.addresses.values.first else { continue }
-            let a = try await client.request(addr, .request(code: RequestCode.getConsumeStats, opaque: 0, extFields: ["consumerGroup": group, "topic": ""]),
-                                             timeoutMilliseconds: 5_000)
-            guard a.code == ResponseCode.success else { continue }
-            for (k, v) in offsetTable(a) {
-                rows.append((k["topic"] as? String ?? "", k["brokerName"] as? String ?? b.brokerName, num(k["queueId"]),
-                             num(v["brokerOffset"]), num(v["consumerOffset"]), num(v["lastTimestamp"])))
-            }
-        }
-        return rows.sorted { ($0.0, $0.1, $0.2) < ($1.0, $1.1, $1.2) }.map { ($0.0, $0.1, $0.2, $0.3, $0.4, $0.5) }
+        return try await ClusterQueries(nameServers: servers, remoting: client, timeoutMilliseconds: 5_000).consumeStats(group, route: r)
     }
 
     func run() async throws {
@@ -199,8 +137,8 @@ struct ConsumerProgress: AsyncParsableCommand {
                 var total: Int64 = 0
                 for r in rows {
                     total += r.brokerOffset - r.consumerOffset
-                    out.append(r.topic.padded(34) + r.broker.padded(34) + "\(r.queue)".padded(6) + "\(r.brokerOffset)".padded(20)
-                               + "\(r.consumerOffset)".padded(20) + "\(r.brokerOffset - r.consumerOffset)".padded(20) + timeText(r.last, millis: false))
+                    out.append(r.topic.padded(34) + r.brokerName.padded(34) + "\(r.queueId)".padded(6) + "\(r.brokerOffset)".padded(20)
+                               + "\(r.consumerOffset)".padded(20) + "\(r.brokerOffset - r.consumerOffset)".padded(20) + timeText(r.lastTimestamp, millis: false))
                 }
                 out.append("")
                 out.append("Consume TPS: 0.00")
@@ -215,15 +153,10 @@ struct ConsumerProgress: AsyncParsableCommand {
                 let rows = (try? await Self.stats(client, servers, g)) ?? []
                 let diff = rows.reduce(Int64(0)) { $0 + $1.brokerOffset - $1.consumerOffset }
                 var count = 0, type = "", model = "", version = "OFFLINE"
-                let r = try? await route(client, servers, t)
-                if let route = r, let first = route.brokers.first, let addr = route.masterAddress(first.brokerName),
-                   let c = try? await client.request(addr, .request(code: RequestCode.getConsumerConnectionList, opaque: 0, extFields: ["consumerGroup": g]), timeoutMilliseconds: 3_000),
-                   c.code == ResponseCode.success, let body = jsonBody(c) as? [String: Any] {
-                    let set = (body["connectionSet"] as? [[String: Any]]) ?? []
-                    count = set.count
-                    type = (body["consumeType"] as? String) == "CONSUME_ACTIVELY" ? "PULL" : "PUSH"
-                    model = body["messageModel"] as? String ?? ""
-                    if let v = set.first?["version"] { version = "V\(num(v))" }
+                if let route = try? await route(client, servers, t), let first = route.brokers.first, let addr = route.masterAddress(first.brokerName),
+                   let c = try? await ClusterQueries(nameServers: servers, remoting: client).connections(g, at: addr) {
+                    (count, type, model) = (c.count, c.consumeType, c.messageModel)
+                    if let v = c.version { version = "V\(v)" }
                 }
                 out.append(g.padded(33) + "\(count)".padded(7) + version.padded(21) + type.padded(12) + model.padded(14) + "0".padded(7) + "\(diff)")
             }

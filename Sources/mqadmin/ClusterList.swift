@@ -1,4 +1,5 @@
 import ArgumentParser
+import Client
 import Foundation
 import NIOCore
 import Remoting
@@ -14,20 +15,11 @@ func nameServerList(_ option: String?) throws -> [String] {
 
 /// Asks the nameservers in turn until one answers.
 func askNameServers(_ client: RemotingClient, _ servers: [String], _ command: RemotingCommand) async throws -> RemotingCommand {
-    var last = ""
-    for ns in servers {
-        do {
-            return try await client.request(ns, command, timeoutMilliseconds: 3_000)
-        } catch {
-            last = "\(ns): \(error)"
-        }
+    do {
+        return try await ClusterQueries(nameServers: servers, remoting: client).askNameServers(command).0
+    } catch {
+        throw fail("\(error)")
     }
-    throw fail("no nameserver answered (\(last))")
-}
-
-func jsonBody(_ c: RemotingCommand) -> Any? {
-    guard var b = c.body, let bytes = b.readBytes(length: b.readableBytes) else { return nil }
-    return try? JSONSerialization.jsonObject(with: Data(bytes))
 }
 
 /// `mqadmin clusterList -n NAMESRV`: every broker of every cluster, with RocketMQ's columns.

@@ -89,6 +89,14 @@ enum BrokerSetup {
         return o
     }
 
+    /// The dashboard of `GET /` (Dashboard.swift), asking the configured nameservers.
+    static func dashboard(_ settings: BrokerSettings, selfState: @escaping @Sendable () -> String, group: any EventLoopGroup, logger: Logger) -> Dashboard {
+        let b = settings.broker
+        return Dashboard(options: Dashboard.Options(nameServers: b.namesrvAddresses.map { "\($0)" }, selfState: selfState, selfAddress: brokerAddr(settings),
+                                                    clusterName: b.brokerClusterName, brokerName: b.brokerName),
+                         remoting: RemotingClient(group: group, logger: logger), logger: logger)
+    }
+
     static func registrar(_ settings: BrokerSettings, topics: TopicConfigTable, group: any EventLoopGroup, logger: Logger) -> NameServerRegistrar {
         let b = settings.broker
         return NameServerRegistrar(

@@ -10,6 +10,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import ProcessLifecycle
+import Replication
 import Remoting
 import Synchronization
 
@@ -66,8 +67,6 @@ enum ClassicMode {
                                    forwarder: RemotingClient(group: group, logger: logger), logger: logger)
         let runtime = RuntimeInfo(role: { ["brokerRole": roleName] }, store: log, storeDirectory: settings.store.storePathCommitLog,
                                   totals: { broker.totals })
-        let brokerServer = RemotingServer(options: RemotingServerOptions(host: b.bindAddress, port: b.listenPort),
-                                          processors: broker.processors + [runtime.processor], group: group, logger: logger)
 
         let stateJSON: @Sendable () -> String = {
             var j = JSONObject()
@@ -99,6 +98,15 @@ enum ClassicMode {
             }
             return j.finish()
         }
+        // METADATA (the raw-log API's state query) answers the same object as /raft/state, so
+        // `mqadmin raftState` and the dashboard read a classic broker as they read a Raft member.
+        let state = RemotingProcessor(name: "classic-state", codes: [RaftLogCode.metadata], maxQueuedRequests: 256) { request, _ in
+            var body = ByteBuffer()
+            body.writeString(stateJSON())
+            return .response(to: request, code: RaftLogResponse.success, extFields: ["group": b.brokerName, "mode": "classic"], body: body)
+        }
+        let brokerServer = RemotingServer(options: RemotingServerOptions(host: b.bindAddress, port: b.listenPort),
+                                          processors: broker.processors + [runtime.processor, state], group: group, logger: logger)
         let health: @Sendable () -> AdminResponse = {
             if let haSlave, !haSlave.currentStatus.connected {
                 let why = haSlave.currentStatus.lastError ?? (learnedMaster.haAddress == nil ? "the master's HA address is not known yet" : "connecting")
@@ -110,6 +118,7 @@ enum ClassicMode {
             }
             return AdminResponse(status: .ok, body: #"{"status":"ok","role":"\#(roleName)"}"#)
         }
+        let dashboard = BrokerSetup.dashboard(settings, selfState: stateJSON, group: group, logger: logger)
         let admin = AdminServer(host: b.bindAddress, port: b.httpListenPort,
                                 routes: AdminRoutes(routes: [
                                     "/raft/state": { AdminResponse(status: .ok, body: stateJSON()) }, "/healthz": health,
@@ -137,7 +146,7 @@ enum ClassicMode {
                                             }
                                         })
                                     },
-                                ]),
+                                ]).adding(dashboard.routes()),
                                 group: group, logger: logger)
         let retention = RetentionPolicy(
             fileReservedHours: Int(settings.store.fileReservedTime),

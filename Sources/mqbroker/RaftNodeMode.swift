@@ -134,12 +134,13 @@ enum RaftNodeMode {
             }
             return AdminResponse(status: .serviceUnavailable, body: #"{"status":"no leader known","role":"\#(s.raft.role)"}"#)
         }
+        let dashboard = BrokerSetup.dashboard(settings, selfState: stateJSON, group: group, logger: logger)
         let admin = AdminServer(host: settings.broker.bindAddress, port: settings.broker.httpListenPort,
                                 routes: AdminRoutes(routes: ["/raft/state": state, "/healthz": health, "/metrics": {
                                     AdminResponse(status: .ok, contentType: BrokerMetrics.contentType, body: metrics.scrape { w in
                                         raftMetrics(&w, replica.status, settings: settings, selfName: me.id, names: peerNames)
                                     })
-                                }]), group: group, logger: logger)
+                                }]).adding(dashboard.routes()), group: group, logger: logger)
 
         let stop = SignalWaiter()
         logger.info("raft node started", metadata: [

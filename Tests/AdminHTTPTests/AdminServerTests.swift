@@ -1,5 +1,6 @@
 import AdminHTTP
 import Foundation
+import Glibc
 import Logging
 import NIOCore
 import NIOPosix
@@ -7,7 +8,7 @@ import Testing
 
 /// Runs `curl ARGS` and returns (exit status, stdout).
 private func curl(_ args: [String]) throws -> (Int32, String) {
-    try run("/usr/bin/curl", ["-s", "--max-time", "5"] + args)
+    try run("/usr/bin/curl", ["-s", "--max-time", "20"] + args)
 }
 
 private func run(_ program: String, _ args: [String]) throws -> (Int32, String) {
@@ -29,6 +30,16 @@ private func withAdminServer(_ body: @Sendable (String) async throws -> Void) as
     let routes = AdminRoutes(routes: [
         "/raft/state": { AdminResponse(status: .ok, body: #"{"mode":"raft","role":"leader"}"#) },
         "/healthz": { AdminResponse(status: .serviceUnavailable, body: #"{"status":"no leader known"}"#) },
+    ]).adding([
+        // Answered by a task after a pause: later requests on the connection must still come back in order.
+        "/slow": .getLater { r in
+            try? await Task.sleep(for: .milliseconds(300))
+            return AdminResponse(status: .ok, contentType: "text/plain", body: "slow \(r.query["n"] ?? "")", headers: [("x-route", "slow")])
+        },
+        "/echo": .post { r in
+            AdminResponse(status: .ok, contentType: "text/plain",
+                          body: "\(r.method) \(r.headers["content-type"] ?? "-") \(r.body.count) \(String(decoding: r.body.prefix(16), as: UTF8.self))")
+        },
     ])
     let server = AdminServer(host: "127.0.0.1", port: 0, routes: routes, group: group, logger: Logger(label: "test"))
     let (ports, sink) = AsyncStream.makeStream(of: Int.self)
@@ -89,6 +100,51 @@ private func withAdminServer(_ body: @Sendable (String) async throws -> Void) as
             try await group.shutdownGracefully()
             let (status, body) = try curl(["--http2-prior-knowledge", base + "/raft/state"])
             #expect(status == 0 && body.contains("leader"), "the server still answers")
+        }
+    }
+
+    @Test func routesAnsweredByTasksAndPostBodiesOverBothProtocols() async throws {
+        try await withAdminServer { base in
+            for flags in [["--http2-prior-knowledge"], ["--http1.1"]] {
+                let (_, slow) = try curl(flags + ["-D", "-", base + "/slow?n=a%20b"])
+                #expect(slow.hasSuffix("slow a b") && slow.lowercased().contains("x-route: slow"), "\(flags): \(slow)")
+                let (_, echo) = try curl(flags + ["-H", "content-type: application/json", "--data-binary", #"{"group":"g"}"#, base + "/echo"])
+                #expect(echo == #"POST application/json 13 {"group":"g"}"#, "\(flags): \(echo)")
+                // A GET where only POST is taken: 405 naming the method it takes.
+                let (_, get) = try curl(flags + ["-w", " %{http_code}", base + "/echo"])
+                #expect(get.hasSuffix(" 405") && get.contains("takes POST"), "\(flags): \(get)")
+                // A body over the limit: 413, and the server still answers.
+                let big = FileManager.default.temporaryDirectory.appendingPathComponent("admin-big-\(getpid())").path
+                try Data(repeating: UInt8(ascii: "x"), count: AdminServer.maxBodyBytes + 1).write(to: URL(fileURLWithPath: big))
+                defer { try? FileManager.default.removeItem(atPath: big) }
+                let (_, tooBig) = try curl(flags + ["-w", " %{http_code}", "-H", "content-type: application/json", "--data-binary", "@" + big, base + "/echo"])
+                #expect(tooBig.hasSuffix(" 413"), "\(flags): \(tooBig)")
+                let (_, ok) = try curl(flags + ["--data-binary", "fine", base + "/echo"])
+                #expect(ok.hasSuffix("4 fine"), "\(flags): \(ok)")
+            }
+        }
+    }
+
+    @Test func pipelinedHTTP1AnswersKeepRequestOrderBehindASlowRoute() async throws {
+        try await withAdminServer { base in
+            let port = Int(base.split(separator: ":").last!)!
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            let channel = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: port) { ch in
+                ch.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: ch) }
+            }
+            // Three requests in one write: a slow one answered by a task, then two answered at once.
+            let text = "GET /slow?n=1 HTTP/1.1\r\nHost: x\r\n\r\nGET /raft/state HTTP/1.1\r\nHost: x\r\n\r\n"
+                + "GET /slow?n=3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            var received = ""
+            try await channel.executeThenClose { inbound, outbound in
+                try await outbound.write(ByteBuffer(string: text))
+                for try await var chunk in inbound { received += chunk.readString(length: chunk.readableBytes) ?? "" }
+            }
+            try await group.shutdownGracefully()
+            let one = try #require(received.range(of: "slow 1")), state = try #require(received.range(of: #""role":"leader""#))
+            let three = try #require(received.range(of: "slow 3"))
+            #expect(one.upperBound < state.lowerBound && state.upperBound < three.lowerBound, "\(received)")
+            #expect(received.components(separatedBy: "HTTP/1.1 200 OK").count == 4, "\(received)")
         }
     }
 }

@@ -179,6 +179,25 @@ extension RaftGroupProcessTests {
         #expect(sm["raftmq_classic_role{role=\"SLAVE\"}"] == 1 && sm["raftmq_classic_master_connected"] == 1)
         #expect((sm["raftmq_classic_ack_offset_bytes"] ?? 0) > 0)
 
+        // The dashboard's overview, as a slave serves it: both classic groups with their master and
+        // slave (read through METADATA), the topic's 1000 messages, the group consumed up to the end.
+        deadline = Date().addingTimeInterval(15)
+        var overview: [String: Any] = [:]
+        var summary = ""
+        while Date() < deadline {
+            overview = (httpGet(host: bSlave.host, port: UInt16(bSlave.port + 2), path: "/api/overview")
+                .flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }) ?? [:]
+            let clusters = overview["clusters"] as? [[String: Any]] ?? []
+            let groups = clusters.flatMap { $0["groups"] as? [[String: Any]] ?? [] }
+            let roles = groups.map { g in "\(g["brokerName"] ?? "?")/\(g["mode"] ?? "?"):" + ((g["members"] as? [[String: Any]]) ?? []).compactMap { ($0["state"] as? [String: Any])?["role"] as? String }.joined(separator: ",") }
+            let topic = (overview["topics"] as? [[String: Any]])?.first { $0["topic"] as? String == "TopicTest" }
+            let consumer = (overview["consumerGroups"] as? [[String: Any]])?.first { $0["group"] as? String == "classic_group" }
+            summary = "\(roles.sorted()) topic=\(topic?["messages"] ?? "-") lag=\(consumer?["lag"] ?? "-")"
+            if summary == "[\"broker-a/classic:ASYNC_MASTER,SLAVE\", \"broker-b/classic:ASYNC_MASTER,SLAVE\"] topic=1000 lag=0" { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(summary == "[\"broker-a/classic:ASYNC_MASTER,SLAVE\", \"broker-b/classic:ASYNC_MASTER,SLAVE\"] topic=1000 lag=0", "\(summary) \(overview)")
+
         // The consumer's offsets reached broker-a's slave through the log.
         let ends = try await maxOffsets("TopicTest", queues: 4, at: a.address, client)
         deadline = Date().addingTimeInterval(10)

@@ -7,6 +7,19 @@ import Testing
 extension RaftGroupProcessTests {
     func metrics(_ n: Node) throws -> [String: Double] { try prometheusSamples(host: n.host, port: 30913) }
 
+    /// `mqadmin sendMessage`, again every 100 ms for 5 s while it fails: a new leader's registration
+    /// with the nameservers may still be on its way.
+    func sendOnceRouted(_ ns: String, topic: String, body: String, count: Int) async throws -> Executable.Output {
+        let admin = Executable("mqadmin")
+        let args = ["sendMessage", "-n", ns, "-t", topic, "-p", body, "--count", "\(count)"]
+        var sent = try admin.run(args)
+        for _ in 0..<50 where sent.status != 0 {
+            try await Task.sleep(for: .milliseconds(100))
+            sent = try admin.run(args)
+        }
+        return sent
+    }
+
     @Test func metricsLogFilesPidFilesAndMqshutdown() async throws {
         try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
         let namesrvs = try startNameServers()
@@ -19,11 +32,7 @@ extension RaftGroupProcessTests {
         let ns = "127.0.0.1:9876;127.0.0.2:9876;127.0.0.3:9876"
 
         // Traffic: 5 sends and a consumer that reads them.
-        var sent = try admin.run(["sendMessage", "-n", ns, "-t", "MetricsTopic", "-p", "metered", "--count", "5"])
-        for _ in 0..<50 where sent.status != 0 {  // the leader's registration may still be on its way
-            try await Task.sleep(for: .milliseconds(100))
-            sent = try admin.run(["sendMessage", "-n", ns, "-t", "MetricsTopic", "-p", "metered", "--count", "5"])
-        }
+        let sent = try await sendOnceRouted(ns, topic: "MetricsTopic", body: "metered", count: 5)
         #expect(sent.status == 0, "\(sent.stdout)\(sent.stderr)")
         let consumed = try admin.run(["consumeMessage", "-n", ns, "-t", "MetricsTopic", "-g", "metrics_group", "-c", "5", "--timeout", "20"])
         #expect(consumed.status == 0, "\(consumed.stdout)\(consumed.stderr)")
