@@ -157,9 +157,17 @@ final class BrokerMetrics: BrokerObserver, @unchecked Sendable {
         mutating func total<I: BinaryInteger>(_ name: String, _ value: I, help: String) { total(name, Double(value), help: help) }
     }
 
-    /// The exposition, after `mode` has written the mode's state (Raft or classic).
-    func scrape(_ mode: (inout Writer) -> Void) -> String {
-        scraped.withLock { s in
+    /// The exposition, after `mode` has written the mode's state (Raft or classic). The per-topic
+    /// series of topics `live` no longer knows (deleted) are dropped first.
+    func scrape(keepingTopics live: (String) -> Bool, _ mode: (inout Writer) -> Void) -> String {
+        let gone = topics.withLock { table -> [TopicInstruments] in
+            let names = table.keys.filter { !live($0) }
+            return names.compactMap { table.removeValue(forKey: $0) }
+        }
+        for t in gone {
+            for c in [t.messagesIn, t.bytesIn, t.messagesOut, t.bytesOut] { registry.unregisterCounter(c) }
+        }
+        return scraped.withLock { s in
             var w = Writer(metrics: self, s: s)
             mode(&w)
             common(&w)

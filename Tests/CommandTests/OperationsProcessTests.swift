@@ -64,6 +64,17 @@ extension RaftGroupProcessTests {
         #expect(f["raftmq_raft_role{role=\"follower\"}"] == 1)
         #expect(!f.keys.contains { $0.hasPrefix("raftmq_raft_peer_match_index") }, "\(f.keys.sorted())")
 
+        // A deleted topic's series leave /metrics (the deletion reaches every member through the log).
+        let deleted = try admin.run(["deleteTopic", "-n", ns, "-t", "MetricsTopic", "-c", "RaftCluster"])
+        #expect(deleted.status == 0, "\(deleted.stdout)\(deleted.stderr)")
+        var left: [String] = []
+        for _ in 0..<50 {
+            left = try nodes.flatMap { n in try metrics(n).keys.filter { $0.contains("topic=\"MetricsTopic\"") } }
+            if left.isEmpty { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(left.isEmpty, "series of the deleted topic: \(left)")
+
         // mqbench against the group: an open-loop produce at 200 sends/s, then a consume of all of them,
         // each with INTERFACES.md's final JSON line.
         let bench = Executable("mqbench")
