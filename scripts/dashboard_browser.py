@@ -16,6 +16,7 @@ import argparse
 import base64
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -83,7 +84,9 @@ class Browser:
         deadline = time.monotonic() + timeout
         while True:
             while b"\0" not in self.buffer:
-                if time.monotonic() > deadline:
+                left = deadline - time.monotonic()
+                readable, _, _ = select.select([self.from_browser], [], [], max(0, left))
+                if not readable:
                     raise RuntimeError(f"Chromium did not answer {method} within {timeout} s")
                 chunk = os.read(self.from_browser, 1 << 20)
                 if not chunk:
@@ -170,7 +173,11 @@ def main():
             card = json.dumps(f'[data-group="{group}"]')
             wait_for(lambda: browser.evaluate(f"(() => {{ const g = document.querySelector({card}); return g && g.dataset.leader === {json.dumps(node)}; }})()"),
                      args.timeout, f"the page to show {node} leading {group}")
-            result["transfer"] = {"armedText": armed, "seconds": round(time.monotonic() - started, 3)}
+            seconds = round(time.monotonic() - started, 3)
+            # The regular poll may draw the new leader before the POST's answer draws its message.
+            wait_for(lambda: browser.evaluate("(() => { const t = document.getElementById('toast'); return t && t.textContent.length > 0; })()"),
+                     15, "the page to report the transfer's answer")
+            result["transfer"] = {"armedText": armed, "seconds": seconds}
             result["after"] = json.loads(browser.evaluate(EXTRACT))
         if args.screenshot:
             shot = browser.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})

@@ -252,33 +252,20 @@ public final class AdminServer: Sendable {
     }
 }
 
-/// HTTP/1.1: answers in request order (pipelined requests whose answers come from tasks wait their
-/// turn), at most `maxQueued` requests waiting before the handler stops reading.
-final class AdminHTTP1Handler: ChannelDuplexHandler {
+/// HTTP/1.1: one answer per request. NIO's HTTPServerPipelineHandler (installed with the decoder)
+/// holds a pipelined request back until the answer before it has ended, so answers leave in request
+/// order even when a task answers a request later than the ones after it would have been answered.
+/// Every request is answered at its end: a body over `AdminServer.maxBodyBytes` is read and dropped
+/// (413, the connection kept), so the client is never reset while it is still sending.
+final class AdminHTTP1Handler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
-    static let maxQueued = 8
-
-    /// A request waiting for its answer, or answered and waiting for the ones before it.
-    private struct Slot {
-        var head: HTTPRequestHead
-        var response: AdminResponse?
-    }
 
     private let routes: AdminRoutes
     private let jobs: AdminJobs?
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
     private var bodyTooLarge = false
-    private var slots: [Slot] = []
-    /// Slots answered and removed so far: a slot's number is `removed + its index`.
-    private var removed = 0
-    /// A read the pipeline asked for while too many requests waited.
-    private var readHeld = false
-    /// A request that could not be read through (an unknown method, a huge declared body) was
-    /// answered at its head; the connection closes after the answer.
-    private var refused = false
 
     init(routes: AdminRoutes, jobs: AdminJobs?) {
         self.routes = routes
@@ -286,27 +273,16 @@ final class AdminHTTP1Handler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !refused else { return }
         switch unwrapInboundIn(data) {
         case .head(let h):
             head = h
             body = []
-            bodyTooLarge = false
-            let declared = h.headers.first(name: "content-length").flatMap { Int($0) } ?? 0
-            if ![.GET, .HEAD, .POST].contains(h.method) || declared > AdminServer.maxBodyBytes {
-                // Answered at once, without reading a body this port never takes.
-                refused = true
-                head = nil
-                var closing = h
-                closing.headers.replaceOrAdd(name: "Connection", value: "close")
-                let r = AdminRequest(method: Self.name(h.method), target: h.uri)
-                enqueue(context, closing, AdminServer.dispatch(r, bodyTooLarge: declared > AdminServer.maxBodyBytes, routes: routes))
-            }
+            bodyTooLarge = (h.headers.first(name: "content-length").flatMap { Int($0) } ?? 0) > AdminServer.maxBodyBytes
         case .body(var part):
-            if body.count + part.readableBytes > AdminServer.maxBodyBytes {
+            if bodyTooLarge || body.count + part.readableBytes > AdminServer.maxBodyBytes {
                 bodyTooLarge = true
                 body = []
-            } else if !bodyTooLarge, let bytes = part.readBytes(length: part.readableBytes) {
+            } else if let bytes = part.readBytes(length: part.readableBytes) {
                 body += bytes
             }
         case .end:
@@ -316,7 +292,12 @@ final class AdminHTTP1Handler: ChannelDuplexHandler {
             for name in ["content-type", "origin", "host"] { headers[name] = h.headers.first(name: name) }
             let r = AdminRequest(method: Self.name(h.method), target: h.uri, headers: headers, body: body)
             body = []
-            enqueue(context, h, AdminServer.dispatch(r, bodyTooLarge: bodyTooLarge, routes: routes))
+            switch AdminServer.dispatch(r, bodyTooLarge: bodyTooLarge, routes: routes) {
+            case .now(let response):
+                write(context, h, response)
+            case .later(let f):
+                AdminJobs.submit(jobs, f, on: context.eventLoop) { response in self.write(context, h, response) }
+            }
         }
     }
 
@@ -329,44 +310,6 @@ final class AdminHTTP1Handler: ChannelDuplexHandler {
         }
     }
 
-    private func enqueue(_ context: ChannelHandlerContext, _ h: HTTPRequestHead, _ d: AdminDispatch) {
-        slots.append(Slot(head: h))
-        let number = removed + slots.count - 1
-        switch d {
-        case .now(let r):
-            answered(context, number, r)
-        case .later(let f):
-            AdminJobs.submit(jobs, f, on: context.eventLoop) { r in self.answered(context, number, r) }
-        }
-    }
-
-    private func answered(_ context: ChannelHandlerContext, _ number: Int, _ r: AdminResponse) {
-        let k = number - removed
-        guard k >= 0, k < slots.count else { return }
-        slots[k].response = r
-        var wrote = false
-        while let first = slots.first, let response = first.response {
-            slots.removeFirst()
-            removed += 1
-            write(context, first.head, response)
-            wrote = true
-        }
-        if wrote { context.flush() }
-        if readHeld && slots.count < Self.maxQueued {
-            readHeld = false
-            context.read()
-        }
-    }
-
-    func read(context: ChannelHandlerContext) {
-        if slots.count >= Self.maxQueued { readHeld = true } else { context.read() }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        slots.removeAll()
-        context.fireChannelInactive()
-    }
-
     private func write(_ context: ChannelHandlerContext, _ h: HTTPRequestHead, _ answer: AdminResponse) {
         guard context.channel.isActive else { return }
         var headers = HTTPHeaders()
@@ -374,27 +317,24 @@ final class AdminHTTP1Handler: ChannelDuplexHandler {
         headers.add(name: "Content-Length", value: String(answer.body.utf8.count))
         headers.add(name: "Cache-Control", value: "no-store")
         for (n, v) in answer.headers { headers.add(name: n, value: v) }
-        let keepAlive = h.isKeepAlive && h.headers.first(name: "connection")?.lowercased() != "close"
+        let keepAlive = h.isKeepAlive
         if !keepAlive { headers.add(name: "Connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: h.version, status: answer.status, headers: headers))), promise: nil)
         if h.method != .HEAD {
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: answer.body)))), promise: nil)
         }
-        let done = context.write(wrapOutboundOut(.end(nil)))
+        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
         if !keepAlive {
-            refused = true
-            slots.removeAll()
             let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-            context.flush()
             done.whenComplete { _ in loopBound.value.close(promise: nil) }
         }
     }
 }
 
-/// Bounds what one HTTP/1.1 request can make the connection buffer (NIO's decoder would buffer a head
-/// of any size): more than `maxHeadBytes` plus `AdminServer.maxBodyBytes` from the end of one request
-/// head to the blank line that ends the next (that request's head and the body of the one before)
-/// is answered 431 and the connection closed. Bodies over the limit get 413 from the handler.
+/// Bounds an HTTP/1.1 request head (NIO's decoder would buffer a head of any size): more than
+/// `maxHeadBytes` from the end of one request to the blank line that ends the next head is answered
+/// 431 and the connection closed. A body that declares its length (`Content-Length`, as browsers and
+/// curl send one) is not counted: the handler bounds what it keeps of it. A chunked body counts.
 final class RequestHeadLimit: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -404,12 +344,22 @@ final class RequestHeadLimit: ChannelInboundHandler, RemovableChannelHandler {
     private var count = 0
     /// How much of "\r\n\r\n" the last bytes matched.
     private var matched = 0
+    /// The current header line's first bytes, lowercased, to spot `content-length:`.
+    private var line: [UInt8] = []
+    private var declaredLength: Int?
+    /// Body bytes of the last head still to pass uncounted.
+    private var bodyLeft = 0
     private var refused = false
+    private static let contentLength = Array("content-length:".utf8)
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !refused else { return }
         let bytes = unwrapInboundIn(data)
         for b in bytes.readableBytesView {
+            if bodyLeft > 0 {
+                bodyLeft -= 1
+                continue
+            }
             count += 1
             switch (matched, b) {
             case (0, 13), (2, 13): matched += 1
@@ -417,12 +367,19 @@ final class RequestHeadLimit: ChannelInboundHandler, RemovableChannelHandler {
             case (_, 13): matched = 1
             default: matched = 0
             }
+            if b == 10 {
+                lineEnded()
+            } else if b != 13 && line.count < 64 {
+                line.append(b >= 65 && b <= 90 ? b + 32 : b)
+            }
             if matched == 4 {
                 matched = 0
                 count = 0
-            } else if count > Self.maxHeadBytes + AdminServer.maxBodyBytes {
+                bodyLeft = declaredLength ?? 0
+                declaredLength = nil
+            } else if count > Self.maxHeadBytes {
                 refused = true
-                let body = #"{"error":"the request head is over \#(Self.maxHeadBytes + AdminServer.maxBodyBytes) bytes"}"#
+                let body = #"{"error":"the request head is over \#(Self.maxHeadBytes) bytes"}"#
                 let text = "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
                 let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
                 context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: text))).whenComplete { _ in loopBound.value.close(promise: nil) }
@@ -430,6 +387,16 @@ final class RequestHeadLimit: ChannelInboundHandler, RemovableChannelHandler {
             }
         }
         context.fireChannelRead(data)
+    }
+
+    private func lineEnded() {
+        defer { line.removeAll(keepingCapacity: true) }
+        guard line.starts(with: Self.contentLength) else { return }
+        let digits = line.dropFirst(Self.contentLength.count).filter { $0 != 32 && $0 != 9 }
+        // A malformed length is the decoder's to refuse; only a sane one is skipped.
+        if !digits.isEmpty, digits.count <= 12, digits.allSatisfy({ $0 >= 48 && $0 <= 57 }) {
+            declaredLength = digits.reduce(0) { $0 * 10 + Int($1 - 48) }
+        }
     }
 }
 

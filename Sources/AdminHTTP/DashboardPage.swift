@@ -143,23 +143,23 @@ async function transfer(group, node) {
 }
 
 function memberRows(g) {
-  const leader = g.members.map(m => m.state).find(s => s && s.role === "leader");
+  // The group's leader as the server chose it (the highest term's), and its view of each peer.
+  const leader = g.members.map(m => m.state).find(s => s && s.role === "leader" && s.selfId === g.leaderId);
   const progress = {};
   for (const p of (leader && leader.peers) || []) progress[p.id] = p;
   return g.members.map(m => {
     const s = m.state;
-    const id = s ? (s.selfId || ("id " + s.brokerId)) : (m.peer ? m.peer.id : "id " + m.registeredId);
+    const nodeId = s ? s.selfId : (m.nodeId || (m.peer && m.peer.id));
+    const id = nodeId || (s ? "id " + s.brokerId : "id " + m.registeredId);
     const role = s ? String(s.role).toLowerCase() : "down";
     const roleClass = role.includes("master") ? "master" : role;
     let lag = null, contact = null;
-    if (s && s.mode === "raft" && leader) {
-      const p = progress[s.selfId];
-      if (p && p.matchIndex !== null) lag = Math.max(0, leader.lastIndex - p.matchIndex);
-      else if (s.role === "leader") lag = 0;
+    if (s && leader && s.selfId === leader.selfId) {
+      lag = 0;
+    } else if (leader && nodeId) {
+      const p = progress[nodeId] || m.peer;
+      if (p && p.matchIndex !== null && p.matchIndex !== undefined) lag = Math.max(0, leader.lastIndex - p.matchIndex);
       if (p) contact = p.lastContactMsAgo;
-    } else if (m.peer) {
-      if (m.peer.matchIndex !== null && leader) lag = Math.max(0, leader.lastIndex - m.peer.matchIndex);
-      contact = m.peer.lastContactMsAgo;
     }
     let action = "";
     if (g.mode === "raft" && s && s.role !== "leader" && leader) {
@@ -260,22 +260,39 @@ function render() {
   renderConsumers(d);
 }
 
+// Redrawing replaces the tables: not while a button is pressed, or its click would be lost.
+let pointerDown = false, renderWaiting = false;
+document.addEventListener("pointerdown", () => { pointerDown = true; });
+document.addEventListener("pointerup", () => {
+  pointerDown = false;
+  if (renderWaiting) setTimeout(() => { renderWaiting = false; render(); }, 0);
+});
+function redraw() { if (pointerDown) renderWaiting = true; else render(); }
+
 async function refresh() {
   clearTimeout(refresh.timer);
+  if (refresh.running) return;
+  refresh.running = true;
   const dot = document.getElementById("live-dot"), updated = document.getElementById("updated");
+  const abort = new AbortController();
+  const timeout = setTimeout(() => abort.abort(), 5000);
   try {
-    const r = await fetch("/api/overview", { cache: "no-store" });
+    const r = await fetch("/api/overview", { cache: "no-store", signal: abort.signal });
     if (!r.ok) throw new Error("HTTP " + r.status);
     state.data = await r.json();
     state.failures = 0;
-    dot.className = "dot ok";
-    updated.textContent = "live · " + new Date(state.data.generatedAtMs).toLocaleTimeString("en-GB");
-    render();
+    const age = Math.round((Date.now() - state.data.generatedAtMs) / 1000);
+    dot.className = "dot " + (age > 5 ? "bad" : "ok");
+    updated.textContent = (age > 5 ? "stale: gathered " + age + " s ago · " : "live · ") + new Date(state.data.generatedAtMs).toLocaleTimeString("en-GB");
+    redraw();
     document.body.setAttribute("data-loaded", "true");
   } catch (e) {
     state.failures++;
     dot.className = "dot bad";
-    updated.textContent = "not answering (" + e.message + ")";
+    updated.textContent = "not answering (" + (e.name === "AbortError" ? "no answer within 5 s" : e.message) + ")";
+  } finally {
+    clearTimeout(timeout);
+    refresh.running = false;
   }
   refresh.timer = setTimeout(refresh, state.failures ? Math.min(5000, 1000 * state.failures) : 1000);
 }

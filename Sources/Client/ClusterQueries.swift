@@ -114,7 +114,7 @@ public struct ClusterQueries: Sendable {
 
     public func route(_ topic: String) async throws(ClientError) -> TopicRoute {
         do {
-            return try await RouteCache(nameServers: nameServers, remoting: remoting).refresh(topic)
+            return try await RouteCache(nameServers: nameServers, remoting: remoting, timeoutMilliseconds: timeoutMilliseconds).refresh(topic)
         } catch let e as ClientError {
             throw e
         } catch {
@@ -148,16 +148,23 @@ public struct ClusterQueries: Sendable {
     }
 
     /// `group`'s progress on every queue it consumes, from every group its retry topic routes to;
-    /// sorted by topic, group and queue. A group that has never consumed has no rows.
+    /// sorted by topic, group and queue. A group that has never consumed has no rows; a broker that
+    /// cannot be reached is an error (not a silently shorter list).
     public func consumeStats(_ group: String, route given: TopicRoute? = nil) async throws(ClientError) -> [ConsumeRow] {
         let r: TopicRoute
         if let given { r = given } else { r = try await route("%RETRY%" + group) }
         var rows: [ConsumeRow] = []
         for b in r.brokers {
-            guard let addr = r.masterAddress(b.brokerName) ?? b.addresses.values.first,
-                  let a = try? await remoting.request(addr, .request(code: RequestCode.getConsumeStats, opaque: 0, extFields: ["consumerGroup": group, "topic": ""]),
-                                                      timeoutMilliseconds: timeoutMilliseconds),
-                  a.code == ResponseCode.success else { continue }
+            guard let addr = r.masterAddress(b.brokerName) ?? b.addresses.values.first else { continue }
+            let a: RemotingCommand
+            do {
+                a = try await remoting.request(addr, .request(code: RequestCode.getConsumeStats, opaque: 0, extFields: ["consumerGroup": group, "topic": ""]),
+                                               timeoutMilliseconds: timeoutMilliseconds)
+            } catch {
+                throw ClientError("\(addr): \(error)")
+            }
+            // A group that never consumed on this broker has no stats there.
+            guard a.code == ResponseCode.success else { continue }
             for (k, v) in offsetTable(a) {
                 rows.append(ConsumeRow(topic: k["topic"] as? String ?? "", brokerName: k["brokerName"] as? String ?? b.brokerName,
                                        queueId: number(k["queueId"]), brokerOffset: number(v["brokerOffset"]),

@@ -88,12 +88,15 @@ public struct TopicRoute: Sendable, Equatable {
 public actor RouteCache {
     public let nameServers: [String]
     let remoting: RemotingClient
+    /// How long one nameserver may take to answer before the next is asked.
+    let timeoutMilliseconds: Int64
     /// Readable without a hop to the actor: every send looks its route up here.
     private nonisolated let routes = Mutex<[String: TopicRoute]>([:])
 
-    public init(nameServers: [String], remoting: RemotingClient) {
+    public init(nameServers: [String], remoting: RemotingClient, timeoutMilliseconds: Int64 = 3_000) {
         self.nameServers = nameServers
         self.remoting = remoting
+        self.timeoutMilliseconds = timeoutMilliseconds
     }
 
     /// The cached route, or a fresh one.
@@ -109,7 +112,7 @@ public actor RouteCache {
         for ns in nameServers {
             do {
                 let answer = try await remoting.request(ns, .request(code: RequestCode.getRouteInfoByTopic, opaque: 0, extFields: ["topic": topic]),
-                                                        timeoutMilliseconds: 3_000)
+                                                        timeoutMilliseconds: timeoutMilliseconds)
                 guard answer.code == ResponseCode.success else {
                     last = "\(ns): code \(answer.code) \(answer.remark ?? "")"
                     if answer.code == ResponseCode.topicNotExist { throw ClientError("no route for topic \(topic): \(answer.remark ?? "")", code: answer.code) }

@@ -139,7 +139,7 @@ public actor RaftLogClient {
     /// METADATA) and returns once the transferee leads.
     public func transferLeadership(to transferee: String, deadline: ContinuousClock.Instant) async throws(Failure) -> String {
         var last = "no leader found"
-        while ContinuousClock.now < deadline {
+        while ContinuousClock.now < deadline && !Task.isCancelled {
             if leaderAddress == nil {
                 for a in addresses {
                     if let m = try? await metadata(at: a), let l = m.leaderAddress { leaderAddress = l; break }

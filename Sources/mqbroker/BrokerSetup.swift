@@ -92,9 +92,13 @@ enum BrokerSetup {
     /// The dashboard of `GET /` (Dashboard.swift), asking the configured nameservers.
     static func dashboard(_ settings: BrokerSettings, selfState: @escaping @Sendable () -> String, group: any EventLoopGroup, logger: Logger) -> Dashboard {
         let b = settings.broker
-        return Dashboard(options: Dashboard.Options(nameServers: b.namesrvAddresses.map { "\($0)" }, selfState: selfState, selfAddress: brokerAddr(settings),
-                                                    clusterName: b.brokerClusterName, brokerName: b.brokerName),
-                         remoting: RemotingClient(group: group, logger: logger), logger: logger)
+        var options = Dashboard.Options(nameServers: b.namesrvAddresses.map { "\($0)" }, selfState: selfState, selfAddress: brokerAddr(settings),
+                                        clusterName: b.brokerClusterName, brokerName: b.brokerName)
+        // The names a browser may use for this broker: its configured addresses and the host's name.
+        var names: Set<String> = [b.brokerIP1, b.brokerIP2, b.bindAddress, ProcessInfo.processInfo.hostName]
+        if settings.raft.enableDLegerCommitLog, let me = settings.raft.selfPeer { names.insert(me.address.host) }
+        options.allowedHosts = Set(names.filter { !$0.isEmpty }.map { $0.lowercased() })
+        return Dashboard(options: options, remoting: RemotingClient(group: group, logger: logger), logger: logger)
     }
 
     static func registrar(_ settings: BrokerSettings, topics: TopicConfigTable, group: any EventLoopGroup, logger: Logger) -> NameServerRegistrar {

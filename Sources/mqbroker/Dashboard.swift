@@ -28,14 +28,22 @@ actor Dashboard {
         /// Requests in flight at once while gathering.
         var parallelism = 8
         var requestTimeoutMs: Int64 = 1_500
+        /// Items (topics, consumer groups) not started within this much of a gather are reported as not
+        /// asked, so a slow or partly dead cluster still gets an overview in bounded time.
+        var gatherBudget: Duration = .seconds(5)
         var refreshInterval: Duration = .seconds(1)
+        /// The names this broker may be reached by (besides IP literals and localhost): a transfer whose
+        /// Host is another name is refused, so a DNS-rebinding page cannot pass for this origin.
+        var allowedHosts: Set<String> = []
     }
 
     private let options: Options
     private let remoting: RemotingClient
     private let logger: Logger
-    private var latest: (at: ContinuousClock.Instant, json: String)?
-    private var gathering: Task<String, Never>?
+    private var latest: (at: ContinuousClock.Instant, json: String, generation: Int)?
+    private var gathering: (generation: Int, task: Task<String, Never>)?
+    /// Bumped by a leadership transfer: overviews gathered before it are not served after it.
+    private var generation = 0
     /// The last cluster info seen, for finding a group's members on a transfer.
     private var lastGroups: [ClusterQueries.ClusterInfo.Group] = []
 
@@ -57,26 +65,38 @@ actor Dashboard {
         ]
     }
 
-    /// The latest overview, gathered anew when it is older than the refresh interval.
+    /// The latest overview. One older than the refresh interval is gathered anew and awaited, unless a
+    /// gather is already running: then the older one is answered at once (the page asks again in a
+    /// second), so waiting pages never pile up on the admin port's workers.
     func overview() async -> String {
-        if let latest, ContinuousClock.now - latest.at < options.refreshInterval { return latest.json }
-        if let gathering { return await gathering.value }
-        let task = Task { await self.gather() }
-        gathering = task
-        let json = await task.value
-        gathering = nil
-        latest = (.now, json)
-        return json
+        if let latest, latest.generation == generation {
+            if ContinuousClock.now - latest.at < options.refreshInterval { return latest.json }
+            if gathering?.generation == generation { return latest.json }
+        }
+        let task: Task<String, Never>
+        if let g = gathering, g.generation == generation {
+            task = g.task
+        } else {
+            let gen = generation
+            // Owned here and cancelled with the request that started it (the server's shutdown).
+            task = Task { await self.gather(generation: gen) }
+            gathering = (gen, task)
+        }
+        return await withTaskCancellationHandler { await task.value } onCancel: { task.cancel() }
     }
 
     // MARK: Gathering
 
-    private var queries: ClusterQueries {
-        ClusterQueries(nameServers: options.nameServers, remoting: remoting, timeoutMilliseconds: options.requestTimeoutMs)
+    private func gather(generation gen: Int) async -> String {
+        let json = await gatherOverview()
+        if gen == generation { latest = (.now, json, gen) }
+        if gathering?.generation == gen { gathering = nil }
+        return json
     }
 
-    private func gather() async -> String {
+    private func gatherOverview() async -> String {
         let started = ContinuousClock.now
+        let budgetEnd = started + options.gatherBudget
         var out: [String: Any] = [
             "generatedAtMs": Int64(Date().timeIntervalSince1970 * 1_000),
             "servedBy": ["addr": options.selfAddress, "brokerName": options.brokerName, "cluster": options.clusterName],
@@ -119,8 +139,12 @@ actor Dashboard {
         out["clusters"] = await clusters(groups)
 
         if info != nil {
+            // The nameservers that answered are asked first from here on.
+            let answering = options.nameServers.filter { if case .success = answers[$0] { true } else { false } }
+            let q = ClusterQueries(nameServers: answering + options.nameServers.filter { !answering.contains($0) }, remoting: remoting,
+                                   timeoutMilliseconds: options.requestTimeoutMs)
             do {
-                let (topics, omitted, consumerGroups) = try await topicsAndGroups()
+                let (topics, omitted, consumerGroups) = try await topicsAndGroups(q, until: budgetEnd)
                 out["topics"] = topics
                 out["topicsOmitted"] = omitted
                 out["consumerGroups"] = consumerGroups
@@ -146,7 +170,8 @@ actor Dashboard {
     /// from the leader's view.
     private func clusters(_ groups: [ClusterQueries.ClusterInfo.Group]) async -> [[String: Any]] {
         let addresses = Set(groups.flatMap { $0.addresses.values })
-        let states = await boundedMap(Array(addresses)) { [options, remoting] addr -> (String, Result<[String: Any], ClientError>) in
+        let states = await boundedMap(Array(addresses), until: .now + options.gatherBudget,
+                                      skipped: { ($0, .failure(ClientError("not asked: the overview's time ran out"))) }) { [options, remoting] addr -> (String, Result<[String: Any], ClientError>) in
             if addr == options.selfAddress, let s = Self.object(options.selfState()) { return (addr, .success(s)) }
             do {
                 let a = try await remoting.request(addr, .request(code: RaftLogCode.metadata, opaque: 0), timeoutMilliseconds: options.requestTimeoutMs)
@@ -164,29 +189,43 @@ actor Dashboard {
 
         var byCluster: [String: [[String: Any]]] = [:]
         for g in groups {
+            let registered = g.addresses.sorted(by: { $0.key < $1.key })
+            var mode = "unknown"
+            // The leader of the highest term: an old leader cut off from the others may still say it leads.
+            var leaderState: [String: Any]?
+            for (_, addr) in registered {
+                guard case .success(let s) = byAddress[addr] else { continue }
+                if let m = s["mode"] as? String { mode = m }
+                if s["role"] as? String == "leader", (s["term"] as? Int ?? 0) >= (leaderState?["term"] as? Int ?? -1) { leaderState = s }
+            }
+            let peers = (leaderState?["peers"] as? [[String: Any]]) ?? []
             var members: [[String: Any]] = []
             var seenIds: Set<String> = []
-            var mode = "unknown"
-            var leaderState: [String: Any]?
-            for (id, addr) in g.addresses.sorted(by: { $0.key < $1.key }) {
+            for (id, addr) in registered {
                 var m: [String: Any] = ["addr": addr, "registeredId": id]
                 switch byAddress[addr] {
                 case .success(let s):
                     m["state"] = s
-                    if let m = s["mode"] as? String { mode = m }
-                    if let selfId = s["selfId"] as? String { seenIds.insert(selfId) }
-                    if s["role"] as? String == "leader" { leaderState = s }
-                case .failure(let e): m["error"] = e.description
+                    if let selfId = s["selfId"] as? String {
+                        seenIds.insert(selfId)
+                        m["nodeId"] = selfId
+                    }
+                case .failure(let e):
+                    m["error"] = e.description
+                    // A Raft follower registers as its dLegerSelfId's digit + 1: name it from the leader's peers.
+                    if id > 0, let p = peers.first(where: { ($0["id"] as? String).flatMap { Int64($0.dropFirst()) } == id - 1 }), let pid = p["id"] as? String {
+                        m["nodeId"] = pid
+                        m["peer"] = p
+                        seenIds.insert(pid)
+                    }
                 case nil: m["error"] = "not asked"
                 }
                 members.append(m)
             }
             // Members of a Raft group that the nameservers do not list: the leader's view of them.
-            if let leader = leaderState, let peers = leader["peers"] as? [[String: Any]] {
-                for p in peers {
-                    guard let id = p["id"] as? String, !seenIds.contains(id) else { continue }
-                    members.append(["peer": p, "error": "not registered with the nameservers (down, or not yet registered)"])
-                }
+            for p in peers {
+                guard let id = p["id"] as? String, !seenIds.contains(id) else { continue }
+                members.append(["peer": p, "nodeId": id, "error": "not registered with the nameservers (down, or not yet registered)"])
             }
             var group: [String: Any] = ["brokerName": g.brokerName, "mode": mode, "members": members]
             if let leader = leaderState {
@@ -207,15 +246,15 @@ actor Dashboard {
             || clusterNames.contains(t) || brokerNames.contains(t) || t.hasSuffix("_REPLY_TOPIC")
     }
 
-    private func topicsAndGroups() async throws -> ([[String: Any]], Int, [[String: Any]]) {
-        let q = queries
+    private func topicsAndGroups(_ q: ClusterQueries, until budgetEnd: ContinuousClock.Instant) async throws -> ([[String: Any]], Int, [[String: Any]]) {
         let all = try await q.topicList().sorted()
         let clusterNames = Set(lastGroups.map(\.cluster)), brokerNames = Set(lastGroups.map(\.brokerName))
         // User topics first, then system ones, up to the limit.
         let ordered = all.filter { !Self.isSystemTopic($0, clusterNames: clusterNames, brokerNames: brokerNames) }
             + all.filter { Self.isSystemTopic($0, clusterNames: clusterNames, brokerNames: brokerNames) }
         let shown = Array(ordered.prefix(options.maxTopics))
-        let topics = await boundedMap(shown) { topic -> [String: Any] in
+        let notAsked = "not asked: the overview's \(options.gatherBudget) ran out (the cluster answers slowly)"
+        let topics = await boundedMap(shown, until: budgetEnd, skipped: { ["topic": $0, "queues": [] as [Any], "error": notAsked] as [String: Any] }) { topic -> [String: Any] in
             var t: [String: Any] = ["topic": topic, "system": Self.isSystemTopic(topic, clusterNames: clusterNames, brokerNames: brokerNames)]
             do {
                 let rows = try await q.topicStats(topic)
@@ -229,7 +268,8 @@ actor Dashboard {
             return t
         }
         let groupNames: [String] = all.filter { $0.hasPrefix("%RETRY%") }.map { String($0.dropFirst(7)) }
-        let groups = await boundedMap(Array(groupNames.prefix(options.maxGroups))) { name -> [String: Any] in
+        let groups = await boundedMap(Array(groupNames.prefix(options.maxGroups)), until: budgetEnd,
+                                      skipped: { ["group": $0, "error": notAsked] as [String: Any] }) { name -> [String: Any] in
             var g: [String: Any] = ["group": name]
             do {
                 let route = try await q.route("%RETRY%" + name)
@@ -254,24 +294,28 @@ actor Dashboard {
                 groups.sorted { ($0["group"] as! String) < ($1["group"] as! String) })
     }
 
-    /// `f` over `items`, at most `options.parallelism` at a time, results in any order.
-    private func boundedMap<T: Sendable, R>(_ items: [T], _ f: @escaping @Sendable (T) async -> R) async -> [R] {
+    /// `f` over `items`, at most `options.parallelism` at a time, results in any order; the items
+    /// not started by `deadline` (or after a cancellation) get `skipped` instead.
+    private func boundedMap<T: Sendable, R>(_ items: [T], until deadline: ContinuousClock.Instant, skipped: (T) -> R,
+                                            _ f: @escaping @Sendable (T) async -> R) async -> [R] {
         let width = options.parallelism
         return await withTaskGroup(of: Sendable1<R>.self) { tasks in
             var results: [R] = []
             var next = 0
-            while next < items.count && next < width {
+            func startNext() {
+                while next < items.count, ContinuousClock.now >= deadline || Task.isCancelled {
+                    results.append(skipped(items[next]))
+                    next += 1
+                }
+                guard next < items.count else { return }
                 let item = items[next]
                 tasks.addTask { Sendable1(await f(item)) }
                 next += 1
             }
+            for _ in 0..<width { startNext() }
             while let r = await tasks.next() {
                 results.append(r.value)
-                if next < items.count {
-                    let item = items[next]
-                    tasks.addTask { Sendable1(await f(item)) }
-                    next += 1
-                }
+                startNext()
             }
             return results
         }
@@ -287,6 +331,9 @@ actor Dashboard {
     /// leader to hand over and answers once `nodeId` leads (or why not).
     func transfer(_ request: AdminRequest) async -> AdminResponse {
         guard !request.isCrossOrigin else { return .error(.forbidden, "a leadership transfer from another origin is refused") }
+        guard Self.isOwnHost(request.headers["host"], allowed: options.allowedHosts) else {
+            return .error(.forbidden, "the request names a host that is not one of this broker's names or addresses (a DNS-rebinding guard)")
+        }
         guard request.headers["content-type"]?.lowercased().hasPrefix("application/json") == true else {
             return .error(.unsupportedMediaType, "send the transfer as application/json: {\"group\": ..., \"nodeId\": ...}")
         }
@@ -301,7 +348,8 @@ actor Dashboard {
         do {
             let leader = try await RaftLogClient(group: group, addresses: addresses, client: remoting)
                 .transferLeadership(to: node, deadline: .now + .seconds(10))
-            latest = nil  // the next overview shows the new leader
+            latest = nil  // the next overview shows the new leader, never one gathered before
+            generation += 1
             var o: [String: Any] = ["group": group, "nodeId": node, "leaderAddr": leader]
             o["ok"] = true
             let data = (try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])) ?? Data()
@@ -312,6 +360,18 @@ actor Dashboard {
             }
             return .error(.gatewayTimeout, "leadership transfer of \(group) to \(node) failed: \(error)")
         }
+    }
+}
+
+extension Dashboard {
+    /// True for a Host header (`name[:port]`) naming an IP address, localhost, or one of `allowed`.
+    static func isOwnHost(_ header: String?, allowed: Set<String>) -> Bool {
+        guard var host = header?.lowercased(), !host.isEmpty else { return false }
+        if host.hasPrefix("[") { return host.contains("]") }  // an IPv6 literal
+        if let colon = host.lastIndex(of: ":"), host[host.index(after: colon)...].allSatisfy(\.isNumber) { host = String(host[..<colon]) }
+        if host == "localhost" || allowed.contains(host) { return true }
+        let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts.allSatisfy { p in !p.isEmpty && p.count <= 3 && p.allSatisfy(\.isNumber) && Int(p)! <= 255 }
     }
 }
 

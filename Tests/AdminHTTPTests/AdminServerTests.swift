@@ -121,6 +121,12 @@ private func withAdminServer(_ body: @Sendable (String) async throws -> Void) as
                 #expect(tooBig.hasSuffix(" 413"), "\(flags): \(tooBig)")
                 let (_, ok) = try curl(flags + ["--data-binary", "fine", base + "/echo"])
                 #expect(ok.hasSuffix("4 fine"), "\(flags): \(ok)")
+                // A 40 KiB body is a body, not a head over the 16 KiB head limit.
+                let mid = big + "-40k"
+                try Data(repeating: UInt8(ascii: "y"), count: 40 << 10).write(to: URL(fileURLWithPath: mid))
+                defer { try? FileManager.default.removeItem(atPath: mid) }
+                let (_, forty) = try curl(flags + ["-w", " %{http_code}", "--data-binary", "@" + mid, base + "/echo"])
+                #expect(forty.hasPrefix("POST application/x-www-form-urlencoded 40960 yyyy") && forty.hasSuffix(" 200"), "\(flags): \(forty)")
             }
         }
     }
@@ -136,15 +142,35 @@ private func withAdminServer(_ body: @Sendable (String) async throws -> Void) as
             let text = "GET /slow?n=1 HTTP/1.1\r\nHost: x\r\n\r\nGET /raft/state HTTP/1.1\r\nHost: x\r\n\r\n"
                 + "GET /slow?n=3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
             var received = ""
+            // Bounded: a server that never closes fails the test in 20 s instead of hanging it.
+            let watchdog = Task { [raw = channel.channel] in
+                try? await Task.sleep(for: .seconds(20))
+                raw.close(promise: nil)
+            }
             try await channel.executeThenClose { inbound, outbound in
                 try await outbound.write(ByteBuffer(string: text))
                 for try await var chunk in inbound { received += chunk.readString(length: chunk.readableBytes) ?? "" }
             }
+            watchdog.cancel()
             try await group.shutdownGracefully()
             let one = try #require(received.range(of: "slow 1")), state = try #require(received.range(of: #""role":"leader""#))
             let three = try #require(received.range(of: "slow 3"))
             #expect(one.upperBound < state.lowerBound && state.upperBound < three.lowerBound, "\(received)")
             #expect(received.components(separatedBy: "HTTP/1.1 200 OK").count == 4, "\(received)")
+        }
+    }
+
+    @Test func http1HeadsStayBoundedAt16KiBWhileDeclaredBodiesPass() async throws {
+        try await withAdminServer { base in
+            // 20 KiB of headers on a GET: 431 and a close, not buffered.
+            let (_, big) = try curl(["--http1.1", "-w", " %{http_code}", "-H", "X-Filler: " + String(repeating: "f", count: 20 << 10), base + "/raft/state"])
+            #expect(big.hasSuffix(" 431") && big.contains("16384"), "\(big)")
+            // Two keep-alive requests on one connection, the first with a 100 KiB body: 413, then 200.
+            let body = FileManager.default.temporaryDirectory.appendingPathComponent("admin-100k-\(getpid())").path
+            try Data(repeating: UInt8(ascii: "z"), count: 100 << 10).write(to: URL(fileURLWithPath: body))
+            defer { try? FileManager.default.removeItem(atPath: body) }
+            let (_, both) = try curl(["--http1.1", "-w", " %{http_code}", "--data-binary", "@" + body, base + "/echo", "--next", "-w", " %{http_code} %{num_connects}", base + "/raft/state"])
+            #expect(both.contains(" 413") && both.hasSuffix(" 200 0"), "the second request reuses the connection: \(both)")
         }
     }
 }

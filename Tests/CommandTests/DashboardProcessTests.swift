@@ -86,9 +86,10 @@ extension RaftGroupProcessTests {
         for m in members {
             let leads = m["node"] as? String == elected.leader
             #expect(m["role"] as? String == (leads ? "leader" : "follower"), "\(m)")
-            // The leader has no button for itself; each follower has one. Everyone is caught up.
+            // The leader has no button for itself; each follower has one. Everyone is caught up (an
+            // entry may be on its way: the group's own bookkeeping, such as consumer offsets, goes through the log).
             #expect(m["transferButton"] as? Bool == !leads, "\(m)")
-            #expect(m["lag"] as? Int == 0, "\(m)")
+            #expect((m["lag"] as? Int).map { $0 >= 0 && $0 <= 2 } == true, "\(m)")
         }
         let topics = try #require(first["topics"] as? [[String: Any]])
         let topic = try #require(topics.first { $0["topic"] as? String == "DashboardTopic" }, "\(topics)")
@@ -117,6 +118,9 @@ extension RaftGroupProcessTests {
         #expect(form.hasSuffix(" 415"), "not JSON: \(form)")
         let cross = try curl(["-w", " %{http_code}", "-H", "content-type: application/json", "-H", "origin: http://evil.example", "--data-binary", body, api])
         #expect(cross.hasSuffix(" 403"), "another origin: \(cross)")
+        let rebound = try curl(["-w", " %{http_code}", "-H", "content-type: application/json", "-H", "host: attacker.example:30913",
+                                "-H", "origin: http://attacker.example:30913", "--data-binary", body, api])
+        #expect(rebound.hasSuffix(" 403") && rebound.contains("DNS-rebinding"), "a name that is not the broker's: \(rebound)")
         let unknown = try curl(["-w", " %{http_code}", "-H", "content-type: application/json", "--data-binary", #"{"group":"NoSuchGroup","nodeId":"n0"}"#, api])
         #expect(unknown.hasSuffix(" 404"), "\(unknown)")
         let malformed = try curl(["-w", " %{http_code}", "-H", "content-type: application/json", "--data-binary", "{", api])

@@ -9,6 +9,10 @@ import NIOEmbedded
 let routes = AdminRoutes(routes: [
     "/raft/state": { AdminResponse(status: .ok, body: #"{"mode":"raft","role":"leader"}"#) },
     "/healthz": { AdminResponse(status: .ok, body: #"{"status":"ok"}"#) },
+]).adding([
+    // Taken with its body; answered 503 here (no workers on an EmbeddedChannel), which still runs the
+    // body limits, the 405s and the answer-later path of both protocols.
+    "/api/leadership-transfer": .post { r in AdminResponse(status: .ok, body: "\(r.body.count)") },
 ])
 let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
 
