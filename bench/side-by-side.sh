@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# RaftMQ beside etcd 3.4 and NATS JetStream 2.9 on this machine, in one run, with the peers' Python
+# RaftMQ beside etcd 3.4, NATS JetStream 2.9 and RabbitMQ 3.10 quorum queues on this machine, in one run, with the peers' Python
 # harness (../shared/bench/loadgen.py; our driver: bench/raftmq_loadgen.py): 3 replicas on
 # 127.0.0.1/.2/.3, 1 KiB, 64 in flight over 2 client processes, DUR seconds (default 20) after a 3 s
 # warm-up, leader placement, a fresh cluster for every run, ROUNDS rounds (default 3) taking the
 # systems in turn, then medians. RaftMQ runs twice a round: SYNC_FLUSH (to compare with etcd, which
 # fsyncs) and ASYNC_FLUSH (with NATS, which does not). For each RaftMQ run the brokers' peak resident
-# memory (VmHWM) is recorded too. RabbitMQ is left out (its Erlang install is heavy); RESULTS.md of
-# the harness has its figures from an earlier day.
+# memory (VmHWM) is recorded too. RabbitMQ runs when rabbitmq-server is installed (apt-get install -y
+# rabbitmq-server; its Erlang install is heavy), and is left out otherwise.
 #   bench/side-by-side.sh [ROUNDS]        results: $PEERS_OUT/side-by-side/*.json and a table on stdout
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -33,6 +33,11 @@ for r in $(seq 1 "$rounds"); do
   log "round $r: nats"
   "$PEERS_DIR/nats.sh" start >/dev/null 2>&1 && "$PEERS_DIR/nats.sh" throughput "side-$r" leader && cp "$PEERS_OUT/nats/side-$r.json" "$out/nats.$r.json"
   "$PEERS_DIR/nats.sh" stop >/dev/null 2>&1
+  if [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || [ -d /usr/lib/rabbitmq/lib ]; then
+    log "round $r: rabbitmq"
+    "$PEERS_DIR/rabbit.sh" start >/dev/null 2>&1 && "$PEERS_DIR/rabbit.sh" throughput "side-$r" leader && cp "$PEERS_OUT/rabbit/side-$r.json" "$out/rabbit.$r.json"
+    "$PEERS_DIR/rabbit.sh" stop >/dev/null 2>&1
+  fi
   for flush in SYNC_FLUSH ASYNC_FLUSH; do
     log "round $r: raftmq $flush"
     FLUSH=$flush "$here/raftmq.sh" start >/dev/null 2>&1 && FLUSH=$flush "$here/raftmq.sh" throughput "side-$r" leader \
@@ -47,7 +52,7 @@ def med(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
 rows = []
-for name, label in [("etcd", "etcd 3.4 put (fsync)"), ("raftmq-SYNC_FLUSH", "RaftMQ SYNC_FLUSH"),
+for name, label in [("etcd", "etcd 3.4 put (fsync)"), ("rabbit", "RabbitMQ 3.10 quorum queue (fsync, confirms)"), ("raftmq-SYNC_FLUSH", "RaftMQ SYNC_FLUSH"),
                     ("nats", "NATS JetStream R3 (no fsync)"), ("raftmq-ASYNC_FLUSH", "RaftMQ ASYNC_FLUSH")]:
     runs = [json.load(open(f)) for f in sorted(glob.glob(f"{d}/{name}.*.json"))]
     if not runs:

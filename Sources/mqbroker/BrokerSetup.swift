@@ -89,6 +89,19 @@ enum BrokerSetup {
         return o
     }
 
+    /// `<step>Ms` for each step of a stop (from the previous step's end, the first from `start`) and `tookMs`.
+    static func stopTimes(from start: ContinuousClock.Instant, _ steps: [(String, ContinuousClock.Instant)]) -> Logger.Metadata {
+        func ms(_ d: Duration) -> String { "\(d.components.seconds * 1_000 + d.components.attoseconds / 1_000_000_000_000_000)" }
+        var out: Logger.Metadata = [:]
+        var previous = start
+        for (name, at) in steps {
+            out[name + "Ms"] = "\(ms(at - previous))"
+            previous = at
+        }
+        out["tookMs"] = "\(ms(previous - start))"
+        return out
+    }
+
     /// The dashboard of `GET /` (Dashboard.swift), asking the configured nameservers.
     static func dashboard(_ settings: BrokerSettings, selfState: @escaping @Sendable () -> String, group: any EventLoopGroup, logger: Logger) -> Dashboard {
         let b = settings.broker

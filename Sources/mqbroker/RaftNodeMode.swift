@@ -147,6 +147,7 @@ enum RaftNodeMode {
             "group": "\(raft.dLegerGroup)", "selfId": "\(me.id)", "peer": "\(me.address)",
             "http": "\(settings.broker.bindAddress):\(settings.broker.httpListenPort)", "flushDiskType": "\(settings.store.flushDiskType)",
         ])
+        var stopping = ContinuousClock.now
         let failure: (any Error)? = await withTaskGroup(of: (String, (any Error)?).self) { tasks in
             tasks.addTask { do { try await replica.run(); return ("raft replica", nil) } catch { return ("raft replica", error) } }
             tasks.addTask { do { try await admin.run(); return ("HTTP admin server", nil) } catch { return ("HTTP admin server", error) } }
@@ -189,6 +190,7 @@ enum RaftNodeMode {
             tasks.addTask { await broker.run(); return ("broker housekeeping", nil) }
             tasks.addTask { await stop.wait(); return ("signal", nil) }
             let (name, first) = await tasks.next() ?? ("none", nil)
+            stopping = .now
             // The first part to end stops the others: a signal, or a failure (or a part that ended
             // without one, which is a defect: say which).
             if name != "signal" { logger.notice("stopping: the \(name) ended", metadata: first.map { ["error": "\($0)"] } ?? [:]) }
@@ -196,14 +198,19 @@ enum RaftNodeMode {
             for await _ in tasks {}
             return first
         }
+        // How long each step of the stop took, in the last line: a slow stop says where it waited.
+        var steps: [(String, ContinuousClock.Instant)] = [("parts", .now)]
         // Leave the nameservers, so clients stop coming here.
         await registrar.unregister()
+        steps.append(("unregister", .now))
         do { try store.close() } catch { logger.error("closing the commitlog failed", metadata: ["error": "\(error)"]) }
+        steps.append(("commitlog", .now))
         try? await group.shutdownGracefully()
+        steps.append(("eventLoops", .now))
         if let failure {
             throw RaftModeError("the Raft node stopped: \(failure)")
         }
-        logger.info("raft node stopped")
+        logger.info("raft node stopped", metadata: BrokerSetup.stopTimes(from: stopping, steps))
     }
 
     /// `n0` -> node 0: the digits of a DLedger peer id (the loader checked the shape).
