@@ -13,6 +13,12 @@ struct RaftLog<Reader: RaftLogReader> {
     private(set) var committed: LogIndex
     /// Highest index handed to the driver for applying.
     private(set) var applied: LogIndex
+    /// How far the driver's state machine had applied when the node started. The persisted commit
+    /// index is only a hint (saved with term and vote), so after a restart it may lag far behind
+    /// this; once the commit index passes entries the state machine already holds, they are marked
+    /// applied without being handed out again (`skipAlreadyApplied`). Never above what is committed
+    /// is anything declared committed: only the handing out is skipped.
+    private(set) var appliedBeforeStart: LogIndex
     /// The last unstable entry handed out in a Ready that is not advanced yet.
     private var inProgress: (index: LogIndex, term: Term)?
     /// A reset the driver has not confirmed yet (`Ready.resetLog`): until then this log is empty
@@ -21,9 +27,10 @@ struct RaftLog<Reader: RaftLogReader> {
     /// The pending reset went out in the Ready that is not advanced yet.
     private var resetInProgress = false
 
-    init(stable: Reader, committed: LogIndex, applied: LogIndex) {
+    init(stable: Reader, committed: LogIndex, applied: LogIndex, appliedBeforeStart: LogIndex = .zero) {
         precondition(committed <= stable.lastIndex, "the persisted commit index \(committed) is past the log's last index \(stable.lastIndex): the log lost committed entries")
         precondition(applied <= committed, "applied index \(applied) is past the commit index \(committed)")
+        self.appliedBeforeStart = min(appliedBeforeStart, stable.lastIndex)
         self.stable = stable
         self.unstableOffset = stable.lastIndex.next
         // Whatever precedes the first index is committed: retention deletes only committed entries,
@@ -69,6 +76,7 @@ struct RaftLog<Reader: RaftLogReader> {
         unstableOffset = reset.baseIndex.next
         committed = reset.baseIndex
         applied = reset.baseIndex
+        appliedBeforeStart = .zero  // the driver resets its state machine with the log
     }
 
     /// The reset the next Ready carries.
@@ -137,6 +145,8 @@ struct RaftLog<Reader: RaftLogReader> {
     mutating func append(_ entries: [Entry]) {
         guard let first = entries.first else { return }
         precondition(first.index > committed, "append at \(first.index) would overwrite the committed index \(committed)")
+        // Entries replaced here are not the ones the state machine held before the start.
+        if first.index <= appliedBeforeStart { appliedBeforeStart = first.index.previous }
         precondition(first.index <= lastIndex.next, "append at \(first.index) leaves a gap after \(lastIndex)")
         if first.index == lastIndex.next && !unstable.isEmpty {
             unstable.append(contentsOf: entries)
@@ -162,6 +172,13 @@ struct RaftLog<Reader: RaftLogReader> {
     }
 
     var hasNextCommittedEntries: Bool { committed > applied }
+
+    /// Marks applied the committed entries the state machine held before the start (see
+    /// `appliedBeforeStart`). Called before each Ready is built, so none of them is ever handed out.
+    mutating func skipAlreadyApplied() {
+        let upTo = min(committed, appliedBeforeStart)
+        if upTo > applied { applied = upTo }
+    }
 
     mutating func markApplied(through index: LogIndex) {
         precondition(index <= committed, "applied \(index) is past the commit index \(committed)")

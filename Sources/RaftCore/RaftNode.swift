@@ -62,7 +62,7 @@ public final class RaftNode<Log: RaftLogReader> {
         if let v = hardState.vote {
             precondition(config.voters.contains(v), "the persisted vote for \(v) names no member of \(config.voters)")
         }
-        self.log = RaftLog(stable: log, committed: hardState.commit, applied: min(appliedIndex, hardState.commit))
+        self.log = RaftLog(stable: log, committed: hardState.commit, applied: min(appliedIndex, hardState.commit), appliedBeforeStart: appliedIndex)
         // The adopted term is new hard state: the first Ready persists it.
         self.previousHardState = persisted
         self.previousSoftState = SoftState(role: .follower, leader: nil)
@@ -201,6 +201,7 @@ public final class RaftNode<Log: RaftLogReader> {
     /// What the driver must do now. Call `advance` with it before the next `ready()`.
     public func ready() -> Ready {
         precondition(!readyOutstanding, "ready() called twice without advance()")
+        log.skipAlreadyApplied()
         let hs = hardState
         let ss = softState
         let entries = log.unstableEntries

@@ -24,4 +24,21 @@ import Testing
         #expect(node.term == Term(4))
         #expect(node.vote == NodeID(3), "a persisted vote survives a restart")
     }
+
+    @Test func entriesTheStateMachineHeldBeforeTheStartAreNotHandedOutAgain() {
+        // The persisted commit index (saved with term and vote) says 2; the state machine had applied
+        // 40 of the 50 entries before the crash. Once the commit index passes them, only 41-51 (the
+        // leader's empty entry last) come out, and the applied index jumps over the rest.
+        let log = MemoryLog(entries: (1...50).map { Entry(term: Term(1), index: LogIndex(UInt64($0)), data: [UInt8($0)]) })
+        let node = RaftNode(config: RaftConfig(id: NodeID(1), voters: [NodeID(1)]), log: log,
+                            hardState: HardState(term: Term(1), vote: NodeID(1), commit: LogIndex(2)), appliedIndex: LogIndex(40))
+        #expect(node.appliedIndex == LogIndex(2), "applied never runs ahead of what this node knows committed")
+        for _ in 0..<20 { node.tick() }
+        #expect(node.role == .leader)
+        let handed = drain(node, log).flatMap(\.committedEntries)
+        #expect(node.commitIndex == LogIndex(51))
+        #expect(handed.map(\.index.rawValue) == Array(41...51), "\(handed.map(\.index))")
+        #expect(node.appliedIndex == LogIndex(51))
+    }
 }
+
