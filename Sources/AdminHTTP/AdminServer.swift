@@ -23,54 +23,22 @@ public struct AdminResponse: Sendable {
     }
 }
 
-/// A request as a route sees it: the method, the path without its query, the query's parameters,
-/// the few headers the admin paths look at, and the body (at most `AdminServer.maxBodyBytes`).
+/// A request as a route sees it: the method, the request target and its path (the target without
+/// its query), the few headers the admin paths look at, and the body (at most `AdminServer.maxBodyBytes`).
 public struct AdminRequest: Sendable {
     public var method: String
+    public var target: String
     public var path: String
-    public var query: [String: String]
     /// `content-type`, `origin` and `host` (HTTP/2's `:authority`), when the request had them.
     public var headers: [String: String]
     public var body: [UInt8]
 
     public init(method: String, target: String, headers: [String: String] = [:], body: [UInt8] = []) {
         self.method = method
-        let parts = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
-        path = parts.first.map(String.init) ?? target
-        var q: [String: String] = [:]
-        if parts.count > 1 {
-            for pair in parts[1].split(separator: "&") {
-                let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-                if let k = AdminRequest.percentDecoded(kv[0]) {
-                    q[k] = kv.count > 1 ? AdminRequest.percentDecoded(kv[1]) ?? "" : ""
-                }
-            }
-        }
-        query = q
+        self.target = target
+        path = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? target
         self.headers = headers
         self.body = body
-    }
-
-    /// `%XX` and `+` decoded, or nil for a malformed escape or bytes that are not UTF-8.
-    static func percentDecoded(_ s: Substring) -> String? {
-        var out: [UInt8] = []
-        var it = Array(s.utf8)[...]
-        while let c = it.popFirst() {
-            if c == UInt8(ascii: "+") { out.append(0x20); continue }
-            guard c == UInt8(ascii: "%") else { out.append(c); continue }
-            guard let h = it.popFirst(), let l = it.popFirst(), let hv = hexValue(h), let lv = hexValue(l) else { return nil }
-            out.append(hv << 4 | lv)
-        }
-        return String(validating: out, as: UTF8.self)
-    }
-
-    private static func hexValue(_ c: UInt8) -> UInt8? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
-        default: nil
-        }
     }
 
     /// True when a browser on another site could have sent it: an `Origin` that is not this host.

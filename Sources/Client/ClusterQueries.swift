@@ -130,13 +130,7 @@ public struct ClusterQueries: Sendable {
         var rows: [QueueStats] = []
         for b in r.brokers {
             guard let addr = r.masterAddress(b.brokerName) ?? b.addresses.values.first else { continue }
-            let a: RemotingCommand
-            do {
-                a = try await remoting.request(addr, .request(code: RequestCode.getTopicStatsInfo, opaque: 0, extFields: ["topic": topic]),
-                                               timeoutMilliseconds: timeoutMilliseconds)
-            } catch {
-                throw ClientError("\(addr): \(error)")
-            }
+            let a = try await ask(addr, .request(code: RequestCode.getTopicStatsInfo, opaque: 0, extFields: ["topic": topic]))
             guard a.code == ResponseCode.success else { throw ClientError("\(addr): \(a.code) \(a.remark ?? "")", code: a.code) }
             for (k, v) in offsetTable(a) {
                 rows.append(QueueStats(brokerName: k["brokerName"] as? String ?? b.brokerName, queueId: number(k["queueId"]),
@@ -156,13 +150,7 @@ public struct ClusterQueries: Sendable {
         var rows: [ConsumeRow] = []
         for b in r.brokers {
             guard let addr = r.masterAddress(b.brokerName) ?? b.addresses.values.first else { continue }
-            let a: RemotingCommand
-            do {
-                a = try await remoting.request(addr, .request(code: RequestCode.getConsumeStats, opaque: 0, extFields: ["consumerGroup": group, "topic": ""]),
-                                               timeoutMilliseconds: timeoutMilliseconds)
-            } catch {
-                throw ClientError("\(addr): \(error)")
-            }
+            let a = try await ask(addr, .request(code: RequestCode.getConsumeStats, opaque: 0, extFields: ["consumerGroup": group, "topic": ""]))
             // A group that never consumed on this broker has no stats there.
             guard a.code == ResponseCode.success else { continue }
             for (k, v) in offsetTable(a) {
@@ -174,15 +162,18 @@ public struct ClusterQueries: Sendable {
         return rows.sorted { ($0.topic, $0.brokerName, $0.queueId) < ($1.topic, $1.brokerName, $1.queueId) }
     }
 
-    /// The clients consuming as `group`, as the broker at `address` knows them.
-    public func connections(_ group: String, at address: String) async throws(ClientError) -> Connections {
-        let c: RemotingCommand
+    /// `command` to the broker at `address`; a failure to get an answer names the address.
+    private func ask(_ address: String, _ command: RemotingCommand) async throws(ClientError) -> RemotingCommand {
         do {
-            c = try await remoting.request(address, .request(code: RequestCode.getConsumerConnectionList, opaque: 0, extFields: ["consumerGroup": group]),
-                                           timeoutMilliseconds: timeoutMilliseconds)
+            return try await remoting.request(address, command, timeoutMilliseconds: timeoutMilliseconds)
         } catch {
             throw ClientError("\(address): \(error)")
         }
+    }
+
+    /// The clients consuming as `group`, as the broker at `address` knows them.
+    public func connections(_ group: String, at address: String) async throws(ClientError) -> Connections {
+        let c = try await ask(address, .request(code: RequestCode.getConsumerConnectionList, opaque: 0, extFields: ["consumerGroup": group]))
         guard c.code == ResponseCode.success, let body = jsonBody(c) as? [String: Any] else {
             throw ClientError("\(address): \(c.code) \(c.remark ?? "")", code: c.code)
         }

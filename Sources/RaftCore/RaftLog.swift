@@ -16,8 +16,8 @@ struct RaftLog<Reader: RaftLogReader> {
     /// How far the driver's state machine had applied when the node started. The persisted commit
     /// index is only a hint (saved with term and vote), so after a restart it may lag far behind
     /// this; once the commit index passes entries the state machine already holds, they are marked
-    /// applied without being handed out again (`skipAlreadyApplied`). Never above what is committed
-    /// is anything declared committed: only the handing out is skipped.
+    /// applied without being handed out again (`skipAlreadyApplied`). Nothing is declared committed
+    /// because of it: `applied <= committed` still holds, only the handing out is skipped.
     private(set) var appliedBeforeStart: LogIndex
     /// The last unstable entry handed out in a Ready that is not advanced yet.
     private var inProgress: (index: LogIndex, term: Term)?

@@ -57,7 +57,6 @@ actor Dashboard {
     nonisolated func routes() -> [String: AdminRoute] {
         [
             "/": .get { DashboardPage.response },
-            "/index.html": .get { DashboardPage.response },
             "/api/overview": .getLater { _ in
                 AdminResponse(status: .ok, body: await self.overview())
             },
@@ -174,11 +173,8 @@ actor Dashboard {
                                       skipped: { ($0, .failure(ClientError("not asked: the overview's time ran out"))) }) { [options, remoting] addr -> (String, Result<[String: Any], ClientError>) in
             if addr == options.selfAddress, let s = Self.object(options.selfState()) { return (addr, .success(s)) }
             do {
-                let a = try await remoting.request(addr, .request(code: RaftLogCode.metadata, opaque: 0), timeoutMilliseconds: options.requestTimeoutMs)
-                guard a.code == RaftLogResponse.success, var body = a.body, let text = body.readString(length: body.readableBytes),
-                      let state = Self.object(text) else {
-                    return (addr, .failure(ClientError("METADATA answered \(a.code) \(a.remark ?? "")")))
-                }
+                let m = try await RaftLogClient(group: "", addresses: [addr], client: remoting, requestTimeoutMilliseconds: options.requestTimeoutMs).metadata(at: addr)
+                guard let state = Self.object(m.stateJSON) else { return (addr, .failure(ClientError("METADATA answered no state object"))) }
                 return (addr, .success(state))
             } catch {
                 return (addr, .failure(ClientError("\(error)")))
@@ -350,8 +346,7 @@ actor Dashboard {
                 .transferLeadership(to: node, deadline: .now + .seconds(10))
             latest = nil  // the next overview shows the new leader, never one gathered before
             generation += 1
-            var o: [String: Any] = ["group": group, "nodeId": node, "leaderAddr": leader]
-            o["ok"] = true
+            let o: [String: Any] = ["group": group, "nodeId": node, "leaderAddr": leader, "ok": true]
             let data = (try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])) ?? Data()
             return AdminResponse(status: .ok, body: String(decoding: data, as: UTF8.self))
         } catch {
@@ -368,10 +363,11 @@ extension Dashboard {
     static func isOwnHost(_ header: String?, allowed: Set<String>) -> Bool {
         guard var host = header?.lowercased(), !host.isEmpty else { return false }
         if host.hasPrefix("[") { return host.contains("]") }  // an IPv6 literal
-        if let colon = host.lastIndex(of: ":"), host[host.index(after: colon)...].allSatisfy(\.isNumber) { host = String(host[..<colon]) }
+        if let colon = host.lastIndex(of: ":"), host[host.index(after: colon)...].allSatisfy({ $0.isASCII && $0.isNumber }) { host = String(host[..<colon]) }
         if host == "localhost" || allowed.contains(host) { return true }
+        // ASCII digits only: Character.isNumber also takes "½", which Int() does not.
         let parts = host.split(separator: ".", omittingEmptySubsequences: false)
-        return parts.count == 4 && parts.allSatisfy { p in !p.isEmpty && p.count <= 3 && p.allSatisfy(\.isNumber) && Int(p)! <= 255 }
+        return parts.count == 4 && parts.allSatisfy { p in p.count <= 3 && (Int(p).map { (0...255).contains($0) } ?? false) && p.allSatisfy(\.isASCII) }
     }
 }
 

@@ -121,6 +121,9 @@ extension RaftGroupProcessTests {
         let rebound = try curl(["-w", " %{http_code}", "-H", "content-type: application/json", "-H", "host: attacker.example:30913",
                                 "-H", "origin: http://attacker.example:30913", "--data-binary", body, api])
         #expect(rebound.hasSuffix(" 403") && rebound.contains("DNS-rebinding"), "a name that is not the broker's: \(rebound)")
+        // A Host that is no IP address nor name of the broker, with a digit-like character Int() does not take.
+        let odd = try curl(["-w", " %{http_code}", "-H", "content-type: application/json", "-H", "host: 1.2.3.½:30913", "--data-binary", body, api])
+        #expect(odd.hasSuffix(" 403"), "\(odd)")
         let unknown = try curl(["-w", " %{http_code}", "-H", "content-type: application/json", "--data-binary", #"{"group":"NoSuchGroup","nodeId":"n0"}"#, api])
         #expect(unknown.hasSuffix(" 404"), "\(unknown)")
         let malformed = try curl(["-w", " %{http_code}", "-H", "content-type: application/json", "--data-binary", "{", api])
