@@ -34,7 +34,15 @@ public final class ConsumeQueue: Sendable {
         /// Logical offset the next entry gets.
         var maxOffset: UInt64
         var dirty: [SegmentFile] = []
+        /// The last entries appended, logical offsets [tailStart, maxOffset): the reads that follow a
+        /// write (a send's answer, consumers at the end of the queue) are served from memory.
+        var tail: [Entry] = []
+        var tailStart: UInt64 = 0
     }
+
+    /// Entries kept in memory at the end of each queue written since open (between this many and
+    /// twice as many; 24 bytes each).
+    public static let tailEntries = 256
 
     public let directory: String
     public let fileBytes: UInt64
@@ -138,13 +146,31 @@ public final class ConsumeQueue: Sendable {
                 offset += UInt64(chunk.count)
                 all.removeFirst(chunk.count)
             }
+            // The in-memory tail: continued from the old end, or started again at the append.
+            if s.tail.isEmpty || s.tailStart + UInt64(s.tail.count) != at {
+                s.tail = []
+                s.tailStart = at
+            }
+            s.tail.append(contentsOf: entries)
+            if s.tail.count > 2 * Self.tailEntries {
+                let drop = s.tail.count - Self.tailEntries
+                s.tail.removeFirst(drop)
+                s.tailStart += UInt64(drop)
+            }
             s.maxOffset = offset
         }
     }
 
     /// Up to `maxCount` entries from logical offset `from` (within [minOffset, maxOffset)).
     public func read(from: UInt64, maxCount: Int) throws(StorageError) -> [Entry] {
-        let (files, lo, hi) = state.withLock { ($0.files, $0.minOffset, $0.maxOffset) }
+        let (files, lo, hi, cached) = state.withLock { s -> ([SegmentFile], UInt64, UInt64, [Entry]?) in
+            guard s.minOffset <= from, from < s.maxOffset, from >= s.tailStart, !s.tail.isEmpty, maxCount > 0 else {
+                return (s.files, s.minOffset, s.maxOffset, nil)
+            }
+            let at = Int(from - s.tailStart)
+            return ([], s.minOffset, s.maxOffset, Array(s.tail[at..<min(s.tail.count, at + maxCount)]))
+        }
+        if let cached { return cached }
         guard from >= lo, from < hi else { throw .outOfRange(requested: from, first: lo, last: hi > lo ? hi - 1 : nil) }
         return try Self.readEntries(files, from: from, count: Int(min(UInt64(maxCount), hi - from)))
     }
@@ -185,6 +211,11 @@ public final class ConsumeQueue: Sendable {
             try FileIO.fsyncDirectory(directory)
             s.maxOffset = byte / Self.entryBytes
             s.minOffset = min(s.minOffset, s.maxOffset)
+            if s.maxOffset <= s.tailStart {
+                s.tail = []
+            } else if s.tailStart + UInt64(s.tail.count) > s.maxOffset {
+                s.tail.removeLast(Int(s.tailStart + UInt64(s.tail.count) - s.maxOffset))
+            }
         }
     }
 

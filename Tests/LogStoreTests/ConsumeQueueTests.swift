@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import LogStore
 
 @Suite struct ConsumeQueueTests {
@@ -81,8 +82,64 @@ import Testing
         #expect(again.minOffset == 30 && again.maxOffset == 35)
     }
 
+    @Test func theLastEntriesAreReadFromMemory() throws {
+        let tmp = TempDirectory()
+        let dir = tmp.path + "/q"
+        let n = ConsumeQueue.tailEntries * 3
+        let q = try ConsumeQueue(directory: dir, fileBytes: 20 * UInt64(n))
+        try q.append((0..<n).map(entry), at: 0)
+        // The file's bytes overwritten behind the queue's back: only reads from the file see it.
+        let h = try #require(FileHandle(forWritingAtPath: dir + "/00000000000000000000"))
+        try h.write(contentsOf: Data(repeating: 0xAB, count: n * 20))
+        try h.close()
+        #expect(try q.read(from: UInt64(n - 5), maxCount: 10) == (n - 5..<n).map(entry), "the tail, from memory")
+        #expect(try q.read(from: UInt64(n - ConsumeQueue.tailEntries), maxCount: 1) == [entry(n - ConsumeQueue.tailEntries)])
+        #expect(try q.read(from: 0, maxCount: 1) != [entry(0)], "older entries come from the file")
+    }
+
+    @Test func theTailInMemoryAgreesWithTheFilesThroughAppendsTruncationsAndRetention() throws {
+        var rng = SplitMix64(seed: 7)
+        for round in 0..<20 {
+            let tmp = TempDirectory()
+            let dir = tmp.path + "/q"
+            let fileEntries = 50
+            var q = try ConsumeQueue(directory: dir, fileBytes: 20 * UInt64(fileEntries))
+            var model: [ConsumeQueue.Entry] = []   // logical offset k at model[k]
+            var k = 0
+            for _ in 0..<60 {
+                switch rng.next() % 10 {
+                case 0...5:
+                    let count = 1 + Int(rng.next() % 700)
+                    let add = (k..<k + count).map(entry)
+                    try q.append(add, at: UInt64(model.count))
+                    model += add
+                    k += count
+                case 6, 7:
+                    let cut = Int(rng.next() % UInt64(model.count + 1))
+                    let keep = max(cut, Int(q.minOffset))
+                    try q.truncate(from: UInt64(keep))
+                    model.removeLast(model.count - Int(q.maxOffset))
+                case 8:
+                    if let e = model.last { try q.deleteFiles(beforeCommitLogOffset: e.commitLogOffset / 2) }
+                default:
+                    q = try ConsumeQueue(directory: dir, fileBytes: 20 * UInt64(fileEntries))
+                }
+                #expect(Int(q.maxOffset) == model.count, "round \(round)")
+                let lo = Int(q.minOffset)
+                guard lo < model.count else { continue }
+                for _ in 0..<5 {
+                    let from = lo + Int(rng.next() % UInt64(model.count - lo))
+                    let count = 1 + Int(rng.next() % 600)
+                    #expect(try q.read(from: UInt64(from), maxCount: count) == Array(model[from..<min(model.count, from + count)]),
+                            "round \(round): read \(count) from \(from) of [\(lo), \(model.count))")
+                }
+            }
+        }
+    }
+
     @Test func aFileSizeThatIsNotAMultipleOf20IsRefused() {
         let tmp = TempDirectory()
         #expect(throws: StorageError.self) { try ConsumeQueue(directory: tmp.path + "/q", fileBytes: 1_001) }
     }
 }
+
