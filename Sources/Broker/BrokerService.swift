@@ -204,8 +204,7 @@ public final class BrokerService: Sendable {
             return .response(to: request, code: ResponseCode.systemError,
                              remark: "queueId[\(queueId)] is illegal, topic:[\(h.topic)] topicConfig.writeQueueNums:[\(topic.writeQueueNums)] topicConfig.readQueueNums:[\(topic.readQueueNums)]")
         }
-        var bodyBuffer = request.body ?? ByteBuffer()
-        let body = bodyBuffer.readBytes(length: bodyBuffer.readableBytes) ?? []
+        let bodyBuffer = request.body ?? ByteBuffer()
         let bornHost = (request.extFields[Self.forwardedField] != nil ? request.extFields[Self.bornHostField] : nil).map(messageHost)
             ?? connection.remoteAddress.map(messageHost) ?? messageHost("127.0.0.1:0")
         let now = Int64(Date().timeIntervalSince1970 * 1000)
@@ -214,36 +213,51 @@ public final class BrokerService: Sendable {
         // The queue the records go to (the schedule topic's level queue for a delayed message).
         var key = QueueKey(h.topic, queueId)
         do {
-            var batchProperties = MessageProperties()
-            if let p = Self.properties(h.properties) { batchProperties = p }
-            if h.batch {
-                for item in try Self.batchItems(body) {
-                    var props = item.properties
-                    for (k, v) in batchProperties where props[k] == nil { props[k] = v }
+            if !h.batch, let propertyBytes = MessageProperties.rewritten(h.properties, setting: PropertyName.cluster, to: options.clusterName,
+                                                                          removing: PropertyName.wait, unlessPresent: PropertyName.delay) {
+                // The common send (one message, not delayed, properties as clients encode them): the
+                // record straight from the request's bytes, the same bytes as the general path's.
+                let record = try bodyBuffer.withUnsafeReadableBytes { b in
+                    try propertyBytes.withUnsafeBytes { p in
+                        try MessageRecord.encoded(queueId: queueId, flag: h.flag, sysFlag: h.sysFlag, bornTimestamp: h.bornTimestamp, bornHost: bornHost,
+                                                  storeTimestamp: now, storeHost: storeHost, reconsumeTimes: h.reconsumeTimes,
+                                                  body: b, topic: h.topic, propertyBytes: p)
+                    }
+                }
+                records.append(record)
+            } else {
+                let body = bodyBuffer.getBytes(at: bodyBuffer.readerIndex, length: bodyBuffer.readableBytes) ?? []
+                var batchProperties = MessageProperties()
+                if let p = Self.properties(h.properties) { batchProperties = p }
+                if h.batch {
+                    for item in try Self.batchItems(body) {
+                        var props = item.properties
+                        for (k, v) in batchProperties where props[k] == nil { props[k] = v }
+                        props[PropertyName.cluster] = options.clusterName
+                        props[PropertyName.wait] = nil
+                        records.append(try MessageRecord(queueId: queueId, flag: item.flag, sysFlag: h.sysFlag, bornTimestamp: h.bornTimestamp,
+                                                         bornHost: bornHost, storeTimestamp: now, storeHost: storeHost, reconsumeTimes: h.reconsumeTimes,
+                                                         body: item.body, topic: h.topic, properties: props).encoded())
+                    }
+                    guard !records.isEmpty else { throw SendInputError("a batch without messages") }
+                } else {
+                    var props = batchProperties
                     props[PropertyName.cluster] = options.clusterName
                     props[PropertyName.wait] = nil
-                    records.append(try MessageRecord(queueId: queueId, flag: item.flag, sysFlag: h.sysFlag, bornTimestamp: h.bornTimestamp,
+                    var (topicName, queue) = (h.topic, queueId)
+                    // A delayed message waits in the schedule topic, its level's queue (ScheduleMessageService).
+                    if let level = props[PropertyName.delay].flatMap({ Int($0) }), level > 0, options.delayLevels.maxLevel > 0, !h.topic.hasPrefix("%DLQ%") {
+                        let l = min(level, options.delayLevels.maxLevel)
+                        props[PropertyName.delay] = "\(l)"
+                        props[PropertyName.realTopic] = h.topic
+                        props[PropertyName.realQueueId] = "\(queueId)"
+                        (topicName, queue) = (DelayLevels.topic, Int32(l - 1))
+                    }
+                    key = QueueKey(topicName, queue)
+                    records.append(try MessageRecord(queueId: queue, flag: h.flag, sysFlag: h.sysFlag, bornTimestamp: h.bornTimestamp,
                                                      bornHost: bornHost, storeTimestamp: now, storeHost: storeHost, reconsumeTimes: h.reconsumeTimes,
-                                                     body: item.body, topic: h.topic, properties: props).encoded())
+                                                     body: body, topic: topicName, properties: props).encoded())
                 }
-                guard !records.isEmpty else { throw SendInputError("a batch without messages") }
-            } else {
-                var props = batchProperties
-                props[PropertyName.cluster] = options.clusterName
-                props[PropertyName.wait] = nil
-                var (topicName, queue) = (h.topic, queueId)
-                // A delayed message waits in the schedule topic, its level's queue (ScheduleMessageService).
-                if let level = props[PropertyName.delay].flatMap({ Int($0) }), level > 0, options.delayLevels.maxLevel > 0, !h.topic.hasPrefix("%DLQ%") {
-                    let l = min(level, options.delayLevels.maxLevel)
-                    props[PropertyName.delay] = "\(l)"
-                    props[PropertyName.realTopic] = h.topic
-                    props[PropertyName.realQueueId] = "\(queueId)"
-                    (topicName, queue) = (DelayLevels.topic, Int32(l - 1))
-                }
-                key = QueueKey(topicName, queue)
-                records.append(try MessageRecord(queueId: queue, flag: h.flag, sysFlag: h.sysFlag, bornTimestamp: h.bornTimestamp,
-                                                 bornHost: bornHost, storeTimestamp: now, storeHost: storeHost, reconsumeTimes: h.reconsumeTimes,
-                                                 body: body, topic: topicName, properties: props).encoded())
             }
         } catch {
             return .response(to: request, code: ResponseCode.messageIllegal, remark: "the message is malformed: \(error)")

@@ -104,4 +104,74 @@ public struct MessageProperties: Equatable, Sendable, Sequence {
             return String(validating: UnsafeRawBufferPointer(rebasing: bytes[found]), as: UTF8.self)
         }
     }
+    /// What `decode(text)` with `name` set to `value` and `removing` dropped would encode to, built
+    /// from `text`'s bytes without decoding them (every send's path): nil when `text` is not in the
+    /// form `encoded()` writes, give or take one trailing 0x02 (a pair without a name or value, a
+    /// second 0x01 in a pair, a repeated name, an empty pair), when it holds `unlessPresent`, or when `value` holds a separator; the
+    /// caller then takes the general path. The set pair keeps its place, or comes last; an empty
+    /// `value` drops it, as `encoded()` does.
+    public static func rewritten(_ text: String, setting name: String, to value: String, removing: String,
+                                 unlessPresent bail: String) -> [UInt8]? {
+        var text = text, name = name, value = value, removing = removing, bail = bail
+        if value.utf8.contains(where: { $0 == nameValueSeparator || $0 == pairSeparator }) { return nil }
+        return text.withUTF8 { t in name.withUTF8 { n in value.withUTF8 { v in removing.withUTF8 { r in bail.withUTF8 { b in
+            rewrite(UnsafeRawBufferPointer(t), name: UnsafeRawBufferPointer(n), value: UnsafeRawBufferPointer(v),
+                    removing: UnsafeRawBufferPointer(r), bail: UnsafeRawBufferPointer(b))
+        } } } } }
+    }
+
+    private static func rewrite(_ t: UnsafeRawBufferPointer, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer,
+                                removing: UnsafeRawBufferPointer, bail: UnsafeRawBufferPointer) -> [UInt8]? {
+        func same(_ a: Range<Int>, _ key: UnsafeRawBufferPointer) -> Bool {
+            guard a.count == key.count else { return false }
+            for k in 0..<key.count where t[a.lowerBound + k] != key[k] { return false }
+            return true
+        }
+        func same(_ a: Range<Int>, _ b: Range<Int>) -> Bool {
+            guard a.count == b.count else { return false }
+            for k in 0..<a.count where t[a.lowerBound + k] != t[b.lowerBound + k] { return false }
+            return true
+        }
+        // The names seen so far, for the repeated-name check (a few pairs: a linear scan).
+        var names: [Range<Int>] = []
+        names.reserveCapacity(8)
+        var out: [UInt8] = []
+        out.reserveCapacity(t.count + name.count + value.count + 2)
+        func put(_ n: UnsafeRawBufferPointer, _ v: UnsafeRawBufferPointer) {
+            if !out.isEmpty { out.append(pairSeparator) }
+            out.append(contentsOf: n.bindMemory(to: UInt8.self))
+            out.append(nameValueSeparator)
+            out.append(contentsOf: v.bindMemory(to: UInt8.self))
+        }
+        var setDone = false
+        var start = 0
+        let count = t.count
+        // One trailing 0x02 (Go and C++ clients, older Java ones) ends the text like its end does.
+        while start < count {
+            var end = start
+            var sep = -1
+            while end < count && t[end] != pairSeparator {
+                if t[end] == nameValueSeparator {
+                    if sep >= 0 { return nil }
+                    sep = end
+                }
+                end += 1
+            }
+            // An empty pair (a leading or doubled 0x02), no 0x01, an empty name or value.
+            guard sep > start, sep + 1 < end else { return nil }
+            let key = start..<sep
+            if names.contains(where: { same($0, key) }) { return nil }
+            names.append(key)
+            if same(key, bail) { return nil }
+            if same(key, name) {
+                setDone = true
+                if !value.isEmpty { put(name, value) }
+            } else if !same(key, removing) {
+                put(UnsafeRawBufferPointer(rebasing: t[key]), UnsafeRawBufferPointer(rebasing: t[(sep + 1)..<end]))
+            }
+            start = end + 1
+        }
+        if !setDone, !value.isEmpty { put(name, value) }
+        return out
+    }
 }

@@ -118,16 +118,48 @@ public struct MessageRecord: Equatable, Sendable {
     /// Encodes the record. Throws for a topic that does not fit its 1-byte length, properties over
     /// 32767 bytes, or property text containing separator bytes.
     public func encoded() throws(LogFormatError) -> [UInt8] {
-        let topicBytes = Array(topic.utf8)
-        guard !topicBytes.isEmpty, topicBytes.count <= Self.topicBytesMax else {
-            throw .fieldOutOfRange(field: "topic length", value: Int64(topicBytes.count), allowed: "1...127")
-        }
         let propertyBytes = try properties.encoded()
+        let result = body.withUnsafeBytes { b in
+            propertyBytes.withUnsafeBytes { p in Result { () throws(LogFormatError) in
+                try Self.encode(bodyCRC: bodyCRC, queueId: queueId, flag: flag, queueOffset: queueOffset, physicalOffset: physicalOffset,
+                                sysFlag: storedSysFlag, bornTimestamp: bornTimestamp, bornHost: bornHost, storeTimestamp: storeTimestamp,
+                                storeHost: storeHost, reconsumeTimes: reconsumeTimes, preparedTransactionOffset: preparedTransactionOffset,
+                                body: b, topic: topic, propertyBytes: p)
+            } }
+        }
+        return try result.get()
+    }
+
+    /// A record encoded straight from its parts, the body and the encoded properties as bytes
+    /// (the broker's send path, which has both as bytes already), the body CRC computed here:
+    /// the same bytes as `MessageRecord(...).encoded()` with properties that encode to
+    /// `propertyBytes`.
+    public static func encoded(queueId: Int32, flag: Int32, sysFlag: Int32, bornTimestamp: Int64, bornHost: MessageHost,
+                               storeTimestamp: Int64, storeHost: MessageHost, reconsumeTimes: Int32,
+                               body: UnsafeRawBufferPointer, topic: String, propertyBytes: UnsafeRawBufferPointer) throws(LogFormatError) -> [UInt8] {
+        var f = sysFlag & ~(bornHostV6Flag | storeHostV6Flag)
+        if bornHost.isV6 { f |= bornHostV6Flag }
+        if storeHost.isV6 { f |= storeHostV6Flag }
+        return try encode(bodyCRC: CRC32IEEE.rocketMQBodyCRC(body), queueId: queueId, flag: flag, queueOffset: 0, physicalOffset: 0,
+                          sysFlag: f, bornTimestamp: bornTimestamp, bornHost: bornHost, storeTimestamp: storeTimestamp,
+                          storeHost: storeHost, reconsumeTimes: reconsumeTimes, preparedTransactionOffset: 0,
+                          body: body, topic: topic, propertyBytes: propertyBytes)
+    }
+
+    /// The one writer of the layout; `sysFlag` as stored.
+    private static func encode(bodyCRC: UInt32, queueId: Int32, flag: Int32, queueOffset: Int64, physicalOffset: Int64, sysFlag: Int32,
+                               bornTimestamp: Int64, bornHost: MessageHost, storeTimestamp: Int64, storeHost: MessageHost,
+                               reconsumeTimes: Int32, preparedTransactionOffset: Int64, body: UnsafeRawBufferPointer, topic: String,
+                               propertyBytes: UnsafeRawBufferPointer) throws(LogFormatError) -> [UInt8] {
+        let topicCount = topic.utf8.count
+        guard topicCount > 0, topicCount <= Self.topicBytesMax else {
+            throw .fieldOutOfRange(field: "topic length", value: Int64(topicCount), allowed: "1...127")
+        }
         guard propertyBytes.count <= MessageProperties.encodedBytesMax else {
             throw .fieldOutOfRange(field: "properties length", value: Int64(propertyBytes.count), allowed: "0...32767")
         }
         let total = 4 + 4 + 4 + 4 + 4 + 8 + 8 + 4 + 8 + bornHost.byteCount + 8 + storeHost.byteCount + 4 + 8
-            + 4 + body.count + 1 + topicBytes.count + 2 + propertyBytes.count
+            + 4 + body.count + 1 + topicCount + 2 + propertyBytes.count
         guard total <= Int(Int32.max) else {
             throw .fieldOutOfRange(field: "message size", value: Int64(total), allowed: "<= Int32.max")
         }
@@ -140,7 +172,7 @@ public struct MessageRecord: Equatable, Sendable {
         out.appendBigEndian(UInt32(bitPattern: flag))
         out.appendBigEndian(UInt64(bitPattern: queueOffset))
         out.appendBigEndian(UInt64(bitPattern: physicalOffset))
-        out.appendBigEndian(UInt32(bitPattern: storedSysFlag))
+        out.appendBigEndian(UInt32(bitPattern: sysFlag))
         out.appendBigEndian(UInt64(bitPattern: bornTimestamp))
         bornHost.encode(into: &out)
         out.appendBigEndian(UInt64(bitPattern: storeTimestamp))
@@ -148,11 +180,11 @@ public struct MessageRecord: Equatable, Sendable {
         out.appendBigEndian(UInt32(bitPattern: reconsumeTimes))
         out.appendBigEndian(UInt64(bitPattern: preparedTransactionOffset))
         out.appendBigEndian(UInt32(body.count))
-        out.append(contentsOf: body)
-        out.append(UInt8(topicBytes.count))
-        out.append(contentsOf: topicBytes)
+        out.append(contentsOf: body.bindMemory(to: UInt8.self))
+        out.append(UInt8(topicCount))
+        out.append(contentsOf: topic.utf8)
         out.appendBigEndian(UInt16(propertyBytes.count))
-        out.append(contentsOf: propertyBytes)
+        out.append(contentsOf: propertyBytes.bindMemory(to: UInt8.self))
         assert(out.count == total, "encoded length differs from computed length")
         return out
     }

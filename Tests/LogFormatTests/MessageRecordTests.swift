@@ -77,6 +77,74 @@ import TestSupport
         }
     }
 
+    /// The send path's record built from bytes is the record the general path builds.
+    @Test func aRecordFromBytesIsTheRecordFromItsParts() throws {
+        var rng = SplitMix64(seed: 2025)
+        for _ in 0..<300 {
+            func host() -> MessageHost {
+                if Bool.random(using: &rng) { return .v4(address: (127, 0, 0, UInt8.random(in: 0...255, using: &rng)), port: UInt32.random(in: 0...65535, using: &rng)) }
+                return .v6(address: (0..<16).map { _ in UInt8.random(in: 0...255, using: &rng) }, port: UInt32.random(in: 0...65535, using: &rng))
+            }
+            var props = MessageProperties()
+            for i in 0..<Int.random(in: 0...6, using: &rng) { props["k\(i)"] = String(repeating: "v", count: Int.random(in: 1...20, using: &rng)) + "é" }
+            let m = MessageRecord(
+                queueId: Int32.random(in: 0...1000, using: &rng), flag: Int32.random(in: Int32.min...Int32.max, using: &rng),
+                sysFlag: Int32.random(in: 0...0x3F, using: &rng), bornTimestamp: Int64.random(in: 0...Int64.max, using: &rng), bornHost: host(),
+                storeTimestamp: Int64.random(in: 0...Int64.max, using: &rng), storeHost: host(), reconsumeTimes: Int32.random(in: 0...16, using: &rng),
+                body: (0..<Int.random(in: 0...2_000, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) },
+                topic: "Topic_" + String(Int.random(in: 0...99999, using: &rng)), properties: props)
+            let propertyBytes = try props.encoded()
+            let fromBytes = try m.body.withUnsafeBytes { b in
+                try propertyBytes.withUnsafeBytes { p in
+                    try MessageRecord.encoded(queueId: m.queueId, flag: m.flag, sysFlag: m.sysFlag, bornTimestamp: m.bornTimestamp, bornHost: m.bornHost,
+                                              storeTimestamp: m.storeTimestamp, storeHost: m.storeHost, reconsumeTimes: m.reconsumeTimes,
+                                              body: b, topic: m.topic, propertyBytes: p)
+                }
+            }
+            #expect(try fromBytes == m.encoded())
+        }
+        let long = [UInt8](repeating: 0x41, count: MessageProperties.encodedBytesMax + 1)
+        #expect(throws: LogFormatError.self) {
+            try long.withUnsafeBytes { p in
+                try MessageRecord.encoded(queueId: 0, flag: 0, sysFlag: 0, bornTimestamp: 0, bornHost: .v4(address: (1, 2, 3, 4), port: 1), storeTimestamp: 0,
+                                          storeHost: .v4(address: (1, 2, 3, 4), port: 1), reconsumeTimes: 0, body: UnsafeRawBufferPointer(start: nil, count: 0),
+                                          topic: "T", propertyBytes: p)
+            }
+        }
+    }
+
+    /// Rewriting properties in place (the send path's CLUSTER set, WAIT dropped) gives what
+    /// decoding, setting and encoding gives, or declines: never different bytes.
+    @Test func rewrittenPropertiesAreTheDecodedOnesReencoded() throws {
+        let cases = [
+            "UNIQ_KEY\u{1}7F000001\u{2}WAIT\u{1}true\u{2}TAGS\u{1}a", "CLUSTER\u{1}old\u{2}K\u{1}v", "", "WAIT\u{1}true",
+            "K\u{1}v\u{2}", "\u{2}K\u{1}v", "K\u{1}v\u{1}w", "K\u{1}v\u{2}K\u{1}w", "K\u{1}\u{2}J\u{1}v", "DELAY\u{1}3\u{2}K\u{1}v", "K",
+        ]
+        var rng = SplitMix64(seed: 78)
+        var inputs = cases
+        let pieces = ["K", "J", "WAIT", "CLUSTER", "DELAY", "v", "é", "\u{1}", "\u{2}"]
+        for _ in 0..<5_000 { inputs.append((0..<Int.random(in: 0...12, using: &rng)).map { _ in pieces[Int.random(in: 0..<pieces.count, using: &rng)] }.joined()) }
+        var taken = 0
+        for text in inputs {
+            for cluster in ["DefaultCluster", "", "bad\u{1}name"] {
+                var props = try Array(text.utf8).withUnsafeBytes { try MessageProperties.decode($0) }
+                props["CLUSTER"] = cluster
+                props["WAIT"] = nil
+                let general = try? props.encoded()
+                guard let fast = MessageProperties.rewritten(text, setting: "CLUSTER", to: cluster, removing: "WAIT", unlessPresent: "DELAY") else { continue }
+                taken += 1
+                #expect(fast == general, "\(Array(text.utf8)) with CLUSTER \(cluster.debugDescription)")
+                #expect(props["DELAY"] == nil, "a delayed message takes the general path")
+            }
+        }
+        #expect(taken > 1_000, "the rewrite takes the common forms")
+        #expect(MessageProperties.rewritten("UNIQ_KEY\u{1}7F\u{2}WAIT\u{1}true\u{2}TAGS\u{1}a", setting: "CLUSTER", to: "C", removing: "WAIT", unlessPresent: "DELAY")
+                == Array("UNIQ_KEY\u{1}7F\u{2}TAGS\u{1}a\u{2}CLUSTER\u{1}C".utf8))
+        // Go and C++ clients end with a 0x02: still the fast path, the separator dropped as decoding does.
+        #expect(MessageProperties.rewritten("TAGS\u{1}a\u{2}", setting: "CLUSTER", to: "C", removing: "WAIT", unlessPresent: "DELAY")
+                == Array("TAGS\u{1}a\u{2}CLUSTER\u{1}C".utf8))
+    }
+
     /// Looking one property up in place answers what decoding them all would: Java's rules for
     /// repeated names, empty values, values holding 0x01, names that are prefixes of others.
     @Test func onePropertyLooksUpAsTheDecodeAnswers() throws {
