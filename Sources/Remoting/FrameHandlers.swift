@@ -24,11 +24,54 @@ public struct RemotingFrameDecoder: ByteToMessageDecoder, Sendable {
     }
 }
 
-/// Writes commands as frames.
-public struct RemotingFrameEncoder: MessageToByteEncoder, Sendable {
-    public typealias OutboundIn = RemotingCommand
-    public init() {}
-    public func encode(data: RemotingCommand, out: inout ByteBuffer) throws {
-        RemotingFrame.encode(data, into: &out)
+/// Writes commands as frames, every frame written before a flush into one buffer: a leader's
+/// answers to the sends one commit completes, or a batch of Raft messages, leave as one buffer, one
+/// entry of the channel's write queue and one promise for the handlers before it (NIO's
+/// MessageToByteHandler allocates a buffer per frame, and the idle handler a promise per buffer:
+/// measured, about 4 of a leader's 36 mallocs per message). The buffer is handed on early when it
+/// grows past `handOnBytes`, so a long run of writes without a flush does not hold it all.
+final class CoalescingFrameEncoder: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = RemotingCommand
+    typealias OutboundOut = ByteBuffer
+    static let handOnBytes = 256 << 10
+
+    private var buffer: ByteBuffer?
+    /// The promise the buffer's write completes; the other writes' promises follow it.
+    private var promise: EventLoopPromise<Void>?
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let command = unwrapOutboundIn(data)
+        // Taken out while it is written to, so the write never copies it.
+        var b = buffer ?? context.channel.allocator.buffer(capacity: 1024)
+        buffer = nil
+        RemotingFrame.encode(command, into: &b)
+        buffer = b
+        if let promise {
+            if let first = self.promise { first.futureResult.cascade(to: promise) } else { self.promise = promise }
+        }
+        if b.readableBytes >= Self.handOnBytes { handOn(context: context) }
+    }
+
+    func flush(context: ChannelHandlerContext) {
+        handOn(context: context)
+        context.flush()
+    }
+
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        // Written before the close: the channel fails or drops them as it would have unbuffered.
+        handOn(context: context)
+        context.close(mode: mode, promise: promise)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        handOn(context: context)
+    }
+
+    private func handOn(context: ChannelHandlerContext) {
+        guard let b = buffer else { return }
+        let p = promise
+        buffer = nil
+        promise = nil
+        context.write(wrapOutboundOut(b), promise: p)
     }
 }

@@ -49,9 +49,7 @@ public struct RemotingServerOptions: Sendable {
 /// close their connection. `run()` serves until its task is cancelled.
 public final class RemotingServer: Sendable {
     public let options: RemotingServerOptions
-    private let processors: [RemotingProcessor]
     private let dispatcher: QueueDispatcher
-    private let streams: [AsyncStream<QueuedRequest>]
     private let group: any EventLoopGroup
     private let logger: Logger
     /// Accepted connections, closed when the server stops (as a process exit would close them).
@@ -59,21 +57,14 @@ public final class RemotingServer: Sendable {
 
     public init(options: RemotingServerOptions, processors: [RemotingProcessor], group: any EventLoopGroup, logger: Logger) {
         var byCode: [Int32: Int] = [:]
-        var continuations: [AsyncStream<QueuedRequest>.Continuation] = []
-        var streams: [AsyncStream<QueuedRequest>] = []
         for (k, p) in processors.enumerated() {
             for code in p.codes {
                 precondition(byCode[code] == nil, "request code \(code) has two processors")
                 byCode[code] = k
             }
-            let (stream, continuation) = AsyncStream.makeStream(of: QueuedRequest.self, bufferingPolicy: .bufferingOldest(p.maxQueuedRequests))
-            streams.append(stream)
-            continuations.append(continuation)
         }
         self.options = options
-        self.processors = processors
-        self.streams = streams
-        self.dispatcher = QueueDispatcher(processorByCode: byCode, queues: continuations)
+        self.dispatcher = QueueDispatcher(processorByCode: byCode, queues: processors.map(ProcessorQueue.init))
         self.group = group
         self.logger = logger
     }
@@ -100,80 +91,103 @@ public final class RemotingServer: Sendable {
             .get()
         if let address = server.localAddress { onBound(address) }
         await withTaskCancellationHandler {
-            await withDiscardingTaskGroup { group in
-                for (k, p) in processors.enumerated() {
-                    let stream = streams[k]
-                    // One consumer per queue (an AsyncStream has one reader), running up to
-                    // `workers` requests at once.
-                    group.addTask {
-                        // A discarding group: a finished request's task is freed at once. (A plain
-                        // group keeps every finished child until it is awaited; reaping only when all
-                        // `workers` were busy held up to 8,192 finished sends, about 80 MiB of a
-                        // leader's memory under load.)
-                        let slots = WorkerSlots(p.workers)
-                        await withDiscardingTaskGroup { running in
-                            var queue = stream.makeAsyncIterator()
-                            while true {
-                                // Take the next request only when a worker is free, so the queue's
-                                // limit is what waits: a request held here would be one too many.
-                                await slots.acquire()
-                                guard let q = await queue.next() else { break }
-                                running.addTask {
-                                    if let answer = await p.handle(q.request, q.connection) {
-                                        q.connection.respond(answer, to: q.request)
-                                    }
-                                    slots.release()
-                                }
-                            }
-                        }
-                    }
-                }
-                group.addTask { try? await server.closeFuture.get() }
-            }
+            try? await server.closeFuture.get()
         } onCancel: {
             server.close(promise: nil)
             dispatcher.finish()
             connections.closeAll()
         }
+        // The requests already taken are worked off and answered (or fail on their closed
+        // connections) before the server is done, as a task group's children would be.
+        dispatcher.finish()
+        for q in dispatcher.queues { await q.drained() }
     }
 }
 
-/// How many of a processor's workers are free; its one consumer loop waits in `acquire` for one.
-final class WorkerSlots: Sendable {
+/// One processor's running requests and the ones waiting for a worker. A request starts at once
+/// when a worker is free and none waits; otherwise it waits, in arrival order, and a worker that
+/// finishes takes the next waiting request before it ends (under load one task serves many in
+/// turn). This replaced an AsyncStream per processor read by a loop that started a child task per
+/// request: every request then cost two jobs on the task pool (the loop's resume and the child),
+/// a stream buffer entry and a worker-slot handshake; now it costs one task, or none when it
+/// waited (docs/performance.md).
+final class ProcessorQueue: Sendable {
     private struct State {
-        var free: Int
-        var waiter: CheckedContinuation<Void, Never>?
+        var running = 0
+        var waiting = CircularBuffer<QueuedRequest>()
+        var stopped = false
+        var onDrained: [CheckedContinuation<Void, Never>] = []
+        /// The running workers, cancelled at a stop (a long-polled pull then answers at once, as
+        /// it did as a child of the server's task group).
+        var workers: [UInt64: Task<Void, Never>] = [:]
+        var nextWorker: UInt64 = 0
     }
-    private let state: Mutex<State>
+    let processor: RemotingProcessor
+    private let state = Mutex(State())
 
-    init(_ count: Int) { state = Mutex(State(free: count)) }
+    init(_ processor: RemotingProcessor) { self.processor = processor }
 
-    /// Takes a free worker, waiting for one (one caller at a time).
-    func acquire() async {
-        while true {
-            if state.withLock({ s -> Bool in
-                guard s.free > 0 else { return false }
-                s.free -= 1
-                return true
-            }) { return }
-            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                let now = state.withLock { s -> Bool in
-                    if s.free > 0 { return true }
-                    s.waiter = c
-                    return false
+    enum Admission { case started, queued, full, stopped }
+
+    /// Starts `q`, queues it, or says why not (the caller answers it then).
+    func submit(_ q: QueuedRequest) -> Admission {
+        state.withLock { s -> Admission in
+            if s.stopped { return .stopped }
+            if s.running < processor.workers && s.waiting.isEmpty {
+                s.running += 1
+                let id = s.nextWorker
+                s.nextWorker += 1
+                // Made under the lock, so it is in `workers` before it can end and leave it.
+                s.workers[id] = Task { [self] in
+                    var next: QueuedRequest? = q
+                    while let q = next {
+                        if let answer = await processor.handle(q.request, q.connection) {
+                            q.connection.respond(answer, to: q.request)
+                        }
+                        next = takeNext(worker: id)
+                    }
                 }
-                if now { c.resume() }
+                return .started
             }
+            guard s.waiting.count < processor.maxQueuedRequests else { return .full }
+            s.waiting.append(q)
+            return .queued
         }
     }
 
-    func release() {
-        let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
-            s.free += 1
-            defer { s.waiter = nil }
-            return s.waiter
+    /// The next waiting request for a worker that finished one, or nil and the worker ends.
+    private func takeNext(worker id: UInt64) -> QueuedRequest? {
+        let (next, wake) = state.withLock { s -> (QueuedRequest?, [CheckedContinuation<Void, Never>]) in
+            if let q = s.waiting.popFirst() { return (q, []) }
+            s.running -= 1
+            s.workers[id] = nil
+            guard s.running == 0 else { return (nil, []) }
+            defer { s.onDrained = [] }
+            return (nil, s.onDrained)
         }
-        waiter?.resume()
+        for c in wake { c.resume() }
+        return next
+    }
+
+    /// Takes no more requests and cancels the running ones; the waiting ones are still worked off.
+    func stop() {
+        let running = state.withLock { s -> [Task<Void, Never>] in
+            s.stopped = true
+            return Array(s.workers.values)
+        }
+        for t in running { t.cancel() }
+    }
+
+    /// Returns once no request runs or waits.
+    func drained() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s -> Bool in
+                if s.running == 0 { return true }
+                s.onDrained.append(c)
+                return false
+            }
+            if now { c.resume() }
+        }
     }
 }
 
@@ -197,12 +211,12 @@ struct QueuedRequest: Sendable {
     var connection: RemotingConnection
 }
 
-/// Puts each request in its processor's bounded queue, or answers at once.
+/// Hands each request to its processor, or answers at once.
 final class QueueDispatcher: RemotingDispatcher {
     let processorByCode: [Int32: Int]
-    let queues: [AsyncStream<QueuedRequest>.Continuation]
+    let queues: [ProcessorQueue]
 
-    init(processorByCode: [Int32: Int], queues: [AsyncStream<QueuedRequest>.Continuation]) {
+    init(processorByCode: [Int32: Int], queues: [ProcessorQueue]) {
         self.processorByCode = processorByCode
         self.queues = queues
     }
@@ -213,20 +227,18 @@ final class QueueDispatcher: RemotingDispatcher {
                                          remark: " request type \(request.code) not supported"), to: request)
             return
         }
-        switch queues[k].yield(QueuedRequest(request: request, connection: connection)) {
-        case .enqueued: break
-        case .dropped:
+        switch queues[k].submit(QueuedRequest(request: request, connection: connection)) {
+        case .started, .queued: break
+        case .full:
             connection.respond(.response(to: request, code: ResponseCode.systemBusy,
                                          remark: "[REJECTREQUEST]system busy, start flow control for a while"), to: request)
-        case .terminated:
+        case .stopped:
             connection.respond(.response(to: request, code: ResponseCode.systemBusy, remark: "[SHUTDOWN]the server is stopping"), to: request)
-        @unknown default:
-            connection.respond(.response(to: request, code: ResponseCode.systemBusy), to: request)
         }
     }
 
     func finish() {
-        for q in queues { q.finish() }
+        for q in queues { q.stop() }
     }
 }
 
@@ -237,7 +249,7 @@ enum RemotingPipeline {
         let ops = channel.pipeline.syncOperations
         try ops.addHandler(IdleStateHandler(allTimeout: .seconds(idleTimeoutSeconds)))
         try ops.addHandler(ByteToMessageHandler(RemotingFrameDecoder(maxFrameBytes: maxFrameBytes)))
-        try ops.addHandler(MessageToByteHandler(RemotingFrameEncoder()))
+        try ops.addHandler(CoalescingFrameEncoder())
         try ops.addHandler(RemotingConnectionHandler(dispatcher: dispatcher, maxPendingRequests: maxPendingRequests, logger: logger))
     }
 }

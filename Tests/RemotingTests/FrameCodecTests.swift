@@ -41,6 +41,26 @@ private func randomCommand(_ r: inout SplitMix64) -> RemotingCommand {
                            serializeType: r.next() % 2 == 0 ? .json : .rocketmq, body: body)
 }
 
+/// What the promises of an EmbeddedChannel's writes came to (its loop is the test's thread).
+private final class Outcomes: @unchecked Sendable {
+    private(set) var count = 0
+    private(set) var failures = 0
+    func add(_ r: Result<Void, any Error>) {
+        count += 1
+        if case .failure = r { failures += 1 }
+    }
+}
+
+/// The buffers handed on past the encoder, flushed or not.
+private final class WritesSeen: ChannelOutboundHandler, @unchecked Sendable {
+    typealias OutboundIn = ByteBuffer
+    private(set) var sizes: [Int] = []
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        sizes.append(unwrapOutboundIn(data).readableBytes)
+        context.write(data, promise: promise)
+    }
+}
+
 @Suite struct FrameCodecTests {
     @Test func everyCommandRoundTripsInBothSerializations() throws {
         var r = SplitMix64(seed: 1)
@@ -165,5 +185,54 @@ private func randomCommand(_ r: inout SplitMix64) -> RemotingCommand {
         b.writeInteger(Int32(1_000_000))
         #expect(throws: RemotingError.self) { try channel.writeInbound(b) }
         _ = try? channel.finish()
+    }
+    /// The encoder: the frames written before a flush leave as one buffer, the same bytes as each
+    /// frame encoded alone, and every write's promise completes with that buffer's write.
+    @Test func framesWrittenBeforeAFlushLeaveAsOneBuffer() throws {
+        var r = SplitMix64(seed: 11)
+        let channel = EmbeddedChannel(handler: CoalescingFrameEncoder())
+        var expected = ByteBuffer()
+        var promises: [EventLoopPromise<Void>] = []
+        let answered = Outcomes()
+        for k in 0..<20 {
+            let c = randomCommand(&r)
+            RemotingFrame.encode(c, into: &expected)
+            let p: EventLoopPromise<Void>? = k % 3 == 0 ? nil : channel.eventLoop.makePromise()
+            if let p {
+                promises.append(p)
+                p.futureResult.whenComplete { answered.add($0) }
+            }
+            channel.write(c, promise: p)
+        }
+        #expect(try channel.readOutbound(as: ByteBuffer.self) == nil, "nothing leaves before the flush")
+        #expect(answered.count == 0)
+        channel.flush()
+        #expect(try channel.readOutbound(as: ByteBuffer.self) == expected)
+        #expect(try channel.readOutbound(as: ByteBuffer.self) == nil, "one buffer")
+        #expect(answered.count == promises.count && answered.failures == 0)
+        _ = try channel.finish()
+    }
+
+    /// A run of writes without a flush is handed on once it passes the limit, not held whole; a
+    /// close hands on what is held, so no write's promise is left behind in the encoder.
+    @Test func longRunsAreHandedOnAndACloseAnswersHeldWrites() throws {
+        let seen = WritesSeen()
+        let channel = EmbeddedChannel(handlers: [seen, CoalescingFrameEncoder()])
+        var big = ByteBuffer()
+        big.writeBytes([UInt8](repeating: 7, count: 100 << 10))
+        let command = RemotingCommand(code: 10, opaque: 1, body: big)
+        for _ in 0..<2 { channel.write(command, promise: nil) }
+        #expect(seen.sizes.isEmpty, "held below the limit")
+        channel.write(command, promise: nil)
+        #expect(seen.sizes.count == 1 && seen.sizes[0] >= CoalescingFrameEncoder.handOnBytes, "handed on past the limit without a flush")
+        // A write held at close goes on to the channel with its promise, which a socket channel
+        // fails at close (an EmbeddedChannel keeps it as a leftover).
+        let small = RemotingCommand(code: 11, opaque: 2)
+        let held = channel.eventLoop.makePromise(of: Void.self)
+        channel.write(small, promise: held)
+        #expect(seen.sizes.count == 1)
+        _ = try? channel.close().wait()
+        #expect(seen.sizes == [seen.sizes.first ?? 0, frame(small).readableBytes], "the held write is handed on at close")
+        held.fail(ChannelError.ioOnClosedChannel)
     }
 }

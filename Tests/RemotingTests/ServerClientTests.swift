@@ -157,6 +157,42 @@ private let echo = RemotingProcessor(name: "echo", codes: [100], maxQueuedReques
         #expect(r.most == 3, "at most 3 at once, and all 3 used: \(r.most)")
     }
 
+    /// A stopping server cancels the requests its workers run (a long-polled pull waits no longer)
+    /// and returns only once they ended: none outlives it.
+    @Test func aStopCancelsRunningRequestsAndWaitsForThem() async throws {
+        let ended = Mutex((count: 0, cancelled: 0))
+        let poll = RemotingProcessor(name: "poll", codes: [3], maxQueuedRequests: 8, workers: 4) { request, _ in
+            try? await Task.sleep(for: .seconds(60))
+            try? await Task.sleep(for: .milliseconds(50))  // still running a moment after the cancel
+            ended.withLock { $0.count += 1; if Task.isCancelled { $0.cancelled += 1 } }
+            return .response(to: request, code: 0)
+        }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let logger = Logger(label: "test")
+        let server = RemotingServer(options: RemotingServerOptions(host: "127.0.0.1", port: 0), processors: [poll], group: group, logger: logger)
+        let (bound, boundContinuation) = AsyncStream.makeStream(of: Int.self)
+        let running = Task { try await server.run { boundContinuation.yield($0.port ?? 0) } }
+        var it = bound.makeAsyncIterator()
+        let port = await it.next()!
+        let client = RemotingClient(group: group, logger: logger)
+        let requests = Task {
+            await withTaskGroup(of: Void.self) { g in
+                for _ in 0..<3 { g.addTask { _ = try? await client.request("127.0.0.1:\(port)", .request(code: 3, opaque: 0), timeoutMilliseconds: 30_000) } }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(300))  // all three are with workers
+        let stop = ContinuousClock.now
+        running.cancel()
+        try await running.value
+        let took = ContinuousClock.now - stop
+        let e = ended.withLock { $0 }
+        #expect(e.count == 3 && e.cancelled == 3, "every running request ended, cancelled, before run returned: \(e)")
+        #expect(took < .seconds(10), "the stop did not wait out the requests' 60 s: \(took)")
+        await requests.value
+        await client.close()
+        try await group.shutdownGracefully()
+    }
+
     @Test func answersMayComeOutOfOrderAndStillMatch() async throws {
         let slowFirst = RemotingProcessor(name: "sleepy", codes: [1], maxQueuedRequests: 8, workers: 4) { request, _ in
             let ms = Int(request.extFields["ms"] ?? "0") ?? 0
