@@ -161,7 +161,9 @@ private let echo = RemotingProcessor(name: "echo", codes: [100], maxQueuedReques
     /// and returns only once they ended: none outlives it.
     @Test func aStopCancelsRunningRequestsAndWaitsForThem() async throws {
         let ended = Mutex((count: 0, cancelled: 0))
+        let started = Mutex(0)
         let poll = RemotingProcessor(name: "poll", codes: [3], maxQueuedRequests: 8, workers: 4) { request, _ in
+            started.withLock { $0 += 1 }
             try? await Task.sleep(for: .seconds(60))
             try? await Task.sleep(for: .milliseconds(50))  // still running a moment after the cancel
             ended.withLock { $0.count += 1; if Task.isCancelled { $0.cancelled += 1 } }
@@ -180,7 +182,13 @@ private let echo = RemotingProcessor(name: "echo", codes: [100], maxQueuedReques
                 for _ in 0..<3 { g.addTask { _ = try? await client.request("127.0.0.1:\(port)", .request(code: 3, opaque: 0), timeoutMilliseconds: 30_000) } }
             }
         }
-        try await Task.sleep(for: .milliseconds(300))  // all three are with workers
+        // All three are with workers before the stop (a fixed sleep was too short under CI's load:
+        // the stop then found nothing running and the test failed without a defect).
+        let arrival = ContinuousClock.now
+        while started.withLock({ $0 }) < 3 && ContinuousClock.now - arrival < .seconds(20) {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(started.withLock { $0 } == 3, "the three requests reached their workers")
         let stop = ContinuousClock.now
         running.cancel()
         try await running.value
