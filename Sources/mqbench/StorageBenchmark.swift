@@ -60,6 +60,10 @@ struct StorageBenchmark: AsyncParsableCommand {
                 record(try RawDisk.run(name: level == 1 ? "raw pwrite+fdatasync, 1 entry per sync" : "raw pwrite+fdatasync, \(level) entries per sync", path: dir + "/raw\(level)", writeBytes: entryTotal * level, duration: slice, entriesPerWrite: level))
                 record(try await StoreRun.run(name: "LogStore SYNC_FLUSH, \(level) appenders", directory: dir + "/sync\(level)", mode: .sync, appenders: level, entryBytes: entryBytes, segmentBytes: segmentBytes, duration: slice))
             }
+            // The largest group also on a file written with zeros beforehand: every sync is an
+            // overwrite with no file metadata to commit, the best this disk does (the store's
+            // segments grow like the plain baseline's file; BENCHMARKS.md, "Disk discipline").
+            record(try RawDisk.run(name: "raw pwrite+fdatasync, \(asyncAppenders) entries per sync, zero-filled file", path: dir + "/rawZeroed", writeBytes: entryTotal * asyncAppenders, duration: slice, entriesPerWrite: asyncAppenders, zeroFilledBytes: min(1 << 30, max(64 << 20, Int(slice * 800e6)) & ~0xFFFFF)))
             record(try await StoreRun.run(name: "LogStore ASYNC_FLUSH, \(asyncAppenders) appenders", directory: dir + "/async", mode: .rocketMQAsyncDefault, appenders: asyncAppenders, entryBytes: entryBytes, segmentBytes: segmentBytes, duration: slice))
         }
         results.sort { $0.order < $1.order }
@@ -75,6 +79,10 @@ struct StorageBenchmark: AsyncParsableCommand {
             if let raw, let store, raw.megabytesPerSecond > 0 {
                 ratios.append(("sync\(level)_vs_raw", store.megabytesPerSecond / raw.megabytesPerSecond))
             }
+        }
+        let top = asyncAppenders
+        if let zeroed = results.first(where: { $0.key == "rawZeroed\(top)" }), let store = results.first(where: { $0.key == "sync\(top)" }), zeroed.megabytesPerSecond > 0 {
+            ratios.append(("sync\(top)_vs_rawZeroed", store.megabytesPerSecond / zeroed.megabytesPerSecond))
         }
         if let raw = results.first(where: { $0.key == "rawReadCold" }), let scan = results.first(where: { $0.key == "recoveryCold" }), raw.megabytesPerSecond > 0 {
             ratios.append(("recoveryCold_vs_rawRead", scan.megabytesPerSecond / raw.megabytesPerSecond))
@@ -113,7 +121,8 @@ struct Measurement {
     var order: Int {
         let digits = Int(key.filter(\.isNumber)) ?? 0
         let group = key.hasPrefix("raw") ? 0 : key.hasPrefix("sync") ? 1 : 2
-        return group * 100_000 + digits
+        let variant = key.contains("Zeroed") ? 1 : 0
+        return group * 100_000 + digits * 2 + variant
     }
 
     var operationsPerSecond: Double { Double(operations) / seconds }

@@ -6,17 +6,26 @@ import LogStore
 /// The baseline: pwrite at the end of a growing file, then fdatasync, in a loop, one thread. With
 /// `entriesPerWrite` > 1 this is group commit done by hand with no overhead at all.
 enum RawDisk {
-    static func run(name: String, path: String, writeBytes: Int, duration: Double, entriesPerWrite: Int = 1) throws -> Measurement {
+    /// `zeroFilledBytes` > 0: the file is first written with that many zeros and synced (not
+    /// timed), and the loop stops at its end.
+    static func run(name: String, path: String, writeBytes: Int, duration: Double, entriesPerWrite: Int = 1, zeroFilledBytes: Int = 0) throws -> Measurement {
         let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw ValidationError("open \(path): errno \(errno)") }
         defer { close(fd); unlink(path) }
+        if zeroFilledBytes > 0 {
+            let zeros = [UInt8](repeating: 0, count: 1 << 20)
+            for at in stride(from: 0, to: zeroFilledBytes, by: zeros.count) {
+                guard zeros.withUnsafeBytes({ pwrite(fd, $0.baseAddress, $0.count, off_t(at)) }) == zeros.count else { throw ValidationError("pwrite: errno \(errno)") }
+            }
+            guard fsync(fd) == 0 else { throw ValidationError("fsync: errno \(errno)") }
+        }
         let buffer = [UInt8](repeating: 0x5A, count: writeBytes)
         var offset: off_t = 0
         var latencies: [Double] = []
         var writes = 0
         let start = now()
         var t = start
-        while t - start < duration && latencies.count < StorageBenchmark.latencySamplesMax {
+        while t - start < duration && latencies.count < StorageBenchmark.latencySamplesMax && (zeroFilledBytes == 0 || Int(offset) + writeBytes <= zeroFilledBytes) {
             let n = buffer.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, offset) }
             guard n == writeBytes else { throw ValidationError("pwrite: errno \(errno)") }
             guard fdatasync(fd) == 0 else { throw ValidationError("fdatasync: errno \(errno)") }
@@ -28,7 +37,7 @@ enum RawDisk {
         }
         progress(name)
         return Measurement(
-            name: name, key: "raw\(entriesPerWrite)", operations: writes * entriesPerWrite, bytes: UInt64(offset),
+            name: name, key: (zeroFilledBytes > 0 ? "rawZeroed" : "raw") + "\(entriesPerWrite)", operations: writes * entriesPerWrite, bytes: UInt64(offset),
             seconds: t - start, latenciesMs: latencies, syncs: writes)
     }
 }

@@ -12,7 +12,7 @@ import Testing
         #expect(out.status == 0, "\(out.stderr)")
         let json = try #require(out.stdout.split(separator: "\n").last)
         let object = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
-        for key in ["raw1", "raw4", "sync1", "sync4", "async4", "rawReadCold", "recoveryWarm", "recoveryCold", "sync4_vs_raw"] {
+        for key in ["raw1", "raw4", "sync1", "sync4", "async4", "rawReadCold", "recoveryWarm", "recoveryCold", "sync4_vs_raw", "rawZeroed4", "sync4_vs_rawZeroed"] {
             #expect(object[key] != nil, "missing \(key) in \(json)")
         }
         let sync4 = try #require(object["sync4"] as? [String: Any])
