@@ -277,9 +277,12 @@ public final class BrokerService: Sendable {
             result = try await writes.append(queue: key, count: records.count, timeout: options.sendTimeout) { first, _ in
                 var entry: [UInt8] = []
                 entry.reserveCapacity(records.reduce(0) { $0 + $1.count })
-                for (k, var r) in records.enumerated() {
-                    MessageRecord.patch(queueOffset: first + Int64(k), physicalOffset: nil, in: &r)
+                for (k, r) in records.enumerated() {
+                    // Patched where it lands in the entry: a copy of `r` to patch would cost a
+                    // malloc and a copy of the whole record per message.
+                    let start = entry.count
                     entry.append(contentsOf: r)
+                    MessageRecord.patch(queueOffset: first + Int64(k), physicalOffset: nil, in: &entry, at: start)
                 }
                 return entry
             }

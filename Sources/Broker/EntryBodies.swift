@@ -29,17 +29,21 @@ enum EntryBody {
         return .messages
     }
 
-    /// The byte ranges of the records of a `.messages` body.
-    static func recordRanges(_ body: [UInt8]) -> [Range<Int>] {
-        var out: [Range<Int>] = []
+    /// The byte ranges of the records of a `.messages` body, walked lazily (dispatch runs this on
+    /// every member for every entry: no array is built).
+    static func recordRanges(_ body: [UInt8]) -> RecordRanges { RecordRanges(body: body) }
+
+    struct RecordRanges: Sequence, IteratorProtocol {
+        let body: [UInt8]
         var at = 0
-        while at + 4 <= body.count {
+
+        mutating func next() -> Range<Int>? {
+            guard at + 4 <= body.count else { return nil }
             let size = Int(Int32(bitPattern: UInt32(body[at]) << 24 | UInt32(body[at + 1]) << 16 | UInt32(body[at + 2]) << 8 | UInt32(body[at + 3])))
-            guard size > 0, at + size <= body.count else { break }
-            out.append(at..<(at + size))
-            at += size
+            guard size > 0, at + size <= body.count else { return nil }
+            defer { at += size }
+            return at..<(at + size)
         }
-        return out
     }
 
     /// The append hook of every member (RaftReplicaOptions.bodyPatch): each record's PHYSICALOFFSET
@@ -48,9 +52,14 @@ enum EntryBody {
     static func patchPhysicalOffsets(position: LogPosition, body: inout [UInt8]) {
         guard classify(body) == .messages else { return }
         let base = Int64(position.rawValue) + Int64(EntryHeader.byteCount)
-        for r in recordRanges(body) {
-            let v = UInt64(bitPattern: base + Int64(r.lowerBound))
-            for k in 0..<8 { body[r.lowerBound + MessageRecord.physicalOffsetFieldOffset + k] = UInt8(truncatingIfNeeded: v >> (56 - 8 * k)) }
+        // The records walked as `recordRanges` walks them, without building its array: this runs
+        // on every member for every entry.
+        var at = 0
+        while at + 4 <= body.count {
+            let size = Int(Int32(bitPattern: UInt32(body[at]) << 24 | UInt32(body[at + 1]) << 16 | UInt32(body[at + 2]) << 8 | UInt32(body[at + 3])))
+            guard size > 0, at + size <= body.count else { break }
+            MessageRecord.patch(queueOffset: nil, physicalOffset: base + Int64(at), in: &body, at: at)
+            at += size
         }
     }
 }

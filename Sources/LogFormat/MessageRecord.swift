@@ -192,9 +192,15 @@ public struct MessageRecord: Equatable, Sendable {
     /// Writes the queue offset and physical offset into an encoded record, as RocketMQ does under its
     /// put lock (queue offset) and in DLedger's append hook (physical offset = entry pos + 48).
     public static func patch(queueOffset: Int64?, physicalOffset: Int64?, in record: inout [UInt8]) {
-        precondition(record.count >= 36, "not an encoded message record")
-        if let queueOffset { record.storeBigEndian(UInt64(bitPattern: queueOffset), at: queueOffsetFieldOffset) }
-        if let physicalOffset { record.storeBigEndian(UInt64(bitPattern: physicalOffset), at: physicalOffsetFieldOffset) }
+        patch(queueOffset: queueOffset, physicalOffset: physicalOffset, in: &record, at: 0)
+    }
+
+    /// The same for the record that starts at byte `start` of `bytes` (one of several in an entry
+    /// being built), without copying it out first.
+    public static func patch(queueOffset: Int64?, physicalOffset: Int64?, in bytes: inout [UInt8], at start: Int) {
+        precondition(start >= 0 && bytes.count - start >= 36, "not an encoded message record")
+        if let queueOffset { bytes.storeBigEndian(UInt64(bitPattern: queueOffset), at: start + queueOffsetFieldOffset) }
+        if let physicalOffset { bytes.storeBigEndian(UInt64(bitPattern: physicalOffset), at: start + physicalOffsetFieldOffset) }
     }
 
     /// The record's total size as its first field says, or nil when fewer than 4 bytes are there.

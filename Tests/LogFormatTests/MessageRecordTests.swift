@@ -40,6 +40,19 @@ import TestSupport
         #expect(patched.physicalOffset == 4144)
     }
 
+    /// A record patched where it lies inside a larger buffer (a batch being built) is the record
+    /// patched on its own, and the bytes around it are untouched.
+    @Test func patchingInPlaceInsideABufferEqualsPatchingTheRecordAlone() throws {
+        let record = try guideMessage().encoded()
+        var alone = record
+        MessageRecord.patch(queueOffset: 77, physicalOffset: 9_000, in: &alone)
+        var buffer = [UInt8](repeating: 0xEE, count: 13) + record + record
+        MessageRecord.patch(queueOffset: 77, physicalOffset: 9_000, in: &buffer, at: 13 + record.count)
+        #expect(Array(buffer[0..<13]) == [UInt8](repeating: 0xEE, count: 13))
+        #expect(Array(buffer[13..<(13 + record.count)]) == record, "the record before is untouched")
+        #expect(Array(buffer[(13 + record.count)...]) == alone)
+    }
+
     @Test func roundTripsRandomRecords() throws {
         var rng = SplitMix64(seed: 2024)
         for _ in 0..<300 {

@@ -116,21 +116,35 @@ private let echo = RemotingProcessor(name: "echo", codes: [100], maxQueuedReques
 
     @Test func aFullQueueAnswersSystemBusy() async throws {
         let gate = Gate()
+        let started = Mutex(0)
         let slow = RemotingProcessor(name: "slow", codes: [1], maxQueuedRequests: 1, workers: 1) { request, _ in
+            started.withLock { $0 += 1 }
             await gate.wait()
             return .response(to: request, code: 0)
         }
         try await withServer([slow]) { address, client in
-            async let first = client.request(address, .request(code: 1, opaque: 0), timeoutMilliseconds: 5_000)
-            try await Task.sleep(for: .milliseconds(100))  // the first is with the worker
-            async let second = client.request(address, .request(code: 1, opaque: 0), timeoutMilliseconds: 5_000)
-            try await Task.sleep(for: .milliseconds(100))  // the second waits in the queue
-            let third = try await client.request(address, .request(code: 1, opaque: 0), timeoutMilliseconds: 5_000)
-            #expect(third.code == ResponseCode.systemBusy)
-            #expect(third.remark?.contains("[REJECTREQUEST]") == true)
-            await gate.release()
-            let (a, b) = try await (first, second)
-            #expect(a.code == 0 && b.code == 0)
+            async let first = client.request(address, .request(code: 1, opaque: 0), timeoutMilliseconds: 20_000)
+            // The first is with the worker before the others are sent (polled: a fixed sleep can be
+            // too short under CI's load).
+            let arrival = ContinuousClock.now
+            while started.withLock({ $0 }) < 1 && ContinuousClock.now - arrival < .seconds(20) {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            // Five more while it runs: one takes the queue's only slot, four are refused at once,
+            // so the first four answers come before the gate opens.
+            let (refused, rest) = try await withThrowingTaskGroup(of: RemotingCommand.self) { g in
+                for _ in 0..<5 { g.addTask { try await client.request(address, .request(code: 1, opaque: 0), timeoutMilliseconds: 20_000) } }
+                var refused: [RemotingCommand] = []
+                for _ in 0..<4 { if let r = try await g.next() { refused.append(r) } }
+                await gate.release()
+                var rest: [RemotingCommand] = []
+                for try await r in g { rest.append(r) }
+                return (refused, rest)
+            }
+            #expect(refused.count == 4 && refused.allSatisfy { $0.code == ResponseCode.systemBusy && $0.remark?.contains("[REJECTREQUEST]") == true },
+                    "\(refused.map { ($0.code, $0.remark ?? "") })")
+            #expect(rest.map(\.code) == [0], "the queued request is served once the worker is free")
+            #expect(try await first.code == 0)
         }
     }
 
