@@ -62,7 +62,7 @@ struct StorageBenchmark: AsyncParsableCommand {
             }
             // The largest group also on a file written with zeros beforehand: every sync is an
             // overwrite with no file metadata to commit, the best this disk does (the store's
-            // segments grow like the plain baseline's file; BENCHMARKS.md, "Disk discipline").
+            // segments grow like the plain baseline's file; BENCHMARKS.md, "the file's layout").
             record(try RawDisk.run(name: "raw pwrite+fdatasync, \(asyncAppenders) entries per sync, zero-filled file", path: dir + "/rawZeroed", writeBytes: entryTotal * asyncAppenders, duration: slice, entriesPerWrite: asyncAppenders, zeroFilledBytes: min(1 << 30, max(64 << 20, Int(slice * 800e6)) & ~0xFFFFF)))
             record(try await StoreRun.run(name: "LogStore ASYNC_FLUSH, \(asyncAppenders) appenders", directory: dir + "/async", mode: .rocketMQAsyncDefault, appenders: asyncAppenders, entryBytes: entryBytes, segmentBytes: segmentBytes, duration: slice))
         }
