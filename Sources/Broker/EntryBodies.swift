@@ -21,12 +21,19 @@ enum EntryBody {
         var at = 0
         while at < body.count {
             guard at + 8 <= body.count else { return .opaque }
-            let size = Int(Int32(bitPattern: UInt32(body[at]) << 24 | UInt32(body[at + 1]) << 16 | UInt32(body[at + 2]) << 8 | UInt32(body[at + 3])))
+            let size = recordSize(body, at: at)
             let m = UInt32(body[at + 4]) << 24 | UInt32(body[at + 5]) << 16 | UInt32(body[at + 6]) << 8 | UInt32(body[at + 7])
             guard m == MessageRecord.magic, size >= 36, at + size <= body.count else { return .opaque }
             at += size
         }
         return .messages
+    }
+
+    /// The size field (big-endian Int32) of the record starting at `at`; the caller checks that 4
+    /// bytes are there.
+    @inline(__always)
+    static func recordSize(_ body: [UInt8], at: Int) -> Int {
+        Int(Int32(bitPattern: UInt32(body[at]) << 24 | UInt32(body[at + 1]) << 16 | UInt32(body[at + 2]) << 8 | UInt32(body[at + 3])))
     }
 
     /// The byte ranges of the records of a `.messages` body, walked lazily (dispatch runs this on
@@ -39,7 +46,7 @@ enum EntryBody {
 
         mutating func next() -> Range<Int>? {
             guard at + 4 <= body.count else { return nil }
-            let size = Int(Int32(bitPattern: UInt32(body[at]) << 24 | UInt32(body[at + 1]) << 16 | UInt32(body[at + 2]) << 8 | UInt32(body[at + 3])))
+            let size = EntryBody.recordSize(body, at: at)
             guard size > 0, at + size <= body.count else { return nil }
             defer { at += size }
             return at..<(at + size)
@@ -52,11 +59,11 @@ enum EntryBody {
     static func patchPhysicalOffsets(position: LogPosition, body: inout [UInt8]) {
         guard classify(body) == .messages else { return }
         let base = Int64(position.rawValue) + Int64(EntryHeader.byteCount)
-        // The records walked as `recordRanges` walks them, without building its array: this runs
-        // on every member for every entry.
+        // The records walked as `recordRanges` walks them, but over `body` itself: the sequence
+        // holds its own reference to the array, and the first patch would then copy the body.
         var at = 0
         while at + 4 <= body.count {
-            let size = Int(Int32(bitPattern: UInt32(body[at]) << 24 | UInt32(body[at + 1]) << 16 | UInt32(body[at + 2]) << 8 | UInt32(body[at + 3])))
+            let size = recordSize(body, at: at)
             guard size > 0, at + size <= body.count else { break }
             MessageRecord.patch(queueOffset: nil, physicalOffset: base + Int64(at), in: &body, at: at)
             at += size
