@@ -11,7 +11,10 @@ rounds=${2:-2}
 dir=./.build/disk-discipline
 mkdir -p "$dir"
 trap 'rm -rf "$dir"' EXIT
-cc -O2 -pthread -o "$dir/disk-discipline" bench/disk-discipline.c
+# Any C compiler: the system's cc, or the clang that ships with the Swift toolchain.
+compiler=${CC:-$(command -v cc || command -v clang || true)}
+[ -n "$compiler" ] || { echo "needs a C compiler (cc or clang)" >&2; exit 1; }
+"$compiler" -O2 -pthread -o "$dir/disk-discipline" bench/disk-discipline.c
 for ((r = 1; r <= rounds; r++)); do
   echo "round $r"
   for mode in grow falloc zeroed ahead ahead-direct next; do
