@@ -140,6 +140,8 @@ public final class MessageStore: Sendable {
 
     /// Store index of the last dispatched entry.
     public var dispatchedIndex: Int64 { state.withLock { $0.dispatched } }
+    /// Where the last dispatched entry ends in the log.
+    var dispatchedEnd: UInt64 { state.withLock { $0.dispatchedEnd } }
     public var topics: TopicConfigTable { state.withLock { $0.topics } }
     public func topic(_ name: String) -> TopicConfig? { state.withLock { $0.topics.topics[name] } }
     public func group(_ name: String) -> SubscriptionGroupConfig? { state.withLock { $0.groups[name] } }
@@ -204,8 +206,45 @@ public final class MessageStore: Sendable {
             guard next <= upTo else { return }
             let entries = try log.read(from: LogIndex(UInt64(next)), maxBytes: 4 << 20)
             guard !entries.isEmpty else { return }
-            try dispatch(entries.filter { Int64($0.index.rawValue) <= upTo })
+            try dispatch(entries.compactMap { Int64($0.index.rawValue) <= upTo ? CommittedEntry($0) : nil })
         }
+    }
+
+    /// A committed entry the caller already holds, with where its header sits in the log.
+    public struct CommittedEntry: Sendable {
+        /// The store index.
+        public var index: Int64
+        public var position: UInt64
+        /// The body as written, or as proposed before the physical-offset patch: dispatch reads no
+        /// physical offset from a record (it has the position).
+        public var body: [UInt8]
+        public init(index: Int64, position: UInt64, body: [UInt8]) {
+            self.index = index
+            self.position = position
+            self.body = body
+        }
+        init(_ e: LogEntry) {
+            self.init(index: Int64(e.index.rawValue), position: e.position.rawValue, body: e.body)
+        }
+        /// Where the entry ends in the log (header and body).
+        var end: UInt64 { position + UInt64(EntryHeader.byteCount + body.count) }
+    }
+
+    /// Dispatches committed entries the caller holds, in order, without reading them back from the
+    /// log (the Raft driver's apply step, for what it wrote lately). Entries dispatched already are
+    /// skipped; if they do not follow the last dispatched entry, or skip an index, dispatch reads
+    /// the log up to the last of them instead. Throws on a storage failure (the node stops).
+    public func dispatch(committed: [CommittedEntry]) throws {
+        guard let last = committed.last else { return }
+        let done = state.withLock { $0.dispatched }
+        let fresh = committed.drop { $0.index <= done }
+        guard !fresh.isEmpty else { return }
+        var expected = done + 1
+        for e in fresh {
+            guard e.index == expected else { return try dispatch(upTo: last.index) }
+            expected += 1
+        }
+        try dispatch(Array(fresh))
     }
 
     /// What dispatch reads of one record.
@@ -225,9 +264,9 @@ public final class MessageStore: Sendable {
         var entries: [ConsumeQueue.Entry] = []
     }
 
-    private func dispatch(_ entries: [LogEntry]) throws {
+    private func dispatch(_ entries: [CommittedEntry]) throws {
         var pending: [QueueKey: Pending] = [:]
-        var changes: [(MetadataChange, LogEntry)] = []
+        var changes: [(MetadataChange, CommittedEntry)] = []
         for e in entries {
             switch EntryBody.classify(e.body) {
             case .opaque: continue
@@ -263,7 +302,7 @@ public final class MessageStore: Sendable {
                     if let level = record.delay.flatMap({ Int($0) }), level > 0 {
                         tags = options.delayLevels.due(level: level, storeTimestamp: record.storeTimestamp)
                     }
-                    let entry = ConsumeQueue.Entry(commitLogOffset: Int64(e.position.rawValue) + Int64(EntryHeader.byteCount) + Int64(r.lowerBound),
+                    let entry = ConsumeQueue.Entry(commitLogOffset: Int64(e.position) + Int64(EntryHeader.byteCount) + Int64(r.lowerBound),
                                                    size: Int32(r.count), tagsCode: tags)
                     let offset = UInt64(max(0, record.queueOffset))
                     if let index = options.keyIndex {
@@ -299,8 +338,8 @@ public final class MessageStore: Sendable {
         let last = entries.last!
         let wake = state.withLock { s -> [CheckedContinuation<Void, Never>] in
             for (c, e) in changes { apply(c, at: e, to: &s) }
-            s.dispatched = Int64(last.index.rawValue)
-            s.dispatchedEnd = last.position.rawValue + UInt64(last.header.totalByteCount)
+            s.dispatched = last.index
+            s.dispatchedEnd = last.end
             var out: [CheckedContinuation<Void, Never>] = []
             for key in pending.keys {
                 guard let waiters = s.pullWaiters.removeValue(forKey: key) else { continue }
@@ -336,7 +375,7 @@ public final class MessageStore: Sendable {
         try cq.append(Array(entries), at: start)
     }
 
-    private func apply(_ change: MetadataChange, at entry: LogEntry, to s: inout State) {
+    private func apply(_ change: MetadataChange, at entry: CommittedEntry, to s: inout State) {
         s.metadataChanged = true
         switch change {
         case .snapshot(let snap):
@@ -355,7 +394,7 @@ public final class MessageStore: Sendable {
                     if have < end { s.queueBases[key] = end }
                 }
             }
-            s.latestSnapshot = (Int64(entry.index.rawValue), entry.position.rawValue)
+            s.latestSnapshot = (entry.index, entry.position)
         case .topicUpsert(let t): s.topics.upsert(t, nowMs: Self.nowMs)
         case .topicCreate(let t): if s.topics.topics[t.topicName] == nil { s.topics.upsert(t, nowMs: Self.nowMs) }
         case .groupUpsert(let g): s.groups[g.groupName] = g; s.groupsVersion = DataVersion(timestamp: Self.nowMs, counter: s.groupsVersion.counter + 1)

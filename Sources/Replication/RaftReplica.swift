@@ -49,6 +49,23 @@ public struct RaftReplicaOptions: Sendable {
     }
 }
 
+/// What the apply step receives: committed entries in order and, when this node wrote all of them
+/// lately (the driver keeps its last few MiB of writes), where each one's header sits in the store,
+/// so a subscriber that needs positions does not read the entries back. The bodies are as proposed,
+/// before `RaftReplicaOptions.bodyPatch`: whatever the patch writes must be taken from the store, or
+/// computed from the position as the patch does.
+public struct CommittedEntries: Sendable {
+    public var entries: [RaftCore.Entry]
+    /// The store position of each of `entries`; nil when the node no longer holds them (after a
+    /// restart, or when they were written long ago).
+    public var positions: [LogPosition]?
+    public init(entries: [RaftCore.Entry], positions: [LogPosition]?) {
+        precondition(positions == nil || positions!.count == entries.count, "a position for each entry")
+        self.entries = entries
+        self.positions = positions
+    }
+}
+
 /// What `/raft/state` shows: the node's status, when each peer was last heard from, and how Raft
 /// indexes map to the store's (DLedger's) numbers.
 public struct ReplicaStatus: Sendable {
@@ -127,19 +144,20 @@ public final class RaftReplica: Sendable {
     private let hardStateFile: HardStateFile
     private let group: any EventLoopGroup
     private let logger: Logger
-    private let apply: @Sendable ([RaftCore.Entry]) async throws -> Void
+    private let apply: @Sendable (CommittedEntries) async throws -> Void
     private let logReset: @Sendable (RaftCore.LogIndex) async -> Void
     private let mailbox: Mailbox<Input>
     private let published = Mutex<ReplicaStatus?>(nil)
 
-    /// `apply` receives committed entries in order, once each per run (from `appliedIndex` on); the
+    /// `apply` receives committed entries in order, once each per run (from `appliedIndex` on), with
+    /// their store positions when the node wrote them lately (see `CommittedEntries`); the
     /// driver waits for it, so a slow subscriber slows the node instead of queueing without bound. When
     /// it throws, the node stops (what is committed cannot be skipped).
     /// `logReset(base)` says that the log was reset to the leader's base (this node had fallen behind
     /// the leader's retention start): the entries up to `base` were never applied here and never will
     /// be; `apply` continues after it.
     public init(options: RaftReplicaOptions, store: LogStore, hardStateFile: HardStateFile, group: any EventLoopGroup,
-                logger: Logger, apply: @escaping @Sendable ([RaftCore.Entry]) async throws -> Void,
+                logger: Logger, apply: @escaping @Sendable (CommittedEntries) async throws -> Void,
                 logReset: @escaping @Sendable (RaftCore.LogIndex) async -> Void = { _ in }) {
         self.options = options
         self.store = store
@@ -534,7 +552,7 @@ public final class RaftReplica: Sendable {
                 }
                 if !r.committedEntries.isEmpty {
                     do {
-                        try await apply(r.committedEntries)
+                        try await apply(CommittedEntries(entries: r.committedEntries, positions: log.positions(of: r.committedEntries)))
                     } catch {
                         // What is committed but not applied cannot be skipped, and the subscriber
                         // cannot take it: stop, as on a storage error (STYLE 11).

@@ -37,8 +37,9 @@ final class StoreLog: RaftLogReader {
     /// (the commit's entries for the subscriber, an append to a follower that lagged by a little) do
     /// not go back to the store (measured: those reads were about 5 % of a follower's CPU). Their
     /// bodies are as proposed, before `patch`: the patch is a function of the index and position
-    /// alone, so every member writes the same bytes from either.
-    private var recent: [RaftCore.Entry] = []
+    /// alone, so every member writes the same bytes from either. Each is kept with its position in
+    /// the store, which `positions(of:)` hands to the apply step.
+    private var recent: [(entry: RaftCore.Entry, position: LogPosition)] = []
     private var recentHead = 0
     private var recentBytes = 0
     static let recentMaxBytes = 4 << 20
@@ -154,14 +155,14 @@ final class StoreLog: RaftLogReader {
 
     func entries(in range: ClosedRange<RaftCore.LogIndex>, maxBytes: Int) -> [RaftCore.Entry] {
         precondition(range.lowerBound >= firstIndex && range.upperBound <= lastIndex, "entries \(range) outside \(firstIndex)...\(lastIndex)")
-        if recentHead < recent.count, recent[recentHead].index <= range.lowerBound, recent[recent.count - 1].index >= range.lowerBound {
+        if recentHead < recent.count, recent[recentHead].entry.index <= range.lowerBound, recent[recent.count - 1].entry.index >= range.lowerBound {
             var out: [RaftCore.Entry] = []
             var bytes = 0
-            var k = recentHead + Int(range.lowerBound.rawValue - recent[recentHead].index.rawValue)
-            while k < recent.count, recent[k].index <= range.upperBound {
-                bytes += recent[k].data.count
+            var k = recentHead + Int(range.lowerBound.rawValue - recent[recentHead].entry.index.rawValue)
+            while k < recent.count, recent[k].entry.index <= range.upperBound {
+                bytes += recent[k].entry.data.count
                 if !out.isEmpty && bytes > maxBytes { break }
-                out.append(recent[k])
+                out.append(recent[k].entry)
                 k += 1
             }
             return out
@@ -192,15 +193,35 @@ final class StoreLog: RaftLogReader {
         return out
     }
 
-    /// Keeps `entries` (just written, following the cached ones) and drops the oldest beyond the limits.
-    private func remember(_ entries: [RaftCore.Entry]) {
-        if let last = recent.last, recentHead < recent.count, last.index.next != entries.first!.index { forgetRecent() }
+    /// The store position of each of `entries` (in order, contiguous), when all of them are among
+    /// the entries written last (same index and term); nil otherwise, and the caller reads the store.
+    func positions(of entries: [RaftCore.Entry]) -> [LogPosition]? {
+        guard let first = entries.first, recentHead < recent.count else { return nil }
+        let head = recent[recentHead].entry.index
+        guard first.index >= head, entries.count <= recent.count - recentHead - Int(first.index.rawValue - head.rawValue) else { return nil }
+        var k = recentHead + Int(first.index.rawValue - head.rawValue)
+        var out: [LogPosition] = []
+        out.reserveCapacity(entries.count)
         for e in entries {
-            recent.append(e)
+            let r = recent[k]
+            guard r.entry.index == e.index, r.entry.term == e.term else { return nil }
+            out.append(r.position)
+            k += 1
+        }
+        return out
+    }
+
+    /// Keeps `entries` (just written at `positions`, following the cached ones) and drops the oldest
+    /// beyond the limits.
+    private func remember(_ entries: [RaftCore.Entry], at positions: [LogPosition]) {
+        precondition(entries.count == positions.count, "\(entries.count) entries written at \(positions.count) positions")
+        if let last = recent.last, recentHead < recent.count, last.entry.index.next != entries.first!.index { forgetRecent() }
+        for (e, p) in zip(entries, positions) {
+            recent.append((e, p))
             recentBytes += e.data.count
         }
         while recent.count - recentHead > Self.recentMaxCount || (recentBytes > Self.recentMaxBytes && recent.count - recentHead > 1) {
-            recentBytes -= recent[recentHead].data.count
+            recentBytes -= recent[recentHead].entry.data.count
             recentHead += 1
         }
         if recentHead > 4_096 && recentHead * 2 > recent.count {
@@ -247,8 +268,8 @@ final class StoreLog: RaftLogReader {
     /// After retention deleted a prefix of the store: the log now starts where the store does.
     func prefixDeleted() {
         firstIndex = RaftCore.LogIndex(raftIndex(store.firstIndex))
-        while recentHead < recent.count, recent[recentHead].index < firstIndex {
-            recentBytes -= recent[recentHead].data.count
+        while recentHead < recent.count, recent[recentHead].entry.index < firstIndex {
+            recentBytes -= recent[recentHead].entry.data.count
             recentHead += 1
         }
         base = store.base
@@ -263,8 +284,8 @@ final class StoreLog: RaftLogReader {
             try store.truncateSuffix(after: t >= firstIndex ? storeIndex(t) : nil)
             lastIndex = t
             while let last = runs.last, last.first > t.rawValue { runs.removeLast() }
-            while recent.count > recentHead, let last = recent.last, last.index > t {
-                recentBytes -= last.data.count
+            while recent.count > recentHead, let last = recent.last, last.entry.index > t {
+                recentBytes -= last.entry.data.count
                 recent.removeLast()
             }
         }
@@ -276,7 +297,7 @@ final class StoreLog: RaftLogReader {
         let result = try store.write(toAppend, expectingFirstIndex: storeIndex(first.index), patch: patch)
         for e in entries { noteTerm(e.index.rawValue, e.term.rawValue) }
         lastIndex = entries.last!.index
-        remember(entries)
+        remember(entries, at: result.positions)
         return result.endPosition
     }
 }

@@ -77,6 +77,60 @@ final class StoreFixture: @unchecked Sendable {
         #expect(one.count == 1 && one.nextBeginOffset == 2)
     }
 
+    /// The Raft apply step hands over the entries it wrote, as proposed (before the physical-offset
+    /// patch), with their positions: dispatching those builds what reading them back builds, skips
+    /// what was dispatched already, and reads the log where the handed-over entries leave a gap.
+    @Test func dispatchingHeldEntriesEqualsDispatchingFromTheLog() throws {
+        let read = try StoreFixture(), held = try StoreFixture()
+        var batches: [[[UInt8]]] = []
+        var offsets: [Int32: Int64] = [:]
+        for b in 0..<6 {
+            var bodies: [[UInt8]] = []
+            for e in 0..<(1 + b % 3) {
+                if (b + e) % 4 == 3 { bodies.append(Array("opaque \(b)".utf8)); continue }
+                if b == 2 && e == 0 { bodies.append(MetadataChange.topicUpsert(TopicConfig(topicName: "M", readQueueNums: 2, writeQueueNums: 2, perm: 6)).encoded()); continue }
+                var records: [UInt8] = []
+                for k in 0..<(1 + (b + e) % 3) {
+                    let q = Int32((b + e + k) % 3)
+                    records += try record("T", queue: q, offset: offsets[q, default: 0], body: "b\(b)e\(e)k\(k)", tags: k % 2 == 0 ? "TagA" : nil)
+                    offsets[q, default: 0] += 1
+                }
+                bodies.append(records)
+            }
+            batches.append(bodies)
+        }
+        var written: [[MessageStore.CommittedEntry]] = []
+        for bodies in batches {
+            try read.store.dispatch(upTo: try read.append(bodies).last!)
+            let r = try held.log.write(bodies.map { EntryToAppend(term: Term(1), body: $0) }, patch: { _, position, body in
+                EntryBody.patchPhysicalOffsets(position: position, body: &body)
+            })
+            written.append(zip(bodies, r.positions).enumerated().map { k, e in
+                MessageStore.CommittedEntry(index: Int64(r.firstIndex.rawValue) + Int64(k), position: e.1.rawValue, body: e.0)
+            })
+        }
+        try held.store.dispatch(committed: written[0])
+        try held.store.dispatch(committed: written[0] + written[1])  // the first again: skipped
+        try held.store.dispatch(committed: written[3])  // a gap (batch 2 missing): read from the log
+        #expect(held.store.dispatchedIndex == written[3].last!.index)
+        try held.store.dispatch(committed: written[4] + written[5])
+        #expect(held.store.dispatchedIndex == read.store.dispatchedIndex && held.store.dispatchedEnd == read.store.dispatchedEnd)
+        #expect(held.store.dispatchedEnd == written[5].last!.end)
+        #expect(held.store.topic("M") != nil && held.store.topic("M") == read.store.topic("M"))
+        for q in Int32(0)..<3 {
+            let key = QueueKey("T", q)
+            #expect(held.store.maxOffset(key) == offsets[q]! && read.store.maxOffset(key) == offsets[q]!)
+            let a = try #require(try read.store.queue(key)?.read(from: 0, maxCount: 64))
+            let b = try #require(try held.store.queue(key)?.read(from: 0, maxCount: 64))
+            #expect(a == b, "queue \(q)")
+            // Each entry points at its record as stored (patched), in the log the store dispatched.
+            for e in b {
+                let r = try #require(held.store.record(atPhysicalOffset: e.commitLogOffset))
+                #expect(try r.withUnsafeBytes { try MessageRecord.decode($0) }.physicalOffset == e.commitLogOffset)
+            }
+        }
+    }
+
     @Test func batchEntriesGiveEveryItemItsOwnQueueOffsetAndPosition() throws {
         let f = try StoreFixture()
         let items = try (0..<3).map { try record("T", queue: 2, offset: Int64($0), body: "item \($0)") }

@@ -1,4 +1,5 @@
 import Foundation
+import LogFormat
 import LogStore
 import Logging
 import NIOCore
@@ -12,8 +13,16 @@ import Testing
 /// What one replica applied, in order.
 private actor Applied {
     private(set) var entries: [RaftCore.Entry] = []
-    func add(_ es: [RaftCore.Entry]) { entries.append(contentsOf: es) }
-    func reset() { entries = [] }
+    /// The store position the driver gave with each applied entry, nil where it gave none.
+    private(set) var positions: [LogPosition?] = []
+    func add(_ batch: CommittedEntries) {
+        entries.append(contentsOf: batch.entries)
+        positions += batch.positions ?? Array(repeating: nil, count: batch.entries.count)
+    }
+    func reset() {
+        entries = []
+        positions = []
+    }
     /// The payloads applied (no-ops left out).
     var payloads: [[UInt8]] { entries.filter { !$0.isEmpty }.map(\.data) }
 }
@@ -62,7 +71,7 @@ private final class ReplicaGroup: @unchecked Sendable {
         options.tickIntervalMs = 10
         let sink = applied[id]!
         let replica = RaftReplica(options: options, store: store, hardStateFile: HardStateFile(path: dir + "/hardstate"), group: group,
-                                  logger: Logger(label: "replica-\(id)")) { entries in await sink.add(entries) }
+                                  logger: Logger(label: "replica-\(id)")) { batch in await sink.add(batch) }
         replicas[id] = replica
         tasks[id] = Task { try await replica.run() }
     }
@@ -124,6 +133,13 @@ private final class ReplicaGroup: @unchecked Sendable {
             let expected = (0..<50).map { Array("m\($0)".utf8) }
             for id in g.ids {
                 #expect(try await g.waitApplied(id, count: 50) == expected, "\(id) applied the same entries in the same order")
+                // Each member wrote these lately: apply gets their store positions, and they are
+                // where the store holds them.
+                let (entries, positions) = (await g.applied[id]!.entries, await g.applied[id]!.positions)
+                for (e, p) in zip(entries, positions) {
+                    let stored = try g.stores[id]!.read(from: LogFormat.LogIndex(UInt64(g.replicas[id]!.storeNumber(e.index))), maxBytes: 1)
+                    #expect(p != nil && p == stored.first?.position, "\(id): entry \(e.index) applied at \(String(describing: p)), stored at \(String(describing: stored.first?.position))")
+                }
             }
             // A follower refuses proposals and names the leader.
             let follower = g.ids.first { $0 != leader }!
