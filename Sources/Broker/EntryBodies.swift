@@ -71,11 +71,66 @@ enum EntryBody {
     }
 }
 
-/// Java's String.hashCode over UTF-16 code units: the tags code of a consume-queue entry.
-func javaHashCode(_ s: String) -> Int32 {
-    var h: Int32 = 0
+/// Java's String.hashCode over UTF-16 code units: the tags code of a consume-queue entry. With
+/// `continuing`, the hash of a longer text that `s` ends: javaHashCode(a + b) ==
+/// javaHashCode(b, continuing: javaHashCode(a)).
+func javaHashCode(_ s: String, continuing h: Int32 = 0) -> Int32 {
+    var h = h
     for u in s.utf16 { h = h &* 31 &+ Int32(u) }
     return h
+}
+
+/// The same over UTF-8 bytes (ASCII's code units are its bytes; other text is decoded first); nil
+/// when they are not valid UTF-8, which the property reader takes for an absent value.
+func javaHashCode(utf8 bytes: UnsafeRawBufferPointer, continuing h: Int32 = 0) -> Int32? {
+    var x = h
+    for b in bytes {
+        guard b < 0x80 else {
+            guard let s = String(validating: bytes, as: UTF8.self) else { return nil }
+            return javaHashCode(s, continuing: h)
+        }
+        x = x &* 31 &+ Int32(b)
+    }
+    return x
+}
+
+/// The four properties dispatch reads, found in one pass over a record's property text (dispatch
+/// runs on every member for every message; four `MessageProperties.value(of:in:)` calls were four
+/// passes and four strings). Each is where `value(of:in:)` finds it: the last pair with that name
+/// and a non-empty value, as a range of the text; its bytes may still not be UTF-8, which
+/// `value(of:in:)` answers with nil.
+struct DispatchProperties {
+    var tags: Range<Int>?
+    var delay: Range<Int>?
+    var uniqueKey: Range<Int>?
+    var keys: Range<Int>?
+
+    init(_ bytes: UnsafeRawBufferPointer) {
+        let n = bytes.count
+        var start = 0
+        while start < n {
+            var separator = -1
+            var end = start
+            while end < n && bytes[end] != MessageProperties.pairSeparator {
+                if separator < 0 && bytes[end] == MessageProperties.nameValueSeparator { separator = end }
+                end += 1
+            }
+            if separator > start && end > separator + 1 {
+                let name = UnsafeRawBufferPointer(rebasing: bytes[start..<separator])
+                let value = (separator + 1)..<end
+                switch name.count {
+                case 4:
+                    if name.elementsEqual("TAGS".utf8) { tags = value } else if name.elementsEqual("KEYS".utf8) { keys = value }
+                case 5:
+                    if name.elementsEqual("DELAY".utf8) { delay = value }
+                case 8:
+                    if name.elementsEqual("UNIQ_KEY".utf8) { uniqueKey = value }
+                default: break
+                }
+            }
+            start = end + 1
+        }
+    }
 }
 
 /// RocketMQ's property names (MessageConst).

@@ -215,23 +215,29 @@ public final class KeyIndex: Sendable {
     }
 
     /// abs(hashCode), negatives (Integer.MIN_VALUE) to 0, as RocketMQ's IndexFile.indexKeyHashMethod.
-    static func hash(_ key: String) -> Int32 {
-        let h = javaHashCode(key)
-        return h == Int32.min ? 0 : abs(h)
-    }
+    static func hash(_ key: String) -> Int32 { slotHash(javaHashCode(key)) }
+
+    /// RocketMQ's index hash from a Java hash code: its absolute value (0 for Int32.min).
+    static func slotHash(_ h: Int32) -> Int32 { h == Int32.min ? 0 : abs(h) }
 
     /// Indexes one message under every key it has.
     public func add(topic: String, keys: [String], phyOffset: Int64, storeTimestamp: Int64) throws {
-        guard !keys.isEmpty else { return }
+        try add(keyHashes: keys.filter { !$0.isEmpty }.map { javaHashCode(topic + "#" + $0) }, phyOffset: phyOffset, storeTimestamp: storeTimestamp)
+    }
+
+    /// Indexes one message under keys given by the Java hash codes of their "topic#key" texts
+    /// (dispatch computes them from the record's bytes).
+    func add(keyHashes: [Int32], phyOffset: Int64, storeTimestamp: Int64) throws {
+        guard !keyHashes.isEmpty else { return }
         try files.withLock { (f) throws in
-            for key in keys where !key.isEmpty {
+            for keyHash in keyHashes {
                 if f.last == nil || f.last!.isFull {
                     f.last?.writeHeader()
                     var name = String(Int64(Date().timeIntervalSince1970 * 1000))
                     while FileManager.default.fileExists(atPath: directory + "/" + name) { name = String((Int64(name) ?? 0) + 1) }
                     f.append(try IndexFile(path: directory + "/" + name, slots: slots, capacity: capacity, create: true))
                 }
-                try f.last!.put(hash: Self.hash(topic + "#" + key), phyOffset: phyOffset, storeTimestamp: storeTimestamp)
+                try f.last!.put(hash: Self.slotHash(keyHash), phyOffset: phyOffset, storeTimestamp: storeTimestamp)
             }
         }
     }

@@ -253,10 +253,12 @@ public final class MessageStore: Sendable {
         var queueId: Int32
         var queueOffset: Int64
         var storeTimestamp: Int64
-        var tags: String?
+        /// The tags' hash code (0 without tags).
+        var tagsCode: Int64
+        /// DELAY, read on the delay topic only.
         var delay: String?
-        var uniqueKey: String?
-        var keys: String?
+        /// Java hash codes of "topic#key" for the unique key and each of KEYS (with a key index).
+        var keyHashes: [Int32]
     }
 
     private struct Pending {
@@ -285,32 +287,42 @@ public final class MessageStore: Sendable {
                     do {
                         record = try e.body[r].withUnsafeBytes { bytes throws(LogFormatError) in
                             let routing = try MessageRecord.routing(bytes)
-                            let properties = UnsafeRawBufferPointer(rebasing: bytes[routing.properties])
-                            func property(_ name: String) -> String? { MessageProperties.value(of: name, in: properties) }
-                            let delay = routing.topic == DelayLevels.topic ? property(PropertyName.delay) : nil
-                            let indexed = options.keyIndex != nil
+                            let text = UnsafeRawBufferPointer(rebasing: bytes[routing.properties])
+                            let found = DispatchProperties(text)
+                            func value(_ range: Range<Int>?) -> UnsafeRawBufferPointer? { range.map { UnsafeRawBufferPointer(rebasing: text[$0]) } }
+                            let tagsCode = value(found.tags).flatMap { javaHashCode(utf8: $0) }.map(Int64.init) ?? 0
+                            let delay = routing.topic == DelayLevels.topic ? value(found.delay).flatMap { String(validating: $0, as: UTF8.self) } : nil
+                            var keyHashes: [Int32] = []
+                            if options.keyIndex != nil && (found.uniqueKey != nil || found.keys != nil) {
+                                // Hashes of "topic#key" from the bytes, without building the strings.
+                                let prefix = javaHashCode("#", continuing: javaHashCode(routing.topic))
+                                if let u = value(found.uniqueKey), let h = javaHashCode(utf8: u, continuing: prefix) { keyHashes.append(h) }
+                                // KEYS is split at each space (empty pieces dropped), as RocketMQ splits it;
+                                // text that is not UTF-8 is no KEYS at all, as for any property.
+                                if let k = value(found.keys), k.allSatisfy({ $0 < 0x80 }) || String(validating: k, as: UTF8.self) != nil {
+                                    for piece in k.split(separator: 0x20) {
+                                        if let h = javaHashCode(utf8: UnsafeRawBufferPointer(rebasing: piece), continuing: prefix) { keyHashes.append(h) }
+                                    }
+                                }
+                            }
                             return Dispatched(topic: routing.topic, queueId: routing.queueId, queueOffset: routing.queueOffset,
-                                              storeTimestamp: routing.storeTimestamp, tags: property(PropertyName.tags), delay: delay,
-                                              uniqueKey: indexed ? property(PropertyName.uniqueKey) : nil, keys: indexed ? property(PropertyName.keys) : nil)
+                                              storeTimestamp: routing.storeTimestamp, tagsCode: tagsCode, delay: delay, keyHashes: keyHashes)
                         }
                     } catch {
                         logger.warning("skipping a malformed message record", metadata: ["index": "\(e.index)", "error": "\(error)"])
                         continue
                     }
                     let key = QueueKey(record.topic, record.queueId)
-                    var tags = record.tags.map { Int64(javaHashCode($0)) } ?? 0
+                    var tags = record.tagsCode
                     if let level = record.delay.flatMap({ Int($0) }), level > 0 {
                         tags = options.delayLevels.due(level: level, storeTimestamp: record.storeTimestamp)
                     }
                     let entry = ConsumeQueue.Entry(commitLogOffset: Int64(e.position) + Int64(EntryHeader.byteCount) + Int64(r.lowerBound),
                                                    size: Int32(r.count), tagsCode: tags)
                     let offset = UInt64(max(0, record.queueOffset))
-                    if let index = options.keyIndex {
-                        var keys: [String] = []
-                        if let u = record.uniqueKey { keys.append(u) }
-                        if let k = record.keys { keys += k.split(separator: " ").map(String.init) }
+                    if let index = options.keyIndex, !record.keyHashes.isEmpty {
                         do {
-                            try index.add(topic: record.topic, keys: keys, phyOffset: entry.commitLogOffset, storeTimestamp: record.storeTimestamp)
+                            try index.add(keyHashes: record.keyHashes, phyOffset: entry.commitLogOffset, storeTimestamp: record.storeTimestamp)
                         } catch {
                             let n = state.withLock { s -> Int in
                                 s.indexFailures += 1

@@ -104,6 +104,48 @@ func record(_ topic: String, queue: Int32 = 0, offset: Int64 = 0, body: String =
         #expect(BrokerService.sendHeader(["b": "T"], v2: true) == nil)
         #expect(BrokerService.sendHeader(["b": "T", "e": "x"], v2: true) == nil)
     }
+
+    /// Dispatch reads TAGS, DELAY, UNIQ_KEY and KEYS in one pass: each is what
+    /// `MessageProperties.value(of:in:)` finds, over random property texts (repeated names, empty
+    /// names and values, stray separators, bytes that are not UTF-8).
+    @Test func dispatchFindsTheFourPropertiesAsTheGeneralReaderDoes() {
+        var rng = SystemRandomNumberGenerator()
+        let names: [[UInt8]] = ["TAGS", "KEYS", "DELAY", "UNIQ_KEY", "TAG", "TAGSS", "X", ""].map { Array($0.utf8) }
+        let values: [[UInt8]] = ["", "a", "TagA", "k1 k2", "\u{1}", "é", "订单"].map { Array($0.utf8) } + [[0xFF], [0xC3], [0x41, 0xE9]]
+        for _ in 0..<5_000 {
+            var text: [UInt8] = []
+            for p in 0..<Int.random(in: 0...6, using: &rng) {
+                if p > 0 { text.append(0x02) }
+                text += names.randomElement(using: &rng)!
+                if Int.random(in: 0..<8, using: &rng) > 0 { text.append(0x01) }
+                text += values.randomElement(using: &rng)!
+            }
+            if Bool.random(using: &rng) { text.append(0x02) }
+            text.withUnsafeBytes { bytes in
+                let found = DispatchProperties(bytes)
+                for (name, range) in [("TAGS", found.tags), ("DELAY", found.delay), ("UNIQ_KEY", found.uniqueKey), ("KEYS", found.keys)] {
+                    let expected = MessageProperties.value(of: name, in: bytes)
+                    let got = range.flatMap { String(validating: UnsafeRawBufferPointer(rebasing: bytes[$0]), as: UTF8.self) }
+                    #expect(got == expected, "\(name) in \(text)")
+                }
+            }
+        }
+        #expect(PropertyName.tags == "TAGS" && PropertyName.delay == "DELAY" && PropertyName.uniqueKey == "UNIQ_KEY" && PropertyName.keys == "KEYS")
+    }
+
+    /// Java's String.hashCode continued over more text, and over UTF-8 bytes, equals the hash of the
+    /// whole text; bytes that are not UTF-8 have none.
+    @Test func javaHashCodesContinueOverTextAndUTF8Bytes() {
+        #expect(javaHashCode("hello") == 99_162_322 && javaHashCode("") == 0)
+        let texts = ["", "T", "TopicTest", "#", "order-1", "é", "订单-1", "😀x", "a b"]
+        for a in texts {
+            for b in texts {
+                #expect(javaHashCode(b, continuing: javaHashCode(a)) == javaHashCode(a + b))
+                #expect(Array(b.utf8).withUnsafeBytes { javaHashCode(utf8: $0, continuing: javaHashCode(a)) } == javaHashCode(a + b), "\(a) + \(b)")
+            }
+        }
+        #expect([UInt8]([0x41, 0xFF]).withUnsafeBytes { javaHashCode(utf8: $0) } == nil)
+    }
 }
 
 extension EntryBody: Equatable {}

@@ -73,12 +73,15 @@ import Testing
             r = try decoded.encoded()
             return r
         }
-        let i = try f.append([try keyed("T", 0, "order-1 shared"), try keyed("T", 1, "order-2 shared"), try keyed("U", 0, "order-1")])
+        // Dispatch hashes "topic#key" from the record's bytes: ASCII, other UTF-8, runs of spaces.
+        let i = try f.append([try keyed("T", 0, "order-1 shared"), try keyed("T", 1, "order-2  shared 订单-é "), try keyed("U", 0, "order-1")])
         try store.dispatch(upTo: i.last!)
         #expect(store.queryByKey(topic: "T", key: "order-1", maxNum: 10, begin: 0, end: .max).count == 1)
         #expect(store.queryByKey(topic: "T", key: "shared", maxNum: 10, begin: 0, end: .max).count == 2)
         #expect(store.queryByKey(topic: "T", key: "shared", maxNum: 1, begin: 0, end: .max).count == 1)
         #expect(store.queryByKey(topic: "T", key: "ID-T-0-1", maxNum: 10, begin: 0, end: .max).count == 1, "by UNIQ_KEY")
         #expect(store.queryByKey(topic: "T", key: "nothing", maxNum: 10, begin: 0, end: .max).isEmpty)
+        #expect(store.queryByKey(topic: "T", key: "订单-é", maxNum: 10, begin: 0, end: .max).count == 1, "a key that is not ASCII")
+        #expect(store.queryByKey(topic: "U", key: "订单-é", maxNum: 10, begin: 0, end: .max).isEmpty)
     }
 }
