@@ -13,6 +13,10 @@ enum EntryBody {
     static let metadataMagic: UInt32 = 0x5241_4D44
 
     static func classify(_ body: [UInt8]) -> EntryBody {
+        body.withUnsafeBytes { classify($0) }
+    }
+
+    static func classify(_ body: UnsafeRawBufferPointer) -> EntryBody {
         guard body.count >= 8 else { return .opaque }
         let magic = UInt32(body[4]) << 24 | UInt32(body[5]) << 16 | UInt32(body[6]) << 8 | UInt32(body[7])
         if magic == metadataMagic { return .metadata }
@@ -36,6 +40,11 @@ enum EntryBody {
         Int(Int32(bitPattern: UInt32(body[at]) << 24 | UInt32(body[at + 1]) << 16 | UInt32(body[at + 2]) << 8 | UInt32(body[at + 3])))
     }
 
+    @inline(__always)
+    static func recordSize(_ body: UnsafeRawBufferPointer, at: Int) -> Int {
+        Int(Int32(bitPattern: UInt32(body[at]) << 24 | UInt32(body[at + 1]) << 16 | UInt32(body[at + 2]) << 8 | UInt32(body[at + 3])))
+    }
+
     /// The byte ranges of the records of a `.messages` body, walked lazily (dispatch runs this on
     /// every member for every entry: no array is built).
     static func recordRanges(_ body: [UInt8]) -> RecordRanges { RecordRanges(body: body) }
@@ -56,18 +65,22 @@ enum EntryBody {
     /// The append hook of every member (RaftReplicaOptions.bodyPatch): each record's PHYSICALOFFSET
     /// becomes where the record starts in the commitlog (entry position + 48 + its place in the body),
     /// as DLedger's append hook writes it. A function of its arguments only, so logs stay identical.
-    static func patchPhysicalOffsets(position: LogPosition, body: inout [UInt8]) {
-        guard classify(body) == .messages else { return }
+    static func patchPhysicalOffsets(position: LogPosition, body: UnsafeMutableRawBufferPointer) {
+        guard classify(UnsafeRawBufferPointer(body)) == .messages else { return }
         let base = Int64(position.rawValue) + Int64(EntryHeader.byteCount)
-        // The records walked as `recordRanges` walks them, but over `body` itself: the sequence
-        // holds its own reference to the array, and the first patch would then copy the body.
+        // The records walked as `recordRanges` walks them.
         var at = 0
         while at + 4 <= body.count {
-            let size = recordSize(body, at: at)
+            let size = recordSize(UnsafeRawBufferPointer(body), at: at)
             guard size > 0, at + size <= body.count else { break }
-            MessageRecord.patch(queueOffset: nil, physicalOffset: base + Int64(at), in: &body, at: at)
+            MessageRecord.patch(queueOffset: nil, physicalOffset: base + Int64(at), in: body, at: at)
             at += size
         }
+    }
+
+    /// The same on an array (tests, and callers holding a body of their own).
+    static func patchPhysicalOffsets(position: LogPosition, body: inout [UInt8]) {
+        body.withUnsafeMutableBytes { patchPhysicalOffsets(position: position, body: $0) }
     }
 }
 
@@ -220,7 +233,7 @@ public enum BrokerLogHooks {
         return magic != UInt64(MessageRecord.magic) && magic != UInt64(EntryBody.metadataMagic)
     }
 
-    public static let bodyPatch: @Sendable (LogIndex, LogPosition, inout [UInt8]) -> Void = { _, position, body in
-        EntryBody.patchPhysicalOffsets(position: position, body: &body)
+    public static let bodyPatch: @Sendable (LogIndex, LogPosition, UnsafeMutableRawBufferPointer) -> Void = { _, position, body in
+        EntryBody.patchPhysicalOffsets(position: position, body: body)
     }
 }

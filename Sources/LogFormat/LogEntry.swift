@@ -58,6 +58,37 @@ public enum LogEntryCodec {
         return header
     }
 
+    /// `append`, with `patch` applied to the body where it lands in `out`, before the body's CRC is
+    /// computed (the log's append hook): the caller's body is not copied to be patched. The patch
+    /// cannot change the body's length.
+    public static func append(
+        kind: EntryKind, index: LogIndex, term: Term, position: LogPosition, channel: UInt32 = 0,
+        body: UnsafeRawBufferPointer, previousChainCRC: UInt32, to out: inout [UInt8],
+        patchingBody patch: (UnsafeMutableRawBufferPointer) -> Void
+    ) -> EntryHeader {
+        precondition(body.count <= EntryHeader.bodyBytesMax, "body larger than an entry can carry")
+        var header = EntryHeader(
+            kind: kind, index: index, term: term, position: position, channel: channel,
+            chainCRC: 0, bodyCRC: 0, bodyByteCount: body.count)
+        // The header with both CRCs zero, the body after it; then the body is patched in place and
+        // the CRCs (body, then the chain's, which covers the body CRC) are written into the header.
+        let start = out.count
+        header.encode(into: &out)
+        out.append(contentsOf: body)
+        let bodyStart = start + EntryHeader.byteCount
+        header.bodyCRC = out.withUnsafeMutableBytes { raw in
+            let b = UnsafeMutableRawBufferPointer(rebasing: raw[bodyStart..<(bodyStart + body.count)])
+            patch(b)
+            return CRC32C.checksum(UnsafeRawBufferPointer(b))
+        }
+        out.storeBigEndian(header.bodyCRC, at: start + 40)
+        header.chainCRC = out.withUnsafeBytes {
+            chainCRC(previous: previousChainCRC, headerBytes: UnsafeRawBufferPointer(rebasing: $0[start..<bodyStart]))
+        }
+        out.storeBigEndian(header.chainCRC, at: start + 36)
+        return header
+    }
+
     /// Convenience for tests and small callers.
     public static func encode(
         kind: EntryKind = .normal, index: LogIndex, term: Term, position: LogPosition,

@@ -203,6 +203,13 @@ public struct MessageRecord: Equatable, Sendable {
         if let physicalOffset { bytes.storeBigEndian(UInt64(bitPattern: physicalOffset), at: start + physicalOffsetFieldOffset) }
     }
 
+    /// The same in memory the caller owns (a record inside an entry being written to the log).
+    public static func patch(queueOffset: Int64?, physicalOffset: Int64?, in bytes: UnsafeMutableRawBufferPointer, at start: Int) {
+        precondition(start >= 0 && bytes.count - start >= 36, "not an encoded message record")
+        if let queueOffset { bytes.storeBytes(of: UInt64(bitPattern: queueOffset).bigEndian, toByteOffset: start + queueOffsetFieldOffset, as: UInt64.self) }
+        if let physicalOffset { bytes.storeBytes(of: UInt64(bitPattern: physicalOffset).bigEndian, toByteOffset: start + physicalOffsetFieldOffset, as: UInt64.self) }
+    }
+
     /// The record's total size as its first field says, or nil when fewer than 4 bytes are there.
     public static func declaredSize(_ bytes: UnsafeRawBufferPointer) -> Int? {
         guard bytes.count >= 4 else { return nil }

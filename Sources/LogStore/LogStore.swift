@@ -68,8 +68,9 @@ public struct AppendResult: Sendable, Equatable {
 
 /// Called for each entry, under the append lock, once its index and position are fixed and before
 /// its checksums are computed: RocketMQ's append hook, which writes the physical offset
-/// (`position + 48`) into the message record.
-public typealias BodyPatch = (_ index: LogIndex, _ position: LogPosition, _ body: inout [UInt8]) -> Void
+/// (`position + 48`) into the message record. It patches the body where it lies in the store's
+/// write buffer (no copy of the caller's body), and cannot change its length.
+public typealias BodyPatch = (_ index: LogIndex, _ position: LogPosition, _ body: UnsafeMutableRawBufferPointer) -> Void
 
 /// The commitlog: entries in segment files named by their 20-digit start position, a 32-byte-per-entry
 /// index, a checkpoint recovery starts from, and group-committed durability.

@@ -37,7 +37,7 @@ public struct RaftReplicaOptions: Sendable {
     /// Rewrites an entry's body once its index and position are fixed, on every member alike (so the
     /// logs stay identical byte for byte): the broker writes each message's physical offset there,
     /// as DLedger's append hook does. It must depend on nothing but its arguments.
-    public var bodyPatch: (@Sendable (LogFormat.LogIndex, LogPosition, inout [UInt8]) -> Void)? = nil
+    public var bodyPatch: (@Sendable (LogFormat.LogIndex, LogPosition, UnsafeMutableRawBufferPointer) -> Void)? = nil
     /// The first store index retention must keep besides the unapplied ones (the broker's latest
     /// metadata snapshot, so that a member reset to this log's base still finds one); nil: none.
     public var retentionFloor: (@Sendable () -> LogFormat.LogIndex?)? = nil

@@ -45,10 +45,10 @@ final class StoreLog: RaftLogReader {
     static let recentMaxBytes = 4 << 20
     static let recentMaxCount = 8_192
     /// Applied to every entry this node writes, whoever proposed it (see `RaftReplicaOptions.bodyPatch`).
-    private let patch: (@Sendable (LogFormat.LogIndex, LogPosition, inout [UInt8]) -> Void)?
+    private let patch: (@Sendable (LogFormat.LogIndex, LogPosition, UnsafeMutableRawBufferPointer) -> Void)?
 
     init(store: LogStore, storeIndexOfEmptyLog: UInt64,
-         patch: (@Sendable (LogFormat.LogIndex, LogPosition, inout [UInt8]) -> Void)? = nil) throws(StorageError) {
+         patch: (@Sendable (LogFormat.LogIndex, LogPosition, UnsafeMutableRawBufferPointer) -> Void)? = nil) throws(StorageError) {
         self.store = store
         self.patch = patch
         self.storeBase = storeIndexOfEmptyLog

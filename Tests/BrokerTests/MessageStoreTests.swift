@@ -27,7 +27,7 @@ final class StoreFixture: @unchecked Sendable {
     @discardableResult
     func append(_ bodies: [[UInt8]]) throws -> [Int64] {
         let r = try log.write(bodies.map { EntryToAppend(term: Term(1), body: $0) }, patch: { _, position, body in
-            EntryBody.patchPhysicalOffsets(position: position, body: &body)
+            EntryBody.patchPhysicalOffsets(position: position, body: body)
         })
         return (r.firstIndex.rawValue...r.lastIndex.rawValue).map { Int64($0) }
     }
@@ -103,7 +103,7 @@ final class StoreFixture: @unchecked Sendable {
         for bodies in batches {
             try read.store.dispatch(upTo: try read.append(bodies).last!)
             let r = try held.log.write(bodies.map { EntryToAppend(term: Term(1), body: $0) }, patch: { _, position, body in
-                EntryBody.patchPhysicalOffsets(position: position, body: &body)
+                EntryBody.patchPhysicalOffsets(position: position, body: body)
             })
             written.append(zip(bodies, r.positions).enumerated().map { k, e in
                 MessageStore.CommittedEntry(index: Int64(r.firstIndex.rawValue) + Int64(k), position: e.1.rawValue, body: e.0)

@@ -46,6 +46,31 @@ import TestSupport
         }
     }
 
+    /// An entry whose body is patched where it lands (the log's append hook) is byte for byte the
+    /// entry of the patched body: both CRCs cover the patched bytes.
+    @Test func patchingTheBodyInPlaceEqualsEncodingThePatchedBody() throws {
+        var rng = SplitMix64(seed: 7)
+        for i in 0..<200 {
+            let body = (0..<Int.random(in: 0...300, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            let previous = UInt32.random(in: 0...UInt32.max, using: &rng)
+            let flips = (0..<3).map { _ in (Int.random(in: 0..<max(1, body.count), using: &rng), UInt8.random(in: 1...255, using: &rng)) }
+            var patched = body
+            for (at, x) in flips where at < patched.count { patched[at] ^= x }
+            let expected = LogEntryCodec.encode(index: LogIndex(UInt64(i)), term: Term(3), position: LogPosition(UInt64(i) * 1000), body: patched, previousChainCRC: previous)
+            var out: [UInt8] = [9, 9, 9]
+            let header = body.withUnsafeBytes {
+                LogEntryCodec.append(kind: .normal, index: LogIndex(UInt64(i)), term: Term(3), position: LogPosition(UInt64(i) * 1000), body: $0,
+                                     previousChainCRC: previous, to: &out, patchingBody: { b in
+                    #expect(b.count == body.count)
+                    for (at, x) in flips where at < b.count { b[at] ^= x }
+                })
+            }
+            #expect(Array(out[0..<3]) == [9, 9, 9] && Array(out[3...]) == expected)
+            let decoded = try out.withUnsafeBytes { try LogEntryCodec.decode(UnsafeRawBufferPointer(rebasing: $0[3...]), previousChainCRC: previous) }
+            #expect(decoded.header == header && decoded.body == patched)
+        }
+    }
+
     @Test func everySingleBitFlipIsDetected() {
         let previous: UInt32 = 0xCAFE_BABE
         let bytes = sampleEntry(previous: previous)

@@ -51,6 +51,9 @@ import TestSupport
         #expect(Array(buffer[0..<13]) == [UInt8](repeating: 0xEE, count: 13))
         #expect(Array(buffer[13..<(13 + record.count)]) == record, "the record before is untouched")
         #expect(Array(buffer[(13 + record.count)...]) == alone)
+        var raw = [UInt8](repeating: 0xEE, count: 13) + record + record
+        raw.withUnsafeMutableBytes { MessageRecord.patch(queueOffset: 77, physicalOffset: 9_000, in: $0, at: 13 + record.count) }
+        #expect(raw == buffer, "patching memory in place writes the same bytes")
     }
 
     @Test func roundTripsRandomRecords() throws {

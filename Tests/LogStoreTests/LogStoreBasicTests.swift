@@ -68,9 +68,10 @@ import TestSupport
         var results: [AppendResult] = []
         for _ in 0..<40 {
             results.append(try await store.append([EntryToAppend(term: Term(3), body: bytes)]) { _, position, body in
-                MessageRecord.patch(queueOffset: nil, physicalOffset: Int64(position.rawValue) + 48, in: &body)
+                MessageRecord.patch(queueOffset: nil, physicalOffset: Int64(position.rawValue) + 48, in: body, at: 0)
             })
         }
+        #expect(bytes == (try message.encoded()), "the caller's body is not patched: the store patches its own copy")
         for r in results {
             let entry = try store.read(from: r.firstIndex, maxBytes: 0)[0]
             let decoded = try entry.body.withUnsafeBytes { try MessageRecord.decode($0) }
