@@ -167,49 +167,71 @@ enum JSONHeader {
                 defer { i += 1 }
                 return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)
             }
-            // Escapes (RocketMQ's properties carry \u0001 and \u0002 between names and values):
-            // one buffer for the whole string, the scalars encoded straight into it.
-            var out: [UInt8] = []
-            out.reserveCapacity(i - start + 32)
-            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[start..<i]))
-            while true {
-                let b = try next()
-                switch b {
-                case UInt8(ascii: "\""):
-                    return String(decoding: out, as: UTF8.self)
-                case UInt8(ascii: "\\"):
-                    let e = try next()
-                    switch e {
-                    case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): out.append(e)
-                    case UInt8(ascii: "b"): out.append(0x08)
-                    case UInt8(ascii: "f"): out.append(0x0C)
-                    case UInt8(ascii: "n"): out.append(0x0A)
-                    case UInt8(ascii: "r"): out.append(0x0D)
-                    case UInt8(ascii: "t"): out.append(0x09)
-                    case UInt8(ascii: "u"):
-                        var scalar = try hex4()
-                        if (0xD800..<0xDC00).contains(scalar) {
-                            // A surrogate pair: \uD83D\uDE00.
-                            try expect(UInt8(ascii: "\\"))
-                            try expect(UInt8(ascii: "u"))
-                            let low = try hex4()
-                            guard (0xDC00..<0xE000).contains(low) else { throw .malformedHeader("a lone surrogate in a string") }
-                            scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+            // Escapes (RocketMQ's properties carry \u0001 and \u0002 between names and values): the
+            // text is decoded straight into the string's storage, sized by the escaped text (no
+            // escape decodes to more bytes than it takes), so one allocation instead of a buffer
+            // and its copy. Ill-formed UTF-8 is repaired, as `String(decoding:)` does.
+            var end = i
+            while end < bytes.count && bytes[end] != UInt8(ascii: "\"") {
+                end += bytes[end] == UInt8(ascii: "\\") ? 2 : 1
+            }
+            var failure: RemotingError?
+            let text = String(unsafeUninitializedCapacity: end - start) { out -> Int in
+                var n = 0
+                for b in UnsafeRawBufferPointer(rebasing: bytes[start..<i]) {
+                    out[n] = b
+                    n += 1
+                }
+                do throws(RemotingError) {
+                    while true {
+                        let b = try next()
+                        switch b {
+                        case UInt8(ascii: "\""):
+                            return n
+                        case UInt8(ascii: "\\"):
+                            let e = try next()
+                            var unit: UInt8
+                            switch e {
+                            case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): unit = e
+                            case UInt8(ascii: "b"): unit = 0x08
+                            case UInt8(ascii: "f"): unit = 0x0C
+                            case UInt8(ascii: "n"): unit = 0x0A
+                            case UInt8(ascii: "r"): unit = 0x0D
+                            case UInt8(ascii: "t"): unit = 0x09
+                            case UInt8(ascii: "u"):
+                                var scalar = try hex4()
+                                if (0xD800..<0xDC00).contains(scalar) {
+                                    // A surrogate pair: \uD83D\uDE00.
+                                    try expect(UInt8(ascii: "\\"))
+                                    try expect(UInt8(ascii: "u"))
+                                    let low = try hex4()
+                                    guard (0xDC00..<0xE000).contains(low) else { throw .malformedHeader("a lone surrogate in a string") }
+                                    scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                                }
+                                guard let u = Unicode.Scalar(scalar) else { throw .malformedHeader("a lone surrogate in a string") }
+                                for unit in UTF8.encode(u)! {
+                                    out[n] = unit
+                                    n += 1
+                                }
+                                continue
+                            default:
+                                throw .malformedHeader("an unknown escape \\\(Character(Unicode.Scalar(e)))")
+                            }
+                            out[n] = unit
+                            n += 1
+                        default:
+                            if b < 0x20 { throw .malformedHeader("a control character inside a string") }
+                            out[n] = b
+                            n += 1
                         }
-                        guard let u = Unicode.Scalar(scalar) else { throw .malformedHeader("a lone surrogate in a string") }
-                        if u.value < 0x80 {
-                            out.append(UInt8(u.value))
-                        } else {
-                            for unit in UTF8.encode(u)! { out.append(unit) }
-                        }
-                    default:
-                        throw .malformedHeader("an unknown escape \\\(Character(Unicode.Scalar(e)))")
                     }
-                default:
-                    if b < 0x20 { throw .malformedHeader("a control character inside a string") }
-                    out.append(b)
+                } catch {
+                    failure = error
+                    return 0
                 }
             }
+            if let failure { throw failure }
+            return text
         }
 
         private mutating func hex4() throws(RemotingError) -> UInt32 {

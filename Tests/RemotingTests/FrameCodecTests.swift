@@ -123,6 +123,38 @@ private final class WritesSeen: ChannelOutboundHandler, @unchecked Sendable {
         #expect(j.body.map { Array($0.readableBytesView) } == [1, 2, 3])
     }
 
+    /// Strings with escapes decode straight into the string's storage: every character JSON escapes
+    /// (RocketMQ's \u0001 and \u0002 separators, quotes, backslashes, controls), text that is not
+    /// ASCII, and raw bytes that are not UTF-8 after an escape (repaired, as before).
+    @Test func escapedStringsRoundTripAndBadBytesAreRepaired() throws {
+        var r = SplitMix64(seed: 11)
+        let alphabet = Array("ab \u{1}\u{2}\u{0}\u{1F}\"\\/\n\t\r\u{8}\u{C}é中😀".unicodeScalars)
+        for _ in 0..<2_000 {
+            var text = ""
+            for _ in 0..<Int(r.next() % 40) { text.unicodeScalars.append(alphabet[Int(r.next() % UInt64(alphabet.count))]) }
+            let c = RemotingCommand.response(to: RemotingCommand.request(code: 10, opaque: 3), code: 0, extFields: ["properties": text, text: "k"])
+            var b = ByteBuffer()
+            RemotingFrame.encode(c, into: &b)
+            let d = try #require(try RemotingFrame.decode(&b))
+            #expect(d.extFields == ["properties": text, text: "k"], "\(Array(text.utf8))")
+        }
+        var header = Array(#"{"code":1,"opaque":1,"extFields":{"k":"\u0001"#.utf8) + [0xFF] + Array(#"x\u00e9"}}"#.utf8)
+        var b = ByteBuffer()
+        b.writeInteger(Int32(4 + header.count))
+        b.writeInteger(UInt32(header.count))
+        b.writeBytes(header)
+        #expect(try RemotingFrame.decode(&b)?.extFields["k"] == "\u{1}\u{FFFD}xé")
+        // Cut inside an escape or before the closing quote: a typed error.
+        for cut in [#"{"code":1,"opaque":1,"extFields":{"k":"a\u00"#, #"{"code":1,"opaque":1,"extFields":{"k":"a\"#, #"{"code":1,"opaque":1,"extFields":{"k":"\n"#] {
+            header = Array(cut.utf8)
+            var t = ByteBuffer()
+            t.writeInteger(Int32(4 + header.count))
+            t.writeInteger(UInt32(header.count))
+            t.writeBytes(header)
+            #expect(throws: RemotingError.self, "\(cut)") { _ = try RemotingFrame.decode(&t) }
+        }
+    }
+
     @Test func malformedHeadersAreTypedErrors() {
         for header in [#"{"code":1}"#, #"{"opaque":1}"#, #"{"code":"1","opaque":1}"#, #"{"code":1,"opaque":1"#,
                        #"{"code":1,"opaque":1}x"#, #"{"code":1,"opaque":99999999999}"#, #"{"code":1,"opaque":1,"extFields":{"a":[1]}}"#,
