@@ -93,7 +93,7 @@ public final class BrokerService: Sendable {
         let s = self
         return [
             RemotingProcessor(name: "send", codes: [RequestCode.sendMessage, RequestCode.sendMessageV2, RequestCode.sendBatchMessage],
-                              maxQueuedRequests: 65_536, workers: 8_192) { r, c in await s.send(r, c) },
+                              maxQueuedRequests: 65_536, workers: 8_192, inline: { r, c in s.sendInline(r, c) }) { r, c in await s.send(r, c) },
             RemotingProcessor(name: "send-back", codes: [RequestCode.consumerSendMsgBack], maxQueuedRequests: 16_384, workers: 1_024) { r, c in
                 await s.sendBack(r, c)
             },
@@ -178,14 +178,10 @@ public final class BrokerService: Sendable {
     }
 
     func send(_ request: RemotingCommand, _ connection: RemotingConnection) async -> RemotingCommand? {
-        guard let h = Self.sendHeader(request.extFields, v2: request.code != RequestCode.sendMessage) else {
-            return .response(to: request, code: ResponseCode.systemError, remark: "the send header lacks topic or queueId, or they are not numbers")
-        }
-        guard TopicConfig.validName(h.topic) else {
-            return .response(to: request, code: ResponseCode.systemError, remark: "the topic[\(h.topic)] is not a valid topic name (1-127 characters of %|a-zA-Z0-9_-)")
-        }
-        if h.topic == "SCHEDULE_TOPIC_XXXX" {
-            return .response(to: request, code: ResponseCode.noPermission, remark: "sending to topic \(h.topic) is forbidden")
+        let h: SendHeader
+        switch checkedSendHeader(request) {
+        case .success(let header): h = header
+        case .failure(let refusal): return refusal.answer
         }
         if !writes.isLeader { return await forwardOrRefuse(request, writes.refusal, from: connection) }
         // The topic, created from its default topic when allowed.
@@ -194,21 +190,105 @@ public final class BrokerService: Sendable {
         case .success(let t): topic = t
         case .failure(let answer): return answer(request)
         }
+        let plan: SendPlan
+        switch sendPlan(request, h, topic, connection) {
+        case .success(let p): plan = p
+        case .failure(let refusal): return refusal.answer
+        }
+        let result: Appended
+        let appendStart = ContinuousClock.now
+        do {
+            result = try await writes.append(queue: plan.key, count: plan.records.count, timeout: options.sendTimeout) { first, _ in plan.entry(firstQueueOffset: first) }
+        } catch {
+            return await sendFailure(request, error, connection)
+        }
+        return sendAnswer(request, plan, result, appendStart: appendStart)
+    }
+
+    /// The send processor's fast path, on the connection's event loop: a send to an existing topic
+    /// on a leader that numbers its term is offered to the log without a task, and answered from
+    /// the commit (`WritePath.offer`). Anything else (not leading yet, a topic to create, a refusal,
+    /// a full mailbox) returns false and takes `send`, which answers every case; so does an offer
+    /// the replica refused before storing it. Same answers as `send` (the process tests run both).
+    func sendInline(_ request: RemotingCommand, _ connection: RemotingConnection) -> Bool {
+        guard case .success(let h) = checkedSendHeader(request), writes.isLeader, let topic = store.topic(h.topic),
+              case .success(let plan) = sendPlan(request, h, topic, connection) else { return false }
+        let appendStart = ContinuousClock.now
+        return writes.offer(queue: plan.key, count: plan.records.count, timeout: options.sendTimeout,
+                            body: { first, _ in plan.entry(firstQueueOffset: first) }) { [self] offered in
+            switch offered {
+            case .committed(let queueOffset):
+                connection.respond(sendAnswer(request, plan, Appended(queueOffset: queueOffset), appendStart: appendStart), to: request)
+            case .failed(let error):
+                Task { if let answer = await sendFailure(request, error, connection) { connection.respond(answer, to: request) } }
+            case .again:
+                // Not stored: the waiting path numbers it again (or answers why it cannot).
+                Task { if let answer = await send(request, connection) { connection.respond(answer, to: request) } }
+            }
+        }
+    }
+
+    /// An answer instead of a send, with the request it answers.
+    struct SendRefusal: Error {
+        var answer: RemotingCommand
+    }
+
+    /// The send header, read and checked before the topic is looked up.
+    func checkedSendHeader(_ request: RemotingCommand) -> Result<SendHeader, SendRefusal> {
+        guard let h = Self.sendHeader(request.extFields, v2: request.code != RequestCode.sendMessage) else {
+            return .failure(SendRefusal(answer: .response(to: request, code: ResponseCode.systemError, remark: "the send header lacks topic or queueId, or they are not numbers")))
+        }
+        guard TopicConfig.validName(h.topic) else {
+            return .failure(SendRefusal(answer: .response(to: request, code: ResponseCode.systemError, remark: "the topic[\(h.topic)] is not a valid topic name (1-127 characters of %|a-zA-Z0-9_-)")))
+        }
+        if h.topic == "SCHEDULE_TOPIC_XXXX" {
+            return .failure(SendRefusal(answer: .response(to: request, code: ResponseCode.noPermission, remark: "sending to topic \(h.topic) is forbidden")))
+        }
+        return .success(h)
+    }
+
+    /// What a send stores: its records (queue offset and physical offset 0: numbered by the write
+    /// path, placed by the log) and the queue they go to (a delayed message's schedule queue).
+    struct SendPlan: Sendable {
+        var topic: String
+        /// The queue asked for, or picked (a delayed message's answer still names it).
+        var queueId: Int32
+        var key: QueueKey
+        var records: [[UInt8]]
+        var entryBytes: Int
+
+        /// The entry, with each record's queue offset written where it lands (a copy of a record
+        /// to patch would cost a malloc and a copy of the whole record per message).
+        func entry(firstQueueOffset first: Int64) -> [UInt8] {
+            var entry: [UInt8] = []
+            entry.reserveCapacity(entryBytes)
+            for (k, r) in records.enumerated() {
+                let start = entry.count
+                entry.append(contentsOf: r)
+                MessageRecord.patch(queueOffset: first + Int64(k), physicalOffset: nil, in: &entry, at: start)
+            }
+            return entry
+        }
+    }
+
+    func sendPlan(_ request: RemotingCommand, _ h: SendHeader, _ topic: TopicConfig, _ connection: RemotingConnection) -> Result<SendPlan, SendRefusal> {
+        func refuse(_ code: Int32, _ remark: String) -> Result<SendPlan, SendRefusal> {
+            .failure(SendRefusal(answer: .response(to: request, code: code, remark: remark)))
+        }
         if topic.perm & TopicConfig.permWrite == 0 {
-            return .response(to: request, code: ResponseCode.noPermission, remark: "the topic[\(h.topic)] is not writable")
+            return refuse(ResponseCode.noPermission, "the topic[\(h.topic)] is not writable")
         }
         let queues = max(topic.writeQueueNums, topic.readQueueNums)
         var queueId = h.queueId
         if queueId < 0 { queueId = Int32.random(in: 0..<Int32(clamping: max(1, topic.writeQueueNums))) }
         guard queueId < queues else {
-            return .response(to: request, code: ResponseCode.systemError,
-                             remark: "queueId[\(queueId)] is illegal, topic:[\(h.topic)] topicConfig.writeQueueNums:[\(topic.writeQueueNums)] topicConfig.readQueueNums:[\(topic.readQueueNums)]")
+            return refuse(ResponseCode.systemError,
+                          "queueId[\(queueId)] is illegal, topic:[\(h.topic)] topicConfig.writeQueueNums:[\(topic.writeQueueNums)] topicConfig.readQueueNums:[\(topic.readQueueNums)]")
         }
         let bodyBuffer = request.body ?? ByteBuffer()
         let bornHost = (request.extFields[Self.forwardedField] != nil ? request.extFields[Self.bornHostField] : nil).map(messageHost)
             ?? connection.remoteAddress.map(messageHost) ?? messageHost("127.0.0.1:0")
         let now = Int64(Date().timeIntervalSince1970 * 1000)
-        // The records, with queue offset and physical offset 0 (numbered by the write path, placed by the log).
         var records: [[UInt8]] = []
         // The queue the records go to (the schedule topic's level queue for a delayed message).
         var key = QueueKey(h.topic, queueId)
@@ -260,46 +340,37 @@ public final class BrokerService: Sendable {
                 }
             }
         } catch {
-            return .response(to: request, code: ResponseCode.messageIllegal, remark: "the message is malformed: \(error)")
+            return refuse(ResponseCode.messageIllegal, "the message is malformed: \(error)")
         }
         for r in records where r.count > options.maxMessageSize {
-            return .response(to: request, code: ResponseCode.messageIllegal,
-                             remark: "the message is \(r.count) bytes stored, over maxMessageSize \(options.maxMessageSize)")
+            return refuse(ResponseCode.messageIllegal, "the message is \(r.count) bytes stored, over maxMessageSize \(options.maxMessageSize)")
         }
         let entryBytes = records.reduce(0) { $0 + $1.count }
         if entryBytes > min(options.maxMessageSize, writes.maxEntryBytes) {
-            return .response(to: request, code: ResponseCode.messageIllegal,
-                             remark: "the batch is \(entryBytes) bytes stored, over maxMessageSize \(options.maxMessageSize); send it in smaller batches")
+            return refuse(ResponseCode.messageIllegal,
+                          "the batch is \(entryBytes) bytes stored, over maxMessageSize \(options.maxMessageSize); send it in smaller batches")
         }
-        let result: Appended
-        let appendStart = ContinuousClock.now
-        do {
-            result = try await writes.append(queue: key, count: records.count, timeout: options.sendTimeout) { first, _ in
-                var entry: [UInt8] = []
-                entry.reserveCapacity(records.reduce(0) { $0 + $1.count })
-                for (k, r) in records.enumerated() {
-                    // Patched where it lands in the entry: a copy of `r` to patch would cost a
-                    // malloc and a copy of the whole record per message.
-                    let start = entry.count
-                    entry.append(contentsOf: r)
-                    MessageRecord.patch(queueOffset: first + Int64(k), physicalOffset: nil, in: &entry, at: start)
-                }
-                return entry
-            }
-        } catch {
-            switch error {
-            case .notLeader, .notReady: return await forwardOrRefuse(request, error, from: connection)
-            case .busy: return .response(to: request, code: ResponseCode.systemBusy, remark: "[RAFT]broker busy: \(error)")
-            case .tooLarge: return .response(to: request, code: ResponseCode.messageIllegal, remark: "\(error)")
-            case .timedOut: return .response(to: request, code: ResponseCode.systemError, remark: "the message was not committed in time; it may still be stored")
-            case .failed, .storage: return .response(to: request, code: ResponseCode.systemError, remark: "\(error)")
-            case .slave: return await forwardOrRefuse(request, error, from: connection)
-            }
+        return .success(SendPlan(topic: h.topic, queueId: queueId, key: key, records: records, entryBytes: entryBytes))
+    }
+
+    /// The answer to a send the writer did not store (or whose outcome is unknown).
+    func sendFailure(_ request: RemotingCommand, _ error: WriteError, _ connection: RemotingConnection) async -> RemotingCommand? {
+        switch error {
+        case .notLeader, .notReady: return await forwardOrRefuse(request, error, from: connection)
+        case .busy: return .response(to: request, code: ResponseCode.systemBusy, remark: "[RAFT]broker busy: \(error)")
+        case .tooLarge: return .response(to: request, code: ResponseCode.messageIllegal, remark: "\(error)")
+        case .timedOut: return .response(to: request, code: ResponseCode.systemError, remark: "the message was not committed in time; it may still be stored")
+        case .failed, .storage: return .response(to: request, code: ResponseCode.systemError, remark: "\(error)")
+        case .slave: return await forwardOrRefuse(request, error, from: connection)
         }
-        counters.withLock { $0.put += Int64(records.count) }
-        options.observer?.stored(topic: h.topic, messages: records.count, bytes: entryBytes, appendDuration: ContinuousClock.now - appendStart)
-        // Committed and dispatched: the consume queue says where each message is.
-        let placed = (try? store.queue(key)?.read(from: UInt64(result.queueOffset), maxCount: records.count)) ?? []
+    }
+
+    /// The answer to a stored send: committed and dispatched, so the consume queue says where each
+    /// message is.
+    func sendAnswer(_ request: RemotingCommand, _ plan: SendPlan, _ result: Appended, appendStart: ContinuousClock.Instant) -> RemotingCommand {
+        counters.withLock { $0.put += Int64(plan.records.count) }
+        options.observer?.stored(topic: plan.topic, messages: plan.records.count, bytes: plan.entryBytes, appendDuration: ContinuousClock.now - appendStart)
+        let placed = (try? store.queue(plan.key)?.read(from: UInt64(result.queueOffset), maxCount: plan.records.count)) ?? []
         let ids = placed.map { offsetMessageId(storeHost: storeHost, physicalOffset: $0.commitLogOffset) }.joined(separator: ",")
         // SYNC_MASTER's "sent, but not on a slave" answers carry the message's place too (clients
         // count them as sent; retryAnotherBrokerWhenNotStoreOK decides).
@@ -311,7 +382,7 @@ public final class BrokerService: Sendable {
         }
         return .response(to: request, code: code, extFields: [
             // The queue asked for (a delayed message's offset is its schedule queue's, as in RocketMQ).
-            "msgId": ids, "queueId": "\(queueId)", "queueOffset": "\(result.queueOffset)",
+            "msgId": ids, "queueId": "\(plan.queueId)", "queueOffset": "\(result.queueOffset)",
             "MSG_REGION": options.regionId, "TRACE_ON": options.traceOn ? "true" : "false",
         ])
     }

@@ -54,6 +54,15 @@ public protocol BrokerWriter: Sendable {
 }
 
 extension BrokerWriter {
+    /// The send fast path (`WritePath.offer`): offers one entry without a waiting task, or returns
+    /// false and the caller takes `append`. Writers without one always return false.
+    public func offer(queue key: QueueKey, count: Int, timeout: Duration,
+                      body: (_ firstQueueOffset: Int64, _ numbered: [QueueKey: Int64]) -> [UInt8],
+                      onCommit: @escaping @Sendable (WritePath.Offered) -> Void) -> Bool {
+        guard let path = self as? WritePath else { return false }
+        return path.offer(queue: key, count: count, timeout: timeout, body: body, onCommit: onCommit)
+    }
+
     public func append(queue key: QueueKey?, count: Int, timeout: Duration,
                        body: (_ firstQueueOffset: Int64, _ numbered: [QueueKey: Int64]) -> [UInt8]) async throws(WriteError) -> Appended {
         try await append(queue: key, count: count, timeout: timeout, kind: .messages, body: body)

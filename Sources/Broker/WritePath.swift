@@ -147,40 +147,18 @@ public final class WritePath: BrokerWriter {
             let outcome: Result<RaftReplica.Committed, any Error>
             do {
                 outcome = .success(try await withCheckedThrowingContinuation { (c: CheckedContinuation<RaftReplica.Committed, any Error>) in
-                    let accepted: Result<Void, WriteError> = state.withLock { s in
-                        guard let term = s.term, !s.broken else { return .failure(.notReady) }
-                        // A snapshot is the metadata as applied: none may be on its way.
-                        if kind == .snapshot {
-                            let applied = s.lastMetadataIndex.map { store.dispatchedIndex >= replica.storeNumber($0) } ?? true
-                            if s.metadataInFlight > 0 || !applied { return .failure(.busy) }
-                        }
-                        if let key { firstOffset = s.offsets[key] ?? store.maxOffset(key) }
-                        let data = body(firstOffset, s.offsets)
-                        // The node would refuse it and break the numbering of everyone else.
-                        guard !data.isEmpty, data.count <= maxEntryBytes else { return .failure(.tooLarge(bytes: data.count, limit: maxEntryBytes)) }
-                        let remaining = deadline - .now
-                        guard replica.offer(data, guard: ProposalGuard(term: term, index: s.nextIndex),
-                                            timeout: remaining > .zero ? remaining : .milliseconds(1), continuation: c) else { return .failure(.busy) }
-                        if let key { s.offsets[key] = firstOffset + Int64(count) }
-                        if kind == .metadata { s.lastMetadataIndex = s.nextIndex }
-                        s.nextIndex = s.nextIndex.next
-                        s.inFlight += 1
-                        if kind == .metadata { s.metadataInFlight += 1 }
-                        offered = s.generation
-                        return .success(())
+                    let numbered = numberAndOffer(queue: key, count: count, kind: kind, deadline: deadline, body: body) { data, proposalGuard, remaining, _ in
+                        replica.offer(data, guard: proposalGuard, timeout: remaining, continuation: c)
                     }
-                    if case .failure(let e) = accepted { c.resume(throwing: NotOffered(reason: e)) }
+                    switch numbered {
+                    case .success(let n): (firstOffset, offered) = (n.firstOffset, n.generation)
+                    case .failure(let e): c.resume(throwing: NotOffered(reason: e))
+                    }
                 })
             } catch {
                 outcome = .failure(error)
             }
-            if let generation = offered {
-                state.withLock { s in
-                    guard s.generation == generation else { return }
-                    s.inFlight -= 1
-                    if kind == .metadata { s.metadataInFlight -= 1 }
-                }
-            }
+            if let generation = offered { answered(generation: generation, kind: kind) }
             switch outcome {
             case .success(let committed):
                 return (firstOffset, committed)
@@ -192,21 +170,103 @@ public final class WritePath: BrokerWriter {
                     try? await Task.sleep(for: .milliseconds(1))
                     continue
                 }
-                switch error {
-                case .timedOut: throw .timedOut
-                case .refused(.proposalTooLarge), .refused(.emptyProposal):
-                    state.withLock { $0.broken = true }
-                    throw .tooLarge(bytes: -1, limit: maxEntryBytes)
-                case .unexpectedPosition, .refused, .busy:
-                    // The chain is broken; number again (after the in-flight ones are answered).
-                    state.withLock { $0.broken = true }
-                    if case .refused(.notLeader(let l)) = error { throw .notLeader(leader: l) }
-                    if ContinuousClock.now >= deadline { throw .failed(error) }
-                case .overwritten, .stopped, .storage:
-                    state.withLock { $0.broken = true }
-                    throw .failed(error)
+                if let answer = failed(error, deadline: deadline) { throw answer }
+            }
+        }
+    }
+
+    /// What the fast path's `onCommit` learns.
+    public enum Offered: Sendable {
+        /// Committed and dispatched: the first message's queue offset.
+        case committed(queueOffset: Int64)
+        /// Not stored, or its outcome is unknown: answer with this.
+        case failed(WriteError)
+        /// Not stored, and the numbering is being redone: take the waiting path (`append`).
+        case again
+    }
+
+    /// The send fast path: numbers one entry of `count` messages of `key` and hands it to the
+    /// replica without a waiting task, when this member leads with a numbering for its term.
+    /// `onCommit` runs on the Raft driver once the entry is committed and dispatched, or failed
+    /// (keep it short). Returns false when nothing was offered (not leading or not numbering yet,
+    /// a full mailbox, an entry too large): the caller takes the waiting path, which waits for the
+    /// numbering and answers every case.
+    public func offer(queue key: QueueKey, count: Int, timeout: Duration,
+                      body: (_ firstQueueOffset: Int64, _ numbered: [QueueKey: Int64]) -> [UInt8],
+                      onCommit: @escaping @Sendable (Offered) -> Void) -> Bool {
+        guard let status = replica.status, status.raft.role == .leader,
+              state.withLock({ $0.term == status.raft.term && !$0.broken }) else { return false }
+        let deadline = ContinuousClock.now + timeout
+        let numbered = numberAndOffer(queue: key, count: count, kind: .messages, deadline: deadline, body: body) { data, proposalGuard, remaining, numbering in
+            replica.offer(data, guard: proposalGuard, timeout: remaining) { [self] result in
+                let (firstOffset, generation) = numbering
+                answered(generation: generation, kind: .messages)
+                switch result {
+                case .success: onCommit(.committed(queueOffset: firstOffset))
+                case .failure(let error):
+                    guard let error = error as? ReplicaError else { return onCommit(.failed(.busy)) }
+                    onCommit(failed(error, deadline: deadline).map { .failed($0) } ?? .again)
                 }
             }
+        }
+        guard case .success = numbered else { return false }
+        return true
+    }
+
+    /// Numbers one entry and offers it (`offer` hands it to the replica) under the numbering lock,
+    /// so entries reach the replica in numbering order. Returns the first queue offset and the
+    /// numbering's generation, or why nothing was offered.
+    private func numberAndOffer(queue key: QueueKey?, count: Int, kind: EntryKind, deadline: ContinuousClock.Instant,
+                                body: (_ firstQueueOffset: Int64, _ numbered: [QueueKey: Int64]) -> [UInt8],
+                                offer: ([UInt8], ProposalGuard, Duration, (firstOffset: Int64, generation: UInt64)) -> Bool) -> Result<(firstOffset: Int64, generation: UInt64), WriteError> {
+        state.withLock { s in
+            guard let term = s.term, !s.broken else { return .failure(.notReady) }
+            // A snapshot is the metadata as applied: none may be on its way.
+            if kind == .snapshot {
+                let applied = s.lastMetadataIndex.map { store.dispatchedIndex >= replica.storeNumber($0) } ?? true
+                if s.metadataInFlight > 0 || !applied { return .failure(.busy) }
+            }
+            var firstOffset: Int64 = 0
+            if let key { firstOffset = s.offsets[key] ?? store.maxOffset(key) }
+            let data = body(firstOffset, s.offsets)
+            // The node would refuse it and break the numbering of everyone else.
+            guard !data.isEmpty, data.count <= maxEntryBytes else { return .failure(.tooLarge(bytes: data.count, limit: maxEntryBytes)) }
+            let remaining = deadline - .now
+            guard offer(data, ProposalGuard(term: term, index: s.nextIndex), remaining > .zero ? remaining : .milliseconds(1), (firstOffset, s.generation)) else { return .failure(.busy) }
+            if let key { s.offsets[key] = firstOffset + Int64(count) }
+            if kind == .metadata { s.lastMetadataIndex = s.nextIndex }
+            s.nextIndex = s.nextIndex.next
+            s.inFlight += 1
+            if kind == .metadata { s.metadataInFlight += 1 }
+            return .success((firstOffset, s.generation))
+        }
+    }
+
+    /// An offered entry was answered (committed or not).
+    private func answered(generation: UInt64, kind: EntryKind) {
+        state.withLock { s in
+            guard s.generation == generation else { return }
+            s.inFlight -= 1
+            if kind == .metadata { s.metadataInFlight -= 1 }
+        }
+    }
+
+    /// What the replica's refusal of an offered entry means: the error to answer with, or nil to
+    /// number again and retry (time remains). Every refusal but a timeout breaks the numbering.
+    private func failed(_ error: ReplicaError, deadline: ContinuousClock.Instant) -> WriteError? {
+        switch error {
+        case .timedOut: return .timedOut
+        case .refused(.proposalTooLarge), .refused(.emptyProposal):
+            state.withLock { $0.broken = true }
+            return .tooLarge(bytes: -1, limit: maxEntryBytes)
+        case .unexpectedPosition, .refused, .busy:
+            // The chain is broken; number again (after the in-flight ones are answered).
+            state.withLock { $0.broken = true }
+            if case .refused(.notLeader(let l)) = error { return .notLeader(leader: l) }
+            return ContinuousClock.now >= deadline ? .failed(error) : nil
+        case .overwritten, .stopped, .storage:
+            state.withLock { $0.broken = true }
+            return .failed(error)
         }
     }
 

@@ -13,8 +13,13 @@ public struct RemotingProcessor: Sendable {
     public var maxQueuedRequests: Int
     public var workers: Int
     public var handle: @Sendable (RemotingCommand, RemotingConnection) async -> RemotingCommand?
+    /// Tried first, on the connection's event loop, for requests that need no task: it returns true
+    /// when it took the request (and answers it later through the connection itself), false to
+    /// queue it for `handle`. It must not block.
+    public var inline: (@Sendable (RemotingCommand, RemotingConnection) -> Bool)?
 
     public init(name: String, codes: [Int32], maxQueuedRequests: Int, workers: Int = 1,
+                inline: (@Sendable (RemotingCommand, RemotingConnection) -> Bool)? = nil,
                 handle: @escaping @Sendable (RemotingCommand, RemotingConnection) async -> RemotingCommand?) {
         precondition(!codes.isEmpty, "a processor serves at least one code")
         precondition(maxQueuedRequests > 0, "maxQueuedRequests must be positive")
@@ -23,6 +28,7 @@ public struct RemotingProcessor: Sendable {
         self.codes = codes
         self.maxQueuedRequests = maxQueuedRequests
         self.workers = workers
+        self.inline = inline
         self.handle = handle
     }
 }
@@ -155,6 +161,9 @@ final class ProcessorQueue: Sendable {
         }
     }
 
+    /// Whether `stop` was called (requests are refused from then on).
+    var isStopped: Bool { state.withLock { $0.stopped } }
+
     /// The next waiting request for a worker that finished one, or nil and the worker ends.
     private func takeNext(worker id: UInt64) -> QueuedRequest? {
         let (next, wake) = state.withLock { s -> (QueuedRequest?, [CheckedContinuation<Void, Never>]) in
@@ -227,6 +236,7 @@ final class QueueDispatcher: RemotingDispatcher {
                                          remark: " request type \(request.code) not supported"), to: request)
             return
         }
+        if let inline = queues[k].processor.inline, !queues[k].isStopped, inline(request, connection) { return }
         switch queues[k].submit(QueuedRequest(request: request, connection: connection)) {
         case .started, .queued: break
         case .full:

@@ -49,6 +49,26 @@ public struct RaftReplicaOptions: Sendable {
     }
 }
 
+/// Who learns a proposal's outcome: a suspended caller or a callback run on the driver.
+enum ProposalReply: Sendable {
+    case continuation(CheckedContinuation<RaftReplica.Committed, any Error>)
+    case callback(@Sendable (Result<RaftReplica.Committed, any Error>) -> Void)
+
+    func resume(returning committed: RaftReplica.Committed) {
+        switch self {
+        case .continuation(let c): c.resume(returning: committed)
+        case .callback(let f): f(.success(committed))
+        }
+    }
+
+    func resume(throwing error: any Error) {
+        switch self {
+        case .continuation(let c): c.resume(throwing: error)
+        case .callback(let f): f(.failure(error))
+        }
+    }
+}
+
 /// What the apply step receives: committed entries in order and, when this node wrote all of them
 /// lately (the driver keeps its last few MiB of writes), where each one's header sits in the store,
 /// so a subscriber that needs positions does not read the entries back. The bodies are as proposed,
@@ -133,7 +153,7 @@ public final class RaftReplica: Sendable {
     enum Input: Sendable {
         case message(Message)
         case tick
-        case propose([UInt8], ProposalGuard?, deadline: ContinuousClock.Instant, CheckedContinuation<Committed, any Error>)
+        case propose([UInt8], ProposalGuard?, deadline: ContinuousClock.Instant, ProposalReply)
         case transfer(NodeID, CheckedContinuation<Void, any Error>)
         case connectionLost(NodeID)
         case read(deadline: ContinuousClock.Instant, CheckedContinuation<RaftCore.LogIndex, any Error>)
@@ -191,7 +211,7 @@ public final class RaftReplica: Sendable {
     public func append(_ data: [UInt8], timeout: Duration = .seconds(3_600)) async throws -> Committed {
         let deadline = ContinuousClock.now + timeout
         return try await withCheckedThrowingContinuation { c in
-            if !mailbox.offer(.propose(data, nil, deadline: deadline, c)) { c.resume(throwing: ReplicaError.busy) }
+            if !mailbox.offer(.propose(data, nil, deadline: deadline, .continuation(c))) { c.resume(throwing: ReplicaError.busy) }
         }
     }
 
@@ -202,7 +222,16 @@ public final class RaftReplica: Sendable {
     /// another keep their order.
     public func offer(_ data: [UInt8], guard proposalGuard: ProposalGuard?, timeout: Duration,
                       continuation: CheckedContinuation<Committed, any Error>) -> Bool {
-        mailbox.offer(.propose(data, proposalGuard, deadline: .now + timeout, continuation))
+        mailbox.offer(.propose(data, proposalGuard, deadline: .now + timeout, .continuation(continuation)))
+    }
+
+    /// `offer`, with `onCommit` told the outcome instead of a suspended caller: no task waits. It
+    /// runs on the node's driver, after the entry's commit and its `apply` (or at its failure), so it
+    /// must be short and must not block. Returns false, and never calls `onCommit`, when the mailbox
+    /// is full.
+    public func offer(_ data: [UInt8], guard proposalGuard: ProposalGuard?, timeout: Duration,
+                      onCommit: @escaping @Sendable (Result<Committed, any Error>) -> Void) -> Bool {
+        mailbox.offer(.propose(data, proposalGuard, deadline: .now + timeout, .callback(onCommit)))
     }
 
     /// What `committedEntries` found.
@@ -370,7 +399,7 @@ public final class RaftReplica: Sendable {
     }
 
     private func drive(_ transport: PeerTransport) async throws {
-        var waiters: [RaftCore.LogIndex: (term: RaftCore.Term, continuation: CheckedContinuation<Committed, any Error>)] = [:]
+        var waiters: [RaftCore.LogIndex: (term: RaftCore.Term, continuation: ProposalReply)] = [:]
         // Every waiter's deadline, soonest first (callers may pass different timeouts).
         var deadlines = DeadlineHeap()
         // ReadIndex requests by the sequence number that is their context.
@@ -398,13 +427,13 @@ public final class RaftReplica: Sendable {
         var lastRetention = ContinuousClock.now
         // Proposals of one batch of inputs go to the node together: one append message per
         // follower for all of them instead of one each.
-        var proposals: [(data: [UInt8], guard: ProposalGuard?, deadline: ContinuousClock.Instant, continuation: CheckedContinuation<Committed, any Error>)] = []
+        var proposals: [(data: [UInt8], guard: ProposalGuard?, deadline: ContinuousClock.Instant, continuation: ProposalReply)] = []
         // Whether the proposal would land where its guard expects, `offset` entries after the log's end.
         func guardHolds(_ g: ProposalGuard?, offset: UInt64) -> Bool {
             guard let g else { return true }
             return node.role == .leader && node.term == g.term && g.index.rawValue == node.lastIndex.rawValue + 1 + offset
         }
-        func wait(_ index: RaftCore.LogIndex, _ term: RaftCore.Term, _ deadline: ContinuousClock.Instant, _ c: CheckedContinuation<Committed, any Error>) {
+        func wait(_ index: RaftCore.LogIndex, _ term: RaftCore.Term, _ deadline: ContinuousClock.Instant, _ c: ProposalReply) {
             // An older waiter at this index lost its entry to a new leader's.
             waiters[index]?.continuation.resume(throwing: ReplicaError.overwritten(index: index))
             waiters[index] = (term, c)

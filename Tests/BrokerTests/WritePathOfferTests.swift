@@ -1,0 +1,95 @@
+import Foundation
+import LogFormat
+import LogStore
+import Logging
+import NIOCore
+import NIOPosix
+import RaftCore
+import Replication
+import Synchronization
+import Testing
+@testable import Broker
+
+/// The send fast path (`WritePath.offer`): entries offered without a waiting task are numbered in
+/// the same sequence as waited ones, answered once committed and dispatched, and refused (for the
+/// waiting path to take) while the member does not number its term.
+@Suite(.serialized) struct WritePathOfferTests {
+    @Test func offeredEntriesAreNumberedCommittedAndDispatchedWithWaitedOnes() async throws {
+        let f = try StoreFixture()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let probe = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
+        let port = probe.localAddress!.port!
+        try await probe.close()
+        var config = RaftConfig(id: NodeID(0), voters: [NodeID(0)])
+        config.electionTimeoutTicks = 5
+        config.heartbeatTicks = 1
+        var options = RaftReplicaOptions(raft: config, peerAddresses: [NodeID(0): "127.0.0.1:\(port)"])
+        options.bodyPatch = BrokerLogHooks.bodyPatch
+        options.appliedIndex = RaftCore.LogIndex(UInt64(f.store.dispatchedIndex + 1))
+        let store = f.store
+        let replica = RaftReplica(options: options, store: f.log, hardStateFile: HardStateFile(path: f.root + "/hardstate"), group: group,
+                                  logger: Logger(label: "offer-test"), apply: { batch in
+            guard let last = batch.entries.last else { return }
+            if let positions = batch.positions {
+                try store.dispatch(committed: zip(batch.entries, positions).map {
+                    MessageStore.CommittedEntry(index: Int64($0.index.rawValue) - 1, position: $1.rawValue, body: $0.data)
+                })
+            } else {
+                try store.dispatch(upTo: Int64(last.index.rawValue) - 1)
+            }
+        })
+        let running = Task { try await replica.run() }
+        defer { running.cancel() }
+        let writes = WritePath(replica: replica, store: f.store)
+        let key = QueueKey("T", 1)
+        let message = try record("T", queue: 1, offset: 0)
+        func body(_ first: Int64, _: [QueueKey: Int64]) -> [UInt8] {
+            var e = message
+            MessageRecord.patch(queueOffset: first, physicalOffset: nil, in: &e)
+            return e
+        }
+        // Not numbering yet (not even leading): nothing is offered, nothing is called.
+        #expect(!writes.offer(queue: key, count: 1, timeout: .seconds(5), body: body) { _ in _ = Issue.record("an unoffered entry was answered") })
+        // The waiting path waits for leadership and the dispatch of the log, and starts the numbering.
+        try await writes.append(.topicUpsert(TopicConfig(topicName: "T", readQueueNums: 4, writeQueueNums: 4, perm: 6)), timeout: .seconds(20))
+        // 300 offered without waiting, with waited ones among them.
+        let answers = Mutex<[Int64]>([])
+        var offered = 0, waited: [Int64] = []
+        for k in 0..<300 {
+            if k % 50 == 25 {
+                waited.append(try await writes.append(queue: key, count: 1, timeout: .seconds(20), body: body).queueOffset)
+            }
+            if writes.offer(queue: key, count: 1, timeout: .seconds(20), body: body, onCommit: { outcome in
+                guard case .committed(let offset) = outcome else {
+                    Issue.record("offer \(k) answered \(outcome)")
+                    return
+                }
+                answers.withLock { $0.append(offset) }
+            }) {
+                offered += 1
+            }
+        }
+        #expect(offered == 300, "the mailbox takes them all")
+        let deadline = ContinuousClock.now + .seconds(20)
+        while answers.withLock({ $0.count }) < offered && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        let offsets = answers.withLock { $0 }
+        // Every queue offset once, offered and waited together: 0..<306, dense.
+        #expect((offsets + waited).sorted() == Array(0..<Int64(offered + waited.count)))
+        #expect(offsets == offsets.sorted(), "answered in log order")
+        #expect(f.store.maxOffset(key) == Int64(offered + waited.count), "dispatched before answered")
+        // Each consume-queue entry points at a record that carries its own queue offset.
+        let cq = try #require(try f.store.queue(key)?.read(from: 0, maxCount: 400))
+        for (k, e) in cq.enumerated() {
+            let r = try #require(f.store.record(atPhysicalOffset: e.commitLogOffset))
+            let decoded = try r.withUnsafeBytes { try MessageRecord.decode($0) }
+            #expect(decoded.queueOffset == Int64(k) && decoded.physicalOffset == e.commitLogOffset)
+        }
+        // An entry the node refuses (over its size limit) is never offered: the waiting path answers.
+        #expect(!writes.offer(queue: key, count: 1, timeout: .seconds(5), body: { _, _ in [UInt8](repeating: 1, count: writes.maxEntryBytes + 1) }) { _ in
+            Issue.record("a refused entry was answered")
+        })
+        running.cancel()
+        _ = await running.result
+        try await group.shutdownGracefully()
+    }
+}
