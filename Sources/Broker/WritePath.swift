@@ -69,9 +69,10 @@ public final class WritePath: BrokerWriter {
     /// The largest entry the Raft node takes (RaftConfig.maxEntryBytes).
     public let maxEntryBytes: Int
 
-    public init(replica: RaftReplica, store: MessageStore) {
+    public init(replica: RaftReplica, store: MessageStore, maxOffered: Int = 8_192) {
         self.replica = replica
         self.store = store
+        self.maxOffered = maxOffered
         maxEntryBytes = replica.options.raft.maxEntryBytes
     }
 
@@ -175,6 +176,12 @@ public final class WritePath: BrokerWriter {
         }
     }
 
+    /// Entries in flight (offered, not yet answered) beyond which the fast path offers no more:
+    /// further sends wait in the send processor's queue, whose workers and queue are bounded, as
+    /// every send did before the fast path (a group without a quorum must not gather sends without
+    /// limit until their timeouts).
+    public let maxOffered: Int
+
     /// What the fast path's `onCommit` learns.
     public enum Offered: Sendable {
         /// Committed and dispatched: the first message's queue offset.
@@ -195,7 +202,7 @@ public final class WritePath: BrokerWriter {
                       body: (_ firstQueueOffset: Int64, _ numbered: [QueueKey: Int64]) -> [UInt8],
                       onCommit: @escaping @Sendable (Offered) -> Void) -> Bool {
         guard let status = replica.status, status.raft.role == .leader,
-              state.withLock({ $0.term == status.raft.term && !$0.broken }) else { return false }
+              state.withLock({ $0.term == status.raft.term && !$0.broken && $0.inFlight < maxOffered }) else { return false }
         let deadline = ContinuousClock.now + timeout
         let numbered = numberAndOffer(queue: key, count: count, kind: .messages, deadline: deadline, body: body) { data, proposalGuard, remaining, numbering in
             replica.offer(data, guard: proposalGuard, timeout: remaining) { [self] result in
