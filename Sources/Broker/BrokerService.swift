@@ -177,7 +177,9 @@ public final class BrokerService: Sendable {
             reconsumeTimes: min(max(v("reconsumeTimes", "j").flatMap { Int32($0) } ?? 0, 0), 1_000_000), batch: v("batch", "m") == "true" || v("batch", "m") == "1")
     }
 
-    func send(_ request: RemotingCommand, _ connection: RemotingConnection) async -> RemotingCommand? {
+    /// `deadline`: when a send the fast path offered comes back here to be numbered again, the
+    /// time it has left (a client that gave up must not find it stored long after).
+    func send(_ request: RemotingCommand, _ connection: RemotingConnection, deadline: ContinuousClock.Instant? = nil) async -> RemotingCommand? {
         let h: SendHeader
         switch checkedSendHeader(request) {
         case .success(let header): h = header
@@ -198,7 +200,8 @@ public final class BrokerService: Sendable {
         let result: Appended
         let appendStart = ContinuousClock.now
         do {
-            result = try await writes.append(queue: plan.key, count: plan.records.count, timeout: options.sendTimeout) { first, _ in plan.entry(firstQueueOffset: first) }
+            let timeout = deadline.map { max(.milliseconds(1), $0 - .now) } ?? options.sendTimeout
+            result = try await writes.append(queue: plan.key, count: plan.records.count, timeout: timeout) { first, _ in plan.entry(firstQueueOffset: first) }
         } catch {
             return await sendFailure(request, error, connection)
         }
@@ -211,7 +214,7 @@ public final class BrokerService: Sendable {
     /// a full mailbox) returns false and takes `send`, which answers every case; so does an offer
     /// the replica refused before storing it. Same answers as `send` (the process tests run both).
     func sendInline(_ request: RemotingCommand, _ connection: RemotingConnection) -> Bool {
-        guard case .success(let h) = checkedSendHeader(request), writes.isLeader, let topic = store.topic(h.topic),
+        guard writes.canOffer, case .success(let h) = checkedSendHeader(request), let topic = store.topic(h.topic),
               case .success(let plan) = sendPlan(request, h, topic, connection) else { return false }
         let appendStart = ContinuousClock.now
         return writes.offer(queue: plan.key, count: plan.records.count, timeout: options.sendTimeout,
@@ -220,10 +223,18 @@ public final class BrokerService: Sendable {
             case .committed(let queueOffset):
                 connection.respond(sendAnswer(request, plan, Appended(queueOffset: queueOffset), appendStart: appendStart), to: request)
             case .failed(let error):
-                Task { if let answer = await sendFailure(request, error, connection) { connection.respond(answer, to: request) } }
+                // Answered at once unless it is forwarded to a new leader (also when the node
+                // stops: before the event loops do).
+                if let answer = sendFailureAnswer(request, error) {
+                    connection.respond(answer, to: request)
+                } else {
+                    Task { if let answer = await sendFailure(request, error, connection) { connection.respond(answer, to: request) } }
+                }
             case .again:
-                // Not stored: the waiting path numbers it again (or answers why it cannot).
-                Task { if let answer = await send(request, connection) { connection.respond(answer, to: request) } }
+                // Not stored: the waiting path numbers it again (or answers why it cannot), within
+                // the send's own timeout.
+                let deadline = appendStart + options.sendTimeout
+                Task { if let answer = await send(request, connection, deadline: deadline) { connection.respond(answer, to: request) } }
             }
         }
     }
@@ -355,13 +366,18 @@ public final class BrokerService: Sendable {
 
     /// The answer to a send the writer did not store (or whose outcome is unknown).
     func sendFailure(_ request: RemotingCommand, _ error: WriteError, _ connection: RemotingConnection) async -> RemotingCommand? {
+        if let answer = sendFailureAnswer(request, error) { return answer }
+        return await forwardOrRefuse(request, error, from: connection)
+    }
+
+    /// `sendFailure`'s answers that need no forwarding (nil: forward or refuse as not the leader).
+    func sendFailureAnswer(_ request: RemotingCommand, _ error: WriteError) -> RemotingCommand? {
         switch error {
-        case .notLeader, .notReady: return await forwardOrRefuse(request, error, from: connection)
+        case .notLeader, .notReady, .slave: return nil
         case .busy: return .response(to: request, code: ResponseCode.systemBusy, remark: "[RAFT]broker busy: \(error)")
         case .tooLarge: return .response(to: request, code: ResponseCode.messageIllegal, remark: "\(error)")
         case .timedOut: return .response(to: request, code: ResponseCode.systemError, remark: "the message was not committed in time; it may still be stored")
         case .failed, .storage: return .response(to: request, code: ResponseCode.systemError, remark: "\(error)")
-        case .slave: return await forwardOrRefuse(request, error, from: connection)
         }
     }
 

@@ -54,6 +54,9 @@ public protocol BrokerWriter: Sendable {
 }
 
 extension BrokerWriter {
+    /// Whether the send fast path (`offer`) would take an entry now; false for writers without one.
+    public var canOffer: Bool { (self as? WritePath)?.canOffer ?? false }
+
     /// The send fast path (`WritePath.offer`): offers one entry without a waiting task, or returns
     /// false and the caller takes `append`. Writers without one always return false.
     public func offer(queue key: QueueKey, count: Int, timeout: Duration,

@@ -69,7 +69,7 @@ public final class WritePath: BrokerWriter {
     /// The largest entry the Raft node takes (RaftConfig.maxEntryBytes).
     public let maxEntryBytes: Int
 
-    public init(replica: RaftReplica, store: MessageStore, maxOffered: Int = 8_192) {
+    public init(replica: RaftReplica, store: MessageStore, maxOffered: Int = 1_024) {
         self.replica = replica
         self.store = store
         self.maxOffered = maxOffered
@@ -171,7 +171,7 @@ public final class WritePath: BrokerWriter {
                     try? await Task.sleep(for: .milliseconds(1))
                     continue
                 }
-                if let answer = failed(error, deadline: deadline) { throw answer }
+                if let answer = failed(error, generation: offered, deadline: deadline) { throw answer }
             }
         }
     }
@@ -179,8 +179,12 @@ public final class WritePath: BrokerWriter {
     /// Entries in flight (offered, not yet answered) beyond which the fast path offers no more:
     /// further sends wait in the send processor's queue, whose workers and queue are bounded, as
     /// every send did before the fast path (a group without a quorum must not gather sends without
-    /// limit until their timeouts).
+    /// limit until their timeouts). With the send processor's 8,192 workers it stays under the Raft
+    /// node's maxPendingProposals (10,000), which would otherwise refuse one and break the numbering.
     public let maxOffered: Int
+    /// Set while a metadata snapshot is built under the numbering lock (milliseconds for many
+    /// topics): the fast path, which runs on event loops, takes the waiting path meanwhile.
+    private let snapshotting = Atomic<Bool>(false)
 
     /// What the fast path's `onCommit` learns.
     public enum Offered: Sendable {
@@ -192,6 +196,13 @@ public final class WritePath: BrokerWriter {
         case again
     }
 
+    /// Whether `offer` would take an entry now (checked before a send builds its records on the
+    /// event loop, so a send that takes the waiting path is not encoded twice).
+    public var canOffer: Bool {
+        guard !snapshotting.load(ordering: .acquiring), let status = replica.status, status.raft.role == .leader else { return false }
+        return state.withLock { $0.term == status.raft.term && !$0.broken && $0.inFlight < maxOffered }
+    }
+
     /// The send fast path: numbers one entry of `count` messages of `key` and hands it to the
     /// replica without a waiting task, when this member leads with a numbering for its term.
     /// `onCommit` runs on the Raft driver once the entry is committed and dispatched, or failed
@@ -201,8 +212,7 @@ public final class WritePath: BrokerWriter {
     public func offer(queue key: QueueKey, count: Int, timeout: Duration,
                       body: (_ firstQueueOffset: Int64, _ numbered: [QueueKey: Int64]) -> [UInt8],
                       onCommit: @escaping @Sendable (Offered) -> Void) -> Bool {
-        guard let status = replica.status, status.raft.role == .leader,
-              state.withLock({ $0.term == status.raft.term && !$0.broken && $0.inFlight < maxOffered }) else { return false }
+        guard canOffer else { return false }
         let deadline = ContinuousClock.now + timeout
         let numbered = numberAndOffer(queue: key, count: count, kind: .messages, deadline: deadline, body: body) { data, proposalGuard, remaining, numbering in
             replica.offer(data, guard: proposalGuard, timeout: remaining) { [self] result in
@@ -212,7 +222,7 @@ public final class WritePath: BrokerWriter {
                 case .success: onCommit(.committed(queueOffset: firstOffset))
                 case .failure(let error):
                     guard let error = error as? ReplicaError else { return onCommit(.failed(.busy)) }
-                    onCommit(failed(error, deadline: deadline).map { .failed($0) } ?? .again)
+                    onCommit(failed(error, generation: generation, deadline: deadline).map { .failed($0) } ?? .again)
                 }
             }
         }
@@ -259,20 +269,24 @@ public final class WritePath: BrokerWriter {
     }
 
     /// What the replica's refusal of an offered entry means: the error to answer with, or nil to
-    /// number again and retry (time remains). Every refusal but a timeout breaks the numbering.
-    private func failed(_ error: ReplicaError, deadline: ContinuousClock.Instant) -> WriteError? {
+    /// number again and retry (time remains). Every refusal but a timeout breaks the numbering the
+    /// entry was offered in (`generation`), not a newer one.
+    private func failed(_ error: ReplicaError, generation: UInt64?, deadline: ContinuousClock.Instant) -> WriteError? {
+        func breakNumbering() {
+            state.withLock { s in if generation == nil || s.generation == generation { s.broken = true } }
+        }
         switch error {
         case .timedOut: return .timedOut
         case .refused(.proposalTooLarge), .refused(.emptyProposal):
-            state.withLock { $0.broken = true }
+            breakNumbering()
             return .tooLarge(bytes: -1, limit: maxEntryBytes)
         case .unexpectedPosition, .refused, .busy:
             // The chain is broken; number again (after the in-flight ones are answered).
-            state.withLock { $0.broken = true }
+            breakNumbering()
             if case .refused(.notLeader(let l)) = error { return .notLeader(leader: l) }
             return ContinuousClock.now >= deadline ? .failed(error) : nil
         case .overwritten, .stopped, .storage:
-            state.withLock { $0.broken = true }
+            breakNumbering()
             return .failed(error)
         }
     }
@@ -286,7 +300,9 @@ public final class WritePath: BrokerWriter {
     public func appendSnapshot(timeout: Duration) async throws(WriteError) {
         let store = self.store
         _ = try await appendCommitted(queue: nil, count: 0, timeout: timeout, kind: .snapshot) { _, numbered in
-            MetadataChange.snapshot(store.snapshot(numbered: numbered)).encoded()
+            self.snapshotting.store(true, ordering: .releasing)
+            defer { self.snapshotting.store(false, ordering: .releasing) }
+            return MetadataChange.snapshot(store.snapshot(numbered: numbered)).encoded()
         }
     }
 
