@@ -14,9 +14,8 @@ import Testing
 /// the same sequence as waited ones, answered once committed and dispatched, and refused (for the
 /// waiting path to take) while the member does not number its term.
 @Suite(.serialized) struct WritePathOfferTests {
-    @Test func offeredEntriesAreNumberedCommittedAndDispatchedWithWaitedOnes() async throws {
-        let f = try StoreFixture()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    /// A one-member Raft group over `f`'s log, applying as the broker does.
+    static func replica(_ f: StoreFixture, group: MultiThreadedEventLoopGroup) async throws -> RaftReplica {
         let probe = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
         let port = probe.localAddress!.port!
         try await probe.close()
@@ -27,8 +26,8 @@ import Testing
         options.bodyPatch = BrokerLogHooks.bodyPatch
         options.appliedIndex = RaftCore.LogIndex(UInt64(f.store.dispatchedIndex + 1))
         let store = f.store
-        let replica = RaftReplica(options: options, store: f.log, hardStateFile: HardStateFile(path: f.root + "/hardstate"), group: group,
-                                  logger: Logger(label: "offer-test"), apply: { batch in
+        return RaftReplica(options: options, store: f.log, hardStateFile: HardStateFile(path: f.root + "/hardstate"), group: group,
+                           logger: Logger(label: "offer-test"), apply: { batch in
             guard let last = batch.entries.last else { return }
             if let positions = batch.positions {
                 try store.dispatch(committed: zip(batch.entries, positions).map {
@@ -38,6 +37,12 @@ import Testing
                 try store.dispatch(upTo: Int64(last.index.rawValue) - 1)
             }
         })
+    }
+
+    @Test func offeredEntriesAreNumberedCommittedAndDispatchedWithWaitedOnes() async throws {
+        let f = try StoreFixture()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let replica = try await Self.replica(f, group: group)
         let running = Task { try await replica.run() }
         defer { running.cancel() }
         let writes = WritePath(replica: replica, store: f.store, maxOffered: 64)
@@ -98,6 +103,52 @@ import Testing
         #expect(!writes.offer(queue: key, count: 1, timeout: .seconds(5), body: { _, _ in [UInt8](repeating: 1, count: writes.maxEntryBytes + 1) }) { _ in
             Issue.record("a refused entry was answered")
         })
+        running.cancel()
+        _ = await running.result
+        try await group.shutdownGracefully()
+    }
+
+    /// An offered entry the replica refuses before storing it (its guard no longer holds: here a
+    /// second writer on the same replica took that index) comes back as `.again`, for the waiting
+    /// path; the writer's numbering is broken until it starts a new one from the log, and nothing
+    /// is numbered twice.
+    @Test func anOfferTheReplicaRefusesComesBackToBeNumberedAgain() async throws {
+        let f = try StoreFixture()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let replica = try await Self.replica(f, group: group)
+        let running = Task { try await replica.run() }
+        defer { running.cancel() }
+        let first = WritePath(replica: replica, store: f.store), second = WritePath(replica: replica, store: f.store)
+        let key = QueueKey("T", 0)
+        let message = try record("T", queue: 0, offset: 0)
+        func body(_ q: Int64, _: [QueueKey: Int64]) -> [UInt8] {
+            var e = message
+            MessageRecord.patch(queueOffset: q, physicalOffset: nil, in: &e)
+            return e
+        }
+        try await first.append(.topicUpsert(TopicConfig(topicName: "T", readQueueNums: 1, writeQueueNums: 1, perm: 6)), timeout: .seconds(20))
+        // Both number from the same end of the log.
+        _ = try await second.append(queue: key, count: 1, timeout: .seconds(20), body: body)
+        _ = try await first.append(queue: key, count: 1, timeout: .seconds(20), body: body).queueOffset  // renumbers after the other's entry
+        #expect(second.canOffer, "the second writer still believes its numbering")
+        let outcome = try await withCheckedThrowingContinuation { (c: CheckedContinuation<WritePath.Offered, any Error>) in
+            if !second.offer(queue: key, count: 1, timeout: .seconds(20), body: body, onCommit: { c.resume(returning: $0) }) {
+                c.resume(throwing: CancellationError())
+            }
+        }
+        guard case .again = outcome else {
+            Issue.record("a refused offer answered \(outcome)")
+            return
+        }
+        #expect(!second.canOffer, "its numbering is broken")
+        // The waiting path numbers again from the log: the next queue offset, once.
+        let retried = try await second.append(queue: key, count: 1, timeout: .seconds(20), body: body).queueOffset
+        #expect(retried == 2 && f.store.maxOffset(key) == 3)
+        let cq = try #require(try f.store.queue(key)?.read(from: 0, maxCount: 8))
+        for (k, e) in cq.enumerated() {
+            let r = try #require(f.store.record(atPhysicalOffset: e.commitLogOffset))
+            #expect(try r.withUnsafeBytes { try MessageRecord.decode($0) }.queueOffset == Int64(k))
+        }
         running.cancel()
         _ = await running.result
         try await group.shutdownGracefully()
