@@ -51,20 +51,23 @@ public protocol BrokerWriter: Sendable {
 
     /// A metadata snapshot as of the entry before it.
     func appendSnapshot(timeout: Duration) async throws(WriteError)
+
+    /// Whether the send fast path (`offer`) would take an entry now.
+    var canOffer: Bool { get }
+    /// The send fast path (`WritePath.offer`): offers one entry without a waiting task, or returns
+    /// false and the caller takes `append`.
+    func offer(queue key: QueueKey, count: Int, timeout: Duration,
+               body: (_ firstQueueOffset: Int64, _ numbered: [QueueKey: Int64]) -> [UInt8],
+               onCommit: @escaping @Sendable (WritePath.Offered) -> Void) -> Bool
 }
 
 extension BrokerWriter {
-    /// Whether the send fast path (`offer`) would take an entry now; false for writers without one.
-    public var canOffer: Bool { (self as? WritePath)?.canOffer ?? false }
+    /// Writers without a fast path (a classic master) never offer: every send takes `append`.
+    public var canOffer: Bool { false }
 
-    /// The send fast path (`WritePath.offer`): offers one entry without a waiting task, or returns
-    /// false and the caller takes `append`. Writers without one always return false.
     public func offer(queue key: QueueKey, count: Int, timeout: Duration,
                       body: (_ firstQueueOffset: Int64, _ numbered: [QueueKey: Int64]) -> [UInt8],
-                      onCommit: @escaping @Sendable (WritePath.Offered) -> Void) -> Bool {
-        guard let path = self as? WritePath else { return false }
-        return path.offer(queue: key, count: count, timeout: timeout, body: body, onCommit: onCommit)
-    }
+                      onCommit: @escaping @Sendable (WritePath.Offered) -> Void) -> Bool { false }
 
     public func append(queue key: QueueKey?, count: Int, timeout: Duration,
                        body: (_ firstQueueOffset: Int64, _ numbered: [QueueKey: Int64]) -> [UInt8]) async throws(WriteError) -> Appended {

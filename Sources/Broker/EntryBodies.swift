@@ -37,7 +37,7 @@ enum EntryBody {
     /// bytes are there.
     @inline(__always)
     static func recordSize(_ body: [UInt8], at: Int) -> Int {
-        Int(Int32(bitPattern: UInt32(body[at]) << 24 | UInt32(body[at + 1]) << 16 | UInt32(body[at + 2]) << 8 | UInt32(body[at + 3])))
+        body.withUnsafeBytes { recordSize($0, at: at) }
     }
 
     @inline(__always)
@@ -132,12 +132,11 @@ struct DispatchProperties {
                 let name = UnsafeRawBufferPointer(rebasing: bytes[start..<separator])
                 let value = (separator + 1)..<end
                 switch name.count {
-                case 4:
-                    if name.elementsEqual("TAGS".utf8) { tags = value } else if name.elementsEqual("KEYS".utf8) { keys = value }
-                case 5:
-                    if name.elementsEqual("DELAY".utf8) { delay = value }
-                case 8:
-                    if name.elementsEqual("UNIQ_KEY".utf8) { uniqueKey = value }
+                case PropertyName.tags.utf8.count, PropertyName.delay.utf8.count, PropertyName.uniqueKey.utf8.count:
+                    if name.elementsEqual(PropertyName.tags.utf8) { tags = value }
+                    else if name.elementsEqual(PropertyName.keys.utf8) { keys = value }
+                    else if name.elementsEqual(PropertyName.delay.utf8) { delay = value }
+                    else if name.elementsEqual(PropertyName.uniqueKey.utf8) { uniqueKey = value }
                 default: break
                 }
             }

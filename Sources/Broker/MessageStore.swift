@@ -2,7 +2,9 @@ import Foundation
 import LogFormat
 import LogStore
 import Logging
+import RaftCore
 import Remoting
+import Replication
 import Synchronization
 
 /// One queue of one topic.
@@ -245,6 +247,18 @@ public final class MessageStore: Sendable {
             expected += 1
         }
         try dispatch(Array(fresh))
+    }
+
+    /// The Raft replica's apply step (`RaftReplica`'s `apply`): the entries this member wrote lately
+    /// come with their positions and are dispatched as they are; others are read back from the log.
+    /// `storeIndexOfEmptyLog` maps Raft indexes to store indexes (`RaftReplicaOptions`).
+    public func apply(_ batch: CommittedEntries, storeIndexOfEmptyLog: UInt64) throws {
+        guard let last = batch.entries.last else { return }
+        func storeIndex(_ i: RaftCore.LogIndex) -> Int64 { Int64(i.rawValue) - 1 + Int64(storeIndexOfEmptyLog) }
+        guard let positions = batch.positions else { return try dispatch(upTo: storeIndex(last.index)) }
+        try dispatch(committed: zip(batch.entries, positions).map {
+            CommittedEntry(index: storeIndex($0.index), position: $1.rawValue, body: $0.data)
+        })
     }
 
     /// What dispatch reads of one record.

@@ -42,25 +42,15 @@ public enum LogEntryCodec {
         kind: EntryKind, index: LogIndex, term: Term, position: LogPosition, channel: UInt32 = 0,
         body: UnsafeRawBufferPointer, previousChainCRC: UInt32, to out: inout [UInt8]
     ) -> EntryHeader {
-        precondition(body.count <= EntryHeader.bodyBytesMax, "body larger than an entry can carry")
-        var header = EntryHeader(
-            kind: kind, index: index, term: term, position: position, channel: channel,
-            chainCRC: 0, bodyCRC: CRC32C.checksum(body), bodyByteCount: body.count)
-        // Encode with a zero chain CRC, compute it over the bytes just written, patch it in: no
-        // temporary buffer on the append path.
-        let start = out.count
-        header.encode(into: &out)
-        header.chainCRC = out.withUnsafeBytes {
-            chainCRC(previous: previousChainCRC, headerBytes: UnsafeRawBufferPointer(rebasing: $0[start..<(start + EntryHeader.byteCount)]))
-        }
-        out.storeBigEndian(header.chainCRC, at: start + 36)
-        out.append(contentsOf: body)
-        return header
+        append(kind: kind, index: index, term: term, position: position, channel: channel, body: body,
+               previousChainCRC: previousChainCRC, to: &out, patchingBody: { _ in })
     }
 
     /// `append`, with `patch` applied to the body where it lands in `out`, before the body's CRC is
     /// computed (the log's append hook): the caller's body is not copied to be patched. The patch
-    /// cannot change the body's length.
+    /// cannot change the body's length. No temporary buffer: the header is written with zero CRCs
+    /// and they are filled in place.
+    @discardableResult
     public static func append(
         kind: EntryKind, index: LogIndex, term: Term, position: LogPosition, channel: UInt32 = 0,
         body: UnsafeRawBufferPointer, previousChainCRC: UInt32, to out: inout [UInt8],

@@ -198,9 +198,7 @@ public struct MessageRecord: Equatable, Sendable {
     /// The same for the record that starts at byte `start` of `bytes` (one of several in an entry
     /// being built), without copying it out first.
     public static func patch(queueOffset: Int64?, physicalOffset: Int64?, in bytes: inout [UInt8], at start: Int) {
-        precondition(start >= 0 && bytes.count - start >= 36, "not an encoded message record")
-        if let queueOffset { bytes.storeBigEndian(UInt64(bitPattern: queueOffset), at: start + queueOffsetFieldOffset) }
-        if let physicalOffset { bytes.storeBigEndian(UInt64(bitPattern: physicalOffset), at: start + physicalOffsetFieldOffset) }
+        bytes.withUnsafeMutableBytes { patch(queueOffset: queueOffset, physicalOffset: physicalOffset, in: $0, at: start) }
     }
 
     /// The same in memory the caller owns (a record inside an entry being written to the log).

@@ -113,19 +113,14 @@ extension LogStore {
                     dataStart = active.start
                 }
                 let position = LogPosition(w.endPosition)
+                // Patched where it lands in `data`: the body is shared with the caller (the Raft
+                // core, the replica's recent entries), so patching a copy cost a malloc and a copy
+                // of every body.
+                let index = w.nextIndex
                 let header = entry.body.withUnsafeBytes { body in
-                    guard let patch else {
-                        return LogEntryCodec.append(
-                            kind: entry.kind, index: w.nextIndex, term: entry.term, position: position, body: body,
-                            previousChainCRC: w.lastChainCRC, to: &data)
-                    }
-                    // Patched where it lands in `data`: the body is shared with the caller (the
-                    // Raft core, the replica's recent entries), so patching a copy cost a malloc
-                    // and a copy of every body.
-                    let index = w.nextIndex
-                    return LogEntryCodec.append(
+                    LogEntryCodec.append(
                         kind: entry.kind, index: index, term: entry.term, position: position, body: body,
-                        previousChainCRC: w.lastChainCRC, to: &data, patchingBody: { patch(index, position, $0) })
+                        previousChainCRC: w.lastChainCRC, to: &data, patchingBody: { patch?(index, position, $0) })
                 }
                 IndexRecord(header).encode(into: &indexBytes)
                 positions.append(position)

@@ -67,21 +67,11 @@ enum RaftNodeMode {
         // Retention keeps the latest metadata snapshot: a member reset to this log's base finds one.
         options.retentionFloor = { messages.latestSnapshotIndex.map { LogFormat.LogIndex(UInt64($0)) } ?? store.firstIndex }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
-        let emptyLogBase = Int64(options.storeIndexOfEmptyLog)
+        let emptyLogBase = options.storeIndexOfEmptyLog
         let replica = RaftReplica(options: options, store: store, hardStateFile: HardStateFile(path: hardStateDirectory + "/hardstate"),
                                   group: group, logger: logger, apply: { batch in
-            guard let last = batch.entries.last else { return }
-            // A failure stops the node: committed entries cannot be skipped. The entries this member
-            // wrote lately come with their positions and are dispatched as they are; others are read
-            // back from the log.
-            let storeIndex = { (i: RaftCore.LogIndex) in Int64(i.rawValue) - 1 + emptyLogBase }
-            if let positions = batch.positions {
-                try messages.dispatch(committed: zip(batch.entries, positions).map {
-                    MessageStore.CommittedEntry(index: storeIndex($0.index), position: $1.rawValue, body: $0.data)
-                })
-            } else {
-                try messages.dispatch(upTo: storeIndex(last.index))
-            }
+            // A failure stops the node: committed entries cannot be skipped.
+            try messages.apply(batch, storeIndexOfEmptyLog: emptyLogBase)
         }, logReset: { base in
             do { try messages.logReset(toStoreIndex: Int64(base.rawValue) - 1) } catch {
                 logger.error("dropping the consume queues after a log reset failed", metadata: ["error": "\(error)"])

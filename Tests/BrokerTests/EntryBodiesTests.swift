@@ -130,7 +130,7 @@ func record(_ topic: String, queue: Int32 = 0, offset: Int64 = 0, body: String =
                 }
             }
         }
-        #expect(PropertyName.tags == "TAGS" && PropertyName.delay == "DELAY" && PropertyName.uniqueKey == "UNIQ_KEY" && PropertyName.keys == "KEYS")
+        #expect(PropertyName.tags == "TAGS" && PropertyName.delay == "DELAY" && PropertyName.uniqueKey == "UNIQ_KEY" && PropertyName.keys == "KEYS", "the names the test compares with")
     }
 
     /// Java's String.hashCode continued over more text, and over UTF-8 bytes, equals the hash of the
@@ -147,5 +147,3 @@ func record(_ topic: String, queue: Int32 = 0, offset: Int64 = 0, body: String =
         #expect([UInt8]([0x41, 0xFF]).withUnsafeBytes { javaHashCode(utf8: $0) } == nil)
     }
 }
-
-extension EntryBody: Equatable {}

@@ -14,6 +14,16 @@ import Testing
 /// the same sequence as waited ones, answered once committed and dispatched, and refused (for the
 /// waiting path to take) while the member does not number its term.
 @Suite(.serialized) struct WritePathOfferTests {
+    /// An entry builder for the write path: one message of topic T in `queue`, numbered.
+    static func entry(queue: Int32) throws -> @Sendable (Int64, [QueueKey: Int64]) -> [UInt8] {
+        let message = try record("T", queue: queue, offset: 0)
+        return { first, _ in
+            var e = message
+            MessageRecord.patch(queueOffset: first, physicalOffset: nil, in: &e)
+            return e
+        }
+    }
+
     /// A one-member Raft group over `f`'s log, applying as the broker does.
     static func replica(_ f: StoreFixture, group: MultiThreadedEventLoopGroup) async throws -> RaftReplica {
         let probe = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
@@ -27,16 +37,7 @@ import Testing
         options.appliedIndex = RaftCore.LogIndex(UInt64(f.store.dispatchedIndex + 1))
         let store = f.store
         return RaftReplica(options: options, store: f.log, hardStateFile: HardStateFile(path: f.root + "/hardstate"), group: group,
-                           logger: Logger(label: "offer-test"), apply: { batch in
-            guard let last = batch.entries.last else { return }
-            if let positions = batch.positions {
-                try store.dispatch(committed: zip(batch.entries, positions).map {
-                    MessageStore.CommittedEntry(index: Int64($0.index.rawValue) - 1, position: $1.rawValue, body: $0.data)
-                })
-            } else {
-                try store.dispatch(upTo: Int64(last.index.rawValue) - 1)
-            }
-        })
+                           logger: Logger(label: "offer-test"), apply: { batch in try store.apply(batch, storeIndexOfEmptyLog: 0) })
     }
 
     @Test func offeredEntriesAreNumberedCommittedAndDispatchedWithWaitedOnes() async throws {
@@ -47,16 +48,14 @@ import Testing
         defer { running.cancel() }
         let writes = WritePath(replica: replica, store: f.store, maxOffered: 64)
         let key = QueueKey("T", 1)
-        let message = try record("T", queue: 1, offset: 0)
-        func body(_ first: Int64, _: [QueueKey: Int64]) -> [UInt8] {
-            var e = message
-            MessageRecord.patch(queueOffset: first, physicalOffset: nil, in: &e)
-            return e
-        }
+        let body = try Self.entry(queue: 1)
         // Not numbering yet (not even leading): nothing is offered, nothing is called.
         #expect(!writes.offer(queue: key, count: 1, timeout: .seconds(5), body: body) { _ in _ = Issue.record("an unoffered entry was answered") })
         // The waiting path waits for leadership and the dispatch of the log, and starts the numbering.
         try await writes.append(.topicUpsert(TopicConfig(topicName: "T", readQueueNums: 4, writeQueueNums: 4, perm: 6)), timeout: .seconds(20))
+        // The broker reaches the fast path through the protocol (a classic writer has none).
+        let writer: any BrokerWriter = writes
+        #expect(writer.canOffer, "WritePath's fast path, not the protocol's default")
         // 300 offered without waiting (as many as the in-flight bound takes), with waited ones among them.
         let answers = Mutex<[Int64]>([])
         var offered = 0, waited: [Int64] = []
@@ -120,12 +119,7 @@ import Testing
         defer { running.cancel() }
         let first = WritePath(replica: replica, store: f.store), second = WritePath(replica: replica, store: f.store)
         let key = QueueKey("T", 0)
-        let message = try record("T", queue: 0, offset: 0)
-        func body(_ q: Int64, _: [QueueKey: Int64]) -> [UInt8] {
-            var e = message
-            MessageRecord.patch(queueOffset: q, physicalOffset: nil, in: &e)
-            return e
-        }
+        let body = try Self.entry(queue: 0)
         try await first.append(.topicUpsert(TopicConfig(topicName: "T", readQueueNums: 1, writeQueueNums: 1, perm: 6)), timeout: .seconds(20))
         // Both number from the same end of the log.
         _ = try await second.append(queue: key, count: 1, timeout: .seconds(20), body: body)
