@@ -45,11 +45,9 @@ public struct RemotingConnection: Sendable, Hashable {
         send(.response(response), promise: nil)
     }
 
-    /// Writes `value` and flushes. Off the event loop, writes are queued on the connection and the
-    /// first one queued hops to the event loop for all of them: answers that complete together (a
-    /// Raft commit answers many sends at once) take one hop, one pass through the pipeline's flush
-    /// and one write system call, instead of one each (measured: a system call per answer was about
-    /// 10 % of a leader's CPU; a hop per answer cost a closure and a task on the event loop).
+    /// Writes `value` and flushes, once for every write queued to the event loop meanwhile: answers
+    /// that complete together (a Raft commit answers many sends at once) leave in one write system
+    /// call instead of one each (measured: a system call per answer was about 10 % of a leader's CPU).
     private func send(_ value: Outbound, promise: EventLoopPromise<Void>?) {
         let channel = self.channel
         if channel.eventLoop.inEventLoop {
@@ -57,10 +55,10 @@ public struct RemotingConnection: Sendable, Hashable {
             return
         }
         let coalescer = self.coalescer
-        guard coalescer.enqueue(value, promise) else { return }
+        coalescer.queued.add(1, ordering: .relaxed)
         channel.eventLoop.execute {
-            coalescer.drain { channel.write($0.value, promise: $0.promise) }
-            channel.flush()
+            channel.write(value, promise: promise)
+            if coalescer.queued.subtract(1, ordering: .relaxed).newValue == 0 { channel.flush() }
         }
     }
 
@@ -110,52 +108,9 @@ public struct RemotingConnection: Sendable, Hashable {
     public func hash(into h: inout Hasher) { h.combine(ObjectIdentifier(channel)) }
 }
 
-/// Writes made off a connection's event loop and not yet handed to it. The first write queued while
-/// no hop is scheduled schedules one; the hop writes everything queued until the queue stays empty,
-/// then flushes once (so writes queued while it runs leave in the same flush). Two buffers take
-/// turns (the hop hands its emptied one back), so a busy connection queues without allocating.
+/// Writes queued to one connection's event loop and not yet written: the last one flushes.
 final class WriteCoalescer: Sendable {
-    typealias Write = (value: Outbound, promise: EventLoopPromise<Void>?)
-    private struct State {
-        var queued: [Write] = []
-        var spare: [Write] = []
-        var hopScheduled = false
-    }
-    private let state = Mutex(State())
-
-    /// Queues a write; true when the caller must schedule the hop that takes it.
-    func enqueue(_ value: Outbound, _ promise: EventLoopPromise<Void>?) -> Bool {
-        state.withLock { s in
-            s.queued.append((value, promise))
-            if s.hopScheduled { return false }
-            s.hopScheduled = true
-            return true
-        }
-    }
-
-    /// The hop: takes the queued writes, in order, and writes each with `body` until none is left.
-    func drain(_ body: (Write) -> Void) {
-        var taken: [Write] = []
-        while true {
-            let more = state.withLock { s in
-                if taken.capacity < s.spare.capacity { swap(&taken, &s.spare) }
-                if s.queued.isEmpty {
-                    // The emptied buffer stays for the next hop, unless a burst made it large.
-                    if taken.capacity > s.spare.capacity && taken.capacity <= Self.keptCapacityMax { swap(&taken, &s.spare) }
-                    s.hopScheduled = false
-                    return false
-                }
-                swap(&taken, &s.queued)
-                return true
-            }
-            guard more else { return }
-            for w in taken { body(w) }
-            taken.removeAll(keepingCapacity: true)
-        }
-    }
-
-    /// The largest emptied buffer kept between hops (in writes).
-    static let keptCapacityMax = 1024
+    let queued = Atomic<Int>(0)
 }
 
 /// What a connection writes: an answer, or a request (numbered by the handler as it goes out).
