@@ -1,3 +1,4 @@
+import Glibc
 import NIOCore
 
 /// The JSON header (rocketmq-protocol.md §1.3). Written as fastjson writes it (keys in alphabetical
@@ -8,60 +9,130 @@ enum JSONHeader {
     /// Nesting a skipped value may have (an unknown key's value); deeper is malformed.
     static let maxSkippedDepth = 32
 
+    /// Writes the header straight into `out`'s memory: its size is bounded first (every byte of a
+    /// key or value escapes to at most six), then one reservation, no intermediate strings, and the
+    /// fields sorted in a stack buffer (measured with `mqbench codec`: a send's answer took 2.5 us
+    /// through `ByteBuffer`'s per-call writes, a sorted key array and a byte-by-byte `String.UTF8View`
+    /// walk).
     static func write(_ c: RemotingCommand, into out: inout ByteBuffer) {
-        out.writeStaticString("{\"code\":")
-        out.writeString(String(c.code))
-        out.writeStaticString(",\"extFields\":{")
-        var first = true
-        for key in c.extFields.keys.sorted() {
-            if !first { out.writeInteger(UInt8(ascii: ",")) }
-            first = false
-            writeQuoted(key, into: &out)
-            out.writeInteger(UInt8(ascii: ":"))
-            writeQuoted(c.extFields[key]!, into: &out)
+        let fieldCount = c.extFields.count
+        withUnsafeTemporaryAllocation(of: (key: String, value: String).self, capacity: max(fieldCount, 1)) { fields in
+            var n = 0
+            var bound = 160 + 11 * 4 + 6 * c.language.name.utf8.count
+            for (key, value) in c.extFields {
+                // Insertion sort: a header has a few to a dozen fields.
+                var at = n
+                while at > 0 && key < fields[at - 1].key {
+                    at -= 1
+                }
+                if at < n { (fields.baseAddress! + at + 1).moveInitialize(from: fields.baseAddress! + at, count: n - at) }
+                (fields.baseAddress! + at).initialize(to: (key, value))
+                n += 1
+                bound += 6 + 6 * (key.utf8.count + value.utf8.count)
+            }
+            if let remark = c.remark { bound += 12 + 6 * remark.utf8.count }
+            out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { raw in
+                var w = Writer(base: raw.baseAddress!.assumingMemoryBound(to: UInt8.self))
+                w.put("{\"code\":")
+                w.put(c.code)
+                w.put(",\"extFields\":{")
+                for k in 0..<n {
+                    if k > 0 { w.put(UInt8(ascii: ",")) }
+                    w.quoted(fields[k].key)
+                    w.put(UInt8(ascii: ":"))
+                    w.quoted(fields[k].value)
+                }
+                w.put("},\"flag\":")
+                w.put(c.flag)
+                w.put(",\"language\":")
+                w.quoted(c.language.name)
+                w.put(",\"opaque\":")
+                w.put(c.opaque)
+                if let remark = c.remark {
+                    w.put(",\"remark\":")
+                    w.quoted(remark)
+                }
+                w.put(",\"serializeTypeCurrentRPC\":\"JSON\",\"version\":")
+                w.put(c.version)
+                w.put(UInt8(ascii: "}"))
+                precondition(w.count <= bound, "JSON header bound too small")
+                return w.count
+            }
+            _ = fields.baseAddress!.deinitialize(count: n)
         }
-        out.writeStaticString("},\"flag\":")
-        out.writeString(String(c.flag))
-        out.writeStaticString(",\"language\":\"")
-        out.writeString(c.language.name)
-        out.writeStaticString("\",\"opaque\":")
-        out.writeString(String(c.opaque))
-        if let remark = c.remark {
-            out.writeStaticString(",\"remark\":")
-            writeQuoted(remark, into: &out)
-        }
-        out.writeStaticString(",\"serializeTypeCurrentRPC\":\"JSON\",\"version\":")
-        out.writeString(String(c.version))
-        out.writeInteger(UInt8(ascii: "}"))
     }
 
-    static func writeQuoted(_ s: String, into out: inout ByteBuffer) {
-        out.writeInteger(UInt8(ascii: "\""))
-        var plainStart = s.utf8.startIndex
-        var i = plainStart
-        let utf8 = s.utf8
-        while i != utf8.endIndex {
-            let b = utf8[i]
-            if b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") || b < 0x20 {
-                out.writeBytes(utf8[plainStart..<i])
-                switch b {
-                case UInt8(ascii: "\""): out.writeStaticString("\\\"")
-                case UInt8(ascii: "\\"): out.writeStaticString("\\\\")
-                case 0x0A: out.writeStaticString("\\n")
-                case 0x0D: out.writeStaticString("\\r")
-                case 0x09: out.writeStaticString("\\t")
-                default:
-                    let hex: [UInt8] = Array("0123456789abcdef".utf8)
-                    out.writeStaticString("\\u00")
-                    out.writeInteger(hex[Int(b >> 4)])
-                    out.writeInteger(hex[Int(b & 0xF)])
-                }
-                plainStart = utf8.index(after: i)
-            }
-            i = utf8.index(after: i)
+    /// Appends bytes at a raw pointer the caller sized.
+    private struct Writer {
+        let base: UnsafeMutablePointer<UInt8>
+        var count = 0
+
+        mutating func put(_ b: UInt8) {
+            base[count] = b
+            count += 1
         }
-        out.writeBytes(utf8[plainStart..<utf8.endIndex])
-        out.writeInteger(UInt8(ascii: "\""))
+
+        mutating func put(_ s: StaticString) {
+            (base + count).update(from: s.utf8Start, count: s.utf8CodeUnitCount)
+            count += s.utf8CodeUnitCount
+        }
+
+        /// A decimal integer, as `String(v)` writes it.
+        mutating func put(_ v: Int32) {
+            var magnitude = v.magnitude
+            if v < 0 { put(UInt8(ascii: "-")) }
+            var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+            var k = 0
+            withUnsafeMutableBytes(of: &digits) { d in
+                repeat {
+                    d[k] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                    magnitude /= 10
+                    k += 1
+                } while magnitude > 0
+                while k > 0 {
+                    k -= 1
+                    base[count] = d[k]
+                    count += 1
+                }
+            }
+        }
+
+        /// A JSON string: quotes, backslashes and control characters escaped, everything else as is.
+        mutating func quoted(_ s: String) {
+            put(UInt8(ascii: "\""))
+            var text = s
+            text.withUTF8 { bytes in
+                var runStart = 0
+                for i in 0..<bytes.count {
+                    let b = bytes[i]
+                    guard b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") || b < 0x20 else { continue }
+                    if i > runStart {
+                        (base + count).update(from: bytes.baseAddress! + runStart, count: i - runStart)
+                        count += i - runStart
+                    }
+                    runStart = i + 1
+                    put(UInt8(ascii: "\\"))
+                    switch b {
+                    case UInt8(ascii: "\""): put(UInt8(ascii: "\""))
+                    case UInt8(ascii: "\\"): put(UInt8(ascii: "\\"))
+                    case 0x0A: put(UInt8(ascii: "n"))
+                    case 0x0D: put(UInt8(ascii: "r"))
+                    case 0x09: put(UInt8(ascii: "t"))
+                    default:
+                        put("u00")
+                        put(Self.hexDigit(b >> 4))
+                        put(Self.hexDigit(b & 0xF))
+                    }
+                }
+                if bytes.count > runStart {
+                    (base + count).update(from: bytes.baseAddress! + runStart, count: bytes.count - runStart)
+                    count += bytes.count - runStart
+                }
+            }
+            put(UInt8(ascii: "\""))
+        }
+
+        static func hexDigit(_ v: UInt8) -> UInt8 { v < 10 ? UInt8(ascii: "0") + v : UInt8(ascii: "a") + v - 10 }
     }
 
     /// Reads a header of `length` bytes from `buffer`.
@@ -91,26 +162,31 @@ enum JSONHeader {
         } else {
             while true {
                 r.skipSpace()
-                let key = try r.string()
+                let (key, keyStart) = try r.topLevelKey()
                 r.skipSpace()
                 try r.expect(UInt8(ascii: ":"))
                 r.skipSpace()
                 switch key {
-                case "code": code = try r.int32(key)
-                case "opaque": opaque = try r.int32(key)
-                case "flag": flag = try r.int32(key)
-                case "version": version = try r.int32(key)
-                case "language": language = LanguageCode(name: try r.string())
-                case "remark":
+                case .code: code = try r.int32("code")
+                case .opaque: opaque = try r.int32("opaque")
+                case .flag: flag = try r.int32("flag")
+                case .version: version = try r.int32("version")
+                case .language: language = LanguageCode(name: try r.string())
+                case .remark:
                     if r.isNull() { try r.null() } else { remark = try r.string() }
-                case "extFields":
+                case .extFields:
                     if r.isNull() { try r.null() } else { ext = try r.stringMap() }
-                default: try r.skipValue()
+                case .other: try r.skipValue()
                 }
                 r.skipSpace()
                 let b = try r.next()
                 if b == UInt8(ascii: "}") { break }
-                if b != UInt8(ascii: ",") { throw .malformedHeader("expected , or } after the value of \"\(key)\"") }
+                if b != UInt8(ascii: ",") {
+                    var keyReader = Reader(bytes: header)
+                    keyReader.i = keyStart - 1
+                    let name = (try? keyReader.string()) ?? "?"
+                    throw .malformedHeader("expected , or } after the value of \"\(name)\"")
+                }
             }
         }
         r.skipSpace()  // C++ clients end the header with a newline
@@ -119,6 +195,16 @@ enum JSONHeader {
         guard let opaque else { throw .malformedHeader("no \"opaque\"") }
         return RemotingCommand(code: code, language: language, version: version, opaque: opaque, flag: flag,
                                remark: remark, extFields: ext, serializeType: .json)
+    }
+
+    /// The header keys RaftMQ reads.
+    enum TopLevelKey: CaseIterable {
+        case code, opaque, flag, version, language, remark, extFields, other
+
+        static let names: [(TopLevelKey, StaticString)] = [
+            (.code, "code"), (.opaque, "opaque"), (.flag, "flag"), (.version, "version"),
+            (.language, "language"), (.remark, "remark"), (.extFields, "extFields"),
+        ]
     }
 
     /// A cursor over the header bytes. Every read is bounds-checked; nothing traps on bad input.
@@ -151,6 +237,44 @@ enum JSONHeader {
 
         func isNull() -> Bool { peek() == UInt8(ascii: "n") }
 
+        /// Moves past string bytes that need no decoding: up to a quote, a backslash, or the end.
+        /// Throws on a control character (JSON does not allow them raw).
+        mutating func scanPlain() throws(RemotingError) {
+            var k = i
+            let end = bytes.endIndex
+            while k < end {
+                let b = bytes[k]
+                if b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") { break }
+                if b < 0x20 { i = k; throw .malformedHeader("a control character inside a string") }
+                k += 1
+            }
+            i = k
+        }
+
+        static let oneByteStrings: [String] = (0..<128).map { String(Unicode.Scalar(UInt8($0))) }
+
+        /// A top-level key, matched on its bytes (no string is made for the seven RaftMQ reads);
+        /// `.other` for anything else.
+        mutating func topLevelKey() throws(RemotingError) -> (key: TopLevelKey, start: Int) {
+            try expect(UInt8(ascii: "\""))
+            let start = i
+            try scanPlain()
+            guard peek() == UInt8(ascii: "\"") else {
+                // An escaped key: decoded, then matched like any other.
+                i = start - 1
+                let decoded = try string()
+                for (k, name) in TopLevelKey.names where decoded == name.description { return (k, start) }
+                return (.other, start)
+            }
+            let text = UnsafeRawBufferPointer(rebasing: bytes[start..<i])
+            i += 1
+            for (k, name) in TopLevelKey.names where name.utf8CodeUnitCount == text.count
+                && memcmp(name.utf8Start, text.baseAddress!, text.count) == 0 {
+                return (k, start)
+            }
+            return (.other, start)
+        }
+
         mutating func null() throws(RemotingError) {
             for b in "null".utf8 { try expect(b) }
         }
@@ -159,12 +283,11 @@ enum JSONHeader {
             try expect(UInt8(ascii: "\""))
             let start = i
             // Fast path: no escapes.
-            while let b = peek(), b != UInt8(ascii: "\""), b != UInt8(ascii: "\\") {
-                if b < 0x20 { throw .malformedHeader("a control character inside a string") }
-                i += 1
-            }
+            try scanPlain()
             if peek() == UInt8(ascii: "\"") {
                 defer { i += 1 }
+                // One-byte strings (SEND_MESSAGE_V2's field names, "0", "4") from a table.
+                if i == start + 1, bytes[start] < 0x80 { return Self.oneByteStrings[Int(bytes[start])] }
                 return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)
             }
             // Escapes (RocketMQ's properties carry \u0001 and \u0002 between names and values): the

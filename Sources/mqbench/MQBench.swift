@@ -8,5 +8,5 @@ struct MQBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mqbench",
         abstract: "Benchmarks for RaftMQ.",
-        subcommands: [StorageBenchmark.self, RaftAppendBenchmark.self, ProduceBenchmark.self, ConsumeBenchmark.self, ChaosCommand.self])
+        subcommands: [StorageBenchmark.self, RaftAppendBenchmark.self, ProduceBenchmark.self, ConsumeBenchmark.self, ChaosCommand.self, CodecBenchmark.self])
 }

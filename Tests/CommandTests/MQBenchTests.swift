@@ -20,6 +20,17 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: tmp), "the scratch directory is removed")
     }
 
+    @Test func codecBenchmarkRunsAndReportsEveryFigure() throws {
+        let out = try Executable("mqbench").run(["codec", "--iterations", "200", "--rounds", "3", "--json"])
+        #expect(out.status == 0, "\(out.stderr)")
+        let json = try #require(out.stdout.split(separator: "\n").last)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+        for key in ["requestDecodeNs", "answerEncodeNs", "answerBuildEncodeNs", "requestEncodeNs", "answerDecodeNs"] {
+            #expect((object[key] as? Double ?? 0) > 0, "missing \(key) in \(json)")
+        }
+        #expect(try Executable("mqbench").run(["codec", "--rounds", "0"]).status != 0)
+    }
+
     @Test func badArgumentsAreRefused() throws {
         let out = try Executable("mqbench").run(["storage", "--concurrency", "0"])
         #expect(out.status != 0)

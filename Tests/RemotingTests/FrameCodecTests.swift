@@ -41,6 +41,37 @@ private func randomCommand(_ r: inout SplitMix64) -> RemotingCommand {
                            serializeType: r.next() % 2 == 0 ? .json : .rocketmq, body: body)
 }
 
+/// The JSON header as first written here (sorted key array, `ByteBuffer` writes, a walk over
+/// `String.UTF8View`): the reference the raw-pointer writer must match byte for byte.
+private func referenceJSONHeader(_ c: RemotingCommand) -> [UInt8] {
+    // Built as bytes: a String cannot hold the raw non-ASCII bytes one at a time.
+    func quotedBytes(_ s: String) -> [UInt8] {
+        var o: [UInt8] = [UInt8(ascii: "\"")]
+        for b in s.utf8 {
+            switch b {
+            case UInt8(ascii: "\""): o += Array("\\\"".utf8)
+            case UInt8(ascii: "\\"): o += Array("\\\\".utf8)
+            case 0x0A: o += Array("\\n".utf8)
+            case 0x0D: o += Array("\\r".utf8)
+            case 0x09: o += Array("\\t".utf8)
+            case 0..<0x20: o += Array(("\\u00" + String(b >> 4, radix: 16) + String(b & 0xF, radix: 16)).utf8)
+            default: o.append(b)
+            }
+        }
+        o.append(UInt8(ascii: "\""))
+        return o
+    }
+    var o = Array("{\"code\":\(c.code),\"extFields\":{".utf8)
+    for (k, key) in c.extFields.keys.sorted().enumerated() {
+        if k > 0 { o.append(UInt8(ascii: ",")) }
+        o += quotedBytes(key) + [UInt8(ascii: ":")] + quotedBytes(c.extFields[key]!)
+    }
+    o += Array("},\"flag\":\(c.flag),\"language\":\"\(c.language.name)\",\"opaque\":\(c.opaque)".utf8)
+    if let remark = c.remark { o += Array(",\"remark\":".utf8) + quotedBytes(remark) }
+    o += Array(",\"serializeTypeCurrentRPC\":\"JSON\",\"version\":\(c.version)}".utf8)
+    return o
+}
+
 /// What the promises of an EmbeddedChannel's writes came to (its loop is the test's thread).
 private final class Outcomes: @unchecked Sendable {
     private(set) var count = 0
@@ -84,6 +115,27 @@ private final class WritesSeen: ChannelOutboundHandler, @unchecked Sendable {
         #expect(back.extFields == ["group": "g"])
     }
 
+    @Test func theJSONWriterMatchesTheReferenceByteForByte() {
+        var r = SplitMix64(seed: 11)
+        let alphabet = Array("aZ09 _-:,{}\"\\/\u{1}\u{2}\u{7}\u{1F}\u{7F}\r\n\té中😀".unicodeScalars)
+        func word() -> String {
+            String(String.UnicodeScalarView((0..<Int(r.next() % 20)).map { _ in alphabet[Int(r.next() % UInt64(alphabet.count))] }))
+        }
+        let edges: [Int32] = [0, -1, 1, 9, 10, -10, 99_999, Int32.max, Int32.min]
+        func int() -> Int32 { r.next() % 3 == 0 ? edges[Int(r.next() % UInt64(edges.count))] : Int32(truncatingIfNeeded: r.next()) }
+        for _ in 0..<5_000 {
+            var ext: [String: String] = [:]
+            for _ in 0..<Int(r.next() % 16) { ext[word()] = word() }
+            let c = RemotingCommand(code: int(), language: LanguageCode.allCases[Int(r.next() % UInt64(LanguageCode.allCases.count))],
+                                    version: int(), opaque: int(), flag: int(), remark: r.next() % 3 == 0 ? nil : word(),
+                                    extFields: ext, serializeType: .json)
+            var b = ByteBuffer()
+            JSONHeader.write(c, into: &b)
+            let written = b.readBytes(length: b.readableBytes) ?? []
+            #expect(written == referenceJSONHeader(c), "\(c)")
+        }
+    }
+
     @Test func aJSONHeaderIsWrittenAsFastjsonWritesIt() {
         var request = RemotingCommand.request(code: 310, opaque: 7)
         request.language = .go
@@ -121,6 +173,19 @@ private final class WritesSeen: ChannelOutboundHandler, @unchecked Sendable {
         let j = try #require(try RemotingFrame.decode(&java))
         #expect(j.code == 34 && j.opaque == 9 && j.extFields.isEmpty && j.language == .other)
         #expect(j.body.map { Array($0.readableBytesView) } == [1, 2, 3])
+        // Keys escaped for no reason are still the keys they spell; one-byte and empty strings,
+        // non-ASCII single bytes repaired, keys that only start like ours are other keys.
+        var escaped = jsonFrame(#"{"co\u0064e":12,"\u006fpaque":3,"codex":1,"opaqu":2,"extFields":{"a":"1","b":"","\u0063":"x","d":"\#u{7F}"}}"#)
+        let e = try #require(try RemotingFrame.decode(&escaped))
+        #expect(e.code == 12 && e.opaque == 3)
+        #expect(e.extFields == ["a": "1", "b": "", "c": "x", "d": "\u{7F}"])
+        var high = jsonFrame("{\"code\":1,\"opaque\":1,\"extFields\":{\"k\":\"") 
+        high.writeBytes([0xE9])
+        high.writeString("\"}}")
+        high.setInteger(Int32(high.readableBytes - 4), at: 0)
+        high.setInteger(UInt32(high.readableBytes - 8), at: 4)
+        let h = try #require(try RemotingFrame.decode(&high))
+        #expect(h.extFields["k"] == "\u{FFFD}")
     }
 
     /// Strings with escapes decode straight into the string's storage: every character JSON escapes
