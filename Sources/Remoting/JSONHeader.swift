@@ -226,9 +226,20 @@ enum JSONHeader {
             return bytes[i]
         }
 
+        /// Moves past `b`, or throws. The check inlines; the error is built out of line.
+        @inline(__always)
         mutating func expect(_ b: UInt8) throws(RemotingError) {
-            let got = try next()
-            if got != b { throw .malformedHeader("expected \"\(Character(Unicode.Scalar(b)))\" at byte \(i - 1 - bytes.startIndex)") }
+            if i < bytes.endIndex && bytes[i] == b {
+                i += 1
+                return
+            }
+            throw unexpected(b)
+        }
+
+        @inline(never)
+        func unexpected(_ b: UInt8) -> RemotingError {
+            guard i < bytes.endIndex else { return .malformedHeader("the header ends early") }
+            return .malformedHeader("expected \"\(Character(Unicode.Scalar(b)))\" at byte \(i - bytes.startIndex)")
         }
 
         mutating func skipSpace() {
