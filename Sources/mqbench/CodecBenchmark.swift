@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
 import NIOCore
+import LogFormat
 import Remoting
 
 /// `mqbench codec`: the CPU a send's remoting frames cost, on one thread, without a network or a
@@ -11,7 +12,7 @@ import Remoting
 struct CodecBenchmark: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "codec",
-        abstract: "CPU per remoting frame of a send and its answer (encode, decode), on one thread.")
+        abstract: "CPU per step of a send's write path without a network: its frames, its record, its log entry.")
 
     @Option(help: "Operations per round.")
     var iterations = 20_000
@@ -43,6 +44,26 @@ struct CodecBenchmark: ParsableCommand {
         guard let decoded = try RemotingFrame.decode(&check), decoded.extFields == request.extFields, decoded.body?.readableBytes == size
         else { throw ValidationError("the request frame does not decode to the request") }
 
+        // The record and the log entry the broker makes of it (what every send pays before the
+        // Raft group sees it, and every member pays again for the entry).
+        let properties = request.extFields["i"] ?? ""
+        let body = [UInt8](repeating: UInt8(ascii: "m"), count: size)
+        let host = MessageHost.v4(address: (127, 0, 0, 1), port: 30911)
+        func record() throws -> [UInt8] {
+            guard let propertyBytes = MessageProperties.rewritten(properties, setting: "CLUSTER", to: "DefaultCluster", removing: "WAIT", unlessPresent: "DELAY")
+            else { throw ValidationError("the sample properties take the general path") }
+            return try body.withUnsafeBytes { b in
+                try propertyBytes.withUnsafeBytes { p in
+                    try MessageRecord.encoded(queueId: 2, flag: 0, sysFlag: 0, bornTimestamp: 1_733_472_000_123, bornHost: host,
+                                              storeTimestamp: 1_733_472_000_125, storeHost: host, reconsumeTimes: 0,
+                                              body: b, topic: "BenchTopic", propertyBytes: p)
+                }
+            }
+        }
+        let sampleRecord = try record()
+        var entry: [UInt8] = []
+        entry.reserveCapacity(sampleRecord.count * 2)
+
         var out = ByteBuffer()
         out.reserveCapacity(requestFrame.readableBytes * 2)
         var sink = 0
@@ -70,8 +91,25 @@ struct CodecBenchmark: ParsableCommand {
                 var b = answerFrame
                 if let c = try RemotingFrame.decode(&b) { sink &+= c.extFields.count }
             }),
+            ("recordBuild", "build the message record from the request (broker)", {
+                sink &+= try record().count
+            }),
+            ("entryEncode", "encode the record as a log entry, CRC32C (every member)", {
+                entry.removeAll(keepingCapacity: true)
+                sampleRecord.withUnsafeBytes { r in
+                    _ = LogEntryCodec.append(kind: .normal, index: LogIndex(42), term: Term(3), position: LogPosition(1 << 20),
+                                             body: r, previousChainCRC: 7, to: &entry)
+                }
+                sink &+= entry.count
+            }),
+            ("bodyCRC32", "zlib CRC32 of the body (the record's body CRC)", {
+                sink &+= Int(body.withUnsafeBytes { CRC32IEEE.rocketMQBodyCRC($0) })
+            }),
+            ("recordCRC32C", "CRC32C of the record (the entry's body CRC)", {
+                sink &+= Int(sampleRecord.withUnsafeBytes { CRC32C.checksum($0) })
+            }),
         ]
-        print("| frame | ns per op (median of \(rounds) rounds of \(iterations)) | min round |")
+        print("| step | ns per op (median of \(rounds) rounds of \(iterations)) | min round |")
         print("|---|---:|---:|")
         var fields: [String] = []
         for row in rows {
