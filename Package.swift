@@ -183,7 +183,7 @@ let package = Package(
         .executableTarget(
             name: "mqbench",
             dependencies: [
-                "LogStore", "LogFormat", "Replication", "Remoting", "Client",
+                "LogStore", "LogFormat", "RaftCore", "Replication", "Remoting", "Client",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -2,7 +2,9 @@ import ArgumentParser
 import Glibc
 import NIOCore
 import LogFormat
+import RaftCore
 import Remoting
+import Replication
 
 /// `mqbench codec`: the CPU a send's remoting frames cost, on one thread, without a network or a
 /// broker. A producer's SEND_MESSAGE_V2 request (the header a RocketMQ 4.x client sends, its
@@ -64,6 +66,16 @@ struct CodecBenchmark: ParsableCommand {
         var entry: [UInt8] = []
         entry.reserveCapacity(sampleRecord.count * 2)
 
+        // A leader's AppendEntries of 32 such entries to one follower, and that follower's decoding.
+        let batch = 32
+        let append = Message(from: NodeID(1), to: NodeID(2), term: RaftCore.Term(3), body: .append(
+            prevIndex: RaftCore.LogIndex(1_000), prevTerm: RaftCore.Term(3),
+            entries: (1...batch).map { RaftCore.Entry(term: RaftCore.Term(3), index: RaftCore.LogIndex(UInt64(1_000 + $0)), data: sampleRecord) },
+            commit: RaftCore.LogIndex(990)))
+        var appendFrame = ByteBuffer()
+        RaftWire.encode(append, into: &appendFrame)
+        guard try RaftWire.decode(appendFrame) == append else { throw ValidationError("AppendEntries does not decode to itself") }
+
         var out = ByteBuffer()
         out.reserveCapacity(requestFrame.readableBytes * 2)
         var sink = 0
@@ -108,6 +120,14 @@ struct CodecBenchmark: ParsableCommand {
             ("recordCRC32C", "CRC32C of the record (the entry's body CRC)", {
                 sink &+= Int(sampleRecord.withUnsafeBytes { CRC32C.checksum($0) })
             }),
+            ("appendEncodePerEntry", "encode an AppendEntries of \(batch), per entry (leader, each follower)", {
+                out.clear()
+                RaftWire.encode(append, into: &out)
+                sink &+= out.readableBytes
+            }),
+            ("appendDecodePerEntry", "decode it, per entry (follower)", {
+                if case .append(_, _, let entries, _) = try RaftWire.decode(appendFrame).body { sink &+= entries.count }
+            }),
         ]
         print("| step | ns per op (median of \(rounds) rounds of \(iterations)) | min round |")
         print("|---|---:|---:|")
@@ -117,7 +137,8 @@ struct CodecBenchmark: ParsableCommand {
             for _ in 0..<rounds {
                 let start = threadCPUNanoseconds()
                 for _ in 0..<iterations { try row.op() }
-                perRound.append(Double(threadCPUNanoseconds() - start) / Double(iterations))
+                let perOp = Double(threadCPUNanoseconds() - start) / Double(iterations)
+                perRound.append(row.key.hasSuffix("PerEntry") ? perOp / Double(batch) : perOp)
             }
             perRound.sort()
             let median = perRound[perRound.count / 2]

@@ -25,7 +25,7 @@ import Testing
         #expect(out.status == 0, "\(out.stderr)")
         let json = try #require(out.stdout.split(separator: "\n").last)
         let object = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
-        for key in ["requestDecodeNs", "answerEncodeNs", "answerBuildEncodeNs", "requestEncodeNs", "answerDecodeNs", "recordBuildNs", "entryEncodeNs", "bodyCRC32Ns", "recordCRC32CNs"] {
+        for key in ["requestDecodeNs", "answerEncodeNs", "answerBuildEncodeNs", "requestEncodeNs", "answerDecodeNs", "recordBuildNs", "entryEncodeNs", "bodyCRC32Ns", "recordCRC32CNs", "appendEncodePerEntryNs", "appendDecodePerEntryNs"] {
             #expect((object[key] as? Double ?? 0) > 0, "missing \(key) in \(json)")
         }
         #expect(try Executable("mqbench").run(["codec", "--rounds", "0"]).status != 0)
