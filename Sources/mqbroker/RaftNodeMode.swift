@@ -207,10 +207,12 @@ enum RaftNodeMode {
         steps.append(("commitlog", .now))
         try? await group.shutdownGracefully()
         steps.append(("eventLoops", .now))
+        // A stop after a failure says where it waited too (a supervisor restarts the broker only
+        // once it has exited).
+        logger.info(failure == nil ? "raft node stopped" : "raft node stopped after a failure", metadata: BrokerSetup.stopTimes(from: stopping, steps))
         if let failure {
             throw RaftModeError("the Raft node stopped: \(failure)")
         }
-        logger.info("raft node stopped", metadata: BrokerSetup.stopTimes(from: stopping, steps))
     }
 
     /// `n0` -> node 0: the digits of a DLedger peer id (the loader checked the shape).

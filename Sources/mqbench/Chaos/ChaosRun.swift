@@ -70,6 +70,15 @@ final class ChaosRun: @unchecked Sendable {
         return nil
     }
 
+    /// Returns once every member answers `/raft/state`, or after `seconds`.
+    func everyMemberAnswers(within seconds: Double) async {
+        let start = record.now
+        while record.now - start < seconds {
+            if await cluster.states(observer, timeoutMs: 200).allSatisfy({ $0 != nil }) { return }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
     func sleep(_ seconds: Double) async throws { try await Task.sleep(for: .milliseconds(Int64(seconds * 1_000))) }
 
     func waitForNameServers() async throws {
@@ -171,6 +180,10 @@ final class ChaosRun: @unchecked Sendable {
             cluster.resume(n)
         }
         let settled = await leaderElected(within: 15)
+        // Supervised until every member answers again: one that stopped on a full disk near the
+        // end may still be exiting (a stopping broker can take seconds), and is restarted only
+        // once it has exited. The replica check below reports one that never comes back.
+        await everyMemberAnswers(within: 30)
         supervising.cancel()
         await supervising.value
         let report = ChaosReport(run: self, episodes: episodes, settled: settled)
