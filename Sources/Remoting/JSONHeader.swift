@@ -18,6 +18,7 @@ enum JSONHeader {
         let fieldCount = c.extFields.count
         withUnsafeTemporaryAllocation(of: (key: String, value: String).self, capacity: max(fieldCount, 1)) { fields in
             var n = 0
+            // The fixed text is under 160 bytes, each of the four integers at most 11 characters.
             var bound = 160 + 11 * 4 + 6 * c.language.name.utf8.count
             for (key, value) in c.extFields {
                 // Insertion sort: a header has a few to a dozen fields.
@@ -198,7 +199,7 @@ enum JSONHeader {
     }
 
     /// The header keys RaftMQ reads.
-    enum TopLevelKey: CaseIterable {
+    enum TopLevelKey {
         case code, opaque, flag, version, language, remark, extFields, other
 
         static let names: [(TopLevelKey, StaticString)] = [
