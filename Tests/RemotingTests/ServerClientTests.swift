@@ -294,7 +294,9 @@ private let echo = RemotingProcessor(name: "echo", codes: [100], maxQueuedReques
             while outcome.withLock({ $0 }) == nil && ContinuousClock.now - started < .seconds(5) { try await Task.sleep(for: .milliseconds(5)) }
             let result = outcome.withLock { $0 } ?? "still waiting after 5 s"
             #expect(result == "\(RemotingCallError.connectionClosed)", "\(result)")
-            #expect(ContinuousClock.now - started < .seconds(1))
+            // From the closed channel, not the request's 60 s timeout: the wait above gives up at 5 s.
+            // (Not a tighter bound: under the whole suite's load on 2 cores it took 1.8 s once.)
+            #expect(ContinuousClock.now - started < .seconds(5))
         }
     }
 
