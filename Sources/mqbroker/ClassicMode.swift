@@ -196,7 +196,8 @@ enum ClassicMode {
                     // Retention (RocketMQ's CleanCommitLogService), never past what is dispatched nor the
                     // latest metadata snapshot.
                     while !Task.isCancelled {
-                        try? await Task.sleep(for: .milliseconds(max(1_000, settings.store.cleanResourceInterval)))
+                        // A stop (cancellation) ends the loop here, not after one more pass.
+                        guard (try? await Task.sleep(for: .milliseconds(max(1_000, settings.store.cleanResourceInterval)))) != nil else { break }
                         var now = time(nil)
                         var parts = tm()
                         localtime_r(&now, &parts)
