@@ -68,6 +68,7 @@ let package = Package(
             dependencies: [
                 "RaftCore", "LogStore", "LogFormat", "Remoting",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

@@ -2,8 +2,9 @@
 # Where the time goes: the local Raft group (conf/dledger-local, fresh stores, FLUSH=SYNC_FLUSH by
 # default or ASYNC_FLUSH) under `mqbench produce` (1 KiB, 64 in flight), and during the middle of the
 # run: the CPU each process used per acknowledged message (leader, each follower, the client, from
-# /proc/PID/stat), malloc calls per message (a perf uprobe on libc's malloc, when perf can place
-# one), and perf's top symbols of the leader and of a follower (cpu-clock samples, demangled).
+# /proc/PID/stat) and its threads' context switches per message (/proc/PID/task/*/status), malloc
+# calls per message (a perf uprobe on libc's malloc, when perf can place one), and perf's top
+# symbols of the leader and of a follower (cpu-clock samples, demangled).
 #   [FLUSH=ASYNC_FLUSH] [BENCH=produce|raft-append] [MALLOC_STACKS=1] [KEEP=1] scripts/bench-profile.sh [SECONDS]
 # SECONDS defaults to 16; MALLOC_STACKS=1 adds the leader's malloc call sites; KEEP=1 keeps the
 # perf data and logs (the directory is printed last).
@@ -37,6 +38,8 @@ follower=n0; [ "$leader" = n0 ] && follower=n1
 lpid=$(cat "$work/home/$leader.pid"); fpid=$(cat "$work/home/$follower.pid")
 pids=$(cat "$work/home"/n[012].pid | paste -sd,)
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime, clock ticks
+# Context switches (voluntary and not) of every thread of the process.
+switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s + 0}'; }
 hz=$(getconf CLK_TCK)
 run=$seconds
 [ -n "${MALLOC_STACKS:-}" ] && run=$(( seconds + 5 ))   # the third window must fall inside the run
@@ -52,8 +55,8 @@ bpid=$!
 # (a uprobe on every malloc slows the process; the two must not overlap).
 window=$(( (seconds - 2) / 2 ))
 sleep 2
-declare -A c0 c1
-for p in ${pids//,/ } $bpid; do c0[$p]=$(cpu "$p"); done
+declare -A c0 c1 s0 s1
+for p in ${pids//,/ } $bpid; do c0[$p]=$(cpu "$p"); s0[$p]=$(switches "$p"); done
 acked() { grep -o '^[0-9]* msgs/s\|^[0-9]* appends/s' "$work/bench.err" | awk '{s += $1} END {print s + 0}'; }
 a0=$(acked)
 perf record -q -F 499 -g -o "$work/leader.data" -p "$lpid" -- sleep "$window" >/dev/null 2>&1 &
@@ -61,7 +64,7 @@ rec1=$!
 perf record -q -F 499 -g -o "$work/follower.data" -p "$fpid" -- sleep "$window" >/dev/null 2>&1 &
 rec2=$!
 wait $rec1 $rec2 || true
-for p in ${pids//,/ } $bpid; do c1[$p]=$(cpu "$p"); done
+for p in ${pids//,/ } $bpid; do c1[$p]=$(cpu "$p"); s1[$p]=$(switches "$p"); done
 a1=$(acked)
 libc=$(ldd "$bin/mqbroker" | awk '/libc.so.6/ {print $3}')
 m0=$(acked)
@@ -86,7 +89,8 @@ echo "acknowledged in the ${window} s CPU window (from the progress lines, to th
 for p in ${pids//,/ } $bpid; do
   role=follower; [ "$p" = "$lpid" ] && role=leader; [ "$p" = "$bpid" ] && role=client
   used=$(( ${c1[$p]} - ${c0[$p]} ))
-  echo "$role pid $p: $(awk -v u="$used" -v hz="$hz" -v m="$msgs" 'BEGIN { printf "%.2f CPU s, %.1f us per message", u / hz, (m > 0 ? u / hz / m * 1e6 : 0) }')"
+  sw=$(( ${s1[$p]} - ${s0[$p]} ))
+  echo "$role pid $p: $(awk -v u="$used" -v hz="$hz" -v m="$msgs" -v sw="$sw" 'BEGIN { printf "%.2f CPU s, %.1f us per message, %.2f context switches per message", u / hz, (m > 0 ? u / hz / m * 1e6 : 0), (m > 0 ? sw / m : 0) }')"
 done
 total=0
 for p in ${pids//,/ } $bpid; do

@@ -189,6 +189,32 @@ extension LogStore {
         }
     }
 
+    /// Makes everything before `position` durable on the calling thread: returns at once when it
+    /// already is, else fdatasyncs everything written so far (and answers the waiters that covers).
+    /// For a writer that owns its thread, such as the Raft driver on its event loop: it saves the
+    /// two thread wake-ups of `waitUntilDurable` (the flusher's, then the caller's). A failed sync
+    /// stops the store, as in the flusher.
+    public func syncThrough(_ position: LogPosition) throws(StorageError) {
+        let done = try lock.withLock { () throws(StorageError) -> Bool in
+            if let failure = state.failure { throw StorageError.failed(failure) }
+            if state.durable.endPosition >= position.rawValue { return true }
+            if state.closing { throw StorageError.closed }
+            return false
+        }
+        if done { return }
+        do {
+            try syncNow()
+        } catch {
+            lock.withLock {
+                if state.failure == nil {
+                    state.failure = error.description
+                    failWaiters(error)
+                }
+            }
+            throw error
+        }
+    }
+
     /// fdatasyncs everything written so far on the calling thread (for callers outside Swift
     /// concurrency, such as tests and shutdown).
     public func syncNow() throws(StorageError) {

@@ -91,10 +91,12 @@ public struct RemotingConnection: Sendable, Hashable {
 
     /// Sends several one-way requests with one hop to the event loop and one flush (one write
     /// system call for all of them when the socket takes them).
+    /// On the connection's event loop they are written at once, so writes of one thread keep their
+    /// order.
     public func oneway(batch commands: [RemotingCommand]) {
         guard !commands.isEmpty else { return }
         let channel = self.channel
-        channel.eventLoop.execute {
+        let write: @Sendable () -> Void = {
             for command in commands {
                 var c = command
                 c.flag |= RemotingCommand.onewayFlag
@@ -102,6 +104,7 @@ public struct RemotingConnection: Sendable, Hashable {
             }
             channel.flush()
         }
+        if channel.eventLoop.inEventLoop { write() } else { channel.eventLoop.execute(write) }
     }
 
     public static func == (a: RemotingConnection, b: RemotingConnection) -> Bool { a.channel === b.channel }

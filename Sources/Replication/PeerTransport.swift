@@ -2,59 +2,131 @@ import Logging
 import NIOCore
 import RaftCore
 import Remoting
+import Synchronization
 
 /// Raft messages to the other members: one bounded outbox and one sender per peer, so a slow or
 /// dead peer delays no one else and never blocks the driver. A full outbox drops the message (Raft
 /// retries what matters: appends by probing, votes by the next election).
+///
+/// When the driver runs on the event loop of a peer's connection (RaftReplica.run) and nothing
+/// for that peer is queued or being sent, `send` writes the message to the socket itself: the
+/// driver's appends leave before it blocks in its own fdatasync, and no sender has to be scheduled.
+/// Messages to one peer keep their order either way.
 final class PeerTransport: Sendable {
+    private struct Link {
+        var queue: [Message] = []
+        /// The sender holds a batch it took from `queue` and has not written yet.
+        var senderBusy = false
+        var senderWaiting: CheckedContinuation<Void, Never>?
+        /// The connection the sender last wrote to, while it is open.
+        var connection: RemotingConnection?
+        var closed = false
+    }
+
+    private final class PeerLink: Sendable {
+        let state = Mutex(Link())
+    }
+
     private let addresses: [NodeID: String]
-    private let outboxes: [NodeID: Mailbox<Message>]
+    private let links: [NodeID: PeerLink]
+    private let outboxLimit: Int
     private let client: RemotingClient
     private let logger: Logger
     private let connectionLost: @Sendable (NodeID) -> Void
+    /// Messages `send` wrote to the socket itself (the rest went through a sender).
+    let directWrites = Atomic<Int>(0)
 
     /// `connectionLost` is called (on an event loop) when an established connection to a peer closes.
     init(selfID: NodeID, addresses: [NodeID: String], client: RemotingClient, outboxLimit: Int, logger: Logger,
          connectionLost: @escaping @Sendable (NodeID) -> Void) {
         self.addresses = addresses
         self.connectionLost = connectionLost
-        var boxes: [NodeID: Mailbox<Message>] = [:]
-        for id in addresses.keys where id != selfID { boxes[id] = Mailbox(limit: outboxLimit) }
-        self.outboxes = boxes
+        var links: [NodeID: PeerLink] = [:]
+        for id in addresses.keys where id != selfID { links[id] = PeerLink() }
+        self.links = links
+        self.outboxLimit = outboxLimit
         self.client = client
         self.logger = logger
     }
 
     func send(_ m: Message) {
-        guard let box = outboxes[m.to] else { return }
-        if !box.offer(m) {
-            logger.debug("peer outbox full: message dropped", metadata: ["to": "\(m.to)"])
+        guard let link = links[m.to] else { return }
+        enum Step { case write(RemotingConnection), woke(CheckedContinuation<Void, Never>?), dropped }
+        let step = link.state.withLock { l -> Step in
+            if l.closed { return .dropped }
+            if l.queue.isEmpty, !l.senderBusy, let c = l.connection, c.channel.eventLoop.inEventLoop { return .write(c) }
+            guard l.queue.count < outboxLimit else { return .dropped }
+            l.queue.append(m)
+            defer { l.senderWaiting = nil }
+            return .woke(l.senderWaiting)
+        }
+        switch step {
+        case .write(let c):
+            directWrites.add(1, ordering: .relaxed)
+            c.oneway(batch: [Self.command(m)])
+        case .woke(let waiter): waiter?.resume()
+        case .dropped: logger.debug("peer outbox full: message dropped", metadata: ["to": "\(m.to)"])
+        }
+    }
+
+    private static func command(_ m: Message) -> RemotingCommand {
+        // Binary (ROCKETMQ) headers.
+        .request(code: RequestCode.raftMessage, opaque: 0, body: RaftWire.encode(m), oneway: true, serializeType: .rocketmq)
+    }
+
+    /// Waits for queued messages and takes up to `max` of them (marking the sender busy); empty once
+    /// closed.
+    private func take(_ link: PeerLink, max: Int) async -> [Message] {
+        while true {
+            let batch: [Message]? = link.state.withLock { l in
+                if l.closed { return [] }
+                guard !l.queue.isEmpty else { return nil }
+                l.senderBusy = true
+                if l.queue.count <= max {
+                    defer { l.queue.removeAll(keepingCapacity: true) }
+                    return l.queue
+                }
+                defer { l.queue.removeFirst(max) }
+                return Array(l.queue.prefix(max))
+            }
+            if let batch { return batch }
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let now = link.state.withLock { l -> Bool in
+                    if l.closed || !l.queue.isEmpty { return true }
+                    l.senderWaiting = c
+                    return false
+                }
+                if now { c.resume() }
+            }
         }
     }
 
     /// Runs every sender until cancelled.
     func run() async {
         await withDiscardingTaskGroup { group in
-            for (id, box) in outboxes {
+            for (id, link) in links {
                 let address = addresses[id]!
                 group.addTask { [client, logger, connectionLost] in
                     var lastFailure = ""
                     var watched: RemotingConnection?
                     while !Task.isCancelled {
-                        let batch = await box.take(max: 256)
+                        let batch = await self.take(link, max: 256)
                         if batch.isEmpty { return }
+                        defer { link.state.withLock { $0.senderBusy = false } }
                         do {
                             let connection = try await client.connection(to: address)
                             if connection != watched {
                                 // A crashed peer's kernel closes this socket at once: tell the
                                 // node, which campaigns early if that peer was its leader.
                                 watched = connection
-                                connection.channel.closeFuture.whenComplete { _ in connectionLost(id) }
+                                link.state.withLock { $0.connection = connection }
+                                connection.channel.closeFuture.whenComplete { _ in
+                                    link.state.withLock { if $0.connection == connection { $0.connection = nil } }
+                                    connectionLost(id)
+                                }
                             }
-                            // Binary (ROCKETMQ) headers, and the whole batch in one write.
-                            connection.oneway(batch: batch.map {
-                                .request(code: RequestCode.raftMessage, opaque: 0, body: RaftWire.encode($0), oneway: true, serializeType: .rocketmq)
-                            })
+                            // The whole batch in one write.
+                            connection.oneway(batch: batch.map(Self.command))
                             lastFailure = ""
                         } catch {
                             // Unreachable peer: the messages are lost, as on a partitioned network.
@@ -71,6 +143,15 @@ final class PeerTransport: Sendable {
     }
 
     func close() {
-        for box in outboxes.values { box.close() }
+        for link in links.values {
+            let waiter = link.state.withLock { l -> CheckedContinuation<Void, Never>? in
+                l.closed = true
+                l.queue.removeAll()
+                l.connection = nil
+                defer { l.senderWaiting = nil }
+                return l.senderWaiting
+            }
+            waiter?.resume()
+        }
     }
 }

@@ -69,7 +69,7 @@ enum RaftNodeMode {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let emptyLogBase = options.storeIndexOfEmptyLog
         let replica = RaftReplica(options: options, store: store, hardStateFile: HardStateFile(path: hardStateDirectory + "/hardstate"),
-                                  group: group, logger: logger, apply: { batch in
+                                  logger: logger, apply: { batch in
             // A failure stops the node: committed entries cannot be skipped.
             try messages.apply(batch, storeIndexOfEmptyLog: emptyLogBase)
         }, logReset: { base in

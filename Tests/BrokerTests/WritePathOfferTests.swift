@@ -36,7 +36,7 @@ import Testing
         options.bodyPatch = BrokerLogHooks.bodyPatch
         options.appliedIndex = RaftCore.LogIndex(UInt64(f.store.dispatchedIndex + 1))
         let store = f.store
-        return RaftReplica(options: options, store: f.log, hardStateFile: HardStateFile(path: f.root + "/hardstate"), group: group,
+        return RaftReplica(options: options, store: f.log, hardStateFile: HardStateFile(path: f.root + "/hardstate"),
                            logger: Logger(label: "offer-test"), apply: { batch in try store.apply(batch, storeIndexOfEmptyLog: 0) })
     }
 

@@ -58,6 +58,37 @@ import Testing
         try store.close()
     }
 
+    /// The Raft driver's way (it owns its thread): `write`, then `syncThrough` on the same thread,
+    /// with no flusher in between. One sync for what is not yet durable, none for what is; a waiter
+    /// is answered by it; a closed store refuses a position it never made durable.
+    @Test func syncThroughSyncsOnTheCallingThreadOnlyWhatIsNotYetDurable() async throws {
+        let tmp = TempDirectory()
+        let dir = tmp.path + "/s"
+        let store = try LogStore.open(smallOptions(dir, segmentBytes: 1 << 20))
+        let first = try store.write([EntryToAppend(term: Term(1), body: Array("one".utf8)), EntryToAppend(term: Term(1), body: Array("two".utf8))])
+        #expect(store.durablePosition < first.endPosition)
+        let before = store.statistics.dataSyncs
+        try store.syncThrough(first.endPosition)
+        #expect(store.durablePosition >= first.endPosition)
+        #expect(store.statistics.dataSyncs == before + 1)
+        try store.syncThrough(first.endPosition)
+        try store.syncThrough(first.positions[0])
+        #expect(store.statistics.dataSyncs == before + 1, "a durable position needs no sync")
+
+        let second = try store.write([EntryToAppend(term: Term(1), body: Array("three".utf8))])
+        let waiter = Task { try await store.waitUntilDurable(second.endPosition) }
+        try store.syncThrough(second.endPosition)
+        try await waiter.value
+        #expect(store.durablePosition >= second.endPosition)
+
+        try store.close()
+        try store.syncThrough(second.endPosition)
+        #expect(throws: StorageError.closed) { try store.syncThrough(LogPosition(second.endPosition.rawValue + 100)) }
+        let reopened = try LogStore.open(smallOptions(dir, segmentBytes: 1 << 20))
+        #expect(try readAll(reopened).map { String(decoding: $0.body, as: UTF8.self) } == ["one", "two", "three"])
+        try reopened.close()
+    }
+
     @Test func waitUntilDurableForcesAFlushInAsyncMode() async throws {
         let tmp = TempDirectory()
         let store = try LogStore.open(smallOptions(tmp.path, flush: manualFlush))

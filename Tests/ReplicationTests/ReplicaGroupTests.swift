@@ -70,7 +70,7 @@ private final class ReplicaGroup: @unchecked Sendable {
         var options = RaftReplicaOptions(raft: config, peerAddresses: addresses)
         options.tickIntervalMs = 10
         let sink = applied[id]!
-        let replica = RaftReplica(options: options, store: store, hardStateFile: HardStateFile(path: dir + "/hardstate"), group: group,
+        let replica = RaftReplica(options: options, store: store, hardStateFile: HardStateFile(path: dir + "/hardstate"),
                                   logger: Logger(label: "replica-\(id)")) { batch in await sink.add(batch) }
         replicas[id] = replica
         tasks[id] = Task { try await replica.run() }

@@ -1,0 +1,18 @@
+import NIOCore
+
+/// Runs tasks on one SwiftNIO event loop: the replica's driver, its peer senders and its peer
+/// connections share one thread, so a peer message reaches the driver, and the driver's messages
+/// reach the sockets, without waking another thread (docs/replication.md, "One thread per replica").
+/// Jobs enqueued from the loop itself join its task queue without a wake-up; from another thread,
+/// NIO wakes the loop as for any `execute`.
+final class LoopExecutor: TaskExecutor {
+    let loop: any EventLoop
+
+    init(_ loop: any EventLoop) { self.loop = loop }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let executor = asUnownedTaskExecutor()
+        loop.execute { job.runSynchronously(on: executor) }
+    }
+}

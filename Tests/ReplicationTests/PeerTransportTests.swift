@@ -1,0 +1,82 @@
+import Logging
+import NIOCore
+import NIOPosix
+import RaftCore
+import Remoting
+import Synchronization
+import Testing
+import TestSupport
+@testable import Replication
+
+@Suite struct PeerTransportTests {
+    /// The driver, on the peer connection's event loop, writes a message to the socket itself when
+    /// nothing for that peer is queued or being sent; otherwise the peer's sender writes it. Mixed
+    /// in bursts, some sent from another thread (always queued), with the sender given turns in
+    /// between, every message still arrives once and in the order it was sent, and both paths
+    /// were taken.
+    @Test func messagesToAPeerKeepTheirOrderAcrossDirectWritesAndTheSender() async throws {
+        let logger = Logger(label: "peer-transport-test")
+        let received = Mutex<[UInt64]>([])
+        let serverGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let inbound = RemotingProcessor(name: "raft", codes: [RequestCode.raftMessage], maxQueuedRequests: 100_000, inline: { request, _ in
+            if let body = request.body, let m = try? RaftWire.decode(body), case .heartbeat(let commit, _) = m.body {
+                received.withLock { $0.append(commit.rawValue) }
+            }
+            return true
+        }) { _, _ in nil }
+        let server = RemotingServer(options: RemotingServerOptions(host: "127.0.0.1", port: 0), processors: [inbound], group: serverGroup, logger: logger)
+        let (bound, boundContinuation) = AsyncStream.makeStream(of: Int.self)
+        let serving = Task { try await server.run { boundContinuation.yield($0.port ?? 0) } }
+        var it = bound.makeAsyncIterator()
+        let port = try #require(await it.next())
+
+        let loopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let client = RemotingClient(group: loopGroup, logger: logger)
+        let transport = PeerTransport(selfID: NodeID(1), addresses: [NodeID(1): "127.0.0.1:1", NodeID(2): "127.0.0.1:\(port)"],
+                                      client: client, outboxLimit: 100_000, logger: logger) { _ in }
+        let sent = try await withTaskExecutorPreference(LoopExecutor(loopGroup.next())) {
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { await transport.run() }
+                @Sendable func message(_ commit: UInt64) -> Message {
+                    Message(from: NodeID(1), to: NodeID(2), term: Term(1), body: .heartbeat(commit: LogIndex(commit), context: nil))
+                }
+                var commit: UInt64 = 0
+                for burst in 0..<400 {
+                    if burst % 4 == 1 {
+                        // From another thread: queued for the sender, which cannot run before this
+                        // task gives the loop up; what follows on the loop must wait behind it.
+                        let from = commit
+                        await Task.detached { for k in 1...3 { transport.send(message(from + UInt64(k))) } }.value
+                        commit += 3
+                    }
+                    for _ in 0..<(1 + burst % 7) {
+                        commit += 1
+                        transport.send(message(commit))
+                    }
+                    // The sender (and the connect, at first) get the loop between some bursts.
+                    if burst % 3 == 0 { await Task.yield() }
+                    if burst % 50 == 0 { try await Task.sleep(for: .milliseconds(2)) }
+                }
+                let all = commit
+                let deadline = ContinuousClock.now + .seconds(20)
+                while received.withLock({ $0.count }) < all && ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+                transport.close()
+                tasks.cancelAll()
+                return all
+            }
+        }
+        await client.close()
+        serving.cancel()
+        _ = try? await serving.value
+        try await loopGroup.shutdownGracefully()
+        try await serverGroup.shutdownGracefully()
+
+        let got = received.withLock { $0 }
+        let firstWrong = zip(got, 1...sent).first { $0 != $1 }.map { "got \($0) where \($1) was due" }
+        #expect(got.count == Int(sent) && firstWrong == nil, "received \(got.count) of \(sent); \(firstWrong ?? "in order")")
+        let direct = transport.directWrites.load(ordering: .relaxed)
+        #expect(direct > 0 && direct < Int(sent), "direct writes: \(direct) of \(sent)")
+    }
+}
