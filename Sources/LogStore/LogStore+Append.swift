@@ -213,6 +213,10 @@ extension LogStore {
             }
             throw error
         }
+        // Everything written is durable now, unless `position` was never written or a truncation
+        // ran meanwhile (on another thread): then it is not, and saying so is the caller's due.
+        let reached = lock.withLock { state.durable.endPosition >= position.rawValue }
+        if !reached { throw .invalidArgument("position \(position.rawValue) is not in the durable log (past its end, or truncated meanwhile)") }
     }
 
     /// fdatasyncs everything written so far on the calling thread (for callers outside Swift

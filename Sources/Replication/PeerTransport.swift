@@ -125,7 +125,10 @@ final class PeerTransport: Sendable {
                                     connectionLost(id)
                                 }
                             }
-                            // The whole batch in one write.
+                            // The whole batch in one write. On the connection's loop (the replica's
+                            // LoopExecutor) it is written before `senderBusy` clears, which is what
+                            // keeps `send`'s direct writes behind it.
+                            assert(connection.channel.eventLoop.inEventLoop, "a peer sender runs on its connection's event loop")
                             connection.oneway(batch: batch.map(Self.command))
                             lastFailure = ""
                         } catch {

@@ -299,9 +299,10 @@ public final class RaftReplica: Sendable {
     /// no thread hand-off but the wait for the flusher's fdatasync; on the task pool it took four.
     public func run() async throws {
         let loopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let executor = LoopExecutor(loopGroup.next())
         let result: Result<Void, any Error>
         do {
-            try await withTaskExecutorPreference(LoopExecutor(loopGroup.next())) {
+            try await withTaskExecutorPreference(executor) {
                 try await self.serve(on: loopGroup)
             }
             result = .success(())
@@ -309,6 +310,7 @@ public final class RaftReplica: Sendable {
             result = .failure(error)
         }
         // Everything that ran on the loop has ended (the task group waited for it).
+        executor.retire()
         try? await loopGroup.shutdownGracefully()
         try result.get()
     }

@@ -59,8 +59,9 @@ import Testing
     }
 
     /// The Raft driver's way (it owns its thread): `write`, then `syncThrough` on the same thread,
-    /// with no flusher in between. One sync for what is not yet durable, none for what is; a waiter
-    /// is answered by it; a closed store refuses a position it never made durable.
+    /// with no flusher in between. One sync for what is not yet durable, none for what is; a
+    /// `waitUntilDurable` waiter beside it is answered (by it or by the flusher the waiter woke); a
+    /// position past the log's end is refused; so is one a closed store never made durable.
     @Test func syncThroughSyncsOnTheCallingThreadOnlyWhatIsNotYetDurable() async throws {
         let tmp = TempDirectory()
         let dir = tmp.path + "/s"
@@ -80,6 +81,7 @@ import Testing
         try store.syncThrough(second.endPosition)
         try await waiter.value
         #expect(store.durablePosition >= second.endPosition)
+        #expect(throws: StorageError.self) { try store.syncThrough(LogPosition(second.endPosition.rawValue + 100)) }
 
         try store.close()
         try store.syncThrough(second.endPosition)
