@@ -4,7 +4,8 @@
 # three local nameservers (9876), through deploy/local/cluster.sh, fresh stores on every start,
 # topic BenchTopic with 8 queues. FLUSH=SYNC_FLUSH (default; compare with etcd and RabbitMQ, which
 # fsync) or FLUSH=ASYNC_FLUSH (compare with NATS, which does not). The load is the shared
-# loadgen.py with our driver (bench/raftmq_loadgen.py). Same contract as the peers' scripts:
+# loadgen.py with our driver (bench/raftmq_loadgen.py). RAFTMQ_EXTRA_CONF adds key=value lines to
+# every broker's configuration. Same contract as the peers' scripts:
 # Usage: raftmq.sh start | stop | leader | start-node I | throughput LABEL [leader|spread]
 #        raftmq.sh failover LABEL [KILLS] | raftmq.sh all [REPEATS]
 here=$(cd "$(dirname "$0")" && pwd)
@@ -31,6 +32,8 @@ cmd_start() {
   for n in 0 1 2; do
     sed "s/^flushDiskType=.*//" "$root/conf/dledger-local/broker-n$n.conf" >"$D/conf/broker-n$n.conf"
     echo "flushDiskType=$FLUSH" >>"$D/conf/broker-n$n.conf"
+    # RAFTMQ_EXTRA_CONF: more key=value lines for every broker (e.g. "warmMapedFileEnable=false").
+    [ -z "${RAFTMQ_EXTRA_CONF:-}" ] || printf '%s\n' "$RAFTMQ_EXTRA_CONF" >>"$D/conf/broker-n$n.conf"
   done
   (cd "$root" && cluster start) >"$D/start.log" 2>&1 || { log "raftmq did not start: $D/start.log"; return 1; }
   for k in $(seq 1 50); do

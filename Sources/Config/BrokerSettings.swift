@@ -95,6 +95,8 @@ public struct MessageStoreConfig: Sendable, Equatable {
     public var cleanFileForciblyEnable = true
     public var maxMessageSize: Int64 = 4_194_304
     public var checkCRCOnRecover = true
+    /// RaftMQ: true by default (RocketMQ: false); see LogStoreOptions.prepareAheadBytes.
+    public var warmMapedFileEnable = true
     public var brokerRole = BrokerRole.ASYNC_MASTER
     public var flushDiskType = FlushDiskType.ASYNC_FLUSH
     public var haSendHeartbeatInterval: Int64 = 5000

@@ -227,9 +227,12 @@ extension LogStore {
             try drainPendingOrFail()
             return (state.written, state.unsyncedSegment, state.epoch)
         }
+        let syncStart = monotonicNanoseconds()
         try segment?.sync()
+        let syncNs = monotonicNanoseconds() &- syncStart
         let resumed = lock.withLock {
             state.statistics.dataSyncs += 1
+            state.statistics.syncNanoseconds += syncNs
             return markDurable(target, epoch: epoch)
         }
         for w in resumed { w.continuation.resume() }
@@ -280,6 +283,7 @@ extension LogStore {
         let padding = Int(segment.end - position)
         precondition(padding >= BlankRecord.headerByteCount, "no room for the blank record")
         let blank = BlankRecord.encode(paddingByteCount: padding)
+        waitForPreparer(overlapping: position, segment.end, in: segment)
         try storageCall { try blank.withUnsafeBytes { b in try segment.write(b, at: position) } }
         try segment.truncate(toLocal: segment.capacity)
         try segment.sync()
@@ -305,6 +309,7 @@ extension LogStore {
             }
             data.removeAll(keepingCapacity: true)
         } else {
+            waitForPreparer(overlapping: position, position + UInt64(data.count), in: segment)
             try writeBytes(&data, to: segment, at: position)
             state.unsyncedSegment = segment
         }
@@ -332,6 +337,8 @@ extension LogStore {
     /// calls this first, so only the flusher's fdatasync sees un-drained bytes.
     func drainPending() throws(StorageError) {
         if !state.pending.isEmpty, let segment = state.pendingSegment {
+            // Not inside writeBytes: it holds an access to `state.pending`, and the wait changes `state`.
+            waitForPreparer(overlapping: state.pendingStart, state.pendingStart + UInt64(state.pending.count), in: segment)
             try writeBytes(&state.pending, to: segment, at: state.pendingStart)
             state.unsyncedSegment = segment
             state.pendingSegment = nil

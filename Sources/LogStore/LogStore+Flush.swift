@@ -169,9 +169,10 @@ extension LogStore {
             let was = state.closing
             state.closing = true
             lock.broadcast()
-            while state.flusherRunning || state.checkpointerRunning || state.verifierRunning {
+            while state.flusherRunning || state.checkpointerRunning || state.verifierRunning || state.preparerRunning {
                 lock.unlock()
                 checkpointLock.withLock { checkpointLock.broadcast() }
+                prepareLock.withLock { prepareLock.broadcast() }
                 lock.lock()
                 lock.wait(timeoutNanoseconds: 10_000_000)
             }

@@ -12,6 +12,7 @@ extension LogStore {
         defer { checkpointLock.unlock() }
         lock.lock()
         defer { lock.unlock() }
+        waitForPreparer()
         if state.closing { throw .closed }
         if let failure = state.failure { throw .failed(failure) }
         try drainPendingOrFail()
@@ -74,6 +75,7 @@ extension LogStore {
         state.written = point
         state.nextIndex = keepNext
         state.durable = point
+        state.preparedEnd = min(state.preparedEnd, cut)
         state.unsyncedSegment = nil
         let doomedWaiters = state.waiters.filter { $0.target > cut }
         state.waiters.removeAll { $0.target > cut }
@@ -102,6 +104,7 @@ extension LogStore {
         defer { checkpointLock.unlock() }
         lock.lock()
         defer { lock.unlock() }
+        waitForPreparer()
         if state.closing { throw .closed }
         if let failure = state.failure { throw .failed(failure) }
         try drainPendingOrFail()
@@ -130,6 +133,7 @@ extension LogStore {
         state.base = point
         state.written = point
         state.durable = point
+        state.preparedEnd = 0
         state.unsyncedSegment = nil
         let doomed = state.waiters
         state.waiters.removeAll()

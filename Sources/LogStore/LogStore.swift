@@ -54,6 +54,11 @@ public struct LogStoreStatistics: Sendable, Equatable {
     public var syncNanoseconds: UInt64 = 0
     public var groupWaitNanoseconds: UInt64 = 0
     public var resumeNanoseconds: UInt64 = 0
+    /// Prepared space (`LogStoreOptions.prepareAheadBytes`): bytes of zeros written and synced ahead
+    /// of the log, the fdatasyncs that took, and chunks that could not be written (no space).
+    public var preparedBytes: UInt64 = 0
+    public var prepareSyncs = 0
+    public var prepareFailures = 0
 }
 
 /// Where an `append` put its entries.
@@ -98,6 +103,10 @@ public final class LogStore: @unchecked Sendable {
     var state: State
     /// Serializes checkpoint writes between the flusher and `truncateSuffix`.
     let checkpointLock = ConditionLock()
+    /// Guards `preparingChunk`; where the preparer sleeps and writers wait for its chunk.
+    let prepareLock = ConditionLock()
+    /// The chunk of zeros the preparer is writing now (guarded by `prepareLock`).
+    var preparingChunk: (segment: ObjectIdentifier, range: Range<UInt64>)?
     let lockFileDescriptor: Int32
 
     struct Waiter {
@@ -170,6 +179,10 @@ public final class LogStore: @unchecked Sendable {
         var pendingSegment: SegmentFile?
         var pendingIndex: [UInt8] = []
         var pendingIndexFirst = LogIndex(0)
+        /// Prepared space (LogStore+Prepare.swift): the active segment holds zeros or entries up to
+        /// here (or its file ends earlier: only the preparer grows it past the log's end).
+        var preparedEnd: UInt64 = 0
+        var preparerRunning = false
     }
 
     /// Opens (creating if needed) the store in `options.directory`, recovering from a crash: see
@@ -211,6 +224,11 @@ public final class LogStore: @unchecked Sendable {
         state.checkpointerRunning = true
         startThread { [self] in self.flushLoop() }
         startThread { [self] in self.checkpointLoop() }
+        if options.prepareAheadBytes > 0 {
+            state.preparedEnd = recovered.preparedEnd
+            state.preparerRunning = true
+            startThread { [self] in self.prepareLoop() }
+        }
         if let v = Verification.plan(recovered) { startVerification(v) }
     }
 

@@ -38,6 +38,16 @@ public struct LogStoreOptions: Sendable {
     /// commitlog precedes it; 0 otherwise). Must be a multiple of nothing in particular: positions are
     /// absolute, segments are `segmentBytes` apart from here.
     public var firstPositionOfEmptyStore: LogPosition
+    /// Zeros kept written and synced this far ahead of the log's end in the active segment, so a
+    /// group commit's fdatasync overwrites allocated blocks instead of growing the file (about twice
+    /// as fast here; LogStore+Prepare.swift). 0: segments grow as the log writes them.
+    /// The broker's `warmMapedFileEnable`.
+    public var prepareAheadBytes: UInt64 = 0
+    /// Tests: the preparer sleeps this long between claiming a chunk and writing it, so that
+    /// appenders reach the claimed chunk meanwhile.
+    var prepareClaimDelayMicroseconds: UInt32 = 0
+    /// What the broker keeps prepared with `warmMapedFileEnable=true`.
+    public static let brokerPrepareAheadBytes: UInt64 = 16 << 20
     /// Disk usage source; tests replace it. Returns a fraction 0...1 for the directory.
     public var diskUsage: @Sendable (String) throws(StorageError) -> Double
 

@@ -21,6 +21,8 @@ struct Recovery {
         var end: DurablePoint
         var checkpoint: DurablePoint?
         var report: RecoveryReport
+        /// Where the last segment's file ends (entries and prepared zeros); 0 without segments.
+        var preparedEnd: UInt64 = 0
     }
 
     let options: LogStoreOptions
@@ -132,11 +134,17 @@ struct Recovery {
             if let later = try scan.validEntryAfterStop(index: index) {
                 throw .corrupt(file: segment.path, position: stop.position, detail: "\(stop.reason); a valid entry (index \(later.index)) follows at position \(later.position), so this is not a torn tail")
             }
-            let fileSize = try segment.fileSize()
-            let local = stop.position - segment.start
-            try segment.truncate(toLocal: local)
-            try segment.sync()
-            cut = RecoveryReport.Cut(file: segment.path, position: stop.position, bytesRemoved: fileSize > local ? fileSize - local : 0, reason: "\(stop.reason) at \(where_)")
+            if try !segment.holdsZeros(at: stop.position, count: EntryHeader.byteCount) {
+                let fileSize = try segment.fileSize()
+                let local = stop.position - segment.start
+                try segment.truncate(toLocal: local)
+                try segment.sync()
+                cut = RecoveryReport.Cut(file: segment.path, position: stop.position, bytesRemoved: fileSize > local ? fileSize - local : 0, reason: "\(stop.reason) at \(where_)")
+            }
+            // Zeros where the next header would be, and no valid entry after them: the log's end in
+            // prepared space (LogStore+Prepare.swift), kept for the writes to come. A crash that
+            // left zeros where a write had not reached the disk looks the same, and is the same:
+            // nothing valid was there. The next append overwrites them.
         }
 
         let end = scan.end
@@ -157,8 +165,9 @@ struct Recovery {
             usedCheckpoint: usedCheckpoint, scanStartPosition: scanStart, scannedBytes: scan.scannedBytes,
             scannedEntries: scan.scannedEntries, cut: cut, indexRecordsRewritten: scan.indexRecordsRewritten,
             ignoredFiles: ignored)
+        let last = segments[segments.count - 1]
         return Result(segments: segments, index: index, firstIndex: effectiveFirst, base: base(startingAt: effectiveFirst),
-                      end: end, checkpoint: checkpoint, report: report)
+                      end: end, checkpoint: checkpoint, report: report, preparedEnd: last.start + (try last.fileSize()))
     }
 
     /// Opens the 20-digit-named files of a directory in order; other names are reported, not touched.

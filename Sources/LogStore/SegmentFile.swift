@@ -35,6 +35,14 @@ final class SegmentFile: @unchecked Sendable {
         return try FileIO.pread(fd, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count]), at: position - start, path: path)
     }
 
+    /// Whether the bytes at `position` (up to `count`, or to the file's end) are all zeros, and at
+    /// least one is there.
+    func holdsZeros(at position: UInt64, count: Int) throws(StorageError) -> Bool {
+        var bytes = [UInt8](repeating: 0xFF, count: count)
+        let n = try storageCall { try bytes.withUnsafeMutableBytes { b in try read(into: b, at: position) } }
+        return n > 0 && bytes[0..<n].allSatisfy { $0 == 0 }
+    }
+
     func sync() throws(StorageError) { try FileIO.fdatasync(fd, path: path) }
 
     /// Tells the kernel the file will be read front to back (bigger readahead for recovery scans).

@@ -31,6 +31,9 @@ struct StorageBenchmark: AsyncParsableCommand {
     @Option(help: "Segment size in bytes.")
     var segmentBytes: UInt64 = 1 << 30
 
+    @Option(help: "Megabytes of zeros the store keeps written ahead of its end (the broker's warmMapedFileEnable keeps 16; 0: segments grow as written).")
+    var prepareAheadMegabytes: UInt64 = 16
+
     @Flag(help: "Print one JSON object with every figure at the end.")
     var json = false
 
@@ -58,13 +61,13 @@ struct StorageBenchmark: AsyncParsableCommand {
             // write rate for one appender, group commit by hand (N entries per fdatasync) for N.
             for level in levels {
                 record(try RawDisk.run(name: level == 1 ? "raw pwrite+fdatasync, 1 entry per sync" : "raw pwrite+fdatasync, \(level) entries per sync", path: dir + "/raw\(level)", writeBytes: entryTotal * level, duration: slice, entriesPerWrite: level))
-                record(try await StoreRun.run(name: "LogStore SYNC_FLUSH, \(level) appenders", directory: dir + "/sync\(level)", mode: .sync, appenders: level, entryBytes: entryBytes, segmentBytes: segmentBytes, duration: slice))
+                record(try await StoreRun.run(name: "LogStore SYNC_FLUSH, \(level) appenders", directory: dir + "/sync\(level)", mode: .sync, appenders: level, entryBytes: entryBytes, segmentBytes: segmentBytes, prepareAheadBytes: prepareAheadMegabytes << 20, duration: slice))
             }
             // The largest group also on a file written with zeros beforehand: every sync is an
             // overwrite with no file metadata to commit, the best this disk does (the store's
             // segments grow like the plain baseline's file; BENCHMARKS.md, "the file's layout").
             record(try RawDisk.run(name: "raw pwrite+fdatasync, \(asyncAppenders) entries per sync, zero-filled file", path: dir + "/rawZeroed", writeBytes: entryTotal * asyncAppenders, duration: slice, entriesPerWrite: asyncAppenders, zeroFilledBytes: min(1 << 30, max(64 << 20, Int(slice * 800e6)) & ~0xFFFFF)))
-            record(try await StoreRun.run(name: "LogStore ASYNC_FLUSH, \(asyncAppenders) appenders", directory: dir + "/async", mode: .rocketMQAsyncDefault, appenders: asyncAppenders, entryBytes: entryBytes, segmentBytes: segmentBytes, duration: slice))
+            record(try await StoreRun.run(name: "LogStore ASYNC_FLUSH, \(asyncAppenders) appenders", directory: dir + "/async", mode: .rocketMQAsyncDefault, appenders: asyncAppenders, entryBytes: entryBytes, segmentBytes: segmentBytes, prepareAheadBytes: prepareAheadMegabytes << 20, duration: slice))
         }
         results.sort { $0.order < $1.order }
         results.append(contentsOf: try await RecoveryRun.run(directory: dir + "/recovery", megabytes: recoveryMegabytes, entryBytes: entryBytes, segmentBytes: segmentBytes))

@@ -44,8 +44,10 @@ enum RawDisk {
 
 /// Concurrent appenders against a LogStore, each appending one entry at a time and waiting for it.
 enum StoreRun {
-    static func run(name: String, directory: String, mode: FlushMode, appenders: Int, entryBytes: Int, segmentBytes: UInt64, duration: Double) async throws -> Measurement {
-        let store = try LogStore.open(LogStoreOptions(directory: directory, segmentBytes: segmentBytes, flushMode: mode, entryBodyBytesMax: max(entryBytes, 1024), diskMaxUsedSpaceRatio: 99))
+    static func run(name: String, directory: String, mode: FlushMode, appenders: Int, entryBytes: Int, segmentBytes: UInt64, prepareAheadBytes: UInt64, duration: Double) async throws -> Measurement {
+        var options = LogStoreOptions(directory: directory, segmentBytes: segmentBytes, flushMode: mode, entryBodyBytesMax: max(entryBytes, 1024), diskMaxUsedSpaceRatio: 99)
+        options.prepareAheadBytes = prepareAheadBytes
+        let store = try LogStore.open(options)
         let body = [UInt8](repeating: 0xA5, count: entryBytes)
         let syncsBefore = store.statistics.dataSyncs
         let start = now()

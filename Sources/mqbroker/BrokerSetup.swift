@@ -32,7 +32,7 @@ enum BrokerSetup {
         let store: LogStore
         do {
             try FileManager.default.createDirectory(atPath: settings.store.storePathRootDir + "/raft", withIntermediateDirectories: true)
-            store = try LogStore.open(LogStoreOptions(
+            var options = LogStoreOptions(
                 directory: settings.store.storePathCommitLog,
                 segmentBytes: UInt64(settings.store.mappedFileSizeCommitLog),
                 indexFileBytes: UInt64(settings.store.commitLogIndexFileSize),
@@ -41,7 +41,9 @@ enum BrokerSetup {
                     leastBytes: Int(settings.store.flushCommitLogLeastPages) * 4096,
                     thoroughIntervalMs: Int(settings.store.flushCommitLogThoroughInterval)),
                 entryBodyBytesMax: entryBytesMax(settings),
-                diskMaxUsedSpaceRatio: Int(settings.store.diskMaxUsedSpaceRatio)))
+                diskMaxUsedSpaceRatio: Int(settings.store.diskMaxUsedSpaceRatio))
+            if settings.store.warmMapedFileEnable { options.prepareAheadBytes = LogStoreOptions.brokerPrepareAheadBytes }
+            store = try LogStore.open(options)
         } catch {
             throw RaftModeError("cannot open the commitlog at \(settings.store.storePathCommitLog): \(error)")
         }

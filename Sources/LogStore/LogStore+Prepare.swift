@@ -1,0 +1,115 @@
+import Glibc
+
+/// Prepared space: zeros written ahead of the log in the active segment (`prepareAheadBytes`).
+///
+/// An fdatasync of a write that grows a file must also write the file's inode (its size changed);
+/// one that overwrites blocks already allocated and written need not. On this machine's disk that
+/// halves a group commit's fdatasync (BENCHMARKS.md, "the file's layout"), and with three members on
+/// one disk the brokers spent about 40 % of their time in fdatasync. So a thread of its own keeps the
+/// `prepareAheadBytes` after the log's end written with zeros and synced, one chunk at a time:
+/// - it claims a chunk under the lock, only at or past the log's end, and writes it outside the lock;
+///   a write of log bytes into a claimed chunk waits until its zeros are down (`waitForPreparer`),
+///   so zeros never land over entries;
+/// - it fdatasyncs after every chunk, so the inode's new size is made durable here, not by the next
+///   group commit, and no dirty zeros are left for a group commit's sync to write;
+/// - it never grows a segment past its end, and starts on a new segment once the log rolls there;
+/// - a truncation or reset waits for a claimed chunk before it cuts files.
+/// Lock order: the store's `lock`, then `prepareLock`. A writer waits for a chunk holding the store's
+/// lock (its append must stay one critical section); the preparer finishes a chunk under
+/// `prepareLock` alone.
+/// Recovery reads zeros after the last entry of the last segment as the log's end: prepared space,
+/// kept as it is (Recovery.swift). Running out of space while preparing only pauses the preparing;
+/// a failed fdatasync stops the store, as in the flusher (it may have dropped log bytes as well).
+extension LogStore {
+    /// Bytes per claimed chunk: one pwrite and one fdatasync each.
+    static let prepareChunkBytes: UInt64 = 1 << 20
+
+    func prepareLoop() {
+        let ahead = options.prepareAheadBytes
+        let zeros = [UInt8](repeating: 0, count: Int(Self.prepareChunkBytes))
+        var pausedUntilMs: UInt64 = 0
+        while true {
+            lock.lock()
+            if state.closing {
+                state.preparerRunning = false
+                lock.broadcast()
+                lock.unlock()
+                return
+            }
+            var job: (segment: SegmentFile, from: UInt64, to: UInt64, epoch: UInt64)? = nil
+            if state.failure == nil, monotonicMilliseconds() >= pausedUntilMs, let active = state.segments.last {
+                let from = max(state.preparedEnd, state.written.endPosition, active.start)
+                let target = min(active.end, state.written.endPosition &+ ahead)
+                if from < target {
+                    let claimed = (active, from, min(from + Self.prepareChunkBytes, target), state.epoch)
+                    // Claimed while the store's lock is held: no write can start in the chunk
+                    // before the claim is visible to it.
+                    prepareLock.withLock { preparingChunk = (ObjectIdentifier(active), claimed.1..<claimed.2) }
+                    job = claimed
+                }
+            }
+            lock.unlock()
+            guard let job else {
+                // Nothing to do: look again shortly (a cheap check; the log moves at most a few
+                // hundred MB/s, and `prepareAheadBytes` is many milliseconds of that).
+                prepareLock.withLock { prepareLock.wait(timeoutNanoseconds: 5_000_000) }
+                continue
+            }
+            if options.prepareClaimDelayMicroseconds > 0 { usleep(options.prepareClaimDelayMicroseconds) }
+            var wrote = true
+            do {
+                let n = Int(job.to - job.from)
+                try storageCall { try zeros.withUnsafeBytes { b in try job.segment.write(UnsafeRawBufferPointer(rebasing: b[0..<n]), at: job.from) } }
+            } catch {
+                // ENOSPC or another write error: zeros are only an optimization. Some of them may be
+                // down; the log writes over them. Try again later.
+                wrote = false
+                pausedUntilMs = monotonicMilliseconds() + 1_000
+            }
+            // Writers waiting for this chunk hold the store's lock: release them first.
+            prepareLock.withLock {
+                preparingChunk = nil
+                prepareLock.broadcast()
+            }
+            lock.withLock {
+                // A truncation or reset since the claim may have cut these zeros off again.
+                if wrote, state.epoch == job.epoch, state.segments.last === job.segment { state.preparedEnd = max(state.preparedEnd, job.to) }
+                if !wrote { state.statistics.prepareFailures += 1 }
+            }
+            guard wrote else { continue }
+            do {
+                try job.segment.sync()
+                lock.withLock {
+                    state.statistics.preparedBytes += job.to - job.from
+                    state.statistics.prepareSyncs += 1
+                }
+            } catch {
+                // The sync covers the log's own bytes in this file as well, and a failed fdatasync
+                // may have dropped them: stop serving, as the flusher does.
+                lock.withLock {
+                    if state.failure == nil {
+                        state.failure = error.description
+                        failWaiters(error)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits, holding the store's lock, until no chunk of zeros is being written over `[from, to)`
+    /// of `segment` (the preparer needs only `prepareLock` to finish a chunk).
+    func waitForPreparer(overlapping from: UInt64, _ to: UInt64, in segment: SegmentFile) {
+        prepareLock.lock()
+        while let p = preparingChunk, p.segment == ObjectIdentifier(segment), p.range.overlaps(from..<to) {
+            prepareLock.wait(timeoutNanoseconds: 10_000_000)
+        }
+        prepareLock.unlock()
+    }
+
+    /// Waits, holding the store's lock, until no chunk of zeros is being written (before files are cut).
+    func waitForPreparer() {
+        prepareLock.lock()
+        while preparingChunk != nil { prepareLock.wait(timeoutNanoseconds: 10_000_000) }
+        prepareLock.unlock()
+    }
+}

@@ -1,0 +1,170 @@
+import Foundation
+import LogFormat
+import Testing
+import TestSupport
+
+@testable import LogStore
+
+/// Zeros written ahead of the log (`prepareAheadBytes`, the broker's warmMapedFileEnable): they
+/// never land over entries, recovery reads them as the log's end (no cut), and truncation, rolls and
+/// reopening work across them.
+@Suite struct PreparedSpaceTests {
+    func prepared(_ dir: String, flush: FlushMode, segmentBytes: UInt64, ahead: UInt64) -> LogStoreOptions {
+        var o = smallOptions(dir, flush: flush, segmentBytes: segmentBytes)
+        o.entryBodyBytesMax = 2048
+        o.prepareAheadBytes = ahead
+        return o
+    }
+
+    /// Waits until the preparer has written at least `bytes` in all.
+    func waitPrepared(_ store: LogStore, atLeast bytes: UInt64) async throws {
+        for _ in 0..<500 where store.statistics.preparedBytes < bytes { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(store.statistics.preparedBytes >= bytes, "the preparer wrote \(store.statistics.preparedBytes) bytes")
+    }
+
+    @Test func zerosAheadAreKeptAcrossReopenWithoutACut() async throws {
+        let tmp = TempDirectory()
+        let dir = tmp.path + "/s"
+        let options = prepared(dir, flush: .sync, segmentBytes: 4 << 20, ahead: 2 << 20)
+        var expected: [[UInt8]] = []
+        var rng = SplitMix64(seed: 7)
+        do {
+            let store = try LogStore.open(options)
+            for _ in 0..<100 {
+                let body = randomBody(&rng)
+                _ = try await store.append([EntryToAppend(term: Term(1), body: body)])
+                expected.append(body)
+            }
+            try await waitPrepared(store, atLeast: 2 << 20)
+            let end = store.writePosition.rawValue
+            #expect(fileSize(segmentFiles(dir)[0]) >= end + (1 << 20), "zeros reach past the log's end")
+            try store.close()
+        }
+        let sizeBefore = fileSize(segmentFiles(dir)[0])
+        do {
+            let store = try LogStore.open(options)
+            #expect(store.recoveryReport.cut == nil, "prepared zeros are no torn tail")
+            #expect(fileSize(segmentFiles(dir)[0]) == sizeBefore, "recovery keeps the prepared zeros")
+            #expect(try readAll(store).map(\.body) == expected)
+            for _ in 0..<50 {
+                let body = randomBody(&rng)
+                _ = try await store.append([EntryToAppend(term: Term(2), body: body)])
+                expected.append(body)
+            }
+            try store.close()
+        }
+        // And once more after appending into the prepared space.
+        let store = try LogStore.open(options)
+        #expect(try readAll(store).map(\.body) == expected)
+        #expect(store.recoveryReport.cut == nil)
+        try store.close()
+    }
+
+    /// Appenders write into the chunk the preparer is zeroing, across many segment rolls (the
+    /// preparer's chunk covers the rest of each small segment): every entry reads back as written,
+    /// now and after a reopen.
+    @Test(arguments: [FlushMode.sync, manualFlush])
+    func appendersRacingThePreparerLoseNothing(flush: FlushMode) async throws {
+        let tmp = TempDirectory("race\(flush == .sync ? "sync" : "async")")
+        let dir = tmp.path + "/s"
+        var options = prepared(dir, flush: flush, segmentBytes: 64 << 10, ahead: 8 << 20)
+        // The preparer holds each claimed chunk (the rest of a new segment) for 2 ms before writing
+        // its zeros: appenders reach it meanwhile and must wait for the zeros, not be overwritten.
+        options.prepareClaimDelayMicroseconds = 2_000
+        let store = try LogStore.open(options)
+        let tasks = 16
+        let perTask = 150
+        let results = try await withThrowingTaskGroup(of: [(LogIndex, [UInt8])].self) { group in
+            for t in 0..<tasks {
+                group.addTask {
+                    var rng = SplitMix64(seed: UInt64(t))
+                    var mine: [(LogIndex, [UInt8])] = []
+                    for _ in 0..<perTask {
+                        let body = randomBody(&rng, 1...1500)
+                        let r = try await store.append([EntryToAppend(term: Term(1), body: body)])
+                        mine.append((r.firstIndex, body))
+                    }
+                    return mine
+                }
+            }
+            var all: [(LogIndex, [UInt8])] = []
+            for try await batch in group { all += batch }
+            return all.sorted { $0.0 < $1.0 }
+        }
+        #expect(segmentFiles(dir).count > 20, "the log rolled across many segments")
+        #expect(store.statistics.preparedBytes > 0)
+        #expect(try readAll(store).map(\.body) == results.map(\.1))
+        try store.syncNow()
+        let crashed = tmp.snapshot(dir, to: "crash")
+        try store.close()
+        for d in [dir, crashed] {
+            let reopened = try LogStore.open(prepared(d, flush: flush, segmentBytes: 64 << 10, ahead: 8 << 20))
+            #expect(reopened.recoveryReport.cut == nil)
+            #expect(try readAll(reopened).map(\.body) == results.map(\.1))
+            try reopened.close()
+        }
+    }
+
+    @Test func truncationCutsPreparedSpaceAndTheLogGoesOn() async throws {
+        let tmp = TempDirectory()
+        let dir = tmp.path + "/s"
+        let options = prepared(dir, flush: manualFlush, segmentBytes: 4 << 20, ahead: 2 << 20)
+        let store = try LogStore.open(options)
+        var expected: [[UInt8]] = []
+        var rng = SplitMix64(seed: 11)
+        for _ in 0..<60 {
+            let body = randomBody(&rng)
+            _ = try await store.append([EntryToAppend(term: Term(1), body: body)])
+            expected.append(body)
+        }
+        try await waitPrepared(store, atLeast: 2 << 20)
+        try store.truncateSuffix(after: LogIndex(19))
+        expected = Array(expected.prefix(20))
+        // What follows the cut is gone: the file ends there, or the preparer's fresh zeros follow.
+        let h = FileHandle(forReadingAtPath: segmentFiles(dir)[0])!
+        try h.seek(toOffset: store.writePosition.rawValue)
+        let after = h.readData(ofLength: 4096)
+        try h.close()
+        #expect(after.allSatisfy { $0 == 0 }, "no removed entry's bytes after the cut")
+        for _ in 0..<30 {
+            let body = randomBody(&rng)
+            _ = try await store.append([EntryToAppend(term: Term(2), body: body)])
+            expected.append(body)
+        }
+        // The preparer zeroes ahead of the new end again.
+        try await waitPrepared(store, atLeast: 3 << 20)
+        #expect(try readAll(store).map(\.body) == expected)
+        try store.close()
+        let reopened = try LogStore.open(options)
+        #expect(reopened.recoveryReport.cut == nil)
+        #expect(try readAll(reopened).map(\.body) == expected)
+        try reopened.close()
+    }
+
+    /// Zeros where an entry should be, with valid entries after it, are damage, not prepared space.
+    @Test func zeroedEntryInTheMiddleIsRefused() async throws {
+        let tmp = TempDirectory()
+        let dir = tmp.path + "/s"
+        let options = prepared(dir, flush: manualFlush, segmentBytes: 4 << 20, ahead: 1 << 20)
+        let store = try LogStore.open(options)
+        var rng = SplitMix64(seed: 3)
+        for _ in 0..<40 { _ = try await store.append([EntryToAppend(term: Term(1), body: randomBody(&rng))]) }
+        let victim = try store.read(from: LogIndex(25), maxBytes: 0)[0]
+        try store.syncNow()
+        let crashed = tmp.snapshot(dir, to: "crash")
+        try store.close()
+        let h = FileHandle(forUpdatingAtPath: segmentFiles(crashed)[0])!
+        try h.seek(toOffset: victim.position.rawValue)
+        h.write(Data(count: victim.header.totalByteCount))
+        try h.close()
+        #expect(throws: StorageError.self) { _ = try LogStore.open(options.with(directory: crashed)) }
+    }
+}
+
+extension LogStoreOptions {
+    func with(directory: String) -> LogStoreOptions {
+        var o = self
+        o.directory = directory
+        return o
+    }
+}
