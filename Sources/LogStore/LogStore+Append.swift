@@ -156,6 +156,7 @@ extension LogStore {
         }
         state.written = w
         state.nextIndex = w.nextIndex
+        if w.endPosition >= state.preparerWakeAt { wakePreparer() }
         state.statistics.appendCalls += 1
         state.statistics.entriesAppended += entries.count
         return AppendResult(

@@ -37,6 +37,7 @@ extension LogStore {
                 return
             }
             var job: (segment: SegmentFile, from: UInt64, to: UInt64, epoch: UInt64)? = nil
+            state.preparerWakeAt = UInt64.max
             if state.failure == nil, monotonicMilliseconds() >= pausedUntilMs, let active = state.segments.last {
                 let from = max(state.preparedEnd, state.written.endPosition, active.start)
                 let target = min(active.end, state.written.endPosition &+ ahead)
@@ -46,13 +47,23 @@ extension LogStore {
                     // before the claim is visible to it.
                     prepareLock.withLock { preparingChunk = (ObjectIdentifier(active), claimed.1..<claimed.2) }
                     job = claimed
+                } else if from < active.end {
+                    // Far enough ahead: sleep until the log has used up a chunk of it. (A roll into
+                    // a new segment passes this position too: the new segment starts at or after it.)
+                    state.preparerWakeAt = min(active.end, state.written.endPosition + Self.prepareChunkBytes)
+                } else {
+                    state.preparerWakeAt = active.end
                 }
+            } else if state.segments.isEmpty {
+                state.preparerWakeAt = 0  // the first append creates the first segment
             }
+            // Read under the store's lock: a wake after this point is not lost.
+            let wakes = prepareLock.withLock { prepareWakeSequence }
             lock.unlock()
             guard let job else {
-                // Nothing to do: look again shortly (a cheap check; the log moves at most a few
-                // hundred MB/s, and `prepareAheadBytes` is many milliseconds of that).
-                prepareLock.withLock { prepareLock.wait(timeoutNanoseconds: 5_000_000) }
+                // Idle: an append that reaches `preparerWakeAt` wakes it; the timeout only covers a
+                // pause after a failed write and a store that stopped growing while paused.
+                prepareLock.withLock { if prepareWakeSequence == wakes { prepareLock.wait(timeoutNanoseconds: 1_000_000_000) } }
                 continue
             }
             if options.prepareClaimDelayMicroseconds > 0 { usleep(options.prepareClaimDelayMicroseconds) }
@@ -93,6 +104,15 @@ extension LogStore {
                     }
                 }
             }
+        }
+    }
+
+    /// Wakes the idle preparer (store's lock held; once per chunk of log written).
+    func wakePreparer() {
+        state.preparerWakeAt = UInt64.max
+        prepareLock.withLock {
+            prepareWakeSequence &+= 1
+            prepareLock.broadcast()
         }
     }
 

@@ -107,6 +107,8 @@ public final class LogStore: @unchecked Sendable {
     let prepareLock = ConditionLock()
     /// The chunk of zeros the preparer is writing now (guarded by `prepareLock`).
     var preparingChunk: (segment: ObjectIdentifier, range: Range<UInt64>)?
+    /// Bumped by every wake of the preparer (guarded by `prepareLock`).
+    var prepareWakeSequence: UInt64 = 0
     let lockFileDescriptor: Int32
 
     struct Waiter {
@@ -183,6 +185,9 @@ public final class LogStore: @unchecked Sendable {
         /// here (or its file ends earlier: only the preparer grows it past the log's end).
         var preparedEnd: UInt64 = 0
         var preparerRunning = false
+        /// The idle preparer is woken when the log's end reaches this (one chunk used up), or when
+        /// a new segment starts; UInt64.max while it works or when there is no preparer.
+        var preparerWakeAt = UInt64.max
     }
 
     /// Opens (creating if needed) the store in `options.directory`, recovering from a crash: see
