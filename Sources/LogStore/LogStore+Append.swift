@@ -223,18 +223,22 @@ extension LogStore {
     /// fdatasyncs everything written so far on the calling thread (for callers outside Swift
     /// concurrency, such as tests and shutdown).
     public func syncNow() throws(StorageError) {
-        let (target, segment, epoch) = try lock.withLock { () throws(StorageError) in
-            if let failure = state.failure { throw StorageError.failed(failure) }
-            try drainPendingOrFail()
-            return (state.written, state.unsyncedSegment, state.epoch)
-        }
-        let syncStart = monotonicNanoseconds()
-        try segment?.sync()
-        let syncNs = monotonicNanoseconds() &- syncStart
-        let resumed = lock.withLock {
-            state.statistics.dataSyncs += 1
-            state.statistics.syncNanoseconds += syncNs
-            return markDurable(target, epoch: epoch)
+        // The sync and its outcome under `syncLock` (see there).
+        let resumed = try syncLock.withLock { () throws(StorageError) -> [Waiter] in
+            let (target, segment, epoch) = try lock.withLock { () throws(StorageError) in
+                if let failure = state.failure { throw StorageError.failed(failure) }
+                try drainPendingOrFail()
+                return (state.written, state.unsyncedSegment, state.epoch)
+            }
+            let syncStart = monotonicNanoseconds()
+            try segment?.sync()
+            let syncNs = monotonicNanoseconds() &- syncStart
+            return try lock.withLock { () throws(StorageError) -> [Waiter] in
+                if let failure = state.failure { throw StorageError.failed(failure) }
+                state.statistics.dataSyncs += 1
+                state.statistics.syncNanoseconds += syncNs
+                return markDurable(target, epoch: epoch)
+            }
         }
         for w in resumed { w.continuation.resume() }
     }

@@ -63,6 +63,8 @@ extension LogStore {
             if failed { continue }
 
             if flush {
+                // The sync and its outcome under `syncLock` (see there).
+                syncLock.lock()
                 let syncStart = monotonicNanoseconds()
                 do {
                     try segment?.sync()
@@ -73,6 +75,7 @@ extension LogStore {
                         state.failure = error.description
                         failWaiters(error)
                     }
+                    syncLock.unlock()
                     continue
                 }
                 lastSyncNs = monotonicNanoseconds() &- syncStart
@@ -84,6 +87,7 @@ extension LogStore {
                     expectedWaiters = done.count + state.waiters.count
                     return done
                 }
+                syncLock.unlock()
                 let resumeStart = monotonicNanoseconds()
                 for w in resumed { w.continuation.resume() }
                 let resumeNs = monotonicNanoseconds() &- resumeStart
@@ -189,16 +193,19 @@ extension LogStore {
             lock.withLock { failWaiters(StorageError.failed(failure)) }
             return
         }
+        syncLock.lock()
         do {
             try segment?.sync()
         } catch {
             lock.withLock { failWaiters(error) }
+            syncLock.unlock()
             throw error
         }
         let resumed = lock.withLock {
             if segment != nil { state.statistics.dataSyncs += 1 }
             return markDurable(target, epoch: epoch)
         }
+        syncLock.unlock()
         for w in resumed { w.continuation.resume() }
         lock.withLock { failWaiters(StorageError.closed) }
         maybeCheckpoint(force: true)

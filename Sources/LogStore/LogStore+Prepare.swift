@@ -14,7 +14,7 @@ import Glibc
 ///   group commit, and no dirty zeros are left for a group commit's sync to write;
 /// - it never grows a segment past its end, and starts on a new segment once the log rolls there;
 /// - a truncation or reset waits for a claimed chunk before it cuts files.
-/// Lock order: the store's `lock`, then `prepareLock`. A writer waits for a chunk holding the store's
+/// Lock order: `syncLock`, then the store's `lock`, then `prepareLock`. A writer waits for a chunk holding the store's
 /// lock (its append must stay one critical section); the preparer finishes a chunk under
 /// `prepareLock` alone.
 /// Recovery reads zeros after the last entry of the last segment as the log's end: prepared space,
@@ -38,19 +38,25 @@ extension LogStore {
             }
             var job: (segment: SegmentFile, from: UInt64, to: UInt64, epoch: UInt64)? = nil
             state.preparerWakeAt = UInt64.max
-            if state.failure == nil, monotonicMilliseconds() >= pausedUntilMs, let active = state.segments.last {
+            // Below the disk guard's limit only: zeros must not take the space the guard keeps for
+            // the index, consume queue and checkpoint files (the last sample of `checkWritable`).
+            let diskAllows = state.diskUsedRatio * 100 <= Double(options.diskMaxUsedSpaceRatio)
+            if state.failure == nil, diskAllows, monotonicMilliseconds() >= pausedUntilMs, let active = state.segments.last {
                 let from = max(state.preparedEnd, state.written.endPosition, active.start)
                 let target = min(active.end, state.written.endPosition &+ ahead)
-                if from < target {
+                // Whole chunks only (or the segment's rest): under steady load a claim of whatever
+                // the log grew meanwhile would sync back to back beside the group commit.
+                if from < target && (target - from >= Self.prepareChunkBytes || target == active.end) {
                     let claimed = (active, from, min(from + Self.prepareChunkBytes, target), state.epoch)
                     // Claimed while the store's lock is held: no write can start in the chunk
                     // before the claim is visible to it.
                     prepareLock.withLock { preparingChunk = (ObjectIdentifier(active), claimed.1..<claimed.2) }
                     job = claimed
                 } else if from < active.end {
-                    // Far enough ahead: sleep until the log has used up a chunk of it. (A roll into
-                    // a new segment passes this position too: the new segment starts at or after it.)
-                    state.preparerWakeAt = min(active.end, state.written.endPosition + Self.prepareChunkBytes)
+                    // Far enough ahead: sleep until a whole chunk is wanted, that is until the log's
+                    // end reaches `from + chunk - ahead` (above the end now: `from + chunk > end + ahead`).
+                    // A roll into a new segment passes this position too.
+                    state.preparerWakeAt = min(active.end, from + Self.prepareChunkBytes - ahead)
                 } else {
                     state.preparerWakeAt = active.end
                 }
@@ -88,19 +94,23 @@ extension LogStore {
                 if !wrote { state.statistics.prepareFailures += 1 }
             }
             guard wrote else { continue }
-            do {
-                try job.segment.sync()
-                lock.withLock {
-                    state.statistics.preparedBytes += job.to - job.from
-                    state.statistics.prepareSyncs += 1
-                }
-            } catch {
-                // The sync covers the log's own bytes in this file as well, and a failed fdatasync
-                // may have dropped them: stop serving, as the flusher does.
-                lock.withLock {
-                    if state.failure == nil {
-                        state.failure = error.description
-                        failWaiters(error)
+            // Under `syncLock`, with the failure recorded before it is released: the sync covers the
+            // log's own bytes in this file too, and the kernel reports a writeback error to one
+            // fdatasync of the descriptor only. A group commit's sync that follows must see the
+            // failure and not call its entries durable (see `syncLock`).
+            syncLock.withLock {
+                do {
+                    try job.segment.sync()
+                    lock.withLock {
+                        state.statistics.preparedBytes += job.to - job.from
+                        state.statistics.prepareSyncs += 1
+                    }
+                } catch {
+                    lock.withLock {
+                        if state.failure == nil {
+                            state.failure = "\(error)"
+                            failWaiters(error)
+                        }
                     }
                 }
             }

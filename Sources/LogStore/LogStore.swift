@@ -103,6 +103,13 @@ public final class LogStore: @unchecked Sendable {
     var state: State
     /// Serializes checkpoint writes between the flusher and `truncateSuffix`.
     let checkpointLock = ConditionLock()
+    /// Held around the fdatasyncs that can run beside each other on the active segment (the
+    /// flusher's, `syncNow`'s, the preparer's, close's) up to the moment their outcome is recorded
+    /// under `lock`. They share one descriptor, and the kernel reports a writeback error to one
+    /// fdatasync of it only: another that returns 0 after it must find the failure recorded before
+    /// it marks anything durable (`markDurable` checks). Seals and truncations sync under `lock`
+    /// and record their failure there. Order: `syncLock`, then `lock`.
+    let syncLock = ConditionLock()
     /// Guards `preparingChunk`; where the preparer sleeps and writers wait for its chunk.
     let prepareLock = ConditionLock()
     /// The chunk of zeros the preparer is writing now (guarded by `prepareLock`).
@@ -283,7 +290,8 @@ public final class LogStore: @unchecked Sendable {
     /// Moves the durable point forward (unless a truncation happened since the flush began) and
     /// returns the waiters it satisfies, to be resumed after unlocking.
     func markDurable(_ point: DurablePoint, epoch: UInt64) -> [Waiter] {
-        guard epoch == state.epoch, point.endPosition > state.durable.endPosition else { return [] }
+        // A failure recorded meanwhile may be the error this sync's success hides (`syncLock`).
+        guard state.failure == nil, epoch == state.epoch, point.endPosition > state.durable.endPosition else { return [] }
         state.statistics.syncedBytes &+= point.endPosition - state.durable.endPosition
         state.durable = point
         if state.unsyncedSegment != nil && point.endPosition == state.written.endPosition {

@@ -134,17 +134,18 @@ struct Recovery {
             if let later = try scan.validEntryAfterStop(index: index) {
                 throw .corrupt(file: segment.path, position: stop.position, detail: "\(stop.reason); a valid entry (index \(later.index)) follows at position \(later.position), so this is not a torn tail")
             }
-            if try !segment.holdsZeros(at: stop.position, count: EntryHeader.byteCount) {
+            if try !segment.holdsOnlyZeros(from: stop.position) {
                 let fileSize = try segment.fileSize()
                 let local = stop.position - segment.start
                 try segment.truncate(toLocal: local)
                 try segment.sync()
                 cut = RecoveryReport.Cut(file: segment.path, position: stop.position, bytesRemoved: fileSize > local ? fileSize - local : 0, reason: "\(stop.reason) at \(where_)")
             }
-            // Zeros where the next header would be, and no valid entry after them: the log's end in
-            // prepared space (LogStore+Prepare.swift), kept for the writes to come. A crash that
-            // left zeros where a write had not reached the disk looks the same, and is the same:
-            // nothing valid was there. The next append overwrites them.
+            // Nothing but zeros from the stop to the file's end: the log's end in prepared space
+            // (LogStore+Prepare.swift), kept for the writes to come. A crash that left zeros where
+            // writes had not reached the disk looks the same, and is the same: nothing was there.
+            // Anything else after the stop (a torn entry, or entries whose earlier page did not
+            // reach the disk) is cut as before: kept, it could resurface behind later appends.
         }
 
         let end = scan.end

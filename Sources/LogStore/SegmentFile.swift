@@ -35,12 +35,20 @@ final class SegmentFile: @unchecked Sendable {
         return try FileIO.pread(fd, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count]), at: position - start, path: path)
     }
 
-    /// Whether the bytes at `position` (up to `count`, or to the file's end) are all zeros, and at
-    /// least one is there.
-    func holdsZeros(at position: UInt64, count: Int) throws(StorageError) -> Bool {
-        var bytes = [UInt8](repeating: 0xFF, count: count)
-        let n = try storageCall { try bytes.withUnsafeMutableBytes { b in try read(into: b, at: position) } }
-        return n > 0 && bytes[0..<n].allSatisfy { $0 == 0 }
+    /// Whether every byte from `position` to the file's end is zero, and at least one is there.
+    /// Reads the whole rest of the file (after the log's end: at most the prepared space).
+    func holdsOnlyZeros(from position: UInt64) throws(StorageError) -> Bool {
+        let end = start + (try fileSize())
+        guard position < end else { return false }
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        var at = position
+        while at < end {
+            let n = try storageCall { try buffer.withUnsafeMutableBytes { b in try read(into: b, at: at) } }
+            if n == 0 { break }
+            if !buffer[0..<n].allSatisfy({ $0 == 0 }) { return false }
+            at += UInt64(n)
+        }
+        return true
     }
 
     func sync() throws(StorageError) { try FileIO.fdatasync(fd, path: path) }

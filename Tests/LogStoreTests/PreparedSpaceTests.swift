@@ -42,7 +42,8 @@ import TestSupport
         }
         let sizeBefore = fileSize(segmentFiles(dir)[0])
         do {
-            let store = try LogStore.open(options)
+            // Reopened without a preparer, so that the file's size is recovery's doing alone.
+            let store = try LogStore.open(prepared(dir, flush: .sync, segmentBytes: 4 << 20, ahead: 0))
             #expect(store.recoveryReport.cut == nil, "prepared zeros are no torn tail")
             #expect(fileSize(segmentFiles(dir)[0]) == sizeBefore, "recovery keeps the prepared zeros")
             #expect(try readAll(store).map(\.body) == expected)
@@ -139,6 +140,49 @@ import TestSupport
         #expect(reopened.recoveryReport.cut == nil)
         #expect(try readAll(reopened).map(\.body) == expected)
         try reopened.close()
+    }
+
+    /// A header lost to zeros with older bytes after it (a crash that wrote later pages of the file
+    /// but not the header's; their index records lost too): the stop is cut, not kept as prepared
+    /// space, so the stale bytes cannot resurface behind the entries written next.
+    @Test func zerosFollowedByOtherBytesAreCut() async throws {
+        let tmp = TempDirectory()
+        let dir = tmp.path + "/s"
+        let options = prepared(dir, flush: manualFlush, segmentBytes: 4 << 20, ahead: 1 << 20)
+        let store = try LogStore.open(options)
+        let body = [UInt8](repeating: 0x5A, count: 200)
+        for _ in 0..<40 { _ = try await store.append([EntryToAppend(term: Term(1), body: body)]) }
+        let victim = try store.read(from: LogIndex(30), maxBytes: 0)[0]
+        try store.syncNow()
+        let crashed = tmp.snapshot(dir, to: "crash")
+        try store.close()
+        let h = FileHandle(forUpdatingAtPath: segmentFiles(crashed)[0])!
+        try h.seek(toOffset: victim.position.rawValue)
+        h.write(Data(count: EntryHeader.byteCount))
+        try h.close()
+        let indexFiles = try FileManager.default.contentsOfDirectory(atPath: crashed + "/index").sorted()
+        truncateFile(crashed + "/index/" + indexFiles[0], to: 30 * UInt64(IndexRecord.byteCount))
+        let crashedOptions = options.with(directory: crashed)
+        do {
+            let reopened = try LogStore.open(crashedOptions)
+            #expect(reopened.recoveryReport.cut?.position == victim.position.rawValue)
+            #expect(try readAll(reopened).count == 30)
+            // Same-sized entries in a new term land where the stale ones began.
+            for _ in 0..<10 { _ = try await reopened.append([EntryToAppend(term: Term(2), body: body)]) }
+            try reopened.close()
+        }
+        let again = try LogStore.open(crashedOptions)
+        #expect(again.recoveryReport.cut == nil)
+        let entries = try readAll(again)
+        #expect(entries.count == 40 && entries.suffix(10).allSatisfy { $0.term == Term(2) })
+        try again.close()
+    }
+
+    @Test func aPrepareAheadBelowOneChunkIsRefused() {
+        let tmp = TempDirectory()
+        var o = smallOptions(tmp.path + "/s")
+        o.prepareAheadBytes = 4096
+        #expect(throws: StorageError.self) { _ = try LogStore.open(o) }
     }
 
     /// Zeros where an entry should be, with valid entries after it, are damage, not prepared space.

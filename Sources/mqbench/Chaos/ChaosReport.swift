@@ -120,7 +120,10 @@ final class ChaosReport: @unchecked Sendable {
             for sub in ["commitlog/data", "consumequeue"] {
                 // A consume queue file is preallocated with zeros, or cut to its entries by a restart's
                 // recovery: what counts is its entries (no entry is all zeros: sizes are positive).
-                let trees = run.cluster.nodes.map { files(under: $0.store + "/" + sub).mapValues { sub == "consumequeue" ? trimZeros($0) : $0 } }
+                // A commitlog segment has zeros written ahead of the log (warmMapedFileEnable), as far
+                // as each member got: trimmed too (a log ending in zero bytes loses them on every
+                // member alike, and the comparison is of prefixes).
+                let trees = run.cluster.nodes.map { files(under: $0.store + "/" + sub).mapValues { trimZeros($0) } }
                 // The stop is not atomic: a member may append (its stop's offset flush, a new
                 // leader's first entry) after another stopped. So one replica's files must be a
                 // prefix of the other's, byte for byte; the caught-up check above showed the same end.
