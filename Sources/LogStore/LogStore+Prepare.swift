@@ -14,15 +14,16 @@ import Glibc
 ///   group commit, and no dirty zeros are left for a group commit's sync to write;
 /// - it never grows a segment past its end, and starts on a new segment once the log rolls there;
 /// - a truncation or reset waits for a claimed chunk before it cuts files.
-/// Lock order: `syncLock`, then the store's `lock`, then `prepareLock`. A writer waits for a chunk holding the store's
+/// Lock order: the store's `lock`, then `prepareLock`. A writer waits for a chunk holding the store's
 /// lock (its append must stay one critical section); the preparer finishes a chunk under
 /// `prepareLock` alone.
 /// Recovery reads zeros after the last entry of the last segment as the log's end: prepared space,
 /// kept as it is (Recovery.swift). Running out of space while preparing only pauses the preparing;
 /// a failed fdatasync stops the store, as in the flusher (it may have dropped log bytes as well).
 extension LogStore {
-    /// Bytes per claimed chunk: one pwrite and one fdatasync each.
-    static let prepareChunkBytes: UInt64 = 1 << 20
+    /// Bytes per claimed chunk: one pwrite and one fdatasync each. Small enough that a group
+    /// commit whose fdatasync meets a chunk still being written back waits little for it.
+    static let prepareChunkBytes: UInt64 = 256 << 10
 
     func prepareLoop() {
         let ahead = options.prepareAheadBytes
@@ -74,9 +75,17 @@ extension LogStore {
             }
             if options.prepareClaimDelayMicroseconds > 0 { usleep(options.prepareClaimDelayMicroseconds) }
             var wrote = true
+            // A descriptor of its own (the path names the claimed segment: truncation and reset wait
+            // for the claim). The kernel reports a writeback error once to each open file, so an
+            // error this descriptor's fdatasync takes is still reported to the log's own descriptor:
+            // the group commit's next fdatasync fails too, and nothing is acknowledged on a sync that
+            // hid it. (With one shared descriptor, one of the two would return 0.)
+            var fd: Int32 = -1
             do {
+                fd = try FileIO.open(job.segment.path, flags: O_WRONLY)
                 let n = Int(job.to - job.from)
-                try storageCall { try zeros.withUnsafeBytes { b in try job.segment.write(UnsafeRawBufferPointer(rebasing: b[0..<n]), at: job.from) } }
+                let (path, offset) = (job.segment.path, job.from - job.segment.start)
+                try storageCall { try zeros.withUnsafeBytes { b in try FileIO.pwriteAll(fd, UnsafeRawBufferPointer(rebasing: b[0..<n]), at: offset, path: path) } }
             } catch {
                 // ENOSPC or another write error: zeros are only an optimization. Some of them may be
                 // down; the log writes over them. Try again later.
@@ -93,24 +102,21 @@ extension LogStore {
                 if wrote, state.epoch == job.epoch, state.segments.last === job.segment { state.preparedEnd = max(state.preparedEnd, job.to) }
                 if !wrote { state.statistics.prepareFailures += 1 }
             }
+            defer { if fd >= 0 { _ = Glibc.close(fd) } }
             guard wrote else { continue }
-            // Under `syncLock`, with the failure recorded before it is released: the sync covers the
-            // log's own bytes in this file too, and the kernel reports a writeback error to one
-            // fdatasync of the descriptor only. A group commit's sync that follows must see the
-            // failure and not call its entries durable (see `syncLock`).
-            syncLock.withLock {
-                do {
-                    try job.segment.sync()
-                    lock.withLock {
-                        state.statistics.preparedBytes += job.to - job.from
-                        state.statistics.prepareSyncs += 1
-                    }
-                } catch {
-                    lock.withLock {
-                        if state.failure == nil {
-                            state.failure = "\(error)"
-                            failWaiters(error)
-                        }
+            do {
+                try FileIO.fdatasync(fd, path: job.segment.path)
+                lock.withLock {
+                    state.statistics.preparedBytes += job.to - job.from
+                    state.statistics.prepareSyncs += 1
+                }
+            } catch {
+                // The sync covered the log's bytes in this file too: stop serving, as the flusher
+                // does (the log's descriptor reports the same error to its next sync).
+                lock.withLock {
+                    if state.failure == nil {
+                        state.failure = error.description
+                        failWaiters(error)
                     }
                 }
             }

@@ -103,12 +103,12 @@ public final class LogStore: @unchecked Sendable {
     var state: State
     /// Serializes checkpoint writes between the flusher and `truncateSuffix`.
     let checkpointLock = ConditionLock()
-    /// Held around the fdatasyncs that can run beside each other on the active segment (the
-    /// flusher's, `syncNow`'s, the preparer's, close's) up to the moment their outcome is recorded
-    /// under `lock`. They share one descriptor, and the kernel reports a writeback error to one
-    /// fdatasync of it only: another that returns 0 after it must find the failure recorded before
-    /// it marks anything durable (`markDurable` checks). Seals and truncations sync under `lock`
-    /// and record their failure there. Order: `syncLock`, then `lock`.
+    /// Held around the fdatasyncs that can run beside each other on the active segment's descriptor
+    /// (the flusher's, `syncNow`'s, close's) up to the moment their outcome is recorded under
+    /// `lock`. The kernel reports a writeback error to one fdatasync of a descriptor only: another
+    /// that returns 0 after it must find the failure recorded before it marks anything durable
+    /// (`markDurable` checks). Seals and truncations sync under `lock` and record their failure
+    /// there; the preparer syncs through a descriptor of its own. Order: `syncLock`, then `lock`.
     let syncLock = ConditionLock()
     /// Guards `preparingChunk`; where the preparer sleeps and writers wait for its chunk.
     let prepareLock = ConditionLock()

@@ -101,7 +101,7 @@ public struct LogStoreOptions: Sendable {
             throw .invalidArgument("intervals must be positive")
         }
         guard prepareAheadBytes == 0 || prepareAheadBytes >= 1 << 20 else {
-            throw .invalidArgument("prepareAheadBytes \(prepareAheadBytes) is neither 0 nor at least 1 MiB (the preparer writes 1 MiB at a time)")
+            throw .invalidArgument("prepareAheadBytes \(prepareAheadBytes) is neither 0 nor at least 1 MiB")
         }
         if case let .async(interval, least, thorough) = flushMode {
             guard interval > 0, least >= 0, thorough > 0 else {
