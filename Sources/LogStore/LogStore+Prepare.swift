@@ -17,9 +17,10 @@ import Glibc
 /// Lock order: the store's `lock`, then `prepareLock`. A writer waits for a chunk holding the store's
 /// lock (its append must stay one critical section); the preparer finishes a chunk under
 /// `prepareLock` alone.
-/// Recovery reads zeros after the last entry of the last segment as the log's end: prepared space,
-/// kept as it is (Recovery.swift). Running out of space while preparing only pauses the preparing;
-/// a failed fdatasync stops the store, as in the flusher (it may have dropped log bytes as well).
+/// Recovery reads a stop in the last segment followed by nothing but zeros to the file's end as the
+/// log's end: prepared space, kept as it is (Recovery.swift). Running out of space while preparing
+/// only pauses the preparing; a failed fdatasync (through the preparer's own descriptor) stops the
+/// store, as in the flusher (it may have dropped log bytes as well).
 extension LogStore {
     /// Bytes per claimed chunk: one pwrite and one fdatasync each. Small enough that a group
     /// commit whose fdatasync meets a chunk still being written back waits little for it.
@@ -123,8 +124,9 @@ extension LogStore {
         }
     }
 
-    /// Wakes the idle preparer (store's lock held; once per chunk of log written).
+    /// Wakes the idle preparer, if there is one (store's lock held; once per chunk of log written).
     func wakePreparer() {
+        guard options.prepareAheadBytes > 0 else { return }
         state.preparerWakeAt = UInt64.max
         prepareLock.withLock {
             prepareWakeSequence &+= 1
@@ -135,6 +137,7 @@ extension LogStore {
     /// Waits, holding the store's lock, until no chunk of zeros is being written over `[from, to)`
     /// of `segment` (the preparer needs only `prepareLock` to finish a chunk).
     func waitForPreparer(overlapping from: UInt64, _ to: UInt64, in segment: SegmentFile) {
+        guard options.prepareAheadBytes > 0 else { return }  // every write passes here
         prepareLock.lock()
         while let p = preparingChunk, p.segment == ObjectIdentifier(segment), p.range.overlaps(from..<to) {
             prepareLock.wait(timeoutNanoseconds: 10_000_000)
@@ -144,6 +147,7 @@ extension LogStore {
 
     /// Waits, holding the store's lock, until no chunk of zeros is being written (before files are cut).
     func waitForPreparer() {
+        guard options.prepareAheadBytes > 0 else { return }
         prepareLock.lock()
         while preparingChunk != nil { prepareLock.wait(timeoutNanoseconds: 10_000_000) }
         prepareLock.unlock()

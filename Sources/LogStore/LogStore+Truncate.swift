@@ -72,7 +72,7 @@ extension LogStore {
             preconditionFailure("unexpected error type: \(error)")
         }
         state.epoch &+= 1
-        if options.prepareAheadBytes > 0 { wakePreparer() }
+        wakePreparer()
         state.written = point
         state.nextIndex = keepNext
         state.durable = point
@@ -129,7 +129,7 @@ extension LogStore {
             throw error
         }
         state.epoch &+= 1
-        if options.prepareAheadBytes > 0 { wakePreparer() }
+        wakePreparer()
         state.firstIndex = base.nextIndex
         state.nextIndex = base.nextIndex
         state.base = point

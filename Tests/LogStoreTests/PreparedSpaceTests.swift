@@ -22,6 +22,17 @@ import TestSupport
         #expect(store.statistics.preparedBytes >= bytes, "the preparer wrote \(store.statistics.preparedBytes) bytes")
     }
 
+    /// Appends `count` entries of random bodies in `term`, one per call; returns the bodies.
+    func appendRandom(_ store: LogStore, _ count: Int, term: UInt64, _ rng: inout SplitMix64) async throws -> [[UInt8]] {
+        var bodies: [[UInt8]] = []
+        for _ in 0..<count {
+            let body = randomBody(&rng)
+            _ = try await store.append([EntryToAppend(term: Term(term), body: body)])
+            bodies.append(body)
+        }
+        return bodies
+    }
+
     @Test func zerosAheadAreKeptAcrossReopenWithoutACut() async throws {
         let tmp = TempDirectory()
         let dir = tmp.path + "/s"
@@ -30,11 +41,7 @@ import TestSupport
         var rng = SplitMix64(seed: 7)
         do {
             let store = try LogStore.open(options)
-            for _ in 0..<100 {
-                let body = randomBody(&rng)
-                _ = try await store.append([EntryToAppend(term: Term(1), body: body)])
-                expected.append(body)
-            }
+            expected += try await appendRandom(store, 100, term: 1, &rng)
             try await waitPrepared(store, atLeast: 2 << 20)
             let end = store.writePosition.rawValue
             #expect(fileSize(segmentFiles(dir)[0]) >= end + (1 << 20), "zeros reach past the log's end")
@@ -47,11 +54,7 @@ import TestSupport
             #expect(store.recoveryReport.cut == nil, "prepared zeros are no torn tail")
             #expect(fileSize(segmentFiles(dir)[0]) == sizeBefore, "recovery keeps the prepared zeros")
             #expect(try readAll(store).map(\.body) == expected)
-            for _ in 0..<50 {
-                let body = randomBody(&rng)
-                _ = try await store.append([EntryToAppend(term: Term(2), body: body)])
-                expected.append(body)
-            }
+            expected += try await appendRandom(store, 50, term: 2, &rng)
             try store.close()
         }
         // And once more after appending into the prepared space.
@@ -113,11 +116,7 @@ import TestSupport
         let store = try LogStore.open(options)
         var expected: [[UInt8]] = []
         var rng = SplitMix64(seed: 11)
-        for _ in 0..<60 {
-            let body = randomBody(&rng)
-            _ = try await store.append([EntryToAppend(term: Term(1), body: body)])
-            expected.append(body)
-        }
+        expected += try await appendRandom(store, 60, term: 1, &rng)
         try await waitPrepared(store, atLeast: 2 << 20)
         try store.truncateSuffix(after: LogIndex(19))
         expected = Array(expected.prefix(20))
@@ -127,11 +126,7 @@ import TestSupport
         let after = h.readData(ofLength: 4096)
         try h.close()
         #expect(after.allSatisfy { $0 == 0 }, "no removed entry's bytes after the cut")
-        for _ in 0..<30 {
-            let body = randomBody(&rng)
-            _ = try await store.append([EntryToAppend(term: Term(2), body: body)])
-            expected.append(body)
-        }
+        expected += try await appendRandom(store, 30, term: 2, &rng)
         // The preparer zeroes ahead of the new end again.
         try await waitPrepared(store, atLeast: 3 << 20)
         #expect(try readAll(store).map(\.body) == expected)
