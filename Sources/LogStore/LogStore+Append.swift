@@ -190,6 +190,35 @@ extension LogStore {
         }
     }
 
+    /// Asks the flusher thread to make everything before `position` durable and returns at once;
+    /// `done` is called on the flusher thread when it is (nil), or with the error that stopped the
+    /// store. Called at once, on this thread, when it already is durable or the store has failed.
+    /// For a writer that goes on while its bytes sync, such as a Raft leader's driver (it counts
+    /// itself toward a quorum only once `done` says so). `done` must be short and must not block.
+    /// The sync starts without the group-commit delay, whatever the flush mode.
+    public func requestSync(through position: LogPosition, then done: @escaping @Sendable (StorageError?) -> Void) {
+        lock.lock()
+        if let failure = state.failure {
+            lock.unlock()
+            return done(.failed(failure))
+        }
+        if state.durable.endPosition >= position.rawValue {
+            lock.unlock()
+            return done(nil)
+        }
+        if state.closing {
+            lock.unlock()
+            return done(.closed)
+        }
+        state.waiters.append(Waiter(target: position.rawValue, continuation: .callback(done)))
+        state.syncRequested = true
+        state.urgentSyncRequested = true
+        // Woken whatever it waits for (a group it would otherwise fill first).
+        state.flusherWakeAtWaiters = Int.max
+        lock.broadcast()
+        lock.unlock()
+    }
+
     /// Makes everything before `position` durable on the calling thread: returns at once when it
     /// already is, else fdatasyncs everything written so far (and answers the waiters that covers).
     /// For a writer that owns its thread, such as the Raft driver on its event loop: it saves the

@@ -24,12 +24,13 @@ extension LogStore {
                 state.flusherWakeAtWaiters = 1
                 lock.wait(timeoutNanoseconds: intervalNs)
             }
-            if options.flushMode == .sync && !state.closing && state.waiters.count < expectedWaiters && !state.waiters.isEmpty {
+            if options.flushMode == .sync && !state.closing && !state.urgentSyncRequested
+                && state.waiters.count < expectedWaiters && !state.waiters.isEmpty {
                 let waitStart = monotonicNanoseconds()
                 defer { state.statistics.groupWaitNanoseconds += monotonicNanoseconds() &- waitStart }
                 let deadline = waitStart + min(lastSyncNs / 2, Self.groupCommitDelayNsMax)
                 state.flusherWakeAtWaiters = expectedWaiters
-                while state.waiters.count < expectedWaiters && !state.closing {
+                while state.waiters.count < expectedWaiters && !state.closing && !state.urgentSyncRequested {
                     let left = deadline &- monotonicNanoseconds()
                     if left == 0 || left > Self.groupCommitDelayNsMax { break }
                     lock.wait(timeoutNanoseconds: left)
@@ -51,6 +52,7 @@ extension LogStore {
                 if dirty >= UInt64(leastBytes) || now &- state.lastFlushAtMs >= UInt64(thoroughMs) { flush = true }
             }
             state.syncRequested = false
+            state.urgentSyncRequested = false
             if state.failure == nil, (try? drainPendingOrFail()) == nil {
                 lock.unlock()
                 continue

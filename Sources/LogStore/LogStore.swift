@@ -131,11 +131,14 @@ public final class LogStore: @unchecked Sendable {
     enum Resumption {
         case wait(CheckedContinuation<Void, any Error>)
         case append(CheckedContinuation<AppendResult, any Error>, AppendResult)
+        /// `requestSync`: told on the flusher thread.
+        case callback(@Sendable (StorageError?) -> Void)
 
         func resume() {
             switch self {
             case let .wait(c): c.resume()
             case let .append(c, r): c.resume(returning: r)
+            case let .callback(f): f(nil)
             }
         }
 
@@ -143,6 +146,7 @@ public final class LogStore: @unchecked Sendable {
             switch self {
             case let .wait(c): c.resume(throwing: error)
             case let .append(c, _): c.resume(throwing: error)
+            case let .callback(f): f(error as? StorageError ?? .failed("\(error)"))
             }
         }
     }
@@ -161,6 +165,9 @@ public final class LogStore: @unchecked Sendable {
         var unsyncedIndexFiles: [SegmentFile] = []
         var waiters: [Waiter] = []
         var syncRequested = false
+        /// A `requestSync` caller waits: the next sync starts at once, without the group-commit
+        /// delay (that caller writes batches of its own and has nothing more to add).
+        var urgentSyncRequested = false
         /// Bumped by truncateSuffix; a flush that started before it does not move `durable`.
         var epoch: UInt64 = 0
         var failure: String?
@@ -267,6 +274,8 @@ public final class LogStore: @unchecked Sendable {
     public var writePosition: LogPosition { lock.withLock { LogPosition(state.written.endPosition) } }
     /// Everything before this position is on stable storage.
     public var durablePosition: LogPosition { lock.withLock { LogPosition(state.durable.endPosition) } }
+    /// Why the store stopped serving writes (a failed write or sync), if it did.
+    public var failureDescription: String? { lock.withLock { state.failure } }
     /// Start position of the first segment (the smallest position a read can return).
     public var firstPosition: LogPosition {
         lock.withLock { LogPosition(state.segments.first?.start ?? state.written.endPosition) }

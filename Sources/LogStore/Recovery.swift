@@ -148,6 +148,12 @@ struct Recovery {
             // reach the disk) is cut as before: kept, it could resurface behind later appends.
         }
 
+        // What the scan found may be only in the page cache: a process killed before its sync (a Raft
+        // leader's deferred one, say) leaves its writes there while the machine runs on. The node
+        // that starts on this log will acknowledge what it holds as durable, so make it so now (a
+        // file with nothing dirty syncs in microseconds).
+        for segment in segments[scanFrom...] { try segment.sync() }
+
         let end = scan.end
         if let checkpoint, checkpoint.endPosition > end.endPosition {
             let last = segments[segments.count - 1]

@@ -102,6 +102,9 @@ package enum BrokenRule: String, Sendable, Hashable, CaseIterable {
     case voteForStaleLog = "stale-vote"
     /// Acknowledge appends before they are durable.
     case ackBeforePersist = "ack-before-persist"
+    /// A leader counts its own entries toward their quorum once written, before a deferred sync
+    /// made them durable (`Ready.syncMayBeDeferred`).
+    case countOwnBeforeSync = "own-before-sync"
 }
 
 /// Why a request to the node was refused. The driver turns these into client answers (SYSTEM_BUSY,

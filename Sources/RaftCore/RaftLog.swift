@@ -26,6 +26,10 @@ struct RaftLog<Reader: RaftLogReader> {
     private(set) var pendingReset: LogReset?
     /// The pending reset went out in the Ready that is not advanced yet.
     private var resetInProgress = false
+    /// The last index known durable: at most `persistedLastIndex`, below it while a leader's deferred
+    /// sync (`Ready.syncMayBeDeferred`) has not reported back. A leader counts itself toward a
+    /// quorum only up to here.
+    private(set) var syncedLastIndex: LogIndex
 
     init(stable: Reader, committed: LogIndex, applied: LogIndex, appliedBeforeStart: LogIndex = .zero) {
         precondition(committed <= stable.lastIndex, "the persisted commit index \(committed) is past the log's last index \(stable.lastIndex): the log lost committed entries")
@@ -33,6 +37,8 @@ struct RaftLog<Reader: RaftLogReader> {
         self.appliedBeforeStart = min(appliedBeforeStart, stable.lastIndex)
         self.stable = stable
         self.unstableOffset = stable.lastIndex.next
+        // The driver's store makes what it recovered durable before the node starts.
+        self.syncedLastIndex = stable.lastIndex
         // Whatever precedes the first index is committed: retention deletes only committed entries,
         // and a reset's base is committed. A persisted commit index below it is merely stale (it is
         // saved with term and vote, not on every commit).
@@ -48,7 +54,8 @@ struct RaftLog<Reader: RaftLogReader> {
 
     var lastTerm: Term { term(at: lastIndex) ?? .zero }
 
-    /// The last index of this log that is durable: the driver confirmed it with `advance`.
+    /// The last index of this log the driver wrote: it confirmed it with `advance` (durable too,
+    /// unless that Ready's sync was deferred: see `syncedLastIndex`).
     var persistedLastIndex: LogIndex {
         if pendingReset != nil { return firstIndex.previous }
         return unstable.isEmpty ? stable.lastIndex : unstableOffset.previous
@@ -76,6 +83,7 @@ struct RaftLog<Reader: RaftLogReader> {
         unstableOffset = reset.baseIndex.next
         committed = reset.baseIndex
         applied = reset.baseIndex
+        syncedLastIndex = min(syncedLastIndex, reset.baseIndex)
         appliedBeforeStart = .zero  // the driver resets its state machine with the log
     }
 
@@ -147,6 +155,8 @@ struct RaftLog<Reader: RaftLogReader> {
         precondition(first.index > committed, "append at \(first.index) would overwrite the committed index \(committed)")
         // Entries replaced here are not the ones the state machine held before the start.
         if first.index <= appliedBeforeStart { appliedBeforeStart = first.index.previous }
+        // Nor are they the ones a sync made durable.
+        if first.index <= syncedLastIndex { syncedLastIndex = first.index.previous }
         precondition(first.index <= lastIndex.next, "append at \(first.index) leaves a gap after \(lastIndex)")
         if first.index == lastIndex.next && !unstable.isEmpty {
             unstable.append(contentsOf: entries)
@@ -199,7 +209,22 @@ struct RaftLog<Reader: RaftLogReader> {
         if pendingReset != nil { resetInProgress = true }
     }
 
-    /// The driver wrote what the last Ready held: forget the unstable entries that are now durable,
+    /// Everything written so far is durable (a Ready that had to sync was advanced).
+    mutating func markAllSynced() {
+        syncedLastIndex = persistedLastIndex
+    }
+
+    /// A deferred sync reported that the entries through `index`, the last of them of `term`, are
+    /// durable. Ignored when the log no longer holds that entry where it was written (a conflict
+    /// replaced it: whatever replaced it was synced by the Ready that truncated) or when it says
+    /// nothing new. Returns whether `syncedLastIndex` moved.
+    mutating func markSynced(through index: LogIndex, term: Term) -> Bool {
+        guard index > syncedLastIndex, index <= persistedLastIndex, self.term(at: index) == term else { return false }
+        syncedLastIndex = index
+        return true
+    }
+
+    /// The driver wrote what the last Ready held: forget the unstable entries that are now written,
     /// unless a conflict replaced them in the meantime (then the next Ready writes them again).
     mutating func advanceStable() {
         defer { inProgress = nil }

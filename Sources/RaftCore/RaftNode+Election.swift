@@ -38,7 +38,7 @@ extension RaftNode {
         for v in config.voters {
             progress[v] = Progress(next: next, maxCount: config.maxInflightAppends, maxBytes: config.maxInflightBytes)
         }
-        progress[id]!.match = log.persistedLastIndex
+        progress[id]!.match = log.syncedLastIndex
         progress[id]!.becomeReplicate()
         progress[id]!.recentActive = true
         var state = LeaderState(progress: progress)

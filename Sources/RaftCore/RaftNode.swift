@@ -100,7 +100,7 @@ public final class RaftNode<Log: RaftLogReader> {
         }
         return RaftStatus(id: id, role: role, term: term, vote: vote, leader: leader, commit: log.committed,
                           applied: log.applied, lastIndex: log.lastIndex, lastTerm: log.lastTerm,
-                          persistedIndex: log.persistedLastIndex, leadershipTransferee: transferee, peers: peers,
+                          persistedIndex: log.syncedLastIndex, leadershipTransferee: transferee, peers: peers,
                           roleReason: roleReason, elections: elections)
     }
 
@@ -207,8 +207,16 @@ public final class RaftNode<Log: RaftLogReader> {
         let entries = log.unstableEntries
         let truncateAfter = log.pendingTruncation
         let reset = log.resetToHandOut
-        let mustSync = !entries.isEmpty || truncateAfter != nil || reset != nil
-            || hs.term != previousHardState.term || hs.vote != previousHardState.vote
+        let termOrVoteChanged = hs.term != previousHardState.term || hs.vote != previousHardState.vote
+        // Messages after persisting promise durability of the whole log they speak for: when a
+        // deferred sync is still out, this Ready must sync even without entries of its own.
+        let unsyncedWrites = log.syncedLastIndex < log.persistedLastIndex
+        let mustSync = !entries.isEmpty || truncateAfter != nil || reset != nil || termOrVoteChanged
+            || (unsyncedWrites && !outboxAfterPersist.isEmpty)
+        // A leader's own entries need not be durable before it goes on (thesis §10.2.1; etcd's
+        // asynchronous storage writes): it counts itself toward their quorum once they are.
+        let deferrable = role == .leader && !entries.isEmpty && truncateAfter == nil && reset == nil
+            && !termOrVoteChanged && outboxAfterPersist.isEmpty
         let r = Ready(
             softState: ss == previousSoftState ? nil : ss,
             hardState: hs == previousHardState ? nil : hs,
@@ -219,7 +227,8 @@ public final class RaftNode<Log: RaftLogReader> {
             messages: outbox,
             messagesAfterPersist: outboxAfterPersist,
             readStates: readStates,
-            mustSync: mustSync
+            mustSync: mustSync,
+            syncMayBeDeferred: deferrable
         )
         outbox.removeAll()
         outboxAfterPersist.removeAll()
@@ -231,23 +240,40 @@ public final class RaftNode<Log: RaftLogReader> {
         return r
     }
 
-    /// The driver did everything `ready` asked: its entries and hard state are durable and its
-    /// committed entries applied.
-    public func advance(_ ready: Ready) {
+    /// The driver did everything `ready` asked: its entries and hard state are written, durable when
+    /// `mustSync` said so, and its committed entries applied. With `syncDeferred` (allowed only when
+    /// `ready.syncMayBeDeferred`), the entries are written but their sync is still running: the
+    /// driver reports it with `entriesSynced(through:term:)` once it returns.
+    public func advance(_ ready: Ready, syncDeferred: Bool = false) {
         precondition(readyOutstanding, "advance() without ready()")
+        precondition(!syncDeferred || ready.syncMayBeDeferred, "advance(syncDeferred:) for a Ready that must sync")
         readyOutstanding = false
         log.advanceStable()
+        // A Ready that synced made everything written before it durable too (one fdatasync covers
+        // the file): deferred syncs still out are covered.
+        if ready.mustSync && !syncDeferred { log.markAllSynced() }
         if let last = ready.committedEntries.last {
             log.markApplied(through: last.index)
         }
-        if case .leader = roleState {
-            // The leader counts itself only for what is durable here (thesis §10.2.1: it may send
-            // before its own write, but its own vote for commit needs the write).
-            let persisted = log.persistedLastIndex
-            let committedNow = withLeader { l in l.progress[id]!.maybeUpdate(persisted) }
-            if committedNow && maybeCommit() {
-                broadcastAppend()
-            }
+        countOwnDurableEntries()
+    }
+
+    /// A deferred sync returned: the entries written through `index` (the last of them of `term`)
+    /// are durable. Stale reports (the entry was replaced since, or a later sync already covered it)
+    /// are ignored. Not while a Ready is outstanding (the driver reports between Readies).
+    public func entriesSynced(through index: LogIndex, term: Term) {
+        precondition(!readyOutstanding, "entriesSynced() while a Ready is outstanding")
+        if log.markSynced(through: index, term: term) { countOwnDurableEntries() }
+    }
+
+    /// The leader counts itself only for what is durable here (thesis §10.2.1: it may send before its
+    /// own write, but its own vote for commit needs the write on disk).
+    private func countOwnDurableEntries() {
+        guard case .leader = roleState else { return }
+        let synced = config.brokenRules.contains(.countOwnBeforeSync) ? log.persistedLastIndex : log.syncedLastIndex
+        let committedNow = withLeader { l in l.progress[id]!.maybeUpdate(synced) }
+        if committedNow && maybeCommit() {
+            broadcastAppend()
         }
     }
 

@@ -6,6 +6,10 @@
 /// 3. send `messagesAfterPersist` (vote and append acknowledgements: they promise durability);
 /// 4. apply `committedEntries`, answer `readStates`;
 /// 5. call `advance(ready)`.
+///
+/// A leader's Ready may skip the wait in step 2 (`syncMayBeDeferred`): the driver then calls
+/// `advance(ready, syncDeferred: true)` and, once an fdatasync covering the entries returns,
+/// `entriesSynced(through:term:)` between Readies.
 public struct Ready: Sendable {
     /// Set when the role or the known leader changed.
     public var softState: SoftState?
@@ -24,9 +28,17 @@ public struct Ready: Sendable {
     public var messagesAfterPersist: [Message]
     public var readStates: [ReadState]
 
-    /// True when term, vote or entries changed: the write must reach the disk before
-    /// `messagesAfterPersist` leave. A commit-only change may be written lazily.
+    /// True when term, vote or entries changed (or `messagesAfterPersist` speak for entries whose
+    /// sync was deferred): everything written so far, this Ready's write included, must reach the
+    /// disk before `messagesAfterPersist` leave. A commit-only change may be written lazily.
     public var mustSync: Bool
+
+    /// The node leads and this Ready only appends its own entries (no truncation, no reset, term and
+    /// vote unchanged, nothing sent after persisting): the driver may write them, call
+    /// `advance(_:syncDeferred: true)` and go on while they sync, then report with
+    /// `RaftNode.entriesSynced(through:term:)`. The leader counts itself toward their quorum only
+    /// then, so its own fdatasync overlaps the followers' instead of preceding the next step.
+    public var syncMayBeDeferred: Bool
 
     public var isEmpty: Bool {
         softState == nil && hardState == nil && resetLog == nil && entries.isEmpty && committedEntries.isEmpty

@@ -33,6 +33,9 @@ final class Mailbox<Item: Sendable>: Sendable {
         return accepted
     }
 
+    /// True when nothing is queued (the consumer would wait).
+    var isEmpty: Bool { state.withLock { $0.items.count == $0.head } }
+
     /// Waits for at least one item, then returns up to `max` of them; empty once closed and drained.
     func take(max: Int) async -> [Item] {
         while true {

@@ -19,6 +19,11 @@ public struct RaftReplicaOptions: Sendable {
     /// (false): once it is in the page cache; a power cut of a majority at once can then lose
     /// acknowledged entries written within the last flush interval (docs/replication.md).
     public var syncBeforeAcknowledging = true
+    /// With `syncBeforeAcknowledging`: a leader writes its own entries and goes on stepping while the
+    /// store's flusher thread syncs them (`Ready.syncMayBeDeferred`), counting itself toward their
+    /// quorum once they are durable; so its fdatasync runs beside the followers' instead of before
+    /// it can take their acknowledgements. False: every Ready waits for its sync on the driver.
+    public var deferLeaderSync = true
     /// The store index of the first entry of an empty log (DLedger numbers from 0).
     public var storeIndexOfEmptyLog: UInt64 = 0
     /// How far the subscriber already applied (Raft index); committed entries after it are delivered.
@@ -158,6 +163,8 @@ public final class RaftReplica: Sendable {
         case transfer(NodeID, CheckedContinuation<Void, any Error>)
         case connectionLost(NodeID)
         case read(deadline: ContinuousClock.Instant, CheckedContinuation<RaftCore.LogIndex, any Error>)
+        /// A deferred sync returned (only a wake-up: the driver reads the store's durable point).
+        case synced
     }
 
     public let options: RaftReplicaOptions
@@ -442,7 +449,7 @@ public final class RaftReplica: Sendable {
                 case .propose(_, _, _, let c): c.resume(throwing: ReplicaError.stopped)
                 case .transfer(_, let c): c.resume(throwing: ReplicaError.stopped)
                 case .read(_, let c): c.resume(throwing: ReplicaError.stopped)
-                case .message, .tick, .connectionLost: break
+                case .message, .tick, .connectionLost, .synced: break
                 }
             }
         }
@@ -451,6 +458,55 @@ public final class RaftReplica: Sendable {
         let node = RaftNode(config: options.raft, log: log, hardState: try loadHardState(log), appliedIndex: options.appliedIndex)
         logger.info("raft replica started", metadata: ["node": "\(options.raft.id)", "term": "\(node.term)", "lastIndex": "\(node.lastIndex)", "peer": "\(options.peerAddresses[options.raft.id]!)"])
         var saved = (term: node.term, vote: node.vote)
+        // Leader writes whose sync runs on the flusher thread (`deferLeaderSync`), oldest first: where
+        // each ends in the store, and its last entry.
+        var deferred = CircularBuffer<(end: LogPosition, index: RaftCore.LogIndex, term: RaftCore.Term)>()
+        let deferSyncs = options.syncBeforeAcknowledging && options.deferLeaderSync
+        let store = self.store
+        let mailbox = self.mailbox
+        // The end of the deferred writes the flusher thread is syncing now (one request at a time).
+        var requestedSync: LogPosition?
+        // Tells the node which deferred writes are durable now (between Readies only).
+        func noteDeferredSyncs() throws {
+            guard !deferred.isEmpty || requestedSync != nil else { return }
+            let durable = store.durablePosition
+            if let r = requestedSync, r <= durable { requestedSync = nil }
+            var last: (index: RaftCore.LogIndex, term: RaftCore.Term)?
+            while let d = deferred.first, d.end <= durable {
+                last = (d.index, d.term)
+                deferred.removeFirst()
+            }
+            if let last { node.entriesSynced(through: last.index, term: last.term) }
+            else if let failure = store.failureDescription {
+                // STYLE 11: the flusher's sync failed; nothing more may count as durable.
+                logger.error("storage failure: the Raft node stops", metadata: ["error": "\(failure)"])
+                throw ReplicaError.storage(failure)
+            }
+        }
+        // Whether to handle another Ready now. Once none is left, the leader's deferred writes are
+        // made durable: inline when the mailbox is empty (the loop would only sleep: no thread to
+        // wake, and nothing waits behind the sync), else on the flusher thread while the driver
+        // goes on stepping what came in, one request at a time (so under load one fdatasync covers
+        // every Ready written while the last one ran).
+        func nextReady(since start: ContinuousClock.Instant) throws -> Bool {
+            if node.hasReady { return ContinuousClock.now - start < .milliseconds(50) }
+            guard requestedSync == nil, let target = deferred.last?.end else { return false }
+            if mailbox.isEmpty {
+                do {
+                    try store.syncThrough(target)
+                } catch {
+                    logger.error("storage failure: the Raft node stops", metadata: ["error": "\(error)"])
+                    throw ReplicaError.storage("\(error)")
+                }
+                try noteDeferredSyncs()
+                return node.hasReady && ContinuousClock.now - start < .milliseconds(50)
+            }
+            requestedSync = target
+            // The wake-up is only a hint: a full mailbox means the driver is busy and reads the
+            // store's durable point after its next batch anyway.
+            store.requestSync(through: target) { _ in mailbox.offer(.synced) }
+            return false
+        }
         var lastHeard: [NodeID: ContinuousClock.Instant] = [:]
         var lastRetention = ContinuousClock.now
         // Proposals of one batch of inputs go to the node together: one append message per
@@ -540,6 +596,8 @@ public final class RaftReplica: Sendable {
                     } catch {
                         c.resume(throwing: ReplicaError.refused(error))
                     }
+                case .synced:
+                    break  // read below, after the batch
                 case .connectionLost(let peer):
                     if node.status.leader == peer && node.status.role == .follower {
                         logger.info("the leader's connection closed: campaigning early", metadata: ["leader": "\(peer)", "term": "\(node.term)"])
@@ -548,13 +606,15 @@ public final class RaftReplica: Sendable {
                 }
             }
             proposeBatch()
+            try noteDeferredSyncs()
             // After the batch, so that a storage failure here leaves no input unanswered.
             if retentionDue, let policy = options.retention { try runRetention(policy, log: log, applied: node.status.applied) }
             // Readies until none is left, but back to the mailbox after a while: a long catch-up
             // (many committed entries to apply) must not starve ticks and peer messages.
             let readyStarted = ContinuousClock.now
-            while node.hasReady && ContinuousClock.now - readyStarted < .milliseconds(50) {
+            while try nextReady(since: readyStarted) {
                 let r = node.ready()
+                let deferSync = deferSyncs && r.mustSync && r.syncMayBeDeferred
                 // A log the node could not read makes its output meaningless: stop before any of it
                 // leaves (STYLE 11), as on a storage error in writing.
                 if let failure = log.failure {
@@ -578,11 +638,18 @@ public final class RaftReplica: Sendable {
                         await logReset(reset.baseIndex)
                     }
                     let end = try log.write(truncateAfter: r.truncateAfter, entries: r.entries)
-                    if r.mustSync {
-                        if options.syncBeforeAcknowledging && (!r.entries.isEmpty || r.truncateAfter != nil) {
+                    if deferSync {
+                        // Made durable once the Readies run out (`nextReady`).
+                        let last = r.entries.last!
+                        deferred.append((end, last.index, last.term))
+                    } else if r.mustSync {
+                        if options.syncBeforeAcknowledging {
                             // On the driver's own thread (its event loop): the appends above are
                             // already in the peers' sockets (PeerTransport writes them at once here).
-                            try store.syncThrough(end)
+                            // Everything written so far: deferred leader writes included, since this
+                            // Ready's acknowledgements may speak for them. At once when it all is.
+                            try store.syncThrough(store.writePosition)
+                            deferred.removeAll()
                         }
                         if let hs = r.hardState, hs.term != saved.term || hs.vote != saved.vote || r.resetLog != nil {
                             try hardStateFile.save(StoredHardState(
@@ -624,7 +691,7 @@ public final class RaftReplica: Sendable {
                         else { w.continuation.resume(throwing: ReplicaError.overwritten(index: e.index)) }
                     }
                 }
-                node.advance(r)
+                node.advance(r, syncDeferred: deferSync)
                 let status = ReplicaStatus(raft: node.status, lastHeard: lastHeard, storeIndexOfEmptyLog: options.storeIndexOfEmptyLog,
                                            firstIndex: log.firstIndex)
                 published.withLock { $0 = status }

@@ -29,6 +29,8 @@ final class SimDisk {
     private(set) var firstIndex = LogIndex(1)
 
     private var pending: [Operation] = []
+    /// Operations synced or lost so far: `pendingBase + k` names `pending[k]` for `sync(through:)`.
+    private var pendingBase = 0
     private var hardStateDirty = false
     /// The visible log and the last synced log agree on this many first entries: whatever a crash
     /// keeps, those survive with their prefix hashes.
@@ -90,14 +92,35 @@ final class SimDisk {
             entries.append(e)
         }
         durableEntries = prefix
+        pendingBase += pending.count
         pending.removeAll()
         unchangedSinceSync = prefix.count
         firstIndex = LogIndex(UInt64(prefix.count)).next
     }
 
+    /// Names what is written now, for a sync that starts now and returns later (`sync(through:)`).
+    var syncTicket: Int { pendingBase + pending.count }
+
+    /// A sync that started when `ticket` was taken returned: the operations written before it are
+    /// durable (those written since may or may not be; a crash decides). The hard state is not
+    /// touched (a deferred sync is the log's only).
+    func sync(through ticket: Int) {
+        let k = min(ticket - pendingBase, pending.count)
+        guard k > 0 else { return }
+        for op in pending.prefix(k) { apply(op, to: &durableEntries) }
+        pending.removeFirst(k)
+        pendingBase += k
+        // The visible log is the durable one with the remaining operations applied: they agree up to
+        // the first cut among those (appends only extend).
+        var agree = durableEntries.count
+        for case .truncate(let after) in pending { agree = min(agree, Int(after.rawValue)) }
+        unchangedSinceSync = agree
+    }
+
     /// fdatasync: everything written so far becomes durable.
     func sync() {
         for op in pending { apply(op, to: &durableEntries) }
+        pendingBase += pending.count
         pending.removeAll()
         unchangedSinceSync = entries.count
         if hardStateDirty {
@@ -122,6 +145,7 @@ final class SimDisk {
             }
         }
         let lostOps = pending.count - kept
+        pendingBase += pending.count
         let keptHardState = hardStateDirty && random.chance(0.5)
         if keptHardState { durableHardState = hardState }
         let lostHardState = hardStateDirty && !keptHardState

@@ -11,6 +11,8 @@ final class SimNode {
         case read(context: [UInt8])
         case transfer(to: NodeID)
         case connectionLost(NodeID)
+        /// A deferred sync returned (`RaftNode.entriesSynced`).
+        case synced(index: LogIndex, term: Term)
     }
 
     struct PendingProposal {

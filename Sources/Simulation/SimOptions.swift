@@ -37,6 +37,9 @@ public struct SimOptions: Sendable, CustomStringConvertible {
     public var syncLatencyMeanUs: Double = 300
     public var syncLatencyMaxUs: Double = 5_000
     public var tearProbability: Double = 0.5
+    /// A leader writes its own entries and goes on while they sync (`Ready.syncMayBeDeferred`), as
+    /// mqbroker's driver does under SYNC_FLUSH; off, every Ready waits for its sync.
+    public var deferLeaderSync = true
 
     // Clocks: each node's tick interval is scaled by a factor in 1 ± clockSkew.
     public var clockSkew: Double = 0
@@ -77,6 +80,8 @@ public struct SimOptions: Sendable, CustomStringConvertible {
         // From the seed itself, not the sequence of draws, so that every other choice of a seed
         // stays what it was before this option existed (recorded seeds replay the same faults).
         o.campaignOnStart = (seed &* 0x9E37_79B9_7F4A_7C15) >> 63 == 1
+        // Likewise: three seeds in four defer the leader's syncs.
+        o.deferLeaderSync = (seed &* 0xC2B2_AE3D_27D4_EB4F) >> 62 != 0
         o.checkQuorum = r.chance(0.85)
         o.preferredLeader = r.chance(0.2)
         o.maxEntriesPerAppend = r.pick([1, 2, 8, 64, 1024])
@@ -112,7 +117,7 @@ public struct SimOptions: Sendable, CustomStringConvertible {
                      "preVote=\(preVote)", "campaignOnStart=\(campaignOnStart)", "checkQuorum=\(checkQuorum)", "preferred=\(preferredLeader)",
                      "append=\(maxEntriesPerAppend)e/\(maxAppendBytes)B", "inflight=\(maxInflightAppends)",
                      "delay=\(Int(delayMeanUs))us(max \(Int(delayMaxUs)))", "loss=\(lossProbability)",
-                     "dup=\(duplicateProbability)", "reorder=\(reorderProbability)", "sync=\(Int(syncLatencyMeanUs))us", "tear=\(tearProbability)",
+                     "dup=\(duplicateProbability)", "reorder=\(reorderProbability)", "sync=\(Int(syncLatencyMeanUs))us\(deferLeaderSync ? "(leader deferred)" : "")", "tear=\(tearProbability)",
                      "skew=\(clockSkew)", "faultEvery=\(Int(faultIntervalMeanUs / 1000))ms"]
         var faults: [String] = []
         if crashes { faults.append(crashNewLeaderProbability > 0 ? "crash(new leaders \(crashNewLeaderProbability))" : "crash") }

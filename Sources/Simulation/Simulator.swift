@@ -12,6 +12,8 @@ public final class Simulator {
         case tick(slot: Int, incarnation: Int)
         case deliver(Message)
         case syncDone(slot: Int, incarnation: Int)
+        /// A leader's deferred sync of what was written before `ticket` returned; its last entry.
+        case deferredSyncDone(slot: Int, incarnation: Int, ticket: Int, index: LogIndex, term: Term)
         case client(Int)
         case fault
         case heal(generation: Int)
@@ -154,6 +156,15 @@ public final class Simulator {
             }
             try completeReady(n)
             try pump(n)
+        case .deferredSyncDone(let slot, let inc, let ticket, let index, let term):
+            let n = nodes[slot]
+            guard n.incarnation == inc, n.isUp else { return }
+            // The disk did the work even if the process is stopped; the node hears of it between
+            // Readies, in order with its other inputs (never dropped: a lost report would leave the
+            // leader not counting itself).
+            n.disk.sync(through: ticket)
+            _ = n.enqueue(.synced(index: index, term: term), limit: .max)
+            if !n.paused { try pump(n) }
         case .client(let c):
             try clientStep(c)
         case .fault:
@@ -268,6 +279,8 @@ public final class Simulator {
             try? raft.transferLeadership(to: target)
         case .connectionLost(let peer):
             raft.leaderConnectionLost(peer)
+        case .synced(let index, let term):
+            raft.entriesSynced(through: index, term: term)
         }
     }
 
@@ -312,25 +325,39 @@ public final class Simulator {
         }
         if let first = firstWritten { try checker.written(n, from: first) }
         try checker.afterWrite(n)
-        if r.mustSync {
+        let deferSync = r.mustSync && r.syncMayBeDeferred && options.deferLeaderSync
+        if r.mustSync && !deferSync {
             n.inFlight = r
-            var latency = random.exponential(mean: options.syncLatencyMeanUs, max: options.syncLatencyMaxUs)
-            if n.slowDisk { latency *= 30 }
-            schedule(.syncDone(slot: n.slot, incarnation: n.incarnation), after: latency)
+            schedule(.syncDone(slot: n.slot, incarnation: n.incarnation), after: syncLatency(n))
         } else {
-            // A commit-only change is written lazily: losing it costs nothing but re-applying.
-            if let hs = r.hardState { n.disk.write(hardState: hs) }
+            if deferSync {
+                let last = r.entries.last!
+                schedule(.deferredSyncDone(slot: n.slot, incarnation: n.incarnation, ticket: n.disk.syncTicket, index: last.index, term: last.term),
+                         after: syncLatency(n))
+            }
+            // A commit-only change is written lazily: losing it costs nothing but re-applying. Its
+            // commit index stays within what is synced (a deferred sync may still be out), so that a
+            // crash that keeps it never has it point past the durable log.
+            if let hs = r.hardState {
+                n.disk.write(hardState: HardState(term: hs.term, vote: hs.vote, commit: min(hs.commit, raft.status.persistedIndex)))
+            }
             n.inFlight = r
-            try completeReady(n)
+            try completeReady(n, syncDeferred: deferSync)
         }
     }
 
-    /// The Ready's write is durable (or needed no sync): speak, apply, advance.
-    private func completeReady(_ n: SimNode) throws(Violation) {
+    private func syncLatency(_ n: SimNode) -> Double {
+        let latency = random.exponential(mean: options.syncLatencyMeanUs, max: options.syncLatencyMaxUs)
+        return n.slowDisk ? latency * 30 : latency
+    }
+
+    /// The Ready's write is durable (or needed no sync, or its sync was deferred): speak, apply,
+    /// advance.
+    private func completeReady(_ n: SimNode, syncDeferred: Bool = false) throws(Violation) {
         guard let raft = n.raft, let r = n.inFlight else { preconditionFailure("completeReady without a Ready in flight") }
         n.inFlight = nil
         n.syncFinishedWhilePaused = false
-        if r.mustSync {
+        if r.mustSync && !syncDeferred {
             // Entries first, then the hard state that may point at them (see RaftNode.init).
             n.disk.sync()
             if let hs = r.hardState {
@@ -362,7 +389,7 @@ public final class Simulator {
                 trace.record(now, .read(n.id, index: rs.index))
             }
         }
-        raft.advance(r)
+        raft.advance(r, syncDeferred: syncDeferred)
         if raft.commitIndex != n.lastCommit { trace.record(now, .commit(n.id, raft.commitIndex)) }
         try checker.observe(n)
     }

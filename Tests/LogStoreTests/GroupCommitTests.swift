@@ -1,5 +1,6 @@
 import Foundation
 import LogFormat
+import Synchronization
 import Testing
 
 @testable import LogStore
@@ -88,6 +89,44 @@ import Testing
         #expect(throws: StorageError.closed) { try store.syncThrough(LogPosition(second.endPosition.rawValue + 100)) }
         let reopened = try LogStore.open(smallOptions(dir, segmentBytes: 1 << 20))
         #expect(try readAll(reopened).map { String(decoding: $0.body, as: UTF8.self) } == ["one", "two", "three"])
+        try reopened.close()
+    }
+
+    /// A Raft leader's way (`RaftReplicaOptions.deferLeaderSync`): `write`, then `requestSync`, and go
+    /// on; the flusher thread syncs and calls back once, with nil, when the bytes are durable. A
+    /// position already durable is answered at once on the caller's thread; a closed store answers
+    /// `.closed` for what it never made durable.
+    @Test func requestSyncCallsBackOnceTheBytesAreDurable() async throws {
+        let tmp = TempDirectory()
+        let dir = tmp.path + "/s"
+        let store = try LogStore.open(smallOptions(dir, segmentBytes: 1 << 20))
+        let first = try store.write([EntryToAppend(term: Term(1), body: Array("one".utf8)), EntryToAppend(term: Term(1), body: Array("two".utf8))])
+        #expect(store.durablePosition < first.endPosition)
+        let before = store.statistics.dataSyncs
+        let calls = Mutex(0)
+        let outcome: StorageError? = await withCheckedContinuation { c in
+            store.requestSync(through: first.endPosition) { error in
+                // Durable before it is told.
+                #expect(store.durablePosition >= first.endPosition)
+                calls.withLock { $0 += 1 }
+                c.resume(returning: error)
+            }
+        }
+        #expect(outcome == nil)
+        #expect(store.statistics.dataSyncs == before + 1)
+
+        let answeredAtOnce = Mutex(false)
+        store.requestSync(through: first.positions[1]) { error in answeredAtOnce.withLock { $0 = error == nil } }
+        #expect(answeredAtOnce.withLock { $0 }, "a durable position is answered at once")
+        #expect(store.statistics.dataSyncs == before + 1)
+        #expect(calls.withLock { $0 } == 1)
+
+        try store.close()
+        let closed = Mutex<StorageError?>(nil)
+        store.requestSync(through: LogPosition(first.endPosition.rawValue + 100)) { error in closed.withLock { $0 = error } }
+        #expect(closed.withLock { $0 } == .closed)
+        let reopened = try LogStore.open(smallOptions(dir, segmentBytes: 1 << 20))
+        #expect(try readAll(reopened).map { String(decoding: $0.body, as: UTF8.self) } == ["one", "two"])
         try reopened.close()
     }
 

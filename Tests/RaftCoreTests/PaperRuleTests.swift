@@ -292,6 +292,62 @@ private func electedGroup(configure: (inout RaftConfig) -> Void = { _ in }) -> T
         #expect(c[n(1)].commitIndex == LogIndex(2))
     }
 
+    /// The same with the leader's sync deferred (`Ready.syncMayBeDeferred`, as mqbroker runs under
+    /// SYNC_FLUSH): written is not durable; the leader counts itself once `entriesSynced` says so.
+    @Test func aLeaderWhoseSyncIsDeferredCountsItselfOnlyWhenTheSyncReturns() throws {
+        let c = electedGroup()
+        try c[n(1)].propose(Array("a".utf8))
+        let r = c.processReadyDeferringSync(n(1))
+        #expect(r.entries.map(\.index) == [LogIndex(2)] && r.mustSync && r.syncMayBeDeferred)
+        try run(c, ["deliver-msgs to=n2", "process-ready n2", "deliver-msgs to=n1"])
+        #expect(c[n(1)].commitIndex == LogIndex(1), "committed on one durable copy and an unsynced own write")
+        #expect(c[n(1)].status.persistedIndex == LogIndex(1) && c[n(1)].lastIndex == LogIndex(2))
+        // A stale report (another term at that index) changes nothing.
+        c[n(1)].entriesSynced(through: LogIndex(2), term: Term(7))
+        #expect(c[n(1)].commitIndex == LogIndex(1))
+        c[n(1)].entriesSynced(through: LogIndex(2), term: Term(1))
+        #expect(c[n(1)].commitIndex == LogIndex(2))
+        #expect(c[n(1)].status.persistedIndex == LogIndex(2))
+    }
+
+    /// Two followers' durable copies are a quorum of three without the leader's own sync.
+    @Test func twoFollowersCommitWhileTheLeadersSyncRuns() throws {
+        let c = electedGroup()
+        try c[n(1)].propose(Array("a".utf8))
+        c.processReadyDeferringSync(n(1))
+        try run(c, ["deliver-msgs to=n2", "deliver-msgs to=n3", "process-ready n2", "process-ready n3", "deliver-msgs to=n1"])
+        #expect(c[n(1)].commitIndex == LogIndex(2))
+        #expect(c[n(1)].status.persistedIndex == LogIndex(1))
+    }
+
+    /// With `.countOwnBeforeSync` the leader counts its written copy: the same step commits on one
+    /// durable copy, which the simulator's "no committed entry is lost" catches after a power cut.
+    @Test func countingAnUnsyncedOwnCopyCommitsEarlyWhenTheRuleIsBroken() throws {
+        let c = electedGroup(configure: { $0.brokenRules = [.countOwnBeforeSync] })
+        try c[n(1)].propose(Array("a".utf8))
+        c.processReadyDeferringSync(n(1))
+        try run(c, ["deliver-msgs to=n2", "process-ready n2", "deliver-msgs to=n1"])
+        #expect(c[n(1)].commitIndex == LogIndex(2))
+    }
+
+    /// A leader that stepped down with its sync still out must not acknowledge, as a follower, the
+    /// entries that sync covers before they are durable: such a Ready must sync even without entries.
+    @Test func aFormerLeadersAcknowledgementWaitsForItsDeferredSync() throws {
+        let c = electedGroup()
+        try c[n(1)].propose(Array("a".utf8))
+        c.processReadyDeferringSync(n(1))
+        // n2 takes over in term 2 having received n1's entry 2 (n3 votes for it).
+        try run(c, ["deliver-msgs to=n2", "process-ready n2"])
+        c[n(1)].step(Message(from: n(2), to: n(1), term: Term(2),
+                             body: .append(prevIndex: LogIndex(2), prevTerm: Term(1), entries: [], commit: LogIndex(1))))
+        let r = c[n(1)].ready()
+        #expect(r.entries.isEmpty && r.truncateAfter == nil)
+        #expect(r.messagesAfterPersist.map(\.body) == [.appendResponse(.accepted(matchIndex: LogIndex(2)))])
+        #expect(r.mustSync && !r.syncMayBeDeferred, "an acknowledgement of unsynced entries left without a sync")
+        c[n(1)].advance(r)
+        #expect(c[n(1)].status.persistedIndex == LogIndex(2))
+    }
+
     // MARK: §8 / thesis §6.4: a new leader's empty entry
 
     /// "Raft handles this by having each leader commit a blank no-op entry into the log at the start

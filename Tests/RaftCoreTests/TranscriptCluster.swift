@@ -138,6 +138,21 @@ final class TranscriptCluster {
 
     /// Writes `id`'s held Ready, sends what had to wait for the write, applies, advances.
     @discardableResult
+    /// A leader's Ready handled as mqbroker's driver does under SYNC_FLUSH: its entries written, its
+    /// sync left running (`advance(_:syncDeferred: true)`); `entriesSynced` reports it later.
+    func processReadyDeferringSync(_ id: NodeID) -> Ready {
+        let m = members[id]!
+        precondition(m.held == nil, "\(id) holds an unwritten Ready: persist it first")
+        let r = m.node.ready()
+        precondition(r.syncMayBeDeferred, "processReadyDeferringSync: \(id)'s Ready must sync")
+        send(r.messages)
+        m.log.write(truncateAfter: r.truncateAfter, entries: r.entries)
+        send(r.messagesAfterPersist)
+        m.applied.append(contentsOf: r.committedEntries)
+        m.node.advance(r, syncDeferred: true)
+        return r
+    }
+
     func persist(_ id: NodeID) -> Ready? {
         let m = members[id]!
         guard let r = m.held else { return nil }

@@ -151,6 +151,35 @@ private final class ReplicaGroup: @unchecked Sendable {
         try await g.shutdown()
     }
 
+    /// Under SYNC_FLUSH a leader syncs its own appends beside the followers' (`deferLeaderSync`):
+    /// with one follower down, every commit needs the leader's own copy, so nothing commits unless
+    /// its deferred syncs are made and reported; once idle, its durable end is its last index.
+    @Test func withAFollowerDownEveryCommitWaitsForTheLeadersOwnDeferredSync() async throws {
+        let g = try await ReplicaGroup()
+        do {
+            for id in g.ids { try g.start(id) }
+            let leader = try await g.leader()
+            let down = g.ids.first { $0 != leader }!
+            try await g.stop(down)
+            let syncsBefore = g.stores[leader]!.statistics.dataSyncs
+            for k in 0..<40 { _ = try await g.replicas[leader]!.propose(Array("d\(k)".utf8), timeout: .seconds(20)) }
+            let up = g.ids.first { $0 != leader && $0 != down }!
+            #expect(try await g.waitApplied(up, count: 40).count == 40)
+            #expect(g.stores[leader]!.statistics.dataSyncs > syncsBefore, "the leader never synced its own appends")
+            let deadline = Date().addingTimeInterval(10)
+            while let s = g.replicas[leader]!.status?.raft, s.persistedIndex < s.lastIndex, Date() < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            let s = try #require(g.replicas[leader]!.status?.raft)
+            #expect(s.persistedIndex == s.lastIndex && s.commit == s.lastIndex, "durable \(s.persistedIndex), last \(s.lastIndex), commit \(s.commit)")
+            #expect(g.stores[leader]!.durablePosition == g.stores[leader]!.writePosition)
+        } catch {
+            try await g.shutdown()
+            throw error
+        }
+        try await g.shutdown()
+    }
+
     @Test func whenTheLeaderStopsAnotherTakesOverAndNothingCommittedIsLost() async throws {
         let g = try await ReplicaGroup()
         do {
