@@ -150,9 +150,10 @@ struct Recovery {
 
         // What the scan found may be only in the page cache: a process killed before its sync (a Raft
         // leader's deferred one, say) leaves its writes there while the machine runs on. The node
-        // that starts on this log will acknowledge what it holds as durable, so make it so now (a
-        // file with nothing dirty syncs in microseconds).
-        for segment in segments[scanFrom...] { try segment.sync() }
+        // that starts on this log will acknowledge what it holds as durable, so make it so now. Only
+        // the last segment can hold such bytes (a segment is synced whole when it is sealed, before
+        // the next one is written); a file with nothing dirty syncs in microseconds.
+        try segments[segments.count - 1].sync()
 
         let end = scan.end
         if let checkpoint, checkpoint.endPosition > end.endPosition {

@@ -469,6 +469,11 @@ public final class RaftReplica: Sendable {
         // Tells the node which deferred writes are durable now (between Readies only).
         func noteDeferredSyncs() throws {
             guard !deferred.isEmpty || requestedSync != nil else { return }
+            if let failure = store.failureDescription {
+                // STYLE 11: the flusher's sync failed; nothing more may count as durable.
+                logger.error("storage failure: the Raft node stops", metadata: ["error": "\(failure)"])
+                throw ReplicaError.storage(failure)
+            }
             let durable = store.durablePosition
             if let r = requestedSync, r <= durable { requestedSync = nil }
             var last: (index: RaftCore.LogIndex, term: RaftCore.Term)?
@@ -477,11 +482,6 @@ public final class RaftReplica: Sendable {
                 deferred.removeFirst()
             }
             if let last { node.entriesSynced(through: last.index, term: last.term) }
-            else if let failure = store.failureDescription {
-                // STYLE 11: the flusher's sync failed; nothing more may count as durable.
-                logger.error("storage failure: the Raft node stops", metadata: ["error": "\(failure)"])
-                throw ReplicaError.storage(failure)
-            }
         }
         // Whether to handle another Ready now. Once none is left, the leader's deferred writes are
         // made durable: inline when the mailbox is empty (the loop would only sleep: no thread to
@@ -489,9 +489,12 @@ public final class RaftReplica: Sendable {
         // goes on stepping what came in, one request at a time (so under load one fdatasync covers
         // every Ready written while the last one ran).
         func nextReady(since start: ContinuousClock.Instant) throws -> Bool {
-            if node.hasReady { return ContinuousClock.now - start < .milliseconds(50) }
+            let inTime = ContinuousClock.now - start < .milliseconds(50)
+            if node.hasReady && inTime { return true }
             guard requestedSync == nil, let target = deferred.last?.end else { return false }
-            if mailbox.isEmpty {
+            // Nothing else to do: sync here. Otherwise (inputs waiting, or out of time with Readies
+            // left) the flusher syncs while the driver goes back to its mailbox.
+            if mailbox.isEmpty && !node.hasReady {
                 do {
                     try store.syncThrough(target)
                 } catch {
@@ -499,7 +502,7 @@ public final class RaftReplica: Sendable {
                     throw ReplicaError.storage("\(error)")
                 }
                 try noteDeferredSyncs()
-                return node.hasReady && ContinuousClock.now - start < .milliseconds(50)
+                return node.hasReady && inTime
             }
             requestedSync = target
             // The wake-up is only a hint: a full mailbox means the driver is busy and reads the
@@ -649,7 +652,10 @@ public final class RaftReplica: Sendable {
                             // Everything written so far: deferred leader writes included, since this
                             // Ready's acknowledgements may speak for them. At once when it all is.
                             try store.syncThrough(store.writePosition)
+                            // Covered; a request still out may never be answered past a truncation
+                            // (its end may be beyond the new log's), so it is forgotten too.
                             deferred.removeAll()
+                            requestedSync = nil
                         }
                         if let hs = r.hardState, hs.term != saved.term || hs.vote != saved.vote || r.resetLog != nil {
                             try hardStateFile.save(StoredHardState(

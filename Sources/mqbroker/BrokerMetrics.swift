@@ -189,6 +189,7 @@ final class BrokerMetrics: BrokerObserver, @unchecked Sendable {
         w.total("raftmq_log_sync_seconds_total", Double(st.syncNanoseconds) / 1e9, help: "Seconds spent in the commitlog's group-commit fdatasyncs (the flusher's and the Raft driver's)")
         w.total("raftmq_log_prepared_bytes_total", Int64(st.preparedBytes), help: "Bytes of zeros written and synced ahead of the commitlog's end (warmMapedFileEnable)")
         w.total("raftmq_log_prepare_syncs_total", Int64(st.prepareSyncs), help: "fdatasync calls of the preparer, one per chunk of zeros (not in raftmq_log_syncs_total)")
+        w.total("raftmq_log_prepare_failures_total", Int64(st.prepareFailures), help: "Chunks of zeros the preparer could not write (no space, I/O errors; it pauses a second); the log then grows its file itself. A failed sync stops the store instead")
         w.gauge("raftmq_log_first_position_bytes", Int64(store.firstPosition.rawValue), help: "Physical offset of the commitlog's first byte (retention moves it)")
         w.gauge("raftmq_log_end_position_bytes", Int64(store.writePosition.rawValue), help: "Physical offset just past the commitlog's last entry")
         w.gauge("raftmq_log_size_bytes", Int64(store.writePosition.rawValue &- store.firstPosition.rawValue), help: "Bytes the commitlog holds")

@@ -59,6 +59,7 @@ extension RaftGroupProcessTests {
         #expect((m["raftmq_log_syncs_total"] ?? 0) >= 1 && (m["raftmq_log_synced_bytes_total"] ?? 0) > 0)
         // warmMapedFileEnable is on by default: the store has written zeros ahead of its end.
         #expect((m["raftmq_log_prepared_bytes_total"] ?? 0) >= Double(1 << 20) && (m["raftmq_log_prepare_syncs_total"] ?? 0) >= 1)
+        #expect(m["raftmq_log_prepare_failures_total"] == 0)
         #expect((m["raftmq_log_size_bytes"] ?? 0) > 0 && (m["process_resident_memory_bytes"] ?? 0) > 1_000_000)
         #expect(m["raftmq_disk_used_ratio"].map { $0 > 0 && $0 < 1 } == true)
         // A follower has no progress of its peers.

@@ -330,6 +330,22 @@ private func electedGroup(configure: (inout RaftConfig) -> Void = { _ in }) -> T
         #expect(c[n(1)].commitIndex == LogIndex(2))
     }
 
+    /// While a deferred sync is out, any answer that goes after persisting makes its Ready sync, term
+    /// change or not (here a leader refusing a vote in its own term).
+    @Test func whileItsSyncIsOutALeadersAnswersAfterPersistMakeTheReadySync() throws {
+        let c = electedGroup()
+        try c[n(1)].propose(Array("a".utf8))
+        c.processReadyDeferringSync(n(1))
+        c[n(1)].step(Message(from: n(3), to: n(1), term: Term(1), body: .vote(lastIndex: LogIndex(1), lastTerm: Term(1), leadershipTransfer: false)))
+        let r = c[n(1)].ready()
+        #expect(r.hardState == nil && r.entries.isEmpty)
+        #expect(r.messagesAfterPersist.map(\.body) == [.voteResponse(granted: false)])
+        #expect(r.mustSync && !r.syncMayBeDeferred, "an answer after persisting left while a deferred sync was out")
+        c[n(1)].advance(r)
+        #expect(c[n(1)].status.persistedIndex == LogIndex(2))
+        #expect(c[n(1)].commitIndex == LogIndex(1), "synced, but no follower has the entry yet")
+    }
+
     /// A leader that stepped down with its sync still out must not acknowledge, as a follower, the
     /// entries that sync covers before they are durable: such a Ready must sync even without entries.
     @Test func aFormerLeadersAcknowledgementWaitsForItsDeferredSync() throws {

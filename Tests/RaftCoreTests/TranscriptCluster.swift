@@ -136,10 +136,9 @@ final class TranscriptCluster {
         return r
     }
 
-    /// Writes `id`'s held Ready, sends what had to wait for the write, applies, advances.
-    @discardableResult
     /// A leader's Ready handled as mqbroker's driver does under SYNC_FLUSH: its entries written, its
     /// sync left running (`advance(_:syncDeferred: true)`); `entriesSynced` reports it later.
+    @discardableResult
     func processReadyDeferringSync(_ id: NodeID) -> Ready {
         let m = members[id]!
         precondition(m.held == nil, "\(id) holds an unwritten Ready: persist it first")
@@ -153,6 +152,8 @@ final class TranscriptCluster {
         return r
     }
 
+    /// Writes `id`'s held Ready, sends what had to wait for the write, applies, advances.
+    @discardableResult
     func persist(_ id: NodeID) -> Ready? {
         let m = members[id]!
         guard let r = m.held else { return nil }
