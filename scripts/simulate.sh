@@ -42,6 +42,6 @@ selftest old-term-commit 3 20
 selftest old-term-commit 5 20
 selftest stale-vote 3 20
 selftest stale-vote 5 20
-selftest ack-before-persist 3 50
+selftest ack-before-persist 3 100
 selftest own-before-sync 3 30
 selftest ack-before-persist 5 50

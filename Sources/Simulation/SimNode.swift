@@ -36,6 +36,15 @@ final class SimNode {
     /// The sync of `inFlight` finished while the process was paused.
     var syncFinishedWhilePaused = false
     var slowDisk = false
+    // A leader's deferred syncs, made as mqbroker's driver makes them (docs/replication.md): once the
+    // Readies run out, inline when the mailbox is empty, else one request at a time to the flusher.
+    /// The last deferred write no sync was asked for yet.
+    var deferredLast: (index: LogIndex, term: Term)?
+    /// A request is out with the flusher; its generation (a full sync forgets it, as the driver does).
+    var syncRequestOut = false
+    var syncRequestGeneration = 0
+    /// The node syncs its deferred writes on its own thread: it steps nothing until that returns.
+    var inlineSyncInFlight: (index: LogIndex, term: Term)?
     /// Each node's clock runs at its own rate: one tick every `tickIntervalUs`.
     let tickIntervalUs: UInt64
 
@@ -104,6 +113,9 @@ final class SimNode {
         paused = false
         inFlight = nil
         syncFinishedWhilePaused = false
+        deferredLast = nil
+        syncRequestOut = false
+        inlineSyncInFlight = nil
         mailbox.removeAll()
         mailboxHead = 0
         proposals.removeAll()

@@ -12,8 +12,11 @@ public final class Simulator {
         case tick(slot: Int, incarnation: Int)
         case deliver(Message)
         case syncDone(slot: Int, incarnation: Int)
-        /// A leader's deferred sync of what was written before `ticket` returned; its last entry.
-        case deferredSyncDone(slot: Int, incarnation: Int, ticket: Int, index: LogIndex, term: Term)
+        /// A leader's deferred sync, asked of the flusher when `ticket` was taken, returned; the last
+        /// entry it covers.
+        case deferredSyncDone(slot: Int, incarnation: Int, generation: Int, ticket: Int, index: LogIndex, term: Term)
+        /// A leader's inline sync of its deferred writes returned.
+        case inlineSyncDone(slot: Int, incarnation: Int)
         case client(Int)
         case fault
         case heal(generation: Int)
@@ -156,15 +159,27 @@ public final class Simulator {
             }
             try completeReady(n)
             try pump(n)
-        case .deferredSyncDone(let slot, let inc, let ticket, let index, let term):
+        case .deferredSyncDone(let slot, let inc, let generation, let ticket, let index, let term):
             let n = nodes[slot]
             guard n.incarnation == inc, n.isUp else { return }
             // The disk did the work even if the process is stopped; the node hears of it between
-            // Readies, in order with its other inputs (never dropped: a lost report would leave the
-            // leader not counting itself).
+            // Readies, in order with its other inputs (the driver reads the store's durable point
+            // after every batch: nothing drops it).
             n.disk.sync(through: ticket)
+            if n.syncRequestGeneration == generation { n.syncRequestOut = false }
             _ = n.enqueue(.synced(index: index, term: term), limit: .max)
             if !n.paused { try pump(n) }
+        case .inlineSyncDone(let slot, let inc):
+            let n = nodes[slot]
+            guard n.incarnation == inc, n.isUp, let d = n.inlineSyncInFlight else { return }
+            n.disk.sync()
+            n.inlineSyncInFlight = nil
+            if n.paused {
+                _ = n.enqueue(.synced(index: d.index, term: d.term), limit: .max)
+                return
+            }
+            n.raft?.entriesSynced(through: d.index, term: d.term)
+            try pump(n)
         case .client(let c):
             try clientStep(c)
         case .fault:
@@ -235,7 +250,7 @@ public final class Simulator {
     /// Steps queued inputs and handles Readies until the node waits for its disk or has nothing to do.
     private func pump(_ n: SimNode) throws(Violation) {
         guard let raft = n.raft else { return }
-        while !n.paused && n.inFlight == nil {
+        while !n.paused && n.inFlight == nil && n.inlineSyncInFlight == nil {
             var taken = 0
             while taken < 64, let input = n.dequeue() {
                 taken += 1
@@ -244,9 +259,26 @@ public final class Simulator {
             try checker.observe(n)
             if raft.hasReady {
                 try handleReady(n, raft)
-            } else if n.mailboxCount == 0 {
-                return
+                continue
             }
+            // No Ready left: the deferred writes are made durable, as the driver's `nextReady` does:
+            // inline when nothing waits in the mailbox, else by the flusher while the node steps on.
+            // Here an input is stepped the moment it arrives, so the mailbox is nearly always empty;
+            // in a process, inputs arrive while it decides. So an empty mailbox still sends half of
+            // the syncs to the flusher, and the node keeps stepping while they run.
+            if let d = n.deferredLast, !n.syncRequestOut {
+                n.deferredLast = nil
+                if n.mailboxCount == 0 && random.chance(0.5) {
+                    n.inlineSyncInFlight = d
+                    schedule(.inlineSyncDone(slot: n.slot, incarnation: n.incarnation), after: syncLatency(n))
+                    return
+                }
+                n.syncRequestOut = true
+                n.syncRequestGeneration += 1
+                schedule(.deferredSyncDone(slot: n.slot, incarnation: n.incarnation, generation: n.syncRequestGeneration,
+                                           ticket: n.disk.syncTicket, index: d.index, term: d.term), after: syncLatency(n))
+            }
+            if n.mailboxCount == 0 { return }
         }
     }
 
@@ -332,8 +364,7 @@ public final class Simulator {
         } else {
             if deferSync {
                 let last = r.entries.last!
-                schedule(.deferredSyncDone(slot: n.slot, incarnation: n.incarnation, ticket: n.disk.syncTicket, index: last.index, term: last.term),
-                         after: syncLatency(n))
+                n.deferredLast = (last.index, last.term)
             }
             // A commit-only change is written lazily: losing it costs nothing but re-applying. Its
             // commit index stays within what is synced (a deferred sync may still be out), so that a
@@ -360,6 +391,10 @@ public final class Simulator {
         if r.mustSync && !syncDeferred {
             // Entries first, then the hard state that may point at them (see RaftNode.init).
             n.disk.sync()
+            // Everything written is durable: deferred writes included, and a request still out
+            // is forgotten (the driver's `requestedSync`).
+            n.deferredLast = nil
+            n.syncRequestOut = false
             if let hs = r.hardState {
                 n.disk.write(hardState: hs)
                 n.disk.sync()
@@ -520,7 +555,7 @@ public final class Simulator {
             // Retention on one node: a prefix it applied (and holds durably) goes.
             let n = random.pick(nodes)
             let limit = min(n.appliedIndex, LogIndex(UInt64(n.disk.durableEntries.count)), n.disk.lastIndex > .zero ? n.disk.lastIndex.previous : .zero)
-            if n.isUp, !n.paused, n.inFlight == nil, limit >= n.disk.firstIndex {
+            if n.isUp, !n.paused, n.inFlight == nil, n.inlineSyncInFlight == nil, limit >= n.disk.firstIndex {
                 let cut = LogIndex(UInt64(random.int(in: Int(n.disk.firstIndex.rawValue)...Int(limit.rawValue))))
                 n.disk.deletePrefix(through: cut)
                 stats.retentions += 1
