@@ -19,10 +19,11 @@ public struct RaftReplicaOptions: Sendable {
     /// (false): once it is in the page cache; a power cut of a majority at once can then lose
     /// acknowledged entries written within the last flush interval (docs/replication.md).
     public var syncBeforeAcknowledging = true
-    /// With `syncBeforeAcknowledging`: a leader writes its own entries and goes on stepping while the
-    /// store's flusher thread syncs them (`Ready.syncMayBeDeferred`), counting itself toward their
-    /// quorum once they are durable; so its fdatasync runs beside the followers' instead of before
-    /// it can take their acknowledgements. False: every Ready waits for its sync on the driver.
+    /// With `syncBeforeAcknowledging`: a leader writes its own entries and goes on without waiting
+    /// for their sync (`Ready.syncMayBeDeferred`); once its Readies run out it syncs them inline if
+    /// its mailbox is empty, else the store's flusher thread does while it steps on. It counts itself
+    /// toward their quorum once they are durable, so its fdatasync no longer stands between it and
+    /// the followers' acknowledgements. False: every Ready waits for its sync on the driver.
     public var deferLeaderSync = true
     /// The store index of the first entry of an empty log (DLedger numbers from 0).
     public var storeIndexOfEmptyLog: UInt64 = 0
@@ -458,8 +459,9 @@ public final class RaftReplica: Sendable {
         let node = RaftNode(config: options.raft, log: log, hardState: try loadHardState(log), appliedIndex: options.appliedIndex)
         logger.info("raft replica started", metadata: ["node": "\(options.raft.id)", "term": "\(node.term)", "lastIndex": "\(node.lastIndex)", "peer": "\(options.peerAddresses[options.raft.id]!)"])
         var saved = (term: node.term, vote: node.vote)
-        // Leader writes whose sync runs on the flusher thread (`deferLeaderSync`), oldest first: where
-        // each ends in the store, and its last entry.
+        // Leader writes not known durable yet (`deferLeaderSync`), oldest first: where each ends in
+        // the store, and its last entry. A sync (inline, the flusher's, or a periodic one) may cover
+        // a prefix of them.
         var deferred = CircularBuffer<(end: LogPosition, index: RaftCore.LogIndex, term: RaftCore.Term)>()
         let deferSyncs = options.syncBeforeAcknowledging && options.deferLeaderSync
         let store = self.store
