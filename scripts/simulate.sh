@@ -44,4 +44,6 @@ selftest stale-vote 3 20
 selftest stale-vote 5 20
 selftest ack-before-persist 3 100
 selftest own-before-sync 3 30
+selftest never-sync-deferred 3 20
+selftest never-sync-deferred 5 20
 selftest ack-before-persist 5 50

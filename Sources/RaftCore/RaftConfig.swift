@@ -105,6 +105,9 @@ package enum BrokenRule: String, Sendable, Hashable, CaseIterable {
     /// A leader counts its own entries toward their quorum once written, before a deferred sync
     /// made them durable (`Ready.syncMayBeDeferred`).
     case countOwnBeforeSync = "own-before-sync"
+    /// A driver's rule, broken by the simulator's driver model (RaftNode ignores it): the leader's
+    /// deferred writes are never made durable on their own, only by a later full sync.
+    case neverSyncDeferred = "never-sync-deferred"
 }
 
 /// Why a request to the node was refused. The driver turns these into client answers (SYSTEM_BUSY,

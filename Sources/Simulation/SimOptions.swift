@@ -8,6 +8,10 @@ public struct SimOptions: Sendable, CustomStringConvertible {
     public var safetyTicks: Int = 1_000
     /// The liveness phase must converge within this many nominal ticks after the faults stop.
     public var livenessTicks: Int = 1_000
+    /// After the healed group converges, a minority of followers crashes for good and this many new
+    /// proposals must be acknowledged (the leader's own copy then counts toward every quorum).
+    public var minorityDownStage = true
+    public var minorityDownAcks = 16
     public var tickIntervalUs: UInt64 = 10_000
 
     // Raft configuration of every node.

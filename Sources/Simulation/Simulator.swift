@@ -53,6 +53,12 @@ public final class Simulator {
     private var partitionGeneration = 0
     private var inLiveness = false
     private var livenessStart = SimTime.zero
+    /// The second liveness stage: a minority of followers crashed for good, and proposals that must
+    /// be acknowledged by the leader and the followers left, which is an exact quorum (so the
+    /// leader's own durable copy counts: its deferred syncs must complete).
+    /// Only proposals past the leader's log at that moment count (`firstIndex`): older ones can
+    /// still be acknowledged on the crashed followers' answers already on their way.
+    private var minorityDown: (since: SimTime, firstIndex: LogIndex, acked: Int, victims: [String])?
     private var readSequence = 0
     public private(set) var stats = SimStats()
 
@@ -93,9 +99,10 @@ public final class Simulator {
         // append in flight catches a long backlog up slowly, but steadily); a stall of livenessTicks,
         // or ten times livenessTicks in all, fails the run.
         let livenessUs = UInt64(options.livenessTicks) * options.tickIntervalUs
-        let hardDeadline = safetyEnd + 10 * livenessUs
+        var hardDeadline = safetyEnd + 10 * livenessUs
         var progressAt = safetyEnd
         var slowest = LogIndex.zero
+        var ackedAtProgress = 0
         do {
             while let (time, event) = queue.pop() {
                 precondition(time >= now, "simulated time went back")
@@ -109,13 +116,28 @@ public final class Simulator {
                 try handle(event)
                 if inLiveness {
                     if try converged() {
+                        if let m = minorityDown {
+                            stats.minorityDownUs = now.rawValue - m.since.rawValue
+                            stats.simulatedUs = now.rawValue
+                            return nil
+                        }
                         stats.livenessConvergenceUs = now.rawValue - livenessStart.rawValue
-                        stats.simulatedUs = now.rawValue
-                        return nil
+                        guard options.minorityDownStage && nodes.count >= 3 else {
+                            stats.simulatedUs = now.rawValue
+                            return nil
+                        }
+                        try beginMinorityDown()
+                        hardDeadline = now + 10 * livenessUs
+                        progressAt = now
+                        slowest = .zero
+                        ackedAtProgress = checker.acked
                     }
-                    let least = nodes.map(\.appliedIndex).min() ?? .zero
-                    if least > slowest {
-                        slowest = least
+                    // Progress: the slowest live node applies more, or (a minority down) a
+                    // proposal is acknowledged.
+                    let least = nodes.filter(\.isUp).map(\.appliedIndex).min() ?? .zero
+                    if least > slowest || checker.acked > ackedAtProgress {
+                        slowest = max(slowest, least)
+                        ackedAtProgress = checker.acked
                         progressAt = now
                     }
                 }
@@ -194,7 +216,8 @@ public final class Simulator {
             }
         case .restart(let slot):
             let n = nodes[slot]
-            if !n.isUp { try restart(n) }
+            // A restart the safety phase scheduled does not bring back a node crashed for good.
+            if !n.isUp && !(minorityDown?.victims.contains("\(n.id)") ?? false) { try restart(n) }
         case .resume(let slot, let inc):
             let n = nodes[slot]
             if n.incarnation == inc && n.paused { try resume(n) }
@@ -266,7 +289,7 @@ public final class Simulator {
             // Here an input is stepped the moment it arrives, so the mailbox is nearly always empty;
             // in a process, inputs arrive while it decides. So an empty mailbox still sends half of
             // the syncs to the flusher, and the node keeps stepping while they run.
-            if let d = n.deferredLast, !n.syncRequestOut {
+            if let d = n.deferredLast, !n.syncRequestOut, !options.brokenRules.contains(.neverSyncDeferred) {
                 n.deferredLast = nil
                 if n.mailboxCount == 0 && random.chance(0.5) {
                     n.inlineSyncInFlight = d
@@ -413,6 +436,7 @@ public final class Simulator {
                         throw Violation(rule: "a proposal commits as proposed", detail: "\(n.id) applied other data at \(e.index)")
                     }
                     checker.acknowledged(index: e.index)
+                    if let m = minorityDown, e.index >= m.firstIndex { minorityDown!.acked += 1 }
                     trace.record(now, .acked(n.id, client: p.client, index: e.index))
                 }
             }
@@ -460,7 +484,10 @@ public final class Simulator {
     // MARK: Clients
 
     private func clientStep(_ c: Int) throws(Violation) {
-        if inLiveness { return }
+        if inLiveness {
+            // Healed: no proposals, except while a minority is down, until enough are acknowledged.
+            guard let m = minorityDown, m.acked < options.minorityDownAcks else { return }
+        }
         schedule(.client(c), after: random.exponential(mean: options.proposalIntervalMeanUs, max: 10 * options.proposalIntervalMeanUs))
         expireProposals()
         guard clients[c].inFlight < options.proposalsInFlightPerClient else { return }
@@ -690,15 +717,37 @@ public final class Simulator {
         }
     }
 
-    /// A leader every node follows, and every acknowledged proposal applied on every node.
+    /// A leader every live node follows, and every acknowledged proposal applied on every live node
+    /// (while a minority is down: also the proposals asked for acknowledged).
     private func converged() throws(Violation) -> Bool {
-        let leaders = nodes.filter { $0.raft?.role == .leader }
+        let leaders = nodes.filter { $0.isUp && $0.raft?.role == .leader }
         guard leaders.count == 1, let leader = leaders.first?.raft else { return false }
         if stats.livenessLeaderUs == nil { stats.livenessLeaderUs = now.rawValue - livenessStart.rawValue }
-        for n in nodes {
+        if let m = minorityDown, m.acked < options.minorityDownAcks { return false }
+        for n in nodes where n.isUp || minorityDown == nil {
             guard let r = n.raft, r.leader == leader.id, r.term == leader.term, n.appliedIndex >= checker.maxAckedIndex else { return false }
         }
         return true
+    }
+
+    /// Once the healed group has converged: the largest minority of followers crashes for good, and
+    /// the clients propose again until `minorityDownAcks` more are acknowledged. The leader and the
+    /// followers left are an exact quorum, so every commit needs the leader's own durable copy: a
+    /// driver that never makes its deferred writes durable (or forgets a sync it asked for) stalls
+    /// here, where a full group's followers would commit without it.
+    private func beginMinorityDown() throws(Violation) {
+        guard let leader = nodes.first(where: { $0.raft?.role == .leader }) else { preconditionFailure("converged without a leader") }
+        var followers = nodes.filter { $0 !== leader }
+        followers.shuffle(using: &random)
+        let victims = Array(followers.prefix((nodes.count - 1) / 2))
+        for v in victims { try crash(v) }
+        let names = victims.map { "\($0.id)" }
+        trace.record(now, .fault("liveness with a minority down: \(names.joined(separator: ", ")) crashed for good; the leader \(leader.id) must count its own copy"))
+        minorityDown = (now, leader.raft!.lastIndex.next, 0, names)
+        for c in clients.indices {
+            clients[c].target = leader.slot
+            schedule(.client(c), after: random.exponential(mean: options.proposalIntervalMeanUs, max: 10 * options.proposalIntervalMeanUs))
+        }
     }
 
     private func livenessReport() -> String {
@@ -706,8 +755,14 @@ public final class Simulator {
             guard let r = n.raft else { return "\(n.id) down" }
             return "\(n.id) \(r.role) t\(r.term) leader=\(r.leader.map { "\($0)" } ?? "none") last=\(r.lastIndex) commit=\(r.commitIndex) applied=\(n.appliedIndex)"
         }
-        let what = stats.livenessLeaderUs == nil ? "no leader within \(options.livenessTicks) ticks of the healing"
-            : "no convergence: no node behind made progress for \(options.livenessTicks) ticks (or 10x that passed)"
+        let what: String
+        if let m = minorityDown {
+            what = "with \(m.victims.joined(separator: ", ")) down: \(m.acked) of \(options.minorityDownAcks) new proposals (from index \(m.firstIndex)) acknowledged, no progress for \(options.livenessTicks) ticks (or 10x that passed)"
+        } else if stats.livenessLeaderUs == nil {
+            what = "no leader within \(options.livenessTicks) ticks of the healing"
+        } else {
+            what = "no convergence: no node behind made progress for \(options.livenessTicks) ticks (or 10x that passed)"
+        }
         return "\(what) (highest acknowledged index \(checker.maxAckedIndex)): " + states.joined(separator: "; ")
     }
 
@@ -734,4 +789,6 @@ public struct SimStats: Sendable {
     /// From the end of the faults to a leader, and to full convergence.
     public var livenessLeaderUs: UInt64?
     public var livenessConvergenceUs: UInt64?
+    /// From crashing a minority (after convergence) to the new proposals acknowledged.
+    public var minorityDownUs: UInt64?
 }

@@ -83,7 +83,8 @@ struct RaftSim: ParsableCommand {
         let s = r.stats
         let leader = s.livenessLeaderUs.map { "\($0 / 1000)ms" } ?? "-"
         let converge = s.livenessConvergenceUs.map { "\($0 / 1000)ms" } ?? "-"
-        return "seed \(r.seed) ok: \(r.acknowledged) acknowledged of \(s.proposed) proposed, \(s.reads) reads, \(s.leadersElected) leaders, \(s.crashes) crashes, \(s.partitions) partitions, \(s.pauses) pauses, \(s.transfers) transfers, \(s.retentions) retentions, \(s.resets) resets, \(s.delivered) delivered, \(s.dropped) dropped; after healing a leader in \(leader), converged in \(converge)"
+        let minority = s.minorityDownUs.map { ", with a minority down acknowledged again in \($0 / 1000)ms" } ?? ""
+        return "seed \(r.seed) ok: \(r.acknowledged) acknowledged of \(s.proposed) proposed, \(s.reads) reads, \(s.leadersElected) leaders, \(s.crashes) crashes, \(s.partitions) partitions, \(s.pauses) pauses, \(s.transfers) transfers, \(s.retentions) retentions, \(s.resets) resets, \(s.delivered) delivered, \(s.dropped) dropped; after healing a leader in \(leader), converged in \(converge)\(minority)"
     }
 }
 
