@@ -55,7 +55,7 @@ enum FileIO {
     }
 
     static func fdatasync(_ fd: Int32, path: String) throws(StorageError) {
-        StoreFaults.beforeSync()
+        try StoreFaults.beforeSync("fdatasync", path: path)
         while Glibc.fdatasync(fd) != 0 {
             if errno == EINTR { continue }
             throw .io(operation: "fdatasync", path: path, errno: errno)
@@ -63,7 +63,7 @@ enum FileIO {
     }
 
     static func fsync(_ fd: Int32, path: String) throws(StorageError) {
-        StoreFaults.beforeSync()
+        try StoreFaults.beforeSync("fsync", path: path)
         while Glibc.fsync(fd) != 0 {
             if errno == EINTR { continue }
             throw .io(operation: "fsync", path: path, errno: errno)

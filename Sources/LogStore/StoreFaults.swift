@@ -15,6 +15,10 @@ public enum StoreFaults {
     /// ENOSPC (a disk that fills up at a chosen write). Scoped by path so parallel tests are unaffected.
     static let scoped = Mutex<[String: Int]>([:])
     static let anyScoped = Atomic<Bool>(false)
+    /// Tests: syncs of files under these prefixes succeed this many more times, then fail with EIO
+    /// (a disk whose writeback failed), until cleared.
+    static let scopedSyncs = Mutex<[String: Int]>([:])
+    static let anyScopedSyncs = Atomic<Bool>(false)
 
     /// Tests: from now on, writes to paths starting with `prefix` (a directory and its slash, or a
     /// file name's start) succeed `successes` more times and then fail with ENOSPC until
@@ -28,6 +32,20 @@ public enum StoreFaults {
         scoped.withLock {
             $0[prefix] = nil
             anyScoped.store(!$0.isEmpty, ordering: .relaxed)
+        }
+    }
+
+    /// Tests: from now on, fdatasync and fsync of paths starting with `prefix` succeed `successes`
+    /// more times and then fail with EIO until `clearSyncFailures(under:)`.
+    static func failSyncs(under prefix: String, afterSyncs successes: Int) {
+        scopedSyncs.withLock { $0[prefix] = max(0, successes) }
+        anyScopedSyncs.store(true, ordering: .relaxed)
+    }
+
+    static func clearSyncFailures(under prefix: String) {
+        scopedSyncs.withLock {
+            $0[prefix] = nil
+            anyScopedSyncs.store(!$0.isEmpty, ordering: .relaxed)
         }
     }
 
@@ -77,11 +95,21 @@ public enum StoreFaults {
         }
     }
 
-    /// Before a sync: sleeps while `syncDelayMs` is set.
+    /// Before a sync: sleeps while `syncDelayMs` is set; fails as a failed writeback does where a
+    /// test asked for it.
     @inline(__always)
-    static func beforeSync() {
+    static func beforeSync(_ operation: String, path: String) throws(StorageError) {
         let ms = syncDelayMs.load(ordering: .relaxed)
         if ms > 0 { usleep(UInt32(ms) * 1_000) }
+        if anyScopedSyncs.load(ordering: .relaxed) {
+            let fail = scopedSyncs.withLock { m -> Bool in
+                guard let key = m.keys.first(where: { path.hasPrefix($0) }), let left = m[key] else { return false }
+                if left == 0 { return true }
+                m[key] = left - 1
+                return false
+            }
+            if fail { throw .io(operation: operation, path: path, errno: EIO) }
+        }
     }
 }
 

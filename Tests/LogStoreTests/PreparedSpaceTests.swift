@@ -109,6 +109,40 @@ import TestSupport
         }
     }
 
+    /// The preparer's fdatasync covers the log's own bytes in that file, so its failure stops the
+    /// store as the flusher's does: every later call says why (naming the sync and the file), and a
+    /// reopen serves what was durable. (Only the preparer syncs here: the flush is manual.)
+    @Test func aFailedPreparerSyncStopsTheStore() async throws {
+        let tmp = TempDirectory()
+        let dir = tmp.path + "/s"
+        let store = try LogStore.open(prepared(dir, flush: manualFlush, segmentBytes: 4 << 20, ahead: 1 << 20))
+        var rng = SplitMix64(seed: 11)
+        let durable = try await appendRandom(store, 20, term: 1, &rng)
+        try await waitPrepared(store, atLeast: 1 << 20)
+        try store.syncNow()
+        let segment = segmentFiles(dir)[0]
+        let syncsBefore = store.statistics.prepareSyncs
+        StoreFaults.failSyncs(under: segment, afterSyncs: 0)
+        defer { StoreFaults.clearSyncFailures(under: segment) }
+        // Past a chunk of log: the preparer wakes for the next chunk and syncs it.
+        // (An append may meet the failure already: it must then say so.)
+        for _ in 0..<200 where store.failureDescription == nil {
+            do { _ = try await store.append([EntryToAppend(term: Term(1), body: randomBody(&rng, 1500...2000))]) }
+            catch { #expect("\(error)".contains("fdatasync"), "\(error)"); break }
+        }
+        for _ in 0..<500 where store.failureDescription == nil { try await Task.sleep(for: .milliseconds(10)) }
+        let failure = try #require(store.failureDescription, "the preparer's failed sync went unnoticed")
+        #expect(failure.contains("fdatasync") && failure.contains(segment), "\(failure)")
+        #expect(store.statistics.prepareSyncs == syncsBefore)
+        await #expect(throws: StorageError.self) { _ = try await store.append([EntryToAppend(term: Term(1), body: [1, 2, 3])]) }
+        #expect(throws: StorageError.self) { try store.syncNow() }
+        StoreFaults.clearSyncFailures(under: segment)
+        try? store.close()
+        let reopened = try LogStore.open(prepared(dir, flush: manualFlush, segmentBytes: 4 << 20, ahead: 0))
+        #expect(Array(try readAll(reopened).map(\.body).prefix(durable.count)) == durable)
+        try reopened.close()
+    }
+
     @Test func truncationCutsPreparedSpaceAndTheLogGoesOn() async throws {
         let tmp = TempDirectory()
         let dir = tmp.path + "/s"
