@@ -5,9 +5,9 @@
 # /proc/PID/stat) and its threads' context switches per message (/proc/PID/task/*/status), malloc
 # calls per message (a perf uprobe on libc's malloc, when perf can place one), and perf's top
 # symbols of the leader and of a follower (cpu-clock samples, demangled).
-#   [FLUSH=ASYNC_FLUSH] [BENCH=produce|raft-append] [MALLOC_STACKS=1] [KEEP=1] scripts/bench-profile.sh [SECONDS]
+#   [FLUSH=ASYNC_FLUSH] [BENCH=produce|raft-append] [MALLOC_STACKS=1] [KEEP=1] [PERF_HZ=499] scripts/bench-profile.sh [SECONDS]
 # SECONDS defaults to 16; MALLOC_STACKS=1 adds the leader's malloc call sites; KEEP=1 keeps the
-# perf data and logs (the directory is printed last).
+# perf data and logs (the directory is printed last); PERF_HZ sets perf's sampling rate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-16}
@@ -59,9 +59,9 @@ declare -A c0 c1 s0 s1
 for p in ${pids//,/ } $bpid; do c0[$p]=$(cpu "$p"); s0[$p]=$(switches "$p"); done
 acked() { grep -o '^[0-9]* msgs/s\|^[0-9]* appends/s' "$work/bench.err" | awk '{s += $1} END {print s + 0}'; }
 a0=$(acked)
-perf record -q -F 499 -g -o "$work/leader.data" -p "$lpid" -- sleep "$window" >/dev/null 2>&1 &
+perf record -q -F ${PERF_HZ:-499} -g -o "$work/leader.data" -p "$lpid" -- sleep "$window" >/dev/null 2>&1 &
 rec1=$!
-perf record -q -F 499 -g -o "$work/follower.data" -p "$fpid" -- sleep "$window" >/dev/null 2>&1 &
+perf record -q -F ${PERF_HZ:-499} -g -o "$work/follower.data" -p "$fpid" -- sleep "$window" >/dev/null 2>&1 &
 rec2=$!
 wait $rec1 $rec2 || true
 for p in ${pids//,/ } $bpid; do c1[$p]=$(cpu "$p"); s1[$p]=$(switches "$p"); done
