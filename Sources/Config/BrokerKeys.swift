@@ -55,7 +55,9 @@ enum BrokerKeys {
             .int("flushConsumeQueueThoroughInterval", \.store.flushConsumeQueueThoroughInterval, 1...3_600_000, section: storage, "ms after which consume queues are flushed regardless."),
             .int("syncFlushTimeout", \.store.syncFlushTimeout, 1...600_000, section: storage, "SYNC_FLUSH: ms a send waits for its flush before FLUSH_DISK_TIMEOUT."),
             .bool("checkCRCOnRecover", \.store.checkCRCOnRecover, section: storage, "Verify message body CRCs while recovering. (RaftMQ always verifies its own entry checksums.)"),
-            .bool("warmMapedFileEnable", \.store.warmMapedFileEnable, section: storage, "Keep the commitlog written with zeros (and synced) 16 MiB ahead of its end, so a flush overwrites allocated blocks instead of growing the file: about 2x faster fdatasyncs here. RaftMQ's default is true (RocketMQ's is false, where it pre-touches a whole new mapped file)."),
+            Key(name: "warmMapedFileEnable", aliases: [], section: storage, doc: "Keep the commitlog written with zeros (and synced) 16 MiB ahead of its end, so a flush overwrites allocated blocks instead of growing the file: about 2x faster fdatasyncs here. RaftMQ's default follows flushDiskType: true with SYNC_FLUSH (every send waits for a flush), false with ASYNC_FLUSH (the zeros would cost CPU and disk for nothing). RocketMQ's is false, where it pre-touches a whole new mapped file.", apply: { (s: inout BrokerSettings, t: String) throws(ValueError) in
+                s.store.warmMapedFileEnableSetting = try Values.bool(t)
+            }, render: { String($0.store.warmMapedFileEnable) }),
             .bool("transientStorePoolEnable", \.store.transientStorePoolEnable, section: storage, "RocketMQ's off-heap write buffer. Accepted; RaftMQ's SYNC_FLUSH write-behind buffer plays this part."),
             .bool("messageIndexEnable", \.store.messageIndexEnable, section: storage, "Index messages by key and id (queryMsgByKey, queryMsgById)."),
             .int("maxHashSlotNum", \.store.maxHashSlotNum, 1...Int64(Int32.max), section: storage, "Hash slots per index file."),

@@ -95,8 +95,8 @@ public struct MessageStoreConfig: Sendable, Equatable {
     public var cleanFileForciblyEnable = true
     public var maxMessageSize: Int64 = 4_194_304
     public var checkCRCOnRecover = true
-    /// RaftMQ: true by default (RocketMQ: false); see LogStoreOptions.prepareAheadBytes.
-    public var warmMapedFileEnable = true
+    /// `warmMapedFileEnable` as the file sets it; unset: `warmMapedFileEnable` follows the flush type.
+    public var warmMapedFileEnableSetting: Bool?
     public var brokerRole = BrokerRole.ASYNC_MASTER
     public var flushDiskType = FlushDiskType.ASYNC_FLUSH
     public var haSendHeartbeatInterval: Int64 = 5000
@@ -111,6 +111,11 @@ public struct MessageStoreConfig: Sendable, Equatable {
     public var messageDelayLevel = "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h"
 
     public var storePathCommitLog: String { storePathCommitLogSetting ?? storePathRootDir + "/commitlog" }
+    /// Prepared space (LogStoreOptions.prepareAheadBytes). Unset: on with SYNC_FLUSH, where every
+    /// acknowledgement waits for an fdatasync that prepared space makes about 2x faster; off with
+    /// ASYNC_FLUSH, where the flushes run beside the sends and the zeros cost CPU and disk bandwidth
+    /// for nothing (BENCHMARKS.md: ASYNC_FLUSH 9-17 % faster without them). RocketMQ: false.
+    public var warmMapedFileEnable: Bool { warmMapedFileEnableSetting ?? (flushDiskType == .SYNC_FLUSH) }
     public var storePathConsumeQueue: String { storePathConsumeQueueSetting ?? storePathRootDir + "/consumequeue" }
     public var storePathIndex: String { storePathIndexSetting ?? storePathRootDir + "/index" }
     public var storeCheckpoint: String { storeCheckpointSetting ?? storePathRootDir + "/checkpoint" }

@@ -24,6 +24,13 @@ extension RaftGroupProcessTests {
         try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
         let namesrvs = try startNameServers()
         defer { killAll(namesrvs) }
+        // SYNC_FLUSH (the samples' default is ASYNC_FLUSH), which keeps prepared space by default.
+        try FileManager.default.createDirectory(atPath: home + "/sync", withIntermediateDirectories: true)
+        for n in nodes {
+            let conf = home + "/sync/broker-\(n.name).conf"
+            try (String(contentsOfFile: n.conf, encoding: .utf8) + "\nflushDiskType=SYNC_FLUSH\n").write(toFile: conf, atomically: true, encoding: .utf8)
+            n.conf = conf
+        }
         for n in nodes { try start(n) }
         let elected = try #require(try await agreedLeader(among: nodes, within: 30), "no leader\n\(logs())")
         let leader = try #require(nodes.first { $0.name == elected.leader })
@@ -57,7 +64,7 @@ extension RaftGroupProcessTests {
         #expect(out >= 5, "messages out: \(out)")
         #expect((m["raftmq_pull_latency_seconds_count"] ?? 0) >= 1)
         #expect((m["raftmq_log_syncs_total"] ?? 0) >= 1 && (m["raftmq_log_synced_bytes_total"] ?? 0) > 0)
-        // warmMapedFileEnable is on by default: the store has written zeros ahead of its end.
+        // warmMapedFileEnable is on by default with SYNC_FLUSH: the store has written zeros ahead of its end.
         #expect((m["raftmq_log_prepared_bytes_total"] ?? 0) >= Double(1 << 20) && (m["raftmq_log_prepare_syncs_total"] ?? 0) >= 1)
         #expect(m["raftmq_log_prepare_failures_total"] == 0)
         #expect((m["raftmq_log_size_bytes"] ?? 0) > 0 && (m["process_resident_memory_bytes"] ?? 0) > 1_000_000)

@@ -115,6 +115,21 @@ import Testing
         #expect(map["brokerIP1"] == "127.0.0.2")  // bindAddress stands in for an unset brokerIP1
     }
 
+    /// Prepared space follows the flush type unless the file says otherwise, and `-p` prints the
+    /// value in effect.
+    @Test func warmMapedFileEnableFollowsTheFlushTypeUnlessSet() throws {
+        func warm(_ text: String) throws -> (Bool, String?) {
+            let (s, _) = try load(text)
+            return (s.store.warmMapedFileEnable, Dictionary(uniqueKeysWithValues: s.effectiveProperties())["warmMapedFileEnable"])
+        }
+        #expect(try warm("") == (false, "false"))
+        #expect(try warm("flushDiskType=ASYNC_FLUSH\n") == (false, "false"))
+        #expect(try warm("flushDiskType=SYNC_FLUSH\n") == (true, "true"))
+        #expect(try warm("flushDiskType=SYNC_FLUSH\nwarmMapedFileEnable=false\n") == (false, "false"))
+        #expect(try warm("warmMapedFileEnable=true\nflushDiskType=ASYNC_FLUSH\n") == (true, "true"))
+        #expect(error("warmMapedFileEnable=yes\n").contains("warmMapedFileEnable"))
+    }
+
     static let confRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("conf").path
 
     @Test func everySampleInConfParsesWithoutWarnings() throws {
