@@ -33,8 +33,10 @@ final class PeerTransport: Sendable {
     private let client: RemotingClient
     private let logger: Logger
     private let connectionLost: @Sendable (NodeID) -> Void
-    /// Messages `send` wrote to the socket itself (the rest went through a sender).
+    /// Messages `send` wrote to the socket itself (the rest went through a sender), and in how many
+    /// writes.
     let directWrites = Atomic<Int>(0)
+    let directWriteCalls = Atomic<Int>(0)
 
     /// `connectionLost` is called (on an event loop) when an established connection to a peer closes.
     init(selfID: NodeID, addresses: [NodeID: String], client: RemotingClient, outboxLimit: Int, logger: Logger,
@@ -50,22 +52,44 @@ final class PeerTransport: Sendable {
     }
 
     func send(_ m: Message) {
-        guard let link = links[m.to] else { return }
-        enum Step { case write(RemotingConnection), woke(CheckedContinuation<Void, Never>?), dropped }
-        let step = link.state.withLock { l -> Step in
-            if l.closed { return .dropped }
+        send(CollectionOfOne(m), to: m.to)
+    }
+
+    /// Sends a Ready's messages: those to one peer leave in one write (a follower that stepped
+    /// several appends answers them all with one syscall; in order per peer, as ever).
+    func send(_ messages: [Message]) {
+        guard messages.count > 1 else {
+            if let m = messages.first { send(m) }
+            return
+        }
+        var peers: [NodeID] = []
+        for m in messages where !peers.contains(m.to) { peers.append(m.to) }
+        if peers.count == 1 { return send(messages, to: peers[0]) }
+        for p in peers { send(messages.filter { $0.to == p }, to: p) }
+    }
+
+    private enum SendStep { case write(RemotingConnection), queued(CheckedContinuation<Void, Never>?, dropped: Int) }
+
+    private func send<C: Collection>(_ messages: C, to peer: NodeID) where C.Element == Message {
+        guard let link = links[peer], !messages.isEmpty else { return }
+        let step = link.state.withLock { l -> SendStep in
+            if l.closed { return .queued(nil, dropped: messages.count) }
             if l.queue.isEmpty, !l.senderBusy, let c = l.connection, c.channel.eventLoop.inEventLoop { return .write(c) }
-            guard l.queue.count < outboxLimit else { return .dropped }
-            l.queue.append(m)
+            // The first that fit: what is dropped is the newest, as for one message at a time.
+            let room = max(0, outboxLimit - l.queue.count)
+            guard room > 0 else { return .queued(nil, dropped: messages.count) }
+            l.queue.append(contentsOf: messages.prefix(room))
             defer { l.senderWaiting = nil }
-            return .woke(l.senderWaiting)
+            return .queued(l.senderWaiting, dropped: max(0, messages.count - room))
         }
         switch step {
         case .write(let c):
-            directWrites.add(1, ordering: .relaxed)
-            c.oneway(batch: [Self.command(m)])
-        case .woke(let waiter): waiter?.resume()
-        case .dropped: logger.debug("peer outbox full: message dropped", metadata: ["to": "\(m.to)"])
+            directWrites.add(messages.count, ordering: .relaxed)
+            directWriteCalls.add(1, ordering: .relaxed)
+            c.oneway(batch: messages.map(Self.command))
+        case .queued(let waiter, let dropped):
+            waiter?.resume()
+            if dropped > 0 { logger.debug("peer outbox full: messages dropped", metadata: ["to": "\(peer)", "dropped": "\(dropped)"]) }
         }
     }
 

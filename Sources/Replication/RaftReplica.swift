@@ -626,7 +626,7 @@ public final class RaftReplica: Sendable {
                     logger.error("the commitlog cannot be read: the Raft node stops", metadata: ["error": "\(failure)"])
                     throw ReplicaError.storage("\(failure)")
                 }
-                for m in r.messages { transport.send(m) }
+                transport.send(r.messages)
                 do {
                     if let reset = r.resetLog {
                         let before = (first: log.firstIndex, last: log.lastIndex)
@@ -671,7 +671,7 @@ public final class RaftReplica: Sendable {
                     logger.error("storage failure: the Raft node stops", metadata: ["error": "\(error)"])
                     throw ReplicaError.storage("\(error)")
                 }
-                for m in r.messagesAfterPersist { transport.send(m) }
+                transport.send(r.messagesAfterPersist)
                 for rs in r.readStates where rs.context.count == 8 {
                     let seq = rs.context.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
                     reads.removeValue(forKey: seq)?.continuation.resume(returning: rs.index)

@@ -13,7 +13,8 @@ import TestSupport
     /// nothing for that peer is queued or being sent; otherwise the peer's sender writes it. Mixed
     /// in bursts, some sent from another thread (always queued), with the sender given turns in
     /// between, every message still arrives once and in the order it was sent, and both paths
-    /// were taken.
+    /// were taken. Some bursts go as one Ready's messages (`send([Message])`, with one to an unknown
+    /// node among them): those to the peer leave in one write.
     @Test func messagesToAPeerKeepTheirOrderAcrossDirectWritesAndTheSender() async throws {
         let logger = Logger(label: "peer-transport-test")
         let received = Mutex<[UInt64]>([])
@@ -49,9 +50,19 @@ import TestSupport
                         await Task.detached { for k in 1...3 { transport.send(message(from + UInt64(k))) } }.value
                         commit += 3
                     }
-                    for _ in 0..<(1 + burst % 7) {
-                        commit += 1
-                        transport.send(message(commit))
+                    if burst % 5 == 2 {
+                        var ready: [Message] = []
+                        for _ in 0..<(2 + burst % 4) {
+                            commit += 1
+                            ready.append(message(commit))
+                        }
+                        ready.insert(Message(from: NodeID(1), to: NodeID(9), term: Term(1), body: .heartbeat(commit: .zero, context: nil)), at: 1)
+                        transport.send(ready)
+                    } else {
+                        for _ in 0..<(1 + burst % 7) {
+                            commit += 1
+                            transport.send(message(commit))
+                        }
                     }
                     // The sender (and the connect, at first) get the loop between some bursts.
                     if burst % 3 == 0 { await Task.yield() }
@@ -78,5 +89,7 @@ import TestSupport
         #expect(got.count == Int(sent) && firstWrong == nil, "received \(got.count) of \(sent); \(firstWrong ?? "in order")")
         let direct = transport.directWrites.load(ordering: .relaxed)
         #expect(direct > 0 && direct < Int(sent), "direct writes: \(direct) of \(sent)")
+        let calls = transport.directWriteCalls.load(ordering: .relaxed)
+        #expect(calls < direct, "\(direct) messages written directly in \(calls) writes: a Ready's messages to one peer share a write")
     }
 }
