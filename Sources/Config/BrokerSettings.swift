@@ -56,6 +56,9 @@ public struct BrokerConfig: Sendable, Equatable {
     public var listenPort = 10911
     /// RaftMQ: the address every listener binds to.
     public var bindAddress = "0.0.0.0"
+    /// The broker's event loop threads (RocketMQ's selector threads). Default: a quarter of the cores,
+    /// at least one (ConfigLoader).
+    public var serverSelectorThreads: Int64 = 1
     /// RaftMQ: the HTTP/2 admin port; nil = listenPort + 2.
     public var httpListenPortSetting: Int?
 

@@ -305,13 +305,18 @@ public final class RaftReplica: Sendable {
     /// the connections to the peers, the per-peer senders and the driver (a `LoopExecutor` as the
     /// tasks' executor preference). A follower's cycle (read an append, write it, fdatasync it,
     /// answer) then takes no thread hand-off at all; on the task pool it took four.
-    public func run() async throws {
-        let loopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let executor = LoopExecutor(loopGroup.next())
+    ///
+    /// `loop`: an event loop the caller also serves its clients on (the broker's first), so that a
+    /// send read there reaches the driver's mailbox on the same thread; nil: a loop of its own.
+    public func run(on loop: (any EventLoop)? = nil) async throws {
+        let owned = loop == nil ? MultiThreadedEventLoopGroup(numberOfThreads: 1) : nil
+        let theLoop = loop ?? owned!.next()
+        let executor = LoopExecutor(theLoop)
         let result: Result<Void, any Error>
         do {
             try await withTaskExecutorPreference(executor) {
-                try await self.serve(on: loopGroup)
+                // The loop as its own group: every connection of the replica lands on it.
+                try await self.serve(on: theLoop)
             }
             result = .success(())
         } catch {
@@ -319,7 +324,7 @@ public final class RaftReplica: Sendable {
         }
         // Everything that ran on the loop has ended (the task group waited for it).
         executor.retire()
-        try? await loopGroup.shutdownGracefully()
+        try? await owned?.shutdownGracefully()
         try result.get()
     }
 

@@ -66,7 +66,9 @@ enum RaftNodeMode {
         options.bodyPatch = BrokerLogHooks.bodyPatch
         // Retention keeps the latest metadata snapshot: a member reset to this log's base finds one.
         options.retentionFloor = { messages.latestSnapshotIndex.map { LogFormat.LogIndex(UInt64($0)) } ?? store.firstIndex }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        // The Raft driver runs on the first loop, beside the clients served there (serverSelectorThreads).
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: Int(settings.broker.serverSelectorThreads))
+        let replicaLoop = group.next()
         let emptyLogBase = options.storeIndexOfEmptyLog
         let replica = RaftReplica(options: options, store: store, hardStateFile: HardStateFile(path: hardStateDirectory + "/hardstate"),
                                   logger: logger, apply: { batch in
@@ -149,7 +151,7 @@ enum RaftNodeMode {
         ])
         var stopping = ContinuousClock.now
         let failure: (any Error)? = await withTaskGroup(of: (String, (any Error)?).self) { tasks in
-            tasks.addTask { do { try await replica.run(); return ("raft replica", nil) } catch { return ("raft replica", error) } }
+            tasks.addTask { do { try await replica.run(on: replicaLoop); return ("raft replica", nil) } catch { return ("raft replica", error) } }
             tasks.addTask { do { try await admin.run(); return ("HTTP admin server", nil) } catch { return ("HTTP admin server", error) } }
             tasks.addTask { ("broker port", await BrokerSetup.serveBrokerPort(brokerServer, settings, logger: logger)) }
             tasks.addTask {

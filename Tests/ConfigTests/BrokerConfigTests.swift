@@ -130,6 +130,16 @@ import Testing
         #expect(error("warmMapedFileEnable=yes\n").contains("warmMapedFileEnable"))
     }
 
+    /// The broker's event loops: a quarter of the cores by default (at least one), as set otherwise.
+    @Test func serverSelectorThreadsDefaultsToAQuarterOfTheCores() throws {
+        let cores = Int64(max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        #expect(try load("").0.broker.serverSelectorThreads == max(1, cores / 4))
+        let (s, _) = try load("serverSelectorThreads=3\n")
+        #expect(s.broker.serverSelectorThreads == 3)
+        #expect(Dictionary(uniqueKeysWithValues: s.effectiveProperties())["serverSelectorThreads"] == "3")
+        #expect(error("serverSelectorThreads=0\n").contains("serverSelectorThreads"))
+    }
+
     static let confRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("conf").path
 
     @Test func everySampleInConfParsesWithoutWarnings() throws {
