@@ -56,9 +56,11 @@ public struct BrokerConfig: Sendable, Equatable {
     public var listenPort = 10911
     /// RaftMQ: the address every listener binds to.
     public var bindAddress = "0.0.0.0"
-    /// The broker's event loop threads (RocketMQ's selector threads). Default: a quarter of the cores,
-    /// at least one (ConfigLoader).
-    public var serverSelectorThreads: Int64 = 1
+    /// `serverSelectorThreads` as the file sets it (BrokerSettings.serverSelectorThreads: the value
+    /// in effect).
+    public var serverSelectorThreadsSetting: Int64?
+    /// The machine's cores, for defaults that follow them.
+    public var cores: Int64 = 1
     /// RaftMQ: the HTTP/2 admin port; nil = listenPort + 2.
     public var httpListenPortSetting: Int?
 
@@ -152,6 +154,13 @@ public struct BrokerSettings: Sendable, Equatable {
     public var logging = LoggingSettings()
     /// The file it was read from.
     public var path = ""
+
+    /// The broker's event loop threads (RocketMQ's selector threads). Unset: in a Raft member, whose
+    /// driver shares the first loop, a quarter of the cores and at least one (measured on 2 cores,
+    /// BENCHMARKS.md); in a classic broker, one per core, as before (not measured with fewer).
+    public var serverSelectorThreads: Int64 {
+        broker.serverSelectorThreadsSetting ?? (raft.enableDLegerCommitLog ? max(1, broker.cores / 4) : broker.cores)
+    }
 
     /// Every supported key with its effective value (derived values included, legacy spellings under
     /// their current names), sorted by key: what `mqbroker -p` prints.

@@ -47,7 +47,7 @@ public enum ConfigLoader {
         let cores = Int64(max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))))
         settings.broker.sendMessageThreadPoolNums = min(cores, 4)
         settings.broker.pullMessageThreadPoolNums = 16 + 2 * cores
-        settings.broker.serverSelectorThreads = max(1, cores / 4)
+        settings.broker.cores = cores
         var warnings: [ConfigWarning] = []
         let lines = try apply(
             bytes: bytes, path: path, keys: BrokerKeys.index(), to: &settings, environment: environment,

@@ -89,7 +89,7 @@ final class PeerTransport: Sendable {
             c.oneway(batch: messages.map(Self.command))
         case .queued(let waiter, let dropped):
             waiter?.resume()
-            if dropped > 0 { logger.debug("peer outbox full: messages dropped", metadata: ["to": "\(peer)", "dropped": "\(dropped)"]) }
+            if dropped > 0 { logger.debug("peer outbox full or closed: messages dropped", metadata: ["to": "\(peer)", "dropped": "\(dropped)"]) }
         }
     }
 

@@ -301,7 +301,7 @@ public final class RaftReplica: Sendable {
 
     /// Serves the peer port, ticks, sends and drives the node until cancelled.
     ///
-    /// All of it runs on one event loop thread of the replica's own: the peer port's connections,
+    /// All of it runs on one event loop thread (the replica's own, or `loop`): the peer port's connections,
     /// the connections to the peers, the per-peer senders and the driver (a `LoopExecutor` as the
     /// tasks' executor preference). A follower's cycle (read an append, write it, fdatasync it,
     /// answer) then takes no thread hand-off at all; on the task pool it took four.
@@ -316,7 +316,7 @@ public final class RaftReplica: Sendable {
         do {
             try await withTaskExecutorPreference(executor) {
                 // The loop as its own group: every connection of the replica lands on it.
-                try await self.serve(on: theLoop)
+                try await self.serve(on: theLoop, sharedWithClients: loop != nil)
             }
             result = .success(())
         } catch {
@@ -328,7 +328,7 @@ public final class RaftReplica: Sendable {
         try result.get()
     }
 
-    private func serve(on group: any EventLoopGroup) async throws {
+    private func serve(on group: any EventLoopGroup, sharedWithClients: Bool = false) async throws {
         // A peer that restarts must hear from the others at once: retry connects every 50-250 ms.
         var clientOptions = RemotingClient.Options()
         clientOptions.reconnectBackoffMaxMilliseconds = 250
@@ -373,7 +373,7 @@ public final class RaftReplica: Sendable {
                     mailbox.offer(.tick)
                 }
             }
-            tasks.addTask { try await self.drive(transport) }
+            tasks.addTask { try await self.drive(transport, inlineDeferredSyncs: !sharedWithClients) }
             defer {
                 mailbox.close()
                 transport.close()
@@ -439,7 +439,9 @@ public final class RaftReplica: Sendable {
         return RaftCore.HardState(term: RaftCore.Term(saved.term.rawValue), vote: vote, commit: commit)
     }
 
-    private func drive(_ transport: PeerTransport) async throws {
+    /// `inlineDeferredSyncs`: sync the leader's deferred writes on the driver's thread when its
+    /// mailbox is empty (a loop of its own); off when the loop also serves clients (`nextReady`).
+    private func drive(_ transport: PeerTransport, inlineDeferredSyncs: Bool) async throws {
         var waiters: [RaftCore.LogIndex: (term: RaftCore.Term, continuation: ProposalReply)] = [:]
         // Every waiter's deadline, soonest first (callers may pass different timeouts).
         var deadlines = DeadlineHeap()
@@ -491,17 +493,20 @@ public final class RaftReplica: Sendable {
             if let last { node.entriesSynced(through: last.index, term: last.term) }
         }
         // Whether to handle another Ready now. Once none is left, the leader's deferred writes are
-        // made durable: inline when the mailbox is empty (the loop would only sleep: no thread to
-        // wake, and nothing waits behind the sync), else on the flusher thread while the driver
-        // goes on stepping what came in, one request at a time (so under load one fdatasync covers
-        // every Ready written while the last one ran).
+        // made durable: inline when the mailbox is empty and the loop is the replica's own (it would
+        // only sleep: no thread to wake, and nothing waits behind the sync), else on the flusher
+        // thread while the driver goes on stepping what came in, one request at a time (so under
+        // load one fdatasync covers every Ready written while the last one ran). On a loop shared
+        // with the clients, sends and acknowledgements are read only between the driver's jobs,
+        // so the mailbox is nearly always empty here and an inline sync would hold all of them:
+        // measured, the flusher gained 8-17 % msgs/s at level CPU (BENCHMARKS.md, 2026-12-07).
         func nextReady(since start: ContinuousClock.Instant) throws -> Bool {
             let inTime = ContinuousClock.now - start < .milliseconds(50)
             if node.hasReady && inTime { return true }
             guard requestedSync == nil, let target = deferred.last?.end else { return false }
             // Nothing else to do: sync here. Otherwise (inputs waiting, or out of time with Readies
             // left) the flusher syncs while the driver goes back to its mailbox.
-            if mailbox.isEmpty && !node.hasReady {
+            if inlineDeferredSyncs && mailbox.isEmpty && !node.hasReady {
                 do {
                     try store.syncThrough(target)
                 } catch {

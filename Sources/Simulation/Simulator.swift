@@ -58,7 +58,7 @@ public final class Simulator {
     /// leader's own durable copy counts: its deferred syncs must complete).
     /// Only proposals past the leader's log at that moment count (`firstIndex`): older ones can
     /// still be acknowledged on the crashed followers' answers already on their way.
-    private var minorityDown: (since: SimTime, firstIndex: LogIndex, acked: Int, victims: [String])?
+    private var minorityDown: (since: SimTime, firstIndex: LogIndex, acked: Int, victims: Set<Int>)?
     private var readSequence = 0
     public private(set) var stats = SimStats()
 
@@ -135,7 +135,7 @@ public final class Simulator {
                     // Progress: the slowest live node applies more, or (a minority down) a
                     // proposal is acknowledged.
                     let least = nodes.filter(\.isUp).map(\.appliedIndex).min() ?? .zero
-                    if least > slowest || checker.acked > ackedAtProgress {
+                    if least > slowest || (minorityDown != nil && checker.acked > ackedAtProgress) {
                         slowest = max(slowest, least)
                         ackedAtProgress = checker.acked
                         progressAt = now
@@ -217,7 +217,7 @@ public final class Simulator {
         case .restart(let slot):
             let n = nodes[slot]
             // A restart the safety phase scheduled does not bring back a node crashed for good.
-            if !n.isUp && !(minorityDown?.victims.contains("\(n.id)") ?? false) { try restart(n) }
+            if !n.isUp && !(minorityDown?.victims.contains(slot) ?? false) { try restart(n) }
         case .resume(let slot, let inc):
             let n = nodes[slot]
             if n.incarnation == inc && n.paused { try resume(n) }
@@ -743,7 +743,7 @@ public final class Simulator {
         for v in victims { try crash(v) }
         let names = victims.map { "\($0.id)" }
         trace.record(now, .fault("liveness with a minority down: \(names.joined(separator: ", ")) crashed for good; the leader \(leader.id) must count its own copy"))
-        minorityDown = (now, leader.raft!.lastIndex.next, 0, names)
+        minorityDown = (now, leader.raft!.lastIndex.next, 0, Set(victims.map(\.slot)))
         for c in clients.indices {
             clients[c].target = leader.slot
             schedule(.client(c), after: random.exponential(mean: options.proposalIntervalMeanUs, max: 10 * options.proposalIntervalMeanUs))
@@ -757,7 +757,7 @@ public final class Simulator {
         }
         let what: String
         if let m = minorityDown {
-            what = "with \(m.victims.joined(separator: ", ")) down: \(m.acked) of \(options.minorityDownAcks) new proposals (from index \(m.firstIndex)) acknowledged, no progress for \(options.livenessTicks) ticks (or 10x that passed)"
+            what = "with \(m.victims.sorted().map { "\(nodes[$0].id)" }.joined(separator: ", ")) down: \(m.acked) of \(options.minorityDownAcks) new proposals (from index \(m.firstIndex)) acknowledged, no progress for \(options.livenessTicks) ticks (or 10x that passed)"
         } else if stats.livenessLeaderUs == nil {
             what = "no leader within \(options.livenessTicks) ticks of the healing"
         } else {

@@ -32,7 +32,7 @@ enum ClassicMode {
                 throw RaftModeError("dispatching the log to the consume queues failed: \(error)")
             }
         }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: Int(settings.broker.serverSelectorThreads))
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: Int(settings.serverSelectorThreads))
         let isSlave = settings.store.brokerRole == .SLAVE
         let brokerAddr = BrokerSetup.brokerAddr(settings)
 

@@ -67,7 +67,7 @@ enum RaftNodeMode {
         // Retention keeps the latest metadata snapshot: a member reset to this log's base finds one.
         options.retentionFloor = { messages.latestSnapshotIndex.map { LogFormat.LogIndex(UInt64($0)) } ?? store.firstIndex }
         // The Raft driver runs on the first loop, beside the clients served there (serverSelectorThreads).
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: Int(settings.broker.serverSelectorThreads))
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: Int(settings.serverSelectorThreads))
         let replicaLoop = group.next()
         let emptyLogBase = options.storeIndexOfEmptyLog
         let replica = RaftReplica(options: options, store: store, hardStateFile: HardStateFile(path: hardStateDirectory + "/hardstate"),

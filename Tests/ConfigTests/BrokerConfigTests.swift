@@ -130,12 +130,15 @@ import Testing
         #expect(error("warmMapedFileEnable=yes\n").contains("warmMapedFileEnable"))
     }
 
-    /// The broker's event loops: a quarter of the cores by default (at least one), as set otherwise.
-    @Test func serverSelectorThreadsDefaultsToAQuarterOfTheCores() throws {
+    /// The broker's event loops: by default a quarter of the cores (at least one) in a Raft member,
+    /// one per core in a classic broker; as set otherwise.
+    @Test func serverSelectorThreadsDefaultsToAQuarterOfTheCoresInARaftMember() throws {
         let cores = Int64(max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))))
-        #expect(try load("").0.broker.serverSelectorThreads == max(1, cores / 4))
+        let raft = "enableDLegerCommitLog=true\ndLegerGroup=g\ndLegerPeers=n0-127.0.0.1:40911\ndLegerSelfId=n0\n"
+        #expect(try load(raft).0.serverSelectorThreads == max(1, cores / 4))
+        #expect(try load("").0.serverSelectorThreads == cores)
         let (s, _) = try load("serverSelectorThreads=3\n")
-        #expect(s.broker.serverSelectorThreads == 3)
+        #expect(s.serverSelectorThreads == 3)
         #expect(Dictionary(uniqueKeysWithValues: s.effectiveProperties())["serverSelectorThreads"] == "3")
         #expect(error("serverSelectorThreads=0\n").contains("serverSelectorThreads"))
     }
