@@ -11,43 +11,23 @@ public enum StoreFaults {
     static let syncDelayMs = Atomic<Int>(0)
     static let diskFull = Atomic<Bool>(false)
     private static let watching = Atomic<Bool>(false)
-    /// Tests: writes to files under these directories succeed this many more times, then fail with
+    /// Tests: writes to files under these prefixes succeed a number of times more, then fail with
     /// ENOSPC (a disk that fills up at a chosen write). Scoped by path so parallel tests are unaffected.
-    static let scoped = Mutex<[String: Int]>([:])
-    static let anyScoped = Atomic<Bool>(false)
-    /// Tests: syncs of files under these prefixes succeed this many more times, then fail with EIO
-    /// (a disk whose writeback failed), until cleared.
-    static let scopedSyncs = Mutex<[String: Int]>([:])
-    static let anyScopedSyncs = Atomic<Bool>(false)
+    static let scopedWrites = ScopedCountdown()
+    /// Tests: syncs of files under these prefixes succeed a number of times more, then fail with EIO
+    /// (a disk whose writeback failed).
+    static let scopedSyncs = ScopedCountdown()
 
     /// Tests: from now on, writes to paths starting with `prefix` (a directory and its slash, or a
     /// file name's start) succeed `successes` more times and then fail with ENOSPC until
     /// `clearDiskFull(under:)`.
-    static func fillDisk(under prefix: String, afterWrites successes: Int) {
-        scoped.withLock { $0[prefix] = max(0, successes) }
-        anyScoped.store(true, ordering: .relaxed)
-    }
-
-    static func clearDiskFull(under prefix: String) {
-        scoped.withLock {
-            $0[prefix] = nil
-            anyScoped.store(!$0.isEmpty, ordering: .relaxed)
-        }
-    }
+    static func fillDisk(under prefix: String, afterWrites successes: Int) { scopedWrites.arm(prefix, after: successes) }
+    static func clearDiskFull(under prefix: String) { scopedWrites.clear(prefix) }
 
     /// Tests: from now on, fdatasync and fsync of paths starting with `prefix` succeed `successes`
     /// more times and then fail with EIO until `clearSyncFailures(under:)`.
-    static func failSyncs(under prefix: String, afterSyncs successes: Int) {
-        scopedSyncs.withLock { $0[prefix] = max(0, successes) }
-        anyScopedSyncs.store(true, ordering: .relaxed)
-    }
-
-    static func clearSyncFailures(under prefix: String) {
-        scopedSyncs.withLock {
-            $0[prefix] = nil
-            anyScopedSyncs.store(!$0.isEmpty, ordering: .relaxed)
-        }
-    }
+    static func failSyncs(under prefix: String, afterSyncs successes: Int) { scopedSyncs.arm(prefix, after: successes) }
+    static func clearSyncFailures(under prefix: String) { scopedSyncs.clear(prefix) }
 
     /// Starts the watcher once per process if `RAFTMQ_FAULTS` is set.
     public static func startIfConfigured() {
@@ -83,16 +63,7 @@ public enum StoreFaults {
     /// Before a write: fails as a full disk does while `diskFull` is set.
     @inline(__always)
     static func beforeWrite(path: String) throws(StorageError) {
-        if diskFull.load(ordering: .relaxed) { throw .io(operation: "pwrite", path: path, errno: ENOSPC) }
-        if anyScoped.load(ordering: .relaxed) {
-            let full = scoped.withLock { m -> Bool in
-                guard let key = m.keys.first(where: { path.hasPrefix($0) }), let left = m[key] else { return false }
-                if left == 0 { return true }
-                m[key] = left - 1
-                return false
-            }
-            if full { throw .io(operation: "pwrite", path: path, errno: ENOSPC) }
-        }
+        if diskFull.load(ordering: .relaxed) || scopedWrites.fails(path) { throw .io(operation: "pwrite", path: path, errno: ENOSPC) }
     }
 
     /// Before a sync: sleeps while `syncDelayMs` is set; fails as a failed writeback does where a
@@ -101,14 +72,37 @@ public enum StoreFaults {
     static func beforeSync(_ operation: String, path: String) throws(StorageError) {
         let ms = syncDelayMs.load(ordering: .relaxed)
         if ms > 0 { usleep(UInt32(ms) * 1_000) }
-        if anyScopedSyncs.load(ordering: .relaxed) {
-            let fail = scopedSyncs.withLock { m -> Bool in
-                guard let key = m.keys.first(where: { path.hasPrefix($0) }), let left = m[key] else { return false }
-                if left == 0 { return true }
-                m[key] = left - 1
-                return false
-            }
-            if fail { throw .io(operation: operation, path: path, errno: EIO) }
+        if scopedSyncs.fails(path) { throw .io(operation: operation, path: path, errno: EIO) }
+    }
+}
+
+/// Tests' faults scoped by path prefix: each prefix lets a number of operations more succeed, then
+/// every later one fails until cleared. One relaxed load while none is armed.
+final class ScopedCountdown: Sendable {
+    private let left = Mutex<[String: Int]>([:])
+    private let armed = Atomic<Bool>(false)
+
+    func arm(_ prefix: String, after successes: Int) {
+        left.withLock { $0[prefix] = max(0, successes) }
+        armed.store(true, ordering: .relaxed)
+    }
+
+    func clear(_ prefix: String) {
+        left.withLock {
+            $0[prefix] = nil
+            armed.store(!$0.isEmpty, ordering: .relaxed)
+        }
+    }
+
+    /// Whether this operation on `path` fails (counting it down if it does not).
+    @inline(__always)
+    func fails(_ path: String) -> Bool {
+        guard armed.load(ordering: .relaxed) else { return false }
+        return left.withLock { m -> Bool in
+            guard let key = m.keys.first(where: { path.hasPrefix($0) }), let n = m[key] else { return false }
+            if n == 0 { return true }
+            m[key] = n - 1
+            return false
         }
     }
 }

@@ -36,8 +36,9 @@ final class SimNode {
     /// The sync of `inFlight` finished while the process was paused.
     var syncFinishedWhilePaused = false
     var slowDisk = false
-    // A leader's deferred syncs, made as mqbroker's driver makes them (docs/replication.md): once the
-    // Readies run out, inline when the mailbox is empty, else one request at a time to the flusher.
+    // A leader's deferred syncs, made as the driver makes them (docs/replication.md): once the Readies
+    // run out, inline when the mailbox is empty and the loop is the replica's own, else one request
+    // at a time to the flusher (always, in mqbroker, whose replica shares a loop with its clients).
     /// The last deferred write no sync was asked for yet.
     var deferredLast: (index: LogIndex, term: Term)?
     /// A request is out with the flusher; its generation (a full sync forgets it, as the driver does).

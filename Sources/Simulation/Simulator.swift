@@ -285,10 +285,11 @@ public final class Simulator {
                 continue
             }
             // No Ready left: the deferred writes are made durable, as the driver's `nextReady` does:
-            // inline when nothing waits in the mailbox, else by the flusher while the node steps on.
-            // Here an input is stepped the moment it arrives, so the mailbox is nearly always empty;
-            // in a process, inputs arrive while it decides. So an empty mailbox still sends half of
-            // the syncs to the flusher, and the node keeps stepping while they run.
+            // inline when nothing waits in the mailbox (a replica on a loop of its own), else by the
+            // flusher while the node steps on (and always in mqbroker, whose replica shares its loop
+            // with clients). Here an input is stepped the moment it arrives, so the mailbox is nearly
+            // always empty; so an empty mailbox still sends half of the syncs to the flusher, and both
+            // paths are explored.
             if let d = n.deferredLast, !n.syncRequestOut, !options.brokenRules.contains(.neverSyncDeferred) {
                 n.deferredLast = nil
                 if n.mailboxCount == 0 && random.chance(0.5) {
