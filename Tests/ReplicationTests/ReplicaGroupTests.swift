@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import RaftCore
+import Remoting
 import Synchronization
 import Testing
 @testable import LogStore
@@ -59,9 +60,13 @@ private final class ReplicaGroup: @unchecked Sendable {
 
     func commitlog(_ id: NodeID) -> String { root + "/\(id)/commitlog" }
 
-    func start(_ id: NodeID) throws {
+    /// `loop`: run the replica on this event loop (`run(on:)`, as mqbroker runs it on the loop that
+    /// also serves its clients); nil: on a loop of its own. `checkpointIntervalMs`: the store's
+    /// checkpoint, which also syncs the log (a long one leaves every sync to the driver).
+    func start(_ id: NodeID, on loop: (any EventLoop)? = nil, checkpointIntervalMs: Int = 1000) throws {
         let dir = root + "/\(id)"
-        let store = try LogStore.open(LogStoreOptions(directory: dir + "/commitlog", segmentBytes: 1 << 20, indexFileBytes: 32 * 4096, flushMode: .sync, entryBodyBytesMax: 64 << 10))
+        let store = try LogStore.open(LogStoreOptions(directory: dir + "/commitlog", segmentBytes: 1 << 20, indexFileBytes: 32 * 4096, flushMode: .sync,
+                                                      entryBodyBytesMax: 64 << 10, checkpointIntervalMs: checkpointIntervalMs))
         stores[id] = store
         var config = RaftConfig(id: id, voters: ids)
         config.electionTimeoutTicks = 30
@@ -73,7 +78,7 @@ private final class ReplicaGroup: @unchecked Sendable {
         let replica = RaftReplica(options: options, store: store, hardStateFile: HardStateFile(path: dir + "/hardstate"),
                                   logger: Logger(label: "replica-\(id)")) { batch in await sink.add(batch) }
         replicas[id] = replica
-        tasks[id] = Task { try await replica.run() }
+        tasks[id] = Task { try await replica.run(on: loop) }
     }
 
     /// Stops the replica as a crash of its process would (its store is closed after the task ends).
@@ -178,6 +183,90 @@ private final class ReplicaGroup: @unchecked Sendable {
             throw error
         }
         try await g.shutdown()
+    }
+
+    /// mqbroker runs its replica on its first event loop, which also serves clients (`run(on:)`): a
+    /// send read there is offered to the driver on that thread, and the driver answers it from its
+    /// commit callback on that thread too. With a follower down, every commit needs the leader's own
+    /// copy; on a shared loop its deferred syncs always go to the flusher, so if that path lost one,
+    /// nothing would commit (the stores' checkpoints, which sync too, are an hour apart here).
+    @Test func onALoopThatAlsoServesClientsOfferedEntriesCommitAndAreAnsweredThere() async throws {
+        let sendCode: Int32 = 31_000
+        let g = try await ReplicaGroup()
+        let loops = Dictionary(uniqueKeysWithValues: g.ids.map { ($0, MultiThreadedEventLoopGroup(numberOfThreads: 1)) })
+        let clientGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let client = RemotingClient(group: clientGroup, logger: Logger(label: "clients"))
+        var serving: [Task<Void, any Error>] = []
+        let offLoop = Atomic<Int>(0)
+        let offered = Atomic<Int>(0)
+        func finish() async throws {
+            await client.close()
+            for t in serving { t.cancel(); _ = await t.result }
+            try await g.shutdown()
+            for l in loops.values { try await l.shutdownGracefully() }
+            try await clientGroup.shutdownGracefully()
+        }
+        do {
+            var ports: [NodeID: Int] = [:]
+            for id in g.ids {
+                let loop = loops[id]!.next()
+                try g.start(id, on: loop, checkpointIntervalMs: 3_600_000)
+                let replica = g.replicas[id]!
+                let processor = RemotingProcessor(name: "send", codes: [sendCode], maxQueuedRequests: 1_000, inline: { request, connection in
+                    if !loop.inEventLoop { offLoop.add(1, ordering: .relaxed) }
+                    let data = request.body.map { Array($0.readableBytesView) } ?? []
+                    let taken = replica.offer(data, guard: nil, timeout: .seconds(15)) { result in
+                        if !loop.inEventLoop { offLoop.add(1, ordering: .relaxed) }
+                        let code: Int32 = (try? result.get()) != nil ? 0 : 1
+                        connection.respond(.response(to: request, code: code), to: request)
+                    }
+                    if taken { offered.add(1, ordering: .relaxed) }
+                    return taken
+                }) { request, _ in .response(to: request, code: 2, remark: "the mailbox was full") }
+                let server = RemotingServer(options: RemotingServerOptions(host: "127.0.0.\(id.rawValue + 1)", port: 0), processors: [processor],
+                                            group: loop, logger: Logger(label: "clients-\(id)"))
+                let (bound, boundContinuation) = AsyncStream.makeStream(of: Int.self)
+                serving.append(Task { try await server.run { boundContinuation.yield($0.port ?? 0) } })
+                var it = bound.makeAsyncIterator()
+                ports[id] = try #require(await it.next())
+            }
+            let leader = try await g.leader()
+            let down = g.ids.first { $0 != leader }!
+            try await g.stop(down)
+            let up = g.ids.first { $0 != leader && $0 != down }!
+            let syncsBefore = g.stores[leader]!.statistics.dataSyncs
+            let connection = try await client.connection(to: "127.0.0.\(leader.rawValue + 1):\(ports[leader]!)")
+            // 400 sends, 64 at a time, as a producer keeps them in flight.
+            let codes = try await withThrowingTaskGroup(of: Int32.self) { tasks in
+                var codes: [Int32] = []
+                for k in 0..<400 {
+                    if k >= 64, let c = try await tasks.next() { codes.append(c) }
+                    tasks.addTask {
+                        try await connection.request(.request(code: sendCode, opaque: 0, body: ByteBuffer(string: "s\(k)")), timeoutMilliseconds: 20_000).code
+                    }
+                }
+                for try await c in tasks { codes.append(c) }
+                return codes
+            }
+            #expect(codes.count == 400 && codes.allSatisfy { $0 == 0 }, "answers other than SEND_OK: \(codes.filter { $0 != 0 })")
+            #expect(offered.load(ordering: .relaxed) == 400, "every send was taken on the loop")
+            #expect(offLoop.load(ordering: .relaxed) == 0, "the offer or its commit callback ran off the replica's loop")
+            #expect(g.stores[leader]!.statistics.dataSyncs > syncsBefore, "the leader never synced its own appends")
+            let applied = try await g.waitApplied(up, count: 400)
+            #expect(Set(applied) == Set((0..<400).map { Array("s\($0)".utf8) }) && applied.count == 400, "the follower applied every send once")
+            #expect(try await g.waitApplied(leader, count: 400) == applied, "leader and follower applied the same order")
+            let deadline = Date().addingTimeInterval(10)
+            while let s = g.replicas[leader]!.status?.raft, s.persistedIndex < s.lastIndex, Date() < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            let s = try #require(g.replicas[leader]!.status?.raft)
+            #expect(s.persistedIndex == s.lastIndex, "durable \(s.persistedIndex), last \(s.lastIndex)")
+            #expect(g.stores[leader]!.durablePosition == g.stores[leader]!.writePosition)
+        } catch {
+            try await finish()
+            throw error
+        }
+        try await finish()
     }
 
     @Test func whenTheLeaderStopsAnotherTakesOverAndNothingCommittedIsLost() async throws {
