@@ -92,4 +92,69 @@ import TestSupport
         let calls = transport.directWriteCalls.load(ordering: .relaxed)
         #expect(calls < direct, "\(direct) messages written directly in \(calls) writes: a Ready's messages to one peer share a write")
     }
+
+    /// A full outbox keeps the oldest messages and drops the newest, also when only part of a
+    /// Ready's messages fit: the part that fits goes in order, the rest is dropped, and once the
+    /// sender has drained the outbox there is room again.
+    @Test func aReadyThatOnlyPartlyFitsTheOutboxKeepsItsFirstMessagesAndDropsTheRest() async throws {
+        let logger = Logger(label: "peer-transport-test")
+        let received = Mutex<[UInt64]>([])
+        let serverGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let inbound = RemotingProcessor(name: "raft", codes: [RequestCode.raftMessage], maxQueuedRequests: 1_000, inline: { request, _ in
+            if let body = request.body, let m = try? RaftWire.decode(body), case .heartbeat(let commit, _) = m.body {
+                received.withLock { $0.append(commit.rawValue) }
+            }
+            return true
+        }) { _, _ in nil }
+        let server = RemotingServer(options: RemotingServerOptions(host: "127.0.0.1", port: 0), processors: [inbound], group: serverGroup, logger: logger)
+        let (bound, boundContinuation) = AsyncStream.makeStream(of: Int.self)
+        let serving = Task { try await server.run { boundContinuation.yield($0.port ?? 0) } }
+        var it = bound.makeAsyncIterator()
+        let port = try #require(await it.next())
+
+        let loopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let client = RemotingClient(group: loopGroup, logger: logger)
+        let transport = PeerTransport(selfID: NodeID(1), addresses: [NodeID(1): "127.0.0.1:1", NodeID(2): "127.0.0.1:\(port)", NodeID(3): "127.0.0.1:1"],
+                                      client: client, outboxLimit: 5, logger: logger) { _ in }
+        func message(_ commit: UInt64, to: UInt64 = 2) -> Message {
+            Message(from: NodeID(1), to: NodeID(to), term: Term(1), body: .heartbeat(commit: LogIndex(commit), context: nil))
+        }
+        func waitFor(_ count: Int) async throws {
+            let deadline = ContinuousClock.now + .seconds(20)
+            while received.withLock({ $0.count }) < count && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            // Anything that should have been dropped would arrive right behind.
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        // No sender runs yet, so everything waits in the outbox (5 places).
+        transport.send([message(1), message(2), message(3)])
+        // Two places left: 4 and 5 go, 6 and 7 are dropped; a message to another peer in the same
+        // Ready has an outbox of its own.
+        transport.send([message(4), message(5), message(100, to: 3), message(6), message(7)])
+        transport.send(message(8))
+        transport.send([message(9), message(10)])
+        let (first, second) = try await withTaskExecutorPreference(LoopExecutor(loopGroup.next())) {
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { await transport.run() }
+                try await waitFor(5)
+                let first = received.withLock { $0 }
+                // Drained: a Ready fits whole again.
+                transport.send([message(11), message(12), message(13)])
+                try await waitFor(8)
+                let second = received.withLock { $0 }
+                transport.close()
+                tasks.cancelAll()
+                return (first, second)
+            }
+        }
+        await client.close()
+        serving.cancel()
+        _ = try? await serving.value
+        try await loopGroup.shutdownGracefully()
+        try await serverGroup.shutdownGracefully()
+
+        #expect(first == [1, 2, 3, 4, 5], "from the full outbox: \(first)")
+        #expect(second == [1, 2, 3, 4, 5, 11, 12, 13], "after it drained: \(second)")
+    }
 }
