@@ -31,6 +31,7 @@ import TestSupport
         let dir = tmp.path + "/q"
         let q = try ConsumeQueue(directory: dir, fileBytes: 20 * 100)
         try q.append((0..<7).map(entry), at: 0)
+        try q.flush()
         // Half an entry after the seventh, as a crash mid-write leaves it.
         let h = try #require(FileHandle(forWritingAtPath: dir + "/00000000000000000000"))
         h.seek(toFileOffset: 7 * 20)
@@ -48,6 +49,7 @@ import TestSupport
         let q = try ConsumeQueue(directory: dir, fileBytes: 20 * 10)
         try q.append([entry(25), entry(26)], at: 25)
         #expect(q.minOffset == 25 && q.maxOffset == 27)
+        try q.flush()
         let again = try ConsumeQueue(directory: dir, fileBytes: 20 * 10)
         #expect(again.minOffset == 25 && again.maxOffset == 27)
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["00000000000000000400"])
@@ -59,6 +61,7 @@ import TestSupport
         let dir = tmp.path + "/q"
         let q = try ConsumeQueue(directory: dir, fileBytes: 20 * 8)
         try q.append((0..<30).map(entry), at: 0)
+        try q.flush()
         try q.truncate(fromCommitLogOffset: 2_050)   // entries 21... point at 2100 and later
         #expect(q.maxOffset == 21)
         try q.truncate(from: 16)                     // a file boundary
@@ -74,6 +77,7 @@ import TestSupport
         let dir = tmp.path + "/q"
         let q = try ConsumeQueue(directory: dir, fileBytes: 20 * 10)
         try q.append((0..<35).map(entry), at: 0)
+        try q.flush()
         #expect(try q.deleteFiles(beforeCommitLogOffset: 2_000) == 2, "files 0-9 and 10-19 point before 2000")
         #expect(q.minOffset == 20 && q.maxOffset == 35)
         #expect(try q.read(from: 20, maxCount: 1) == [entry(20)])
@@ -122,7 +126,15 @@ import TestSupport
                 case 8:
                     if let e = model.last { try q.deleteFiles(beforeCommitLogOffset: e.commitLogOffset / 2) }
                 default:
+                    // A clean reopen (flushed), or a crash: the entries not yet written are lost,
+                    // fewer than writeBehindEntries, and what survives is a prefix.
+                    let clean = rng.next() % 2 == 0
+                    if clean { try q.flush() }
                     q = try ConsumeQueue(directory: dir, fileBytes: 20 * UInt64(fileEntries))
+                    let survived = Int(q.maxOffset)
+                    #expect(survived <= model.count && (clean ? survived == model.count : model.count - survived < ConsumeQueue.writeBehindEntries),
+                            "round \(round): \(survived) of \(model.count) entries after a \(clean ? "clean reopen" : "crash")")
+                    model.removeLast(model.count - min(survived, model.count))
                 }
                 #expect(Int(q.maxOffset) == model.count, "round \(round)")
                 let lo = Int(q.minOffset)
@@ -135,6 +147,59 @@ import TestSupport
                 }
             }
         }
+    }
+
+    /// Entries are written to the file only once `writeBehindEntries` wait, or at `flush`; until
+    /// then reads find them in memory, also reads that start in the file and run into them.
+    @Test func entriesAreWrittenBehindAndReadableBeforeTheyAre() throws {
+        let tmp = TempDirectory()
+        let dir = tmp.path + "/q"
+        let behind = ConsumeQueue.writeBehindEntries
+        let q = try ConsumeQueue(directory: dir, fileBytes: 20 * 1_000)
+        try q.append((0..<behind - 1).map(entry), at: 0)
+        #expect(try ConsumeQueue(directory: dir, fileBytes: 20 * 1_000).maxOffset == 0, "nothing written below the threshold")
+        #expect(try q.read(from: 0, maxCount: 1_000) == (0..<behind - 1).map(entry))
+        try q.append([entry(behind - 1)], at: UInt64(behind - 1))
+        #expect(try ConsumeQueue(directory: dir, fileBytes: 20 * 1_000).maxOffset == UInt64(behind), "written at the threshold, in one go")
+        // Enough that the oldest entries leave the tail, then a few that wait.
+        var n = behind
+        while n < 3 * ConsumeQueue.tailEntries {
+            try q.append((n..<n + 150).map(entry), at: UInt64(n))
+            n += 150
+        }
+        try q.flush()
+        try q.append((n..<n + 50).map(entry), at: UInt64(n))
+        n += 50
+        #expect(try ConsumeQueue(directory: dir, fileBytes: 20 * 1_000).maxOffset == UInt64(n - 50))
+        #expect(try q.read(from: 10, maxCount: 10_000) == (10..<n).map(entry), "from the file into the entries not yet written")
+        #expect(try q.read(from: UInt64(n - 60), maxCount: 20) == (n - 60..<n - 40).map(entry))
+        // Truncation inside the unwritten entries, then before them.
+        try q.truncate(from: UInt64(n - 20))
+        #expect(try q.maxOffset == UInt64(n - 20) && q.read(from: UInt64(n - 25), maxCount: 100) == (n - 25..<n - 20).map(entry))
+        try q.truncate(from: UInt64(n - 100))
+        #expect(q.maxOffset == UInt64(n - 100))
+        try q.append([entry(7_777)], at: UInt64(n - 100))
+        try q.flush()
+        let again = try ConsumeQueue(directory: dir, fileBytes: 20 * 1_000)
+        #expect(again.maxOffset == UInt64(n - 99))
+        #expect(try again.read(from: UInt64(n - 102), maxCount: 10) == [entry(n - 102), entry(n - 101), entry(7_777)])
+    }
+
+    /// A write that fails (a full disk) fails the append that triggered it, and changes nothing:
+    /// neither the queue's end nor the entries still waiting.
+    @Test func anAppendWhoseWriteFailsChangesNothing() throws {
+        let tmp = TempDirectory()
+        let dir = tmp.path + "/q"
+        let q = try ConsumeQueue(directory: dir, fileBytes: 20 * 1_000)
+        try q.append((0..<10).map(entry), at: 0)
+        StoreFaults.fillDisk(under: dir, afterWrites: 0)
+        #expect(throws: StorageError.self) { try q.append((10..<10 + ConsumeQueue.writeBehindEntries).map(entry), at: 10) }
+        #expect(try q.maxOffset == 10 && q.read(from: 0, maxCount: 100) == (0..<10).map(entry))
+        #expect(throws: StorageError.self) { try q.flush() }
+        StoreFaults.clearDiskFull(under: dir)
+        try q.append((10..<20).map(entry), at: 10)
+        try q.flush()
+        #expect(try ConsumeQueue(directory: dir, fileBytes: 20 * 1_000).read(from: 0, maxCount: 100) == (0..<20).map(entry))
     }
 
     @Test func aFileSizeThatIsNotAMultipleOf20IsRefused() {
