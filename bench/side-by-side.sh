@@ -7,8 +7,6 @@
 # fsyncs) and ASYNC_FLUSH (with NATS, which does not). For each RaftMQ run the brokers' peak resident
 # memory (VmHWM) is recorded too. RabbitMQ runs when rabbitmq-server is installed (apt-get install -y
 # rabbitmq-server; its Erlang install is heavy), and is left out otherwise.
-# Before the first round, bench/pretouch.sh writes and frees PRETOUCH_GIB GiB (default 8; 0 skips) of
-# memory, so that no system pays this VM's first touch of fresh guest memory for the others.
 #   bench/side-by-side.sh [ROUNDS]        results: $PEERS_OUT/side-by-side/*.json and a table on stdout
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -28,7 +26,6 @@ rss() {  # the peak resident memory of the running RaftMQ brokers, MiB, comma se
   done
   echo "${list%,}"
 }
-[ "${PRETOUCH_GIB:-8}" = 0 ] || "$here/pretouch.sh" "${PRETOUCH_GIB:-8}"
 for r in $(seq 1 "$rounds"); do
   log "round $r of $rounds: etcd"
   "$PEERS_DIR/etcd.sh" start >/dev/null 2>&1 && "$PEERS_DIR/etcd.sh" throughput "side-$r" leader && cp "$PEERS_OUT/etcd/side-$r.json" "$out/etcd.$r.json"
