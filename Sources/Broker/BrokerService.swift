@@ -386,8 +386,16 @@ public final class BrokerService: Sendable {
     func sendAnswer(_ request: RemotingCommand, _ plan: SendPlan, _ result: Appended, appendStart: ContinuousClock.Instant) -> RemotingCommand {
         counters.withLock { $0.put += Int64(plan.records.count) }
         options.observer?.stored(topic: plan.topic, messages: plan.records.count, bytes: plan.entryBytes, appendDuration: ContinuousClock.now - appendStart)
-        let placed = (try? store.queue(plan.key)?.read(from: UInt64(result.queueOffset), maxCount: plan.records.count)) ?? []
-        let ids = placed.map { offsetMessageId(storeHost: storeHost, physicalOffset: $0.commitLogOffset) }.joined(separator: ",")
+        let queue = store.queue(plan.key)
+        let ids: String
+        if plan.records.count == 1 {
+            // The common send: its one entry from the queue's tail, without arrays.
+            ids = (try? queue?.entry(at: UInt64(result.queueOffset))).flatMap { $0 }
+                .map { offsetMessageId(storeHost: storeHost, physicalOffset: $0.commitLogOffset) } ?? ""
+        } else {
+            let placed = (try? queue?.read(from: UInt64(result.queueOffset), maxCount: plan.records.count)) ?? []
+            ids = placed.map { offsetMessageId(storeHost: storeHost, physicalOffset: $0.commitLogOffset) }.joined(separator: ",")
+        }
         // SYNC_MASTER's "sent, but not on a slave" answers carry the message's place too (clients
         // count them as sent; retryAnotherBrokerWhenNotStoreOK decides).
         let code: Int32

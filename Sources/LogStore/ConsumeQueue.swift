@@ -214,6 +214,18 @@ public final class ConsumeQueue: Sendable {
         return out
     }
 
+    /// The entry at logical offset `offset` (nil outside [minOffset, maxOffset)): from the tail in
+    /// memory without an allocation, which is where a send's answer finds its own entry.
+    public func entry(at offset: UInt64) throws(StorageError) -> Entry? {
+        let cached = state.withLock { s -> Entry?? in
+            guard offset >= s.minOffset, offset < s.maxOffset else { return .some(nil) }
+            guard offset >= s.tailStart, offset - s.tailStart < UInt64(s.tail.count) else { return nil }
+            return .some(s.tail[Int(offset - s.tailStart)])
+        }
+        if let cached { return cached }
+        return try read(from: offset, maxCount: 1).first
+    }
+
     private static func readEntries(_ files: [SegmentFile], from: UInt64, count: Int) throws(StorageError) -> [Entry] {
         var out: [Entry] = []
         var offset = from

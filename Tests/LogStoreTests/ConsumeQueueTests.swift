@@ -202,6 +202,19 @@ import TestSupport
         #expect(try ConsumeQueue(directory: dir, fileBytes: 20 * 1_000).read(from: 0, maxCount: 100) == (0..<20).map(entry))
     }
 
+    @Test func oneEntryByOffsetFromTheTailTheFileOrNowhere() throws {
+        let tmp = TempDirectory()
+        let q = try ConsumeQueue(directory: tmp.path + "/q", fileBytes: 20 * 100)
+        #expect(try q.entry(at: 0) == nil, "an empty queue")
+        let n = 3 * ConsumeQueue.tailEntries
+        try q.append((0..<n).map(entry), at: 0)
+        try q.append((n..<n + 5).map(entry), at: UInt64(n))   // waiting to be written
+        for k in [0, 1, 99, 100, n - 1, n, n + 4] {
+            #expect(try q.entry(at: UInt64(k)) == entry(k), "entry \(k)")
+        }
+        #expect(try q.entry(at: UInt64(n + 5)) == nil, "past the end")
+    }
+
     @Test func aFileSizeThatIsNotAMultipleOf20IsRefused() {
         let tmp = TempDirectory()
         #expect(throws: StorageError.self) { try ConsumeQueue(directory: tmp.path + "/q", fileBytes: 1_001) }
