@@ -128,31 +128,39 @@ public final class ConsumeQueue: Sendable {
     /// Appends `entries` at logical offset `at`, which must be `maxOffset` (or, for an empty queue,
     /// any offset: the entries before it in its file are written blank). The entries are readable at
     /// once; they reach the file once `writeBehindEntries` wait, or at `flush`. An append that
-    /// throws (its write failed) changed nothing.
+    /// throws (its write failed) added nothing: the same append may be tried again.
     public func append(_ entries: [Entry], at: UInt64) throws(StorageError) {
         guard !entries.isEmpty else { return }
         try state.withLock { (s) throws(StorageError) in
-            var maxOffset = s.maxOffset, minOffset = s.minOffset
-            if s.files.isEmpty && s.pending.isEmpty {
-                minOffset = at
-                maxOffset = at - at % (fileBytes / Self.entryBytes)
+            if s.files.isEmpty && s.pending.isEmpty && s.minOffset == s.maxOffset {
+                // An empty queue starts at `at`, its first file at the file boundary before it. Kept
+                // even if this append's write fails, so that trying it again is accepted.
+                s.minOffset = at
+                s.maxOffset = at - at % (fileBytes / Self.entryBytes)
             }
-            guard at == maxOffset || (maxOffset < at && minOffset == at) else {
+            guard at == s.maxOffset || (s.maxOffset < at && s.minOffset == at) else {
                 throw .invalidArgument("consume queue \(directory): append at \(at), but the queue ends at \(s.maxOffset)")
             }
-            let start = s.pending.isEmpty ? maxOffset : s.pendingStart
-            var bytes = s.pending
-            bytes.reserveCapacity(bytes.count + Int(at - maxOffset + UInt64(entries.count)) * Int(Self.entryBytes))
-            for _ in maxOffset..<at { Self.encode(.blank, into: &bytes) }
+            let start = s.pending.isEmpty ? s.maxOffset : s.pendingStart
+            // The waiting bytes, taken out of the state (no copy) and put back if the write fails.
+            var bytes: [UInt8] = []
+            swap(&bytes, &s.pending)
+            let waiting = bytes.count
+            bytes.reserveCapacity(waiting + Int(at - s.maxOffset + UInt64(entries.count)) * Int(Self.entryBytes))
+            for _ in s.maxOffset..<at { Self.encode(.blank, into: &bytes) }
             for e in entries { Self.encode(e, into: &bytes) }
             if bytes.count / Int(Self.entryBytes) >= Self.writeBehindEntries {
-                try write(bytes, at: start, &s)
-                s.pending = []
+                do throws(StorageError) {
+                    try write(bytes, at: start, &s)
+                } catch {
+                    bytes.removeLast(bytes.count - waiting)
+                    s.pending = bytes
+                    throw error
+                }
             } else {
                 s.pending = bytes
                 s.pendingStart = start
             }
-            s.minOffset = minOffset
             s.maxOffset = at + UInt64(entries.count)
             // The in-memory tail: continued from the old end, or started again at the append.
             if s.tail.isEmpty || s.tailStart + UInt64(s.tail.count) != at {
@@ -168,19 +176,24 @@ public final class ConsumeQueue: Sendable {
         }
     }
 
-    /// Writes encoded entries from logical offset `offset` on, creating files as needed.
+    /// Writes encoded entries from logical offset `offset` on, creating files as needed. A write that
+    /// failed part of the way may be repeated from the same offset: it finds the files it made.
     private func write(_ bytes: [UInt8], at offset: UInt64, _ s: inout State) throws(StorageError) {
         var at = 0
         var offset = offset
         while at < bytes.count {
             let byte = offset * Self.entryBytes
             let file: SegmentFile
-            if let last = s.files.last, last.contains(byte) {
-                file = last
+            if let known = s.files.last(where: { $0.contains(byte) }) {
+                file = known
             } else {
-                file = try SegmentFile(directory: directory, start: byte - byte % fileBytes, capacity: fileBytes, create: true)
-                try FileIO.fsyncDirectory(directory)
+                let start = byte - byte % fileBytes
+                // A file an earlier, failed write created (its entries were never counted).
+                let exists = access(directory + "/" + SegmentName.name(start), F_OK) == 0
+                file = try SegmentFile(directory: directory, start: start, capacity: fileBytes, create: !exists)
                 s.files.append(file)
+                s.files.sort { $0.start < $1.start }
+                try FileIO.fsyncDirectory(directory)
             }
             let n = min(bytes.count - at, Int(file.end - byte))
             try storageCall { try bytes.withUnsafeBytes { try file.write(UnsafeRawBufferPointer(rebasing: $0[at..<at + n]), at: byte) } }
@@ -198,7 +211,8 @@ public final class ConsumeQueue: Sendable {
                 // Before the tail: the files hold everything up to `writtenEnd`; the entries after it
                 // are all in the tail.
                 var unwritten: [Entry] = []
-                if !s.pending.isEmpty, from < s.writtenEnd, s.writtenEnd >= s.tailStart, s.writtenEnd - s.tailStart < UInt64(s.tail.count) {
+                if !s.pending.isEmpty, from < s.writtenEnd, maxCount > 0, s.writtenEnd - from < UInt64(maxCount),
+                   s.writtenEnd >= s.tailStart, s.writtenEnd - s.tailStart < UInt64(s.tail.count) {
                     unwritten = Array(s.tail[Int(s.writtenEnd - s.tailStart)...])
                 }
                 return (s.files, s.minOffset, s.maxOffset, s.writtenEnd, nil, unwritten)
@@ -255,7 +269,6 @@ public final class ConsumeQueue: Sendable {
                 Self.trimTail(&s)
                 return
             }
-            s.pending = []
             let byte = max(from, s.files.first.map { $0.start / Self.entryBytes } ?? 0) * Self.entryBytes
             while let last = s.files.last, last.start > byte || (last.start == byte && s.files.count > 1) {
                 try FileIO.unlink(last.path)
@@ -269,6 +282,7 @@ public final class ConsumeQueue: Sendable {
                 try last.sync()
             }
             try FileIO.fsyncDirectory(directory)
+            s.pending = []
             s.maxOffset = byte / Self.entryBytes
             s.minOffset = min(s.minOffset, s.maxOffset)
             Self.trimTail(&s)
@@ -330,7 +344,17 @@ public final class ConsumeQueue: Sendable {
             defer { s.dirty.removeAll() }
             return s.dirty
         }
-        for f in dirty { try f.sync() }
+        for (k, f) in dirty.enumerated() {
+            do throws(StorageError) {
+                try f.sync()
+            } catch {
+                // The files not synced stay dirty for the next flush.
+                state.withLock { s in
+                    for g in dirty[k...] where !s.dirty.contains(where: { $0 === g }) { s.dirty.append(g) }
+                }
+                throw error
+            }
+        }
     }
 
     static func encode(_ e: Entry, into out: inout [UInt8]) {

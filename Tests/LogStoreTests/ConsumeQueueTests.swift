@@ -202,6 +202,34 @@ import TestSupport
         #expect(try ConsumeQueue(directory: dir, fileBytes: 20 * 1_000).read(from: 0, maxCount: 100) == (0..<20).map(entry))
     }
 
+    /// A write that fails part of the way (the first file written, the next one created, its write
+    /// refused) and the first write of a queue that starts late can both be tried again.
+    @Test func aWriteThatFailedPartOfTheWayCanBeTriedAgain() throws {
+        let tmp = TempDirectory()
+        let dir = tmp.path + "/q"
+        let behind = ConsumeQueue.writeBehindEntries
+        let q = try ConsumeQueue(directory: dir, fileBytes: 20 * UInt64(behind - 50))
+        try q.append((0..<behind - 20).map(entry), at: 0)
+        StoreFaults.fillDisk(under: dir, afterWrites: 1)
+        #expect(throws: StorageError.self) { try q.append((behind - 20..<behind + 20).map(entry), at: UInt64(behind - 20)) }
+        #expect(q.maxOffset == UInt64(behind - 20))
+        StoreFaults.clearDiskFull(under: dir)
+        try q.append((behind - 20..<behind + 20).map(entry), at: UInt64(behind - 20))
+        try q.flush()
+        #expect(try ConsumeQueue(directory: dir, fileBytes: 20 * UInt64(behind - 50)).read(from: 0, maxCount: 1_000) == (0..<behind + 20).map(entry))
+
+        let late = tmp.path + "/late"
+        let l = try ConsumeQueue(directory: late, fileBytes: 20 * 1_000)
+        StoreFaults.fillDisk(under: late, afterWrites: 0)
+        #expect(throws: StorageError.self) { try l.append([entry(7)], at: UInt64(behind + 300)) }
+        StoreFaults.clearDiskFull(under: late)
+        try l.append([entry(7)], at: UInt64(behind + 300))
+        #expect(l.minOffset == UInt64(behind + 300) && l.maxOffset == UInt64(behind + 301))
+        try l.flush()
+        let again = try ConsumeQueue(directory: late, fileBytes: 20 * 1_000)
+        #expect(try again.minOffset == UInt64(behind + 300) && again.read(from: UInt64(behind + 300), maxCount: 5) == [entry(7)])
+    }
+
     @Test func oneEntryByOffsetFromTheTailTheFileOrNowhere() throws {
         let tmp = TempDirectory()
         let q = try ConsumeQueue(directory: tmp.path + "/q", fileBytes: 20 * 100)
