@@ -33,6 +33,8 @@ public final class MessageStore: Sendable {
         public var rootDirectory: String
         /// mappedFileSizeConsumeQueue (bytes, a multiple of 20).
         public var consumeQueueFileBytes: UInt64 = 300_000 * 20
+        /// Entries a consume queue keeps in memory before it writes them (ConsumeQueue.writeBehindEntries).
+        public var consumeQueueWriteBehind = ConsumeQueue.writeBehindEntries
         /// storePathConsumeQueue (default `<rootDirectory>/consumequeue`).
         public var consumeQueueDirectory: String?
         /// The key index (messageIndexEnable); nil: none.
@@ -124,7 +126,7 @@ public final class MessageStore: Sendable {
         for topic in (try? fm.contentsOfDirectory(atPath: consumeQueueDirectory)) ?? [] {
             for q in (try? fm.contentsOfDirectory(atPath: consumeQueueDirectory + "/" + topic)) ?? [] {
                 guard let id = Int32(q) else { continue }
-                let cq = try ConsumeQueue(directory: "\(consumeQueueDirectory)/\(topic)/\(q)", fileBytes: options.consumeQueueFileBytes)
+                let cq = try ConsumeQueue(directory: "\(consumeQueueDirectory)/\(topic)/\(q)", fileBytes: options.consumeQueueFileBytes, writeBehind: options.consumeQueueWriteBehind)
                 try cq.truncate(fromCommitLogOffset: Int64(s.dispatchedEnd))
                 s.queues[QueueKey(topic, id)] = cq
             }
@@ -379,7 +381,7 @@ public final class MessageStore: Sendable {
     private func flushPending(_ key: QueueKey, _ p: Pending) throws {
         let cq = try state.withLock { (s) throws -> ConsumeQueue in
             if let q = s.queues[key] { return q }
-            let q = try ConsumeQueue(directory: "\(consumeQueueDirectory)/\(key.topic)/\(key.queueId)", fileBytes: options.consumeQueueFileBytes)
+            let q = try ConsumeQueue(directory: "\(consumeQueueDirectory)/\(key.topic)/\(key.queueId)", fileBytes: options.consumeQueueFileBytes, writeBehind: options.consumeQueueWriteBehind)
             s.queues[key] = q
             return q
         }

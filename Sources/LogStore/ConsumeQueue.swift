@@ -59,13 +59,20 @@ public final class ConsumeQueue: Sendable {
 
     public let directory: String
     public let fileBytes: UInt64
+    /// This queue's `writeBehindEntries` (1: every append writes, as tests of failing writes want).
+    public let writeBehind: Int
     private let state: Mutex<State>
 
-    /// Opens (creating if needed) the queue in `directory`; `fileBytes` is a multiple of 20.
-    public init(directory: String, fileBytes: UInt64) throws(StorageError) {
+    /// Opens (creating if needed) the queue in `directory`; `fileBytes` is a multiple of 20;
+    /// `writeBehind` is between 1 and `writeBehindEntries`.
+    public init(directory: String, fileBytes: UInt64, writeBehind: Int = ConsumeQueue.writeBehindEntries) throws(StorageError) {
         guard fileBytes >= Self.entryBytes, fileBytes % Self.entryBytes == 0 else {
             throw .invalidArgument("a consume queue file of \(fileBytes) bytes is not a positive multiple of 20")
         }
+        guard (1...Self.writeBehindEntries).contains(writeBehind) else {
+            throw .invalidArgument("a consume queue writes behind 1 to \(Self.writeBehindEntries) entries, not \(writeBehind)")
+        }
+        self.writeBehind = writeBehind
         self.directory = directory
         self.fileBytes = fileBytes
         try FileIO.makeDirectories(directory)
@@ -149,7 +156,7 @@ public final class ConsumeQueue: Sendable {
             bytes.reserveCapacity(waiting + Int(at - s.maxOffset + UInt64(entries.count)) * Int(Self.entryBytes))
             for _ in s.maxOffset..<at { Self.encode(.blank, into: &bytes) }
             for e in entries { Self.encode(e, into: &bytes) }
-            if bytes.count / Int(Self.entryBytes) >= Self.writeBehindEntries {
+            if bytes.count / Int(Self.entryBytes) >= writeBehind {
                 do throws(StorageError) {
                     try write(bytes, at: start, &s)
                 } catch {

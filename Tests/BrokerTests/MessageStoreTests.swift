@@ -14,9 +14,19 @@ final class StoreFixture: @unchecked Sendable {
     let topics = TopicConfigTable(clusterName: "C", brokerName: "B", defaultTopicQueueNums: 4, autoCreateTopicEnable: true,
                                   clusterTopicEnable: true, brokerTopicEnable: true, traceTopicEnable: false, nowMs: 0)
 
-    init() throws {
+    /// Consume queues write behind this many entries.
+    let writeBehind: Int
+
+    init(writeBehind: Int = ConsumeQueue.writeBehindEntries) throws {
+        self.writeBehind = writeBehind
         log = try Self.openLog(root)
-        store = try MessageStore(options: MessageStore.Options(rootDirectory: root, initialTopics: topics), log: log, logger: Logger(label: "test"))
+        store = try MessageStore(options: Self.options(root, topics, writeBehind), log: log, logger: Logger(label: "test"))
+    }
+
+    static func options(_ root: String, _ topics: TopicConfigTable, _ writeBehind: Int) -> MessageStore.Options {
+        var o = MessageStore.Options(rootDirectory: root, initialTopics: topics)
+        o.consumeQueueWriteBehind = writeBehind
+        return o
     }
 
     static func openLog(_ root: String) throws -> LogStore {
@@ -35,7 +45,7 @@ final class StoreFixture: @unchecked Sendable {
     func reopen() throws {
         try log.close()
         log = try Self.openLog(root)
-        store = try MessageStore(options: MessageStore.Options(rootDirectory: root, initialTopics: topics), log: log, logger: Logger(label: "test"))
+        store = try MessageStore(options: Self.options(root, topics, writeBehind), log: log, logger: Logger(label: "test"))
     }
 
     deinit {

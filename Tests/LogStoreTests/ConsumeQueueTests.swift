@@ -246,6 +246,8 @@ import TestSupport
     @Test func aFileSizeThatIsNotAMultipleOf20IsRefused() {
         let tmp = TempDirectory()
         #expect(throws: StorageError.self) { try ConsumeQueue(directory: tmp.path + "/q", fileBytes: 1_001) }
+        #expect(throws: StorageError.self) { try ConsumeQueue(directory: tmp.path + "/q", fileBytes: 2_000, writeBehind: 0) }
+        #expect(throws: StorageError.self) { try ConsumeQueue(directory: tmp.path + "/q", fileBytes: 2_000, writeBehind: ConsumeQueue.writeBehindEntries + 1) }
     }
 }
 
