@@ -10,7 +10,8 @@ import Synchronization
 /// Built only from committed log entries, and rebuilt from the log on start: a consume queue is an
 /// index, never the truth. Recovery therefore only finds where the entries end (the first all-zero
 /// entry or a partial one) and the broker truncates what the log no longer holds
-/// (`truncate(fromCommitLogOffset:)`) before dispatching again.
+/// (`truncate(fromCommitLogOffset:)`) before dispatching again. That is also why appended entries
+/// may wait in memory before they are written (`writeBehindEntries`).
 public final class ConsumeQueue: Sendable {
     public struct Entry: Sendable, Equatable {
         public var commitLogOffset: Int64
