@@ -40,7 +40,7 @@ public final class ConsumeQueue: Sendable {
         var tail: [Entry] = []
         var tailStart: UInt64 = 0
         /// Encoded entries appended but not yet written to a file: logical offsets
-        /// [pendingStart, maxOffset). Fewer than `writeBehindEntries` (all in `tail`, or blanks).
+        /// [pendingStart, maxOffset). Fewer than `writeBehind` (all in `tail`, or blanks).
         var pending: [UInt8] = []
         var pendingStart: UInt64 = 0
         /// Where the files' entries end: everything before it is written to a file.
@@ -135,7 +135,7 @@ public final class ConsumeQueue: Sendable {
 
     /// Appends `entries` at logical offset `at`, which must be `maxOffset` (or, for an empty queue,
     /// any offset: the entries before it in its file are written blank). The entries are readable at
-    /// once; they reach the file once `writeBehindEntries` wait, or at `flush`. An append that
+    /// once; they reach the file once `writeBehind` wait, or at `flush`. An append that
     /// throws (its write failed) added nothing: the same append may be tried again.
     public func append(_ entries: [Entry], at: UInt64) throws(StorageError) {
         guard !entries.isEmpty else { return }

@@ -8,6 +8,49 @@ import Testing
 import TestSupport
 @testable import Replication
 
+/// A peer's port on 127.0.0.1 that records the commit index of every heartbeat it receives, in order.
+private final class HeartbeatSink: Sendable {
+    let port: Int
+    private let commits: Commits
+    private let group: MultiThreadedEventLoopGroup
+    private let serving: Task<Void, any Error>
+
+    private final class Commits: Sendable { let list = Mutex<[UInt64]>([]) }
+
+    private init(port: Int, commits: Commits, group: MultiThreadedEventLoopGroup, serving: Task<Void, any Error>) {
+        self.port = port
+        self.commits = commits
+        self.group = group
+        self.serving = serving
+    }
+
+    /// The commit indexes received so far, in order.
+    var received: [UInt64] { commits.list.withLock { $0 } }
+
+    static func start(logger: Logger) async throws -> HeartbeatSink {
+        let commits = Commits()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let inbound = RemotingProcessor(name: "raft", codes: [RequestCode.raftMessage], maxQueuedRequests: 100_000, inline: { request, _ in
+            if let body = request.body, let m = try? RaftWire.decode(body), case .heartbeat(let commit, _) = m.body {
+                commits.list.withLock { $0.append(commit.rawValue) }
+            }
+            return true
+        }) { _, _ in nil }
+        let server = RemotingServer(options: RemotingServerOptions(host: "127.0.0.1", port: 0), processors: [inbound], group: group, logger: logger)
+        let (bound, boundContinuation) = AsyncStream.makeStream(of: Int.self)
+        let serving = Task { try await server.run { boundContinuation.yield($0.port ?? 0) } }
+        var it = bound.makeAsyncIterator()
+        let port = try #require(await it.next())
+        return HeartbeatSink(port: port, commits: commits, group: group, serving: serving)
+    }
+
+    func stop() async throws {
+        serving.cancel()
+        _ = try? await serving.value
+        try await group.shutdownGracefully()
+    }
+}
+
 @Suite struct PeerTransportTests {
     /// The driver, on the peer connection's event loop, writes a message to the socket itself when
     /// nothing for that peer is queued or being sent; otherwise the peer's sender writes it. Mixed
@@ -17,19 +60,8 @@ import TestSupport
     /// node among them): those to the peer leave in one write.
     @Test func messagesToAPeerKeepTheirOrderAcrossDirectWritesAndTheSender() async throws {
         let logger = Logger(label: "peer-transport-test")
-        let received = Mutex<[UInt64]>([])
-        let serverGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let inbound = RemotingProcessor(name: "raft", codes: [RequestCode.raftMessage], maxQueuedRequests: 100_000, inline: { request, _ in
-            if let body = request.body, let m = try? RaftWire.decode(body), case .heartbeat(let commit, _) = m.body {
-                received.withLock { $0.append(commit.rawValue) }
-            }
-            return true
-        }) { _, _ in nil }
-        let server = RemotingServer(options: RemotingServerOptions(host: "127.0.0.1", port: 0), processors: [inbound], group: serverGroup, logger: logger)
-        let (bound, boundContinuation) = AsyncStream.makeStream(of: Int.self)
-        let serving = Task { try await server.run { boundContinuation.yield($0.port ?? 0) } }
-        var it = bound.makeAsyncIterator()
-        let port = try #require(await it.next())
+        let sink = try await HeartbeatSink.start(logger: logger)
+        let port = sink.port
 
         let loopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let client = RemotingClient(group: loopGroup, logger: logger)
@@ -70,7 +102,7 @@ import TestSupport
                 }
                 let all = commit
                 let deadline = ContinuousClock.now + .seconds(20)
-                while received.withLock({ $0.count }) < all && ContinuousClock.now < deadline {
+                while sink.received.count < all && ContinuousClock.now < deadline {
                     try await Task.sleep(for: .milliseconds(10))
                 }
                 transport.close()
@@ -79,12 +111,10 @@ import TestSupport
             }
         }
         await client.close()
-        serving.cancel()
-        _ = try? await serving.value
         try await loopGroup.shutdownGracefully()
-        try await serverGroup.shutdownGracefully()
+        try await sink.stop()
 
-        let got = received.withLock { $0 }
+        let got = sink.received
         let firstWrong = zip(got, 1...sent).first { $0 != $1 }.map { "got \($0) where \($1) was due" }
         #expect(got.count == Int(sent) && firstWrong == nil, "received \(got.count) of \(sent); \(firstWrong ?? "in order")")
         let direct = transport.directWrites.load(ordering: .relaxed)
@@ -98,19 +128,8 @@ import TestSupport
     /// sender has drained the outbox there is room again.
     @Test func aReadyThatOnlyPartlyFitsTheOutboxKeepsItsFirstMessagesAndDropsTheRest() async throws {
         let logger = Logger(label: "peer-transport-test")
-        let received = Mutex<[UInt64]>([])
-        let serverGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let inbound = RemotingProcessor(name: "raft", codes: [RequestCode.raftMessage], maxQueuedRequests: 1_000, inline: { request, _ in
-            if let body = request.body, let m = try? RaftWire.decode(body), case .heartbeat(let commit, _) = m.body {
-                received.withLock { $0.append(commit.rawValue) }
-            }
-            return true
-        }) { _, _ in nil }
-        let server = RemotingServer(options: RemotingServerOptions(host: "127.0.0.1", port: 0), processors: [inbound], group: serverGroup, logger: logger)
-        let (bound, boundContinuation) = AsyncStream.makeStream(of: Int.self)
-        let serving = Task { try await server.run { boundContinuation.yield($0.port ?? 0) } }
-        var it = bound.makeAsyncIterator()
-        let port = try #require(await it.next())
+        let sink = try await HeartbeatSink.start(logger: logger)
+        let port = sink.port
 
         let loopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let client = RemotingClient(group: loopGroup, logger: logger)
@@ -121,7 +140,7 @@ import TestSupport
         }
         func waitFor(_ count: Int) async throws {
             let deadline = ContinuousClock.now + .seconds(20)
-            while received.withLock({ $0.count }) < count && ContinuousClock.now < deadline {
+            while sink.received.count < count && ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(10))
             }
             // Anything that should have been dropped would arrive right behind.
@@ -138,21 +157,19 @@ import TestSupport
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { await transport.run() }
                 try await waitFor(5)
-                let first = received.withLock { $0 }
+                let first = sink.received
                 // Drained: a Ready fits whole again.
                 transport.send([message(11), message(12), message(13)])
                 try await waitFor(8)
-                let second = received.withLock { $0 }
+                let second = sink.received
                 transport.close()
                 tasks.cancelAll()
                 return (first, second)
             }
         }
         await client.close()
-        serving.cancel()
-        _ = try? await serving.value
         try await loopGroup.shutdownGracefully()
-        try await serverGroup.shutdownGracefully()
+        try await sink.stop()
 
         #expect(first == [1, 2, 3, 4, 5], "from the full outbox: \(first)")
         #expect(second == [1, 2, 3, 4, 5, 11, 12, 13], "after it drained: \(second)")
