@@ -203,24 +203,25 @@ let package = Package(
         ),
         // Test support: appends until killed, printing what was acknowledged (CommandTests SIGKILL it).
         .executableTarget(name: "storewriter", dependencies: ["LogStore", "LogFormat"], swiftSettings: strict),
-        // Shared by the test targets only (a seeded generator).
+        // Shared by the test targets only: a seeded generator, and the trait that runs each test on threads
+        // of its own (OwnThreads.swift).
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
-        .testTarget(name: "ProcessLifecycleTests", dependencies: ["ProcessLifecycle", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .testTarget(name: "ProcessLifecycleTests", dependencies: ["TestSupport", "ProcessLifecycle", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "LogFormatTests", dependencies: ["LogFormat", "CChecksum", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "LogStoreTests", dependencies: ["LogStore", "LogFormat", "TestSupport"], swiftSettings: strict),
         // Transcripts/ holds the interaction scripts, read through #filePath (and rewritten in place).
         .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore", "TestSupport"], exclude: ["Transcripts"], swiftSettings: strict),
         .testTarget(name: "RemotingTests", dependencies: ["Remoting", "TestSupport", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")], swiftSettings: strict),
         .testTarget(name: "ReplicationTests", dependencies: ["Replication", "RaftCore", "TestSupport", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),
-        .testTarget(name: "AdminHTTPTests", dependencies: ["AdminHTTP", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
-        .testTarget(name: "NameServerTests", dependencies: ["NameServer", "Remoting", "CZlib", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
-        .testTarget(name: "ClientTests", dependencies: ["Client", "Remoting", "LogFormat", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
-        .testTarget(name: "ClassicHATests", dependencies: ["ClassicHA", "LogStore", "LogFormat"], swiftSettings: strict),
-        .testTarget(name: "BrokerTests", dependencies: ["Broker", "LogStore", "LogFormat", "Remoting", "Replication", "RaftCore", .product(name: "Logging", package: "swift-log"),
+        .testTarget(name: "AdminHTTPTests", dependencies: ["TestSupport", "AdminHTTP", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .testTarget(name: "NameServerTests", dependencies: ["TestSupport", "NameServer", "Remoting", "CZlib", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .testTarget(name: "ClientTests", dependencies: ["TestSupport", "Client", "Remoting", "LogFormat", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .testTarget(name: "ClassicHATests", dependencies: ["TestSupport", "ClassicHA", "LogStore", "LogFormat"], swiftSettings: strict),
+        .testTarget(name: "BrokerTests", dependencies: ["TestSupport", "Broker", "LogStore", "LogFormat", "Remoting", "Replication", "RaftCore", .product(name: "Logging", package: "swift-log"),
                                                     .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                                                     .product(name: "NIOEmbedded", package: "swift-nio")], swiftSettings: strict),
-        .testTarget(name: "SimulationTests", dependencies: ["Simulation", "RaftCore"], swiftSettings: strict),
+        .testTarget(name: "SimulationTests", dependencies: ["TestSupport", "Simulation", "RaftCore"], swiftSettings: strict),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "CommandTests", dependencies: ["mqnamesrv", "mqbroker", "mqadmin", "mqbench", "raftsim", "storewriter", "mqshutdown", "LogStore", "LogFormat", "Replication", "Remoting", "Client", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .testTarget(name: "CommandTests", dependencies: ["TestSupport", "mqnamesrv", "mqbroker", "mqadmin", "mqbench", "raftsim", "storewriter", "mqshutdown", "LogStore", "LogFormat", "Replication", "Remoting", "Client", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
     ]
 )

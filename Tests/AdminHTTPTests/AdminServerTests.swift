@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import Testing
+import TestSupport
 
 /// Runs `curl ARGS` and returns (exit status, stdout).
 private func curl(_ args: [String]) throws -> (Int32, String) {
@@ -53,7 +54,7 @@ private func withAdminServer(_ body: @Sendable (String) async throws -> Void) as
     try await group.shutdownGracefully()
 }
 
-@Suite struct AdminServerTests {
+@Suite(.ownThreads) struct AdminServerTests {
     @Test func h2cWithPriorKnowledgeAndHTTP1AreServedOnOnePort() async throws {
         try await withAdminServer { base in
             let (s2, h2) = try curl(["--http2-prior-knowledge", "-w", "\n%{http_version} %{http_code} %{content_type}", base + "/raft/state"])

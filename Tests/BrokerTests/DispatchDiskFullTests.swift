@@ -3,13 +3,14 @@ import LogFormat
 import Testing
 @testable import Broker
 @testable import LogStore
+import TestSupport
 
 /// A disk that fills up while committed entries are dispatched: the consume queue write fails
 /// half-way through a batch or a checkpoint's flush (some queues written, others not), the node
 /// stops, and it starts again
 /// from its last checkpoint. Whatever write failed, the consume queues after the restart and the
 /// replay must be exactly those of a member that never saw a full disk, and so must the offsets.
-@Suite struct DispatchDiskFullTests {
+@Suite(.ownThreads) struct DispatchDiskFullTests {
     /// Entries of three queues of two topics and consumer offsets, interleaved, in batches.
     static func workload() throws -> [[[UInt8]]] {
         var next: [QueueKey: Int64] = [:]

@@ -2,6 +2,7 @@ import LogFormat
 typealias LogFormatRecord = MessageRecord
 import Testing
 @testable import Broker
+import TestSupport
 
 func record(_ topic: String, queue: Int32 = 0, offset: Int64 = 0, body: String = "hello", tags: String? = "TagA",
             storeTimestamp: Int64 = 1_700_000_000_000) throws -> [UInt8] {
@@ -13,7 +14,7 @@ func record(_ topic: String, queue: Int32 = 0, offset: Int64 = 0, body: String =
                              body: Array(body.utf8), topic: topic, properties: p).encoded()
 }
 
-@Suite struct EntryBodiesTests {
+@Suite(.ownThreads) struct EntryBodiesTests {
     @Test func bodiesAreClassifiedByMagicAndMessagesOnlyWhenRecordsTileTheBody() throws {
         let a = try record("T"), b = try record("T", offset: 1)
         #expect(EntryBody.classify(a) == .messages)

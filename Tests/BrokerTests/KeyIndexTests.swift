@@ -2,8 +2,9 @@ import Foundation
 import Logging
 import Testing
 @testable import Broker
+import TestSupport
 
-@Suite struct KeyIndexTests {
+@Suite(.ownThreads) struct KeyIndexTests {
     @Test func keysAreFoundNewestFirstAcrossFullFilesAndAfterReopening() throws {
         let dir = NSTemporaryDirectory() + "raftmq-index-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -4,6 +4,7 @@ import LogStore
 import Logging
 import Testing
 @testable import Broker
+import TestSupport
 
 /// A LogStore and a MessageStore over it, written as a Raft member writes (every entry through the
 /// append hook) and dispatched as the replica's apply step does.
@@ -54,7 +55,7 @@ final class StoreFixture: @unchecked Sendable {
     }
 }
 
-@Suite struct MessageStoreTests {
+@Suite(.ownThreads) struct MessageStoreTests {
     @Test func dispatchBuildsConsumeQueuesThatPointAtTheRecords() throws {
         let f = try StoreFixture()
         let a0 = try record("T", queue: 0, offset: 0, tags: "TagA"), a1 = try record("T", queue: 0, offset: 1, tags: "TagB")
@@ -255,7 +256,7 @@ final class StoreFixture: @unchecked Sendable {
     }
 }
 
-@Suite struct SnapshotTests {
+@Suite(.ownThreads) struct SnapshotTests {
     @Test func aSnapshotGivesAMemberThatLostThePrefixTheTopicsOffsetsAndQueueEnds() throws {
         let f = try StoreFixture()
         let t = TopicConfig(topicName: "Old", readQueueNums: 2, writeQueueNums: 2, perm: 6)

@@ -1,7 +1,8 @@
 import Testing
 @testable import Broker
+import TestSupport
 
-@Suite struct MetadataTests {
+@Suite(.ownThreads) struct MetadataTests {
     @Test func everyKindSurvivesEncodingAndDecoding() {
         var t = TopicConfig(topicName: "TopicTest", readQueueNums: 4, writeQueueNums: 4, perm: 6)
         t.order = true

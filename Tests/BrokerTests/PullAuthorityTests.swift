@@ -8,6 +8,7 @@ import Remoting
 import Synchronization
 import Testing
 @testable import Broker
+import TestSupport
 
 /// A writer whose leadership the test decides: whether it leads with its log dispatched, and what
 /// a ReadIndex round answers (`confirm`, which may also dispatch more, as a leader catching up does).
@@ -37,7 +38,7 @@ final class ScriptedWriter: BrokerWriter, @unchecked Sendable {
 /// PULL_OFFSET_MOVED rewrites where a consumer reads; only the group's authority may send it. The
 /// hour-long chaos run saw a consumer sent back to offset 0 of a queue it had read to 273,506 (and
 /// commit that) by a member that answered as a caught-up leader with a shorter queue.
-@Suite struct PullAuthorityTests {
+@Suite(.ownThreads) struct PullAuthorityTests {
     static func service(_ f: StoreFixture, _ writer: ScriptedWriter) -> BrokerService {
         let options = BrokerService.Options(clusterName: "C", brokerName: "B", storeHost: "127.0.0.1:30911", maxMessageSize: 1 << 20,
                                             autoCreateTopicEnable: true, defaultTopicQueueNums: 4, clientAddresses: [:])

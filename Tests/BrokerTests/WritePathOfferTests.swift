@@ -9,11 +9,12 @@ import Replication
 import Synchronization
 import Testing
 @testable import Broker
+import TestSupport
 
 /// The send fast path (`WritePath.offer`): entries offered without a waiting task are numbered in
 /// the same sequence as waited ones, answered once committed and dispatched, and refused (for the
 /// waiting path to take) while the member does not number its term.
-@Suite(.serialized) struct WritePathOfferTests {
+@Suite(.serialized, .ownThreads) struct WritePathOfferTests {
     /// An entry builder for the write path: one message of topic T in `queue`, numbered.
     static func entry(queue: Int32) throws -> @Sendable (Int64, [QueueKey: Int64]) -> [UInt8] {
         let message = try record("T", queue: queue, offset: 0)

@@ -3,10 +3,11 @@ import Foundation
 import LogFormat
 import LogStore
 import Testing
+import TestSupport
 
 /// The slave's side of the HA stream against real stores: what it writes is the master's log byte for
 /// byte, and a stream that does not continue its own log is refused before anything is written.
-@Suite struct HAReceiverTests {
+@Suite(.ownThreads) struct HAReceiverTests {
     let root = NSTemporaryDirectory() + "raftmq-ha-" + UUID().uuidString
 
     func open(_ name: String, segmentBytes: UInt64 = 16 << 10) throws -> LogStore {

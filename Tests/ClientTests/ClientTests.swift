@@ -5,8 +5,9 @@ import NIOPosix
 import Remoting
 import Testing
 @testable import Client
+import TestSupport
 
-@Suite struct ClientTests {
+@Suite(.ownThreads) struct ClientTests {
     @Test func uniqueKeysFollowJavasLayout() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let remoting = RemotingClient(group: group, logger: Logger(label: "test"))

@@ -2,11 +2,12 @@ import Foundation
 import LogFormat
 import LogStore
 import Testing
+import TestSupport
 
 /// `kill -9` at any moment loses nothing that was acknowledged and never leaves a store that fails
 /// to start: a real process appends from 16 tasks and is SIGKILLed mid-stream, repeatedly, on the same
 /// store.
-@Suite struct KillNineTests {
+@Suite(.ownThreads) struct KillNineTests {
     @Test(arguments: ["sync", "async"])
     func acknowledgedEntriesSurviveSIGKILL(mode: String) throws {
         let dir = NSTemporaryDirectory() + "raftmq-kill9-\(mode)-" + UUID().uuidString

@@ -1,7 +1,8 @@
 import Foundation
 import Testing
+import TestSupport
 
-@Suite struct MQBenchTests {
+@Suite(.ownThreads) struct MQBenchTests {
     @Test func storageBenchmarkRunsAndReportsEveryFigure() throws {
         let tmp = NSTemporaryDirectory() + "raftmq-bench-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: tmp) }

@@ -1,8 +1,9 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// `mqbroker` as an operator runs it.
-@Suite struct MQBrokerTests {
+@Suite(.ownThreads) struct MQBrokerTests {
     let broker = Executable("mqbroker")
 
     func confFiles() throws -> [String] {

@@ -4,10 +4,11 @@ import NIOCore
 import NIOPosix
 import Remoting
 import Testing
+import TestSupport
 
 /// `mqnamesrv` as an operator runs it: the sample files, a bad file, a real process that answers
 /// route requests and stops on SIGTERM.
-@Suite struct MQNamesrvTests {
+@Suite(.ownThreads) struct MQNamesrvTests {
     let namesrv = Executable("mqnamesrv")
 
     @Test func printsTheSampleConfigurations() throws {

@@ -6,12 +6,13 @@ import Remoting
 import Replication
 import Synchronization
 import Testing
+import TestSupport
 
 /// The Raft group as operators run it: three real `mqbroker` processes started with
 /// conf/dledger-local/broker-n{0,1,2}.conf on 127.0.0.1, .2 and .3, observed through `/raft/state`
 /// (HTTP/1.1), the leader killed with SIGKILL. scripts/test.sh runs this suite on its own, after the
 /// others, so the failover it times is not the machine's load.
-@Suite(.serialized) struct RaftGroupProcessTests {
+@Suite(.serialized, .ownThreads) struct RaftGroupProcessTests {
     final class Node {
         let name: String
         var conf: String

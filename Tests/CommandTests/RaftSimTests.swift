@@ -1,6 +1,7 @@
 import Testing
+import TestSupport
 
-@Suite struct RaftSimTests {
+@Suite(.ownThreads) struct RaftSimTests {
     @Test func aRangeOfSeedsEndsWithTheCountLineAndExitsZero() throws {
         let out = try Executable("raftsim").run(["--seeds", "1..3", "--nodes", "3", "--ticks", "200"])
         #expect(out.status == 0, "\(out.stdout)\(out.stderr)")

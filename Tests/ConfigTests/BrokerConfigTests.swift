@@ -2,8 +2,9 @@ import Foundation
 import Testing
 
 @testable import Config
+import TestSupport
 
-@Suite struct BrokerConfigTests {
+@Suite(.ownThreads) struct BrokerConfigTests {
     let env = ["HOME": "/home/mq"]
 
     func load(_ text: String, path: String = "x.conf", environment: [String: String]? = nil, overrides: [String: String] = [:]) throws -> (BrokerSettings, [ConfigWarning]) {

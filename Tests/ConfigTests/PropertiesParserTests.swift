@@ -3,7 +3,7 @@ import TestSupport
 
 @testable import Config
 
-@Suite struct PropertiesParserTests {
+@Suite(.ownThreads) struct PropertiesParserTests {
     func pairs(_ text: String) -> [String: String] {
         Dictionary(PropertiesParser.parse(text).map { ($0.key, $0.value) }, uniquingKeysWith: { $1 })
     }

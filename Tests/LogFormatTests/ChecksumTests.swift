@@ -4,7 +4,7 @@ import TestSupport
 
 @testable import LogFormat
 
-@Suite struct ChecksumTests {
+@Suite(.ownThreads) struct ChecksumTests {
     @Test func crc32cMatchesPublishedVectors() {
         // RFC 3720 (iSCSI) appendix B.4 and the common check value.
         #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)

@@ -3,7 +3,7 @@ import TestSupport
 
 @testable import LogFormat
 
-@Suite struct EntryFormatTests {
+@Suite(.ownThreads) struct EntryFormatTests {
     func sampleEntry(body: [UInt8] = Array("hello raft".utf8), previous: UInt32 = 0x1234_5678) -> [UInt8] {
         LogEntryCodec.encode(index: LogIndex(41), term: Term(7), position: LogPosition(4096), body: body, previousChainCRC: previous)
     }

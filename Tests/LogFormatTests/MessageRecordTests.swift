@@ -3,7 +3,7 @@ import TestSupport
 
 @testable import LogFormat
 
-@Suite struct MessageRecordTests {
+@Suite(.ownThreads) struct MessageRecordTests {
     static let guideProperties = MessageProperties([
         ("UNIQ_KEY", "7F0000010CF91B6D35864651355803D4"), ("CLUSTER", "rocketmq-cluster"), ("TAGS", "TagA"),
     ])

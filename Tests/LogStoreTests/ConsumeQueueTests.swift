@@ -3,7 +3,7 @@ import Testing
 import TestSupport
 @testable import LogStore
 
-@Suite struct ConsumeQueueTests {
+@Suite(.ownThreads) struct ConsumeQueueTests {
     func entry(_ k: Int) -> ConsumeQueue.Entry {
         ConsumeQueue.Entry(commitLogOffset: Int64(k) * 100, size: Int32(50 + k % 7), tagsCode: Int64(k % 3) - 1)
     }

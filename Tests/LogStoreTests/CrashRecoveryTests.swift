@@ -7,7 +7,7 @@ import TestSupport
 
 /// Crash tests: a store is copied while running (what a crash leaves: everything the page cache had,
 /// part of it durable), then damaged the way crashes and bad disks damage files.
-@Suite struct CrashRecoveryTests {
+@Suite(.ownThreads) struct CrashRecoveryTests {
     struct Snapshot {
         let directory: String
         /// Every entry of the log at the moment of the copy.
@@ -251,7 +251,7 @@ import TestSupport
     }
 }
 
-@Suite struct RandomDamageTests {
+@Suite(.ownThreads) struct RandomDamageTests {
     /// Whatever happens to the files (data, index, checkpoint), opening either works or throws a
     /// StorageError, and reading never returns an entry that differs from what was written.
     @Test(arguments: [31, 32, 33, 34] as [UInt64])
@@ -302,7 +302,7 @@ import TestSupport
     }
 }
 
-@Suite struct TruncationCrashTests {
+@Suite(.ownThreads) struct TruncationCrashTests {
     /// truncateSuffix moves the checkpoint down, then unlinks later segments, then cuts: a crash after
     /// any step leaves a store that opens (holding the removed entries or not), never one that refuses.
     @Test func aCrashInsideTruncateSuffixLeavesAStoreThatOpens() async throws {

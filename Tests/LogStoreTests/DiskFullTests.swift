@@ -9,7 +9,7 @@ import TestSupport
 /// and every later one fail with ENOSPC (StoreFaults, scoped to the run's directory). Whatever the
 /// store answered as durable must survive a reopen, after a clean close and after a crash, and the
 /// reopened store must read its whole log and take more appends across segment rolls.
-@Suite struct DiskFullTests {
+@Suite(.ownThreads) struct DiskFullTests {
     /// The Raft driver's pattern: a few batches written back to back (so SYNC_FLUSH has some waiting
     /// in its write-behind buffer while the next one rolls a segment), then one wait for all of them.
     struct Workload {

@@ -4,8 +4,9 @@ import Synchronization
 import Testing
 
 @testable import LogStore
+import TestSupport
 
-@Suite struct GroupCommitTests {
+@Suite(.ownThreads) struct GroupCommitTests {
     @Test func concurrentSyncAppendsShareFsyncsAndAllBecomeDurable() async throws {
         let tmp = TempDirectory()
         let dir = tmp.path + "/s"

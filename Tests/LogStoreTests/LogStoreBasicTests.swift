@@ -5,7 +5,7 @@ import TestSupport
 
 @testable import LogStore
 
-@Suite struct LogStoreBasicTests {
+@Suite(.ownThreads) struct LogStoreBasicTests {
     @Test func appendsReadsAndRollsSegmentsNamedByStartPosition() async throws {
         let tmp = TempDirectory()
         let dir = tmp.path + "/store"
@@ -226,7 +226,7 @@ import TestSupport
     }
 }
 
-@Suite struct IndexRepairTests {
+@Suite(.ownThreads) struct IndexRepairTests {
     @Test func aDamagedIndexRecordIsFoundAgainByScanningAndRewritten() async throws {
         let tmp = TempDirectory()
         let dir = tmp.path + "/s"

@@ -8,7 +8,7 @@ import TestSupport
 /// Zeros written ahead of the log (`prepareAheadBytes`, the broker's warmMapedFileEnable): they
 /// never land over entries, recovery reads them as the log's end (no cut), and truncation, rolls and
 /// reopening work across them.
-@Suite struct PreparedSpaceTests {
+@Suite(.ownThreads) struct PreparedSpaceTests {
     func prepared(_ dir: String, flush: FlushMode, segmentBytes: UInt64, ahead: UInt64) -> LogStoreOptions {
         var o = smallOptions(dir, flush: flush, segmentBytes: segmentBytes)
         o.entryBodyBytesMax = 2048

@@ -3,10 +3,11 @@ import LogFormat
 import Testing
 
 @testable import LogStore
+import TestSupport
 
 /// The log's base (what precedes its first entry) and `reset(to:)`, which a Raft follower behind the
 /// leader's retention start uses to continue the leader's log byte for byte.
-@Suite struct ResetTests {
+@Suite(.ownThreads) struct ResetTests {
     /// A store with `count` entries of growing terms (`term = 1 + i / 25`).
     func filled(_ dir: String, count: Int, bodyByte: UInt8 = 7) async throws -> LogStore {
         let store = try LogStore.open(smallOptions(dir))

@@ -3,8 +3,9 @@ import LogFormat
 import Testing
 
 @testable import LogStore
+import TestSupport
 
-@Suite struct RetentionTests {
+@Suite(.ownThreads) struct RetentionTests {
     let now: Int64 = 1_800_000_000
     let hour: Int64 = 3600
 

@@ -6,13 +6,14 @@ import NIOPosix
 import Testing
 @testable import NameServer
 @testable import Remoting
+import TestSupport
 
 /// The nameserver's protocol over a real socket on 127.0.0.1, through a RemotingClient.
 /// Every request here must be answered: only a hang should fail a test, not a slow start while every
 /// suite starts at once on two cores (one such first request took over 3 s in a full run).
 private let answerWithinMs: Int64 = 10_000
 
-@Suite struct NameServerServiceTests {
+@Suite(.ownThreads) struct NameServerServiceTests {
     func withNameServer(kvPath: String? = nil, _ body: @Sendable (String, RemotingClient, NameServerService) async throws -> Void) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let logger = Logger(label: "test")

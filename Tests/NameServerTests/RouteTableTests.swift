@@ -1,7 +1,8 @@
 import Testing
 @testable import NameServer
+import TestSupport
 
-@Suite struct RouteTableTests {
+@Suite(.ownThreads) struct RouteTableTests {
     let v1 = RouteTable.DataVersion(timestamp: 1, counter: 1)
     let v2 = RouteTable.DataVersion(timestamp: 2, counter: 2)
 
@@ -71,7 +72,7 @@ import Testing
     }
 }
 
-@Suite struct NameServerBodyTests {
+@Suite(.ownThreads) struct NameServerBodyTests {
     @Test func routesAreCompactSortedWithQuotedIds() {
         let r = RouteTable.Route(
             queueDatas: [RouteTable.QueueData(brokerName: "RaftNode00", readQueueNums: 4, writeQueueNums: 4, perm: 6, topicSysFlag: 0)],
@@ -115,7 +116,7 @@ func compressedRegistration(version: String, topics: [String]) -> [UInt8] {
     return Array(out[0..<Int(outLength)])
 }
 
-@Suite struct CompressedRegistrationTests {
+@Suite(.ownThreads) struct CompressedRegistrationTests {
     @Test func aCompressedBodyDecodes() throws {
         let body = compressedRegistration(version: #"{"counter":7,"timestamp":99}"#, topics: ["TopicTest 4 4 6 SINGLE_TAG", "TBW102 8 8 7 SINGLE_TAG"])
         let (v, topics) = try NameServerBodies.decodeRegistration(body, compressed: true)

@@ -2,8 +2,9 @@ import Foundation
 import Logging
 import Testing
 @testable import ProcessLifecycle
+import TestSupport
 
-@Suite struct ServerLoggingTests {
+@Suite(.ownThreads) struct ServerLoggingTests {
     let dir = NSTemporaryDirectory() + "raftmq-logs-" + UUID().uuidString
 
     @Test func linesHaveRocketMQsShapeAndOneEventStaysOneLine() throws {
@@ -52,7 +53,7 @@ import Testing
     }
 }
 
-@Suite struct PidFileTests {
+@Suite(.ownThreads) struct PidFileTests {
     let dir = NSTemporaryDirectory() + "raftmq-run-" + UUID().uuidString
 
     @Test func aPidFileNamesItsProcessAndIsRemovedOnlyByIt() throws {

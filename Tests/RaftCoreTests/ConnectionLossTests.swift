@@ -1,9 +1,10 @@
 import Testing
 @testable import RaftCore
+import TestSupport
 
 /// `leaderConnectionLost`: a follower that sees its leader's connection close campaigns in its turn,
 /// a few ticks later instead of an election timeout, without weakening leader stickiness when wrong.
-@Suite struct ConnectionLossTests {
+@Suite(.ownThreads) struct ConnectionLossTests {
     private let n1 = NodeID(1), n2 = NodeID(2), n3 = NodeID(3)
 
     /// A follower of n2 in term 2 that just heard n2's heartbeat (its lease is fresh).

@@ -1,9 +1,10 @@
 import Testing
 @testable import RaftCore
+import TestSupport
 
 /// Raft Figure 2, Rules for Servers, Followers: "If election timeout elapses without receiving
 /// AppendEntries RPC from current leader or granting vote to candidate: convert to candidate."
-@Suite struct ElectionTimerTests {
+@Suite(.ownThreads) struct ElectionTimerTests {
     private func follower(preVote: Bool) -> (RaftNode<MemoryLog>, MemoryLog) {
         let log = MemoryLog(entries: [Entry(term: Term(2), index: LogIndex(1), data: [1]), Entry(term: Term(2), index: LogIndex(2), data: [2])])
         var config = RaftConfig(id: NodeID(1), voters: [NodeID(1), NodeID(2), NodeID(3)])

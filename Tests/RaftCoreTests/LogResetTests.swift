@@ -1,5 +1,6 @@
 import Testing
 @testable import RaftCore
+import TestSupport
 
 /// A log whose prefix may be deleted (retention) and that can be reset to a leader's base.
 final class PrefixLog: RaftLogReader {
@@ -48,7 +49,7 @@ final class PrefixLog: RaftLogReader {
     }
 }
 
-@Suite struct LogResetTests {
+@Suite(.ownThreads) struct LogResetTests {
     let n1 = NodeID(1), n2 = NodeID(2), n3 = NodeID(3)
 
     func node(_ id: NodeID, _ log: PrefixLog, term: Term, commit: LogIndex = .zero) -> RaftNode<PrefixLog> {

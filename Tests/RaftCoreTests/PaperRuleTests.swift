@@ -1,5 +1,6 @@
 import Testing
 @testable import RaftCore
+import TestSupport
 
 // Tests named after the rules of the Raft paper (and thesis) they check. Each asserts the specific
 // behaviour the rule demands; where RaftConfig can break the rule on purpose (BrokenRule), a second
@@ -57,7 +58,7 @@ private func electedGroup(configure: (inout RaftConfig) -> Void = { _ in }) -> T
     return c
 }
 
-@Suite struct PaperRuleTests {
+@Suite(.ownThreads) struct PaperRuleTests {
     // MARK: §5.2 Election Safety
 
     /// "At most one leader can be elected in a given term" (Figure 3), over seeded runs with

@@ -1,7 +1,8 @@
 import Testing
 @testable import RaftCore
+import TestSupport
 
-@Suite struct RestartTests {
+@Suite(.ownThreads) struct RestartTests {
     @Test func aLogAheadOfTheHardStateGivesItsTermWithNoVote() {
         // A crash after the entries of a new term were synced but before the hard state was.
         let log = MemoryLog(entries: [Entry(term: Term(1), index: LogIndex(1), data: [1]),

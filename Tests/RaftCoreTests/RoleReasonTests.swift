@@ -1,12 +1,13 @@
 import Testing
 @testable import RaftCore
+import TestSupport
 
 // What the broker logs with each role change and exports as metrics: the reason of the last change
 // and the campaign counters.
 
 private func n(_ k: UInt64) -> NodeID { NodeID(k) }
 
-@Suite struct RoleReasonTests {
+@Suite(.ownThreads) struct RoleReasonTests {
     @Test func electionsCarryTheirReasonAndAreCounted() throws {
         let c = TranscriptCluster()
         c.addNodes(3)

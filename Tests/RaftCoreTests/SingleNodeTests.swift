@@ -1,5 +1,6 @@
 import Testing
 @testable import RaftCore
+import TestSupport
 
 /// Drives one node through its Ready loop over a MemoryLog, as a driver would.
 func drain<L>(_ node: RaftNode<L>, _ log: MemoryLog) -> [Ready] {
@@ -13,7 +14,7 @@ func drain<L>(_ node: RaftNode<L>, _ log: MemoryLog) -> [Ready] {
     return out
 }
 
-@Suite struct SingleNodeTests {
+@Suite(.ownThreads) struct SingleNodeTests {
     @Test func aSingleNodeElectsItselfAndCommitsItsOwnProposals() throws {
         let log = MemoryLog()
         let node = RaftNode(config: RaftConfig(id: NodeID(1), voters: [NodeID(1)]), log: log)

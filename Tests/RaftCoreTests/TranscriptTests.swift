@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import RaftCore
+import TestSupport
 
 /// Runs every script in Transcripts/ (commands in TranscriptCommands.swift, format in
 /// TranscriptFile.swift). If one fails, read the diff; when the new output is right, regenerate with
@@ -9,7 +10,7 @@ import Testing
 ///
 /// and review `git diff Tests/RaftCoreTests/Transcripts` before committing: only commit changes
 /// you understand.
-@Suite struct TranscriptTests {
+@Suite(.ownThreads) struct TranscriptTests {
     /// Found next to this source file at run time (no SwiftPM resources needed).
     static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .appendingPathComponent("Transcripts")

@@ -92,7 +92,7 @@ private final class WritesSeen: ChannelOutboundHandler, @unchecked Sendable {
     }
 }
 
-@Suite struct FrameCodecTests {
+@Suite(.ownThreads) struct FrameCodecTests {
     @Test func everyCommandRoundTripsInBothSerializations() throws {
         var r = SplitMix64(seed: 1)
         for _ in 0..<2_000 {

@@ -4,6 +4,7 @@ import NIOPosix
 import Synchronization
 import Testing
 @testable import Remoting
+import TestSupport
 
 /// A gate a handler waits at until the test opens it.
 private actor Gate {
@@ -64,7 +65,7 @@ private let echo = RemotingProcessor(name: "echo", codes: [100], maxQueuedReques
 /// Requests that must be answered wait up to 10 s: only a hang should fail them. The suite runs
 /// beside every other suite on two cores, and a 2 s bound once ran out while the run started
 /// (CI, 2026-12-07).
-@Suite struct ServerClientTests {
+@Suite(.ownThreads) struct ServerClientTests {
     @Test func aRequestIsAnsweredWithItsOpaqueInItsSerialization() async throws {
         try await withServer([echo]) { address, client in
             for type in [SerializeType.json, .rocketmq] {

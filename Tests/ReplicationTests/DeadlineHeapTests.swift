@@ -3,7 +3,7 @@ import Testing
 import TestSupport
 @testable import Replication
 
-@Suite struct DeadlineHeapTests {
+@Suite(.ownThreads) struct DeadlineHeapTests {
     @Test func itemsComeOutSoonestFirstWhateverTheOrderTheyWentIn() {
         var r = SplitMix64(seed: 3)
         var heap = DeadlineHeap()

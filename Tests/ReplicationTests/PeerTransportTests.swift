@@ -51,7 +51,7 @@ private final class HeartbeatSink: Sendable {
     }
 }
 
-@Suite struct PeerTransportTests {
+@Suite(.ownThreads) struct PeerTransportTests {
     /// The driver, on the peer connection's event loop, writes a message to the socket itself when
     /// nothing for that peer is queued or being sent; otherwise the peer's sender writes it. Mixed
     /// in bursts, some sent from another thread (always queued), with the sender given turns in

@@ -34,7 +34,7 @@ private func randomMessage(_ r: inout SplitMix64) -> Message {
     return Message(from: NodeID(u(5)), to: NodeID(u(5)), term: term, body: body)
 }
 
-@Suite struct RaftWireTests {
+@Suite(.ownThreads) struct RaftWireTests {
     @Test func everyMessageRoundTrips() throws {
         var r = SplitMix64(seed: 11)
         for _ in 0..<5_000 {

@@ -10,6 +10,7 @@ import Synchronization
 import Testing
 @testable import LogStore
 @testable import Replication
+import TestSupport
 
 /// What one replica applied, in order.
 private actor Applied {
@@ -126,7 +127,7 @@ private final class ReplicaGroup: @unchecked Sendable {
     }
 }
 
-@Suite(.serialized) struct ReplicaGroupTests {
+@Suite(.serialized, .ownThreads) struct ReplicaGroupTests {
     @Test func threeReplicasElectALeaderAndCommitTheSameEntriesInOrder() async throws {
         let g = try await ReplicaGroup()
         do {

@@ -3,8 +3,9 @@ import LogStore
 import RaftCore
 import Testing
 @testable import Replication
+import TestSupport
 
-@Suite struct StoreLogTests {
+@Suite(.ownThreads) struct StoreLogTests {
     /// The term runs found by bisection at open equal the terms written, for runs of every length
     /// (1 entry, many entries) at the start, in the middle and at the end, after a reopen; also when
     /// index records lie about terms (the bisection reads them first and must check what it found).

@@ -1,10 +1,11 @@
 import Testing
 @testable import Simulation
 @testable import RaftCore
+import TestSupport
 
 /// Whole-cluster runs from fixed seeds. CI also runs `raftsim` in release over 500 seeds per
 /// cluster size (scripts/simulate.sh); these are the quick, in-process ones.
-@Suite struct SimulationSeedTests {
+@Suite(.ownThreads) struct SimulationSeedTests {
     @Test(arguments: [3, 5])
     func fixedSeedsKeepEveryInvariantAndConverge(nodes: Int) {
         for seed in UInt64(1)...8 {
@@ -50,7 +51,7 @@ import Testing
 
 /// The checkers can fail: a deliberately broken rule is caught (STYLE 13; the proof that
 /// the simulator finds real bugs). scripts/simulate.sh repeats these in release for 3 and 5 nodes.
-@Suite struct BrokenRuleTests {
+@Suite(.ownThreads) struct BrokenRuleTests {
     @Test func countingAnOldTermsEntryTowardCommitIsCaught() {
         let found = (UInt64(1)...10).contains { !SimulationRun.run(seed: $0, nodes: 3, ticks: 400, brokenRules: [.commitOldTermByCounting]).passed }
         #expect(found, "committing an old term's entry by counting (§5.4.2 broken) went unnoticed for 10 seeds")
@@ -106,7 +107,7 @@ import Testing
     }
 }
 
-@Suite struct CheckerTests {
+@Suite(.ownThreads) struct CheckerTests {
     private func node(_ slot: Int, leaderOf term: Term) -> SimNode {
         let n = SimNode(slot: slot, tickIntervalUs: 10_000)
         var config = RaftConfig(id: n.id, voters: [NodeID(0), NodeID(1), NodeID(2)])
@@ -141,7 +142,7 @@ import Testing
     }
 }
 
-@Suite struct SimDiskTests {
+@Suite(.ownThreads) struct SimDiskTests {
     private func entries(_ range: ClosedRange<UInt64>, term: UInt64 = 1) -> [Entry] {
         range.map { Entry(term: Term(term), index: LogIndex($0), data: [UInt8($0 & 0xff)]) }
     }
@@ -179,7 +180,7 @@ import Testing
     }
 }
 
-@Suite struct SimRandomTests {
+@Suite(.ownThreads) struct SimRandomTests {
     @Test func theGeneratorIsDeterministicAndTheExponentialHasItsMean() {
         var a = SimRandom(seed: 9), b = SimRandom(seed: 9)
         #expect((0..<100).map { _ in a.next() } == (0..<100).map { _ in b.next() })
