@@ -4,6 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
+# The build trees of a clean clone take 1.3 GiB and the tests write their stores under /tmp. This
+# disk is shared and has been seen with only 287 MiB free: say so up front, since running out later
+# fails tests in ways that hide why.
+for dir in . "${TMPDIR:-/tmp}"; do
+  free_mib=$(df -Pm "$dir" | awk 'NR == 2 {print $4}')
+  if [ "${free_mib:-0}" -lt 4096 ]; then
+    echo "warning: only ${free_mib} MiB free under $dir (under 4 GiB): the build or the tests may run out of space" >&2
+  fi
+done
 swift build --build-tests
 # Every test is written with Swift Testing; --disable-xctest drops XCTest's empty "Executed 0 tests" lines.
 swift test --skip-build --disable-xctest --skip RaftGroupProcessTests

@@ -17,7 +17,8 @@ import Testing
 /// out that way (with no limit, ServerClientTests' 5 s answers). With 16, the whole unit suite
 /// passes beside six busy loops on the two cores (docs/testing.md).
 ///
-/// Every suite carries this trait (`EverySuiteRunsOnItsOwnThreads` checks the sources).
+/// Every suite carries this trait (`OwnThreadsTests.everySuiteInTheSourcesCarriesTheTrait` checks
+/// the sources).
 public struct OwnThreads: SuiteTrait, TestTrait, TestScoping {
     public static let concurrentTests = 16
     static let turns = Turns(OwnThreads.concurrentTests)
@@ -25,6 +26,8 @@ public struct OwnThreads: SuiteTrait, TestTrait, TestScoping {
     public var isRecursive: Bool { true }
 
     public func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
+        // A suite itself takes no turn: its tests would wait for turns their suites hold.
+        guard testCase != nil else { return try await function() }
         await Self.turns.take()
         defer { Self.turns.give() }
         let executor = OwnThreadsExecutor(name: String(test.name.prefix(15)))
