@@ -77,7 +77,9 @@ public enum StoreFaults {
 }
 
 /// Tests' faults scoped by path prefix: each prefix lets a number of operations more succeed, then
-/// every later one fails until cleared. One relaxed load while none is armed.
+/// every later one fails until cleared. Where armed prefixes overlap (a node's directory and its
+/// commitlog inside it), the longest one that matches counts the operation, so which fault applies
+/// never depends on a dictionary's order. One relaxed load while none is armed.
 final class ScopedCountdown: Sendable {
     private let left = Mutex<[String: Int]>([:])
     private let armed = Atomic<Bool>(false)
@@ -99,11 +101,16 @@ final class ScopedCountdown: Sendable {
     func fails(_ path: String) -> Bool {
         guard armed.load(ordering: .relaxed) else { return false }
         return left.withLock { m -> Bool in
-            guard let key = m.keys.first(where: { path.hasPrefix($0) }), let n = m[key] else { return false }
+            guard let key = Self.match(path, in: m.keys), let n = m[key] else { return false }
             if n == 0 { return true }
             m[key] = n - 1
             return false
         }
+    }
+
+    /// The longest of `prefixes` that `path` starts with.
+    static func match(_ path: String, in prefixes: some Sequence<String>) -> String? {
+        prefixes.filter { path.hasPrefix($0) }.max { $0.utf8.count < $1.utf8.count }
     }
 }
 

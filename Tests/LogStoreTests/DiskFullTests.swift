@@ -10,6 +10,22 @@ import TestSupport
 /// store answered as durable must survive a reopen, after a clean close and after a crash, and the
 /// reopened store must read its whole log and take more appends across segment rolls.
 @Suite(.ownThreads) struct DiskFullTests {
+    /// Faults armed on nested directories (a node's, its commitlog's, a segment's): an operation is
+    /// counted by the longest prefix it matches, whatever order they were armed in.
+    @Test(arguments: [false, true]) func theMostSpecificArmedPrefixCountsAnOperation(reversed: Bool) {
+        let root = "/faults-\(UUID().uuidString)"
+        let levels = [root + "/", root + "/n0/", root + "/n0/commitlog/", root + "/n0/commitlog/00/", root + "/n0/commitlog/00/seg/"]
+        let faults = ScopedCountdown()
+        for (k, prefix) in (reversed ? Array(levels.enumerated().reversed()) : Array(levels.enumerated())) {
+            faults.arm(prefix, after: 10 * k)  // the deeper, the more writes succeed first
+        }
+        for (k, prefix) in levels.enumerated() {
+            let path = prefix + "file"
+            let successes = (0..<60).prefix { _ in !faults.fails(path) }.count
+            #expect(successes == 10 * k, "\(path): \(successes) succeeded before the first failure")
+        }
+    }
+
     /// The Raft driver's pattern: a few batches written back to back (so SYNC_FLUSH has some waiting
     /// in its write-behind buffer while the next one rolls a segment), then one wait for all of them.
     struct Workload {
