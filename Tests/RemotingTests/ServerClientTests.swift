@@ -283,7 +283,9 @@ private let echo = RemotingProcessor(name: "echo", codes: [100], maxQueuedReques
         let silent = RemotingProcessor(name: "silent", codes: [1], maxQueuedRequests: 8) { _, _ in nil }
         try await withServer([silent]) { address, client in
             let connection = try await client.connection(to: address)
-            try await connection.channel.close()
+            // (Already closed is as good: a server closes a connection idle too long, as one did
+            // here when the test's tasks were held back for minutes.)
+            do { try await connection.channel.close() } catch ChannelError.alreadyClosed {}
             let started = ContinuousClock.now
             // An unstructured task: if the request hung, the test must still end (and fail).
             let outcome = Mutex<String?>(nil)
