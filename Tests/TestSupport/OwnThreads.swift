@@ -79,10 +79,11 @@ extension Trait where Self == OwnThreads {
 }
 
 /// A task executor for one test: its jobs run on threads it starts for them, a new one whenever
-/// every thread it has is busy (up to `maxThreads`), so a test that blocks a thread (a child process,
-/// a synchronous wait) does not hold back its own other tasks. After `finish`, the threads end once
-/// the queue is empty, and jobs that still come (tasks that outlived the test) go to the global
-/// executor.
+/// the jobs waiting outnumber its idle threads, so a test that blocks a thread (a child process, a
+/// synchronous wait) does not hold back its own other tasks. At `maxThreads` busy threads a further
+/// job goes to the global executor rather than wait behind them (they may all be waiting for it).
+/// After `finish`, the threads end once the queue is empty; a job that comes after that (only a task
+/// made with `Task(executorPreference:)` could outlive its test) goes to the global executor.
 public final class OwnThreadsExecutor: TaskExecutor, @unchecked Sendable {
     private let condition = NSCondition()
     private var queue: [UnownedJob] = []
@@ -90,6 +91,7 @@ public final class OwnThreadsExecutor: TaskExecutor, @unchecked Sendable {
     private var threads = 0
     private var idle = 0
     private var finished = false
+    private var forwarded = 0
     private let name: String
     private let maxThreads: Int
 
@@ -101,7 +103,9 @@ public final class OwnThreadsExecutor: TaskExecutor, @unchecked Sendable {
     public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
         condition.lock()
-        if finished && threads == 0 {
+        let waiting = queue.count - head
+        if (finished && threads == 0) || (waiting >= idle && threads == maxThreads) {
+            forwarded += 1
             condition.unlock()
             globalConcurrentExecutor.enqueue(ExecutorJob(job))
             return
@@ -109,13 +113,27 @@ public final class OwnThreadsExecutor: TaskExecutor, @unchecked Sendable {
         queue.append(job)
         // A new thread when the jobs waiting outnumber the threads waiting for them: a thread that
         // took a job and blocks in it must not hold back the next one.
-        if queue.count - head > idle && threads < maxThreads {
+        if waiting + 1 > idle {
             threads += 1
             startThread()
         } else {
             condition.signal()
         }
         condition.unlock()
+    }
+
+    /// The threads running or waiting for jobs (tests).
+    var liveThreads: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return threads
+    }
+
+    /// Jobs handed to the global executor (tests).
+    var forwardedJobs: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return forwarded
     }
 
     /// No more threads wait for work once the queue is empty.
