@@ -33,6 +33,8 @@ public final class Simulator {
         var target: Int
         var inFlight = 0
         var sequence = 0
+        /// Whether its next `.client` event is in the queue: one chain of proposals per client.
+        var scheduled = false
     }
 
     private var random: SimRandom
@@ -89,7 +91,7 @@ public final class Simulator {
         for n in nodes { start(n) }
         for c in 0..<options.clients {
             clients.append(Client(target: random.int(in: 0...(nodes.count - 1))))
-            schedule(.client(c), after: random.exponential(mean: options.proposalIntervalMeanUs, max: 10 * options.proposalIntervalMeanUs))
+            scheduleClient(c)
         }
         scheduleNextFault()
         let safetyEnd = SimTime(microseconds: UInt64(options.safetyTicks) * options.tickIntervalUs)
@@ -203,6 +205,7 @@ public final class Simulator {
             n.raft?.entriesSynced(through: d.index, term: d.term)
             try pump(n)
         case .client(let c):
+            clients[c].scheduled = false
             try clientStep(c)
         case .fault:
             if !inLiveness {
@@ -484,12 +487,20 @@ public final class Simulator {
 
     // MARK: Clients
 
+    /// The client's next step, after an exponential pause. A client has one step in the queue at a
+    /// time (a second chain would double its rate).
+    private func scheduleClient(_ c: Int) {
+        precondition(!clients[c].scheduled, "client \(c) already has a step in the queue")
+        clients[c].scheduled = true
+        schedule(.client(c), after: random.exponential(mean: options.proposalIntervalMeanUs, max: 10 * options.proposalIntervalMeanUs))
+    }
+
     private func clientStep(_ c: Int) throws(Violation) {
         if inLiveness {
             // Healed: no proposals, except while a minority is down, until enough are acknowledged.
             guard let m = minorityDown, m.acked < options.minorityDownAcks else { return }
         }
-        schedule(.client(c), after: random.exponential(mean: options.proposalIntervalMeanUs, max: 10 * options.proposalIntervalMeanUs))
+        scheduleClient(c)
         expireProposals()
         guard clients[c].inFlight < options.proposalsInFlightPerClient else { return }
         let n = nodes[clients[c].target]
@@ -747,7 +758,8 @@ public final class Simulator {
         minorityDown = (now, leader.raft!.lastIndex.next, 0, Set(victims.map(\.slot)))
         for c in clients.indices {
             clients[c].target = leader.slot
-            schedule(.client(c), after: random.exponential(mean: options.proposalIntervalMeanUs, max: 10 * options.proposalIntervalMeanUs))
+            // A client whose step is still in the queue from the healed phase goes on with it.
+            if !clients[c].scheduled { scheduleClient(c) }
         }
     }
 
