@@ -51,6 +51,31 @@ private final class HeartbeatSink: Sendable {
     }
 }
 
+/// A PeerTransport from n1 on a loop of its own, with a HeartbeatSink as n2 and `unreachable` peers
+/// on a port where nothing listens.
+private struct TransportRig: Sendable {
+    let sink: HeartbeatSink
+    let loopGroup: MultiThreadedEventLoopGroup
+    let client: RemotingClient
+    let transport: PeerTransport
+
+    static func start(outboxLimit: Int, unreachable: [NodeID] = [], logger: Logger) async throws -> TransportRig {
+        let sink = try await HeartbeatSink.start(logger: logger)
+        let loopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let client = RemotingClient(group: loopGroup, logger: logger)
+        var addresses = [NodeID(1): "127.0.0.1:1", NodeID(2): "127.0.0.1:\(sink.port)"]
+        for id in unreachable { addresses[id] = "127.0.0.1:1" }
+        let transport = PeerTransport(selfID: NodeID(1), addresses: addresses, client: client, outboxLimit: outboxLimit, logger: logger) { _ in }
+        return TransportRig(sink: sink, loopGroup: loopGroup, client: client, transport: transport)
+    }
+
+    func stop() async throws {
+        await client.close()
+        try await loopGroup.shutdownGracefully()
+        try await sink.stop()
+    }
+}
+
 @Suite(.ownThreads) struct PeerTransportTests {
     /// The driver, on the peer connection's event loop, writes a message to the socket itself when
     /// nothing for that peer is queued or being sent; otherwise the peer's sender writes it. Mixed
@@ -59,14 +84,8 @@ private final class HeartbeatSink: Sendable {
     /// were taken. Some bursts go as one Ready's messages (`send([Message])`, with one to an unknown
     /// node among them): those to the peer leave in one write.
     @Test func messagesToAPeerKeepTheirOrderAcrossDirectWritesAndTheSender() async throws {
-        let logger = Logger(label: "peer-transport-test")
-        let sink = try await HeartbeatSink.start(logger: logger)
-        let port = sink.port
-
-        let loopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let client = RemotingClient(group: loopGroup, logger: logger)
-        let transport = PeerTransport(selfID: NodeID(1), addresses: [NodeID(1): "127.0.0.1:1", NodeID(2): "127.0.0.1:\(port)"],
-                                      client: client, outboxLimit: 100_000, logger: logger) { _ in }
+        let rig = try await TransportRig.start(outboxLimit: 100_000, logger: Logger(label: "peer-transport-test"))
+        let (sink, loopGroup, transport) = (rig.sink, rig.loopGroup, rig.transport)
         let sent = try await withTaskExecutorPreference(LoopExecutor(loopGroup.next())) {
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { await transport.run() }
@@ -110,9 +129,7 @@ private final class HeartbeatSink: Sendable {
                 return all
             }
         }
-        await client.close()
-        try await loopGroup.shutdownGracefully()
-        try await sink.stop()
+        try await rig.stop()
 
         let got = sink.received
         let firstWrong = zip(got, 1...sent).first { $0 != $1 }.map { "got \($0) where \($1) was due" }
@@ -127,14 +144,8 @@ private final class HeartbeatSink: Sendable {
     /// Ready's messages fit: the part that fits goes in order, the rest is dropped, and once the
     /// sender has drained the outbox there is room again.
     @Test func aReadyThatOnlyPartlyFitsTheOutboxKeepsItsFirstMessagesAndDropsTheRest() async throws {
-        let logger = Logger(label: "peer-transport-test")
-        let sink = try await HeartbeatSink.start(logger: logger)
-        let port = sink.port
-
-        let loopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let client = RemotingClient(group: loopGroup, logger: logger)
-        let transport = PeerTransport(selfID: NodeID(1), addresses: [NodeID(1): "127.0.0.1:1", NodeID(2): "127.0.0.1:\(port)", NodeID(3): "127.0.0.1:1"],
-                                      client: client, outboxLimit: 5, logger: logger) { _ in }
+        let rig = try await TransportRig.start(outboxLimit: 5, unreachable: [NodeID(3)], logger: Logger(label: "peer-transport-test"))
+        let (sink, loopGroup, transport) = (rig.sink, rig.loopGroup, rig.transport)
         func message(_ commit: UInt64, to: UInt64 = 2) -> Message {
             Message(from: NodeID(1), to: NodeID(to), term: Term(1), body: .heartbeat(commit: LogIndex(commit), context: nil))
         }
@@ -167,9 +178,7 @@ private final class HeartbeatSink: Sendable {
                 return (first, second)
             }
         }
-        await client.close()
-        try await loopGroup.shutdownGracefully()
-        try await sink.stop()
+        try await rig.stop()
 
         #expect(first == [1, 2, 3, 4, 5], "from the full outbox: \(first)")
         #expect(second == [1, 2, 3, 4, 5, 11, 12, 13], "after it drained: \(second)")
