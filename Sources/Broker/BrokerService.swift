@@ -152,8 +152,7 @@ public final class BrokerService: Sendable {
 
     // MARK: - Send
 
-    struct SendHeader {
-        var producerGroup: String
+    struct SendHeader: Equatable {
         var topic: String
         var defaultTopic: String
         var defaultTopicQueueNums: Int
@@ -164,17 +163,57 @@ public final class BrokerService: Sendable {
         var properties: String
         var reconsumeTimes: Int32
         var batch: Bool
+        /// The producer's address a forwarding broker stamped (`bornHostField`, read only with
+        /// `forwardedField`).
+        var forwardedBornHost: String?
     }
 
-    static func sendHeader(_ f: [String: String], v2: Bool) -> SendHeader? {
-        func v(_ long: String, _ short: String) -> String? { v2 ? (f[short] ?? f[long]) : (f[long] ?? f[short]) }
-        guard let topic = v("topic", "b"), let queueId = v("queueId", "e").flatMap({ Int32($0) }) else { return nil }
-        return SendHeader(
-            producerGroup: v("producerGroup", "a") ?? "", topic: topic, defaultTopic: v("defaultTopic", "c") ?? "TBW102",
-            defaultTopicQueueNums: v("defaultTopicQueueNums", "d").flatMap { Int($0) } ?? 4, queueId: queueId,
-            sysFlag: v("sysFlag", "f").flatMap { Int32($0) } ?? 0, bornTimestamp: v("bornTimestamp", "g").flatMap { Int64($0) } ?? 0,
-            flag: v("flag", "h").flatMap { Int32($0) } ?? 0, properties: v("properties", "i") ?? "",
-            reconsumeTimes: min(max(v("reconsumeTimes", "j").flatMap { Int32($0) } ?? 0, 0), 1_000_000), batch: v("batch", "m") == "true" || v("batch", "m") == "1")
+    /// The fields a send's header is read from: SEND_MESSAGE_V2's one-letter names and
+    /// SEND_MESSAGE's long ones, the same field at the same place in both lists.
+    static let sendFieldNames: [(short: UInt8, long: StaticString)] = [
+        (UInt8(ascii: "b"), "topic"), (UInt8(ascii: "c"), "defaultTopic"), (UInt8(ascii: "d"), "defaultTopicQueueNums"),
+        (UInt8(ascii: "e"), "queueId"), (UInt8(ascii: "f"), "sysFlag"), (UInt8(ascii: "g"), "bornTimestamp"),
+        (UInt8(ascii: "h"), "flag"), (UInt8(ascii: "i"), "properties"), (UInt8(ascii: "j"), "reconsumeTimes"),
+        (UInt8(ascii: "m"), "batch"),
+    ]
+
+    /// The send header, in one walk over the fields (no dictionary; a request read from a JSON
+    /// header is walked in its text): a name of `sendFieldNames` in the form the request code uses
+    /// wins over the other form, as in RocketMQ's SendMessageRequestHeaderV2.
+    static func sendHeader(_ fields: ExtFields, v2: Bool) -> SendHeader? {
+        let names = sendFieldNames
+        let count = names.count
+        // Slots 0..<count: the one-letter names; count..<2 count: the long ones; then the two
+        // forwarding fields.
+        return withUnsafeTemporaryAllocation(of: String?.self, capacity: 2 * count + 2) { slots -> SendHeader? in
+            slots.initialize(repeating: nil)
+            defer { _ = slots.baseAddress!.deinitialize(count: slots.count) }
+            fields.forEachField { name, value in
+                var slot: Int?
+                if name.count == 1 {
+                    slot = names.firstIndex { $0.short == name[0] }
+                } else {
+                    slot = names.firstIndex { $0.long.utf8CodeUnitCount == name.count && memcmp($0.long.utf8Start, name.baseAddress!, name.count) == 0 }
+                        .map { $0 + count }
+                    if slot == nil && Self.equals(name, Self.forwardedField) { slot = 2 * count }
+                    if slot == nil && Self.equals(name, Self.bornHostField) { slot = 2 * count + 1 }
+                }
+                if let slot, let v = value() { slots[slot] = v }
+            }
+            func v(_ k: Int) -> String? { v2 ? (slots[k] ?? slots[k + count]) : (slots[k + count] ?? slots[k]) }
+            guard let topic = v(0), let queueId = v(3).flatMap({ Int32($0) }) else { return nil }
+            return SendHeader(
+                topic: topic, defaultTopic: v(1) ?? "TBW102", defaultTopicQueueNums: v(2).flatMap { Int($0) } ?? 4, queueId: queueId,
+                sysFlag: v(4).flatMap { Int32($0) } ?? 0, bornTimestamp: v(5).flatMap { Int64($0) } ?? 0,
+                flag: v(6).flatMap { Int32($0) } ?? 0, properties: v(7) ?? "",
+                reconsumeTimes: min(max(v(8).flatMap { Int32($0) } ?? 0, 0), 1_000_000), batch: v(9) == "true" || v(9) == "1",
+                forwardedBornHost: slots[2 * count] != nil ? slots[2 * count + 1] : nil)
+        }
+    }
+
+    private static func equals(_ bytes: UnsafeRawBufferPointer, _ text: String) -> Bool {
+        var text = text
+        return text.withUTF8 { $0.count == bytes.count && memcmp($0.baseAddress!, bytes.baseAddress!, bytes.count) == 0 }
     }
 
     /// `deadline`: when a send the fast path offered comes back here to be numbered again, the
@@ -297,7 +336,7 @@ public final class BrokerService: Sendable {
                           "queueId[\(queueId)] is illegal, topic:[\(h.topic)] topicConfig.writeQueueNums:[\(topic.writeQueueNums)] topicConfig.readQueueNums:[\(topic.readQueueNums)]")
         }
         let bodyBuffer = request.body ?? ByteBuffer()
-        let bornHost = (request.extFields[Self.forwardedField] != nil ? request.extFields[Self.bornHostField] : nil).map(messageHost)
+        let bornHost = h.forwardedBornHost.map(messageHost)
             ?? connection.remoteAddress.map(messageHost) ?? messageHost("127.0.0.1:0")
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         var records: [[UInt8]] = []
@@ -484,7 +523,7 @@ public final class BrokerService: Sendable {
     /// level (3 + reconsume times when 0), or to `%DLQ%<group>` once it was retried
     /// maxReconsumeTimes times or the level is negative.
     func sendBack(_ request: RemotingCommand, _ connection: RemotingConnection) async -> RemotingCommand? {
-        let f = request.extFields
+        let f = request.extFields.dictionary
         guard let group = f["group"], let offset = f["offset"].flatMap({ Int64($0) }), let level = f["delayLevel"].flatMap({ Int32($0) }) else {
             return .response(to: request, code: ResponseCode.systemError, remark: "CONSUMER_SEND_MSG_BACK needs offset, group and delayLevel")
         }
@@ -566,7 +605,7 @@ public final class BrokerService: Sendable {
     static let flagCommitOffset: Int32 = 0x1, flagSuspend: Int32 = 0x2, flagSubscription: Int32 = 0x4
 
     func pull(_ request: RemotingCommand, _ connection: RemotingConnection) async -> RemotingCommand? {
-        let f = request.extFields
+        let f = request.extFields.dictionary
         guard let group = f["consumerGroup"], let topic = f["topic"], let queueId = f["queueId"].flatMap({ Int32($0) }),
               let offset = f["queueOffset"].flatMap({ Int64($0) }) else {
             return .response(to: request, code: ResponseCode.systemError, remark: "the pull header needs consumerGroup, topic, queueId and queueOffset")
@@ -724,7 +763,7 @@ public final class BrokerService: Sendable {
     }
 
     func consumer(_ request: RemotingCommand, _ connection: RemotingConnection) async -> RemotingCommand? {
-        let f = request.extFields
+        let f = request.extFields.dictionary
         switch request.code {
         case RequestCode.queryConsumerOffset:
             guard let group = f["consumerGroup"], let topic = f["topic"], let q = f["queueId"].flatMap({ Int32($0) }) else {
@@ -839,7 +878,7 @@ public final class BrokerService: Sendable {
     // MARK: - Admin
 
     func admin(_ request: RemotingCommand, _ connection: RemotingConnection) async -> RemotingCommand? {
-        let f = request.extFields
+        let f = request.extFields.dictionary
         switch request.code {
         case RequestCode.getAllTopicConfig:
             var body = ByteBuffer()
@@ -888,7 +927,7 @@ public final class BrokerService: Sendable {
             let found = store.queryByKey(topic: topic, key: key, maxNum: maxNum, begin: f["beginTimestamp"].flatMap { Int64($0) } ?? 0,
                                          end: f["endTimestamp"].flatMap { Int64($0) } ?? Int64.max)
             let last = store.options.keyIndex?.lastUpdate ?? (timestamp: 0, phyOffset: 0)
-            let fields = ["indexLastUpdateTimestamp": "\(last.timestamp)", "indexLastUpdatePhyoffset": "\(last.phyOffset)"]
+            let fields: ExtFields = ["indexLastUpdateTimestamp": "\(last.timestamp)", "indexLastUpdatePhyoffset": "\(last.phyOffset)"]
             guard !found.isEmpty else {
                 return .response(to: request, code: ResponseCode.queryNotFound, remark: "can not find message, maybe time range not correct", extFields: fields)
             }

@@ -55,7 +55,7 @@ public actor NameServerRegistrar {
         registeredId = brokerId
         let body = Array(topics.registerBrokerBody(brokerPermission: identity.brokerPermission).utf8)
         let crc = body.withUnsafeBytes { raftmq_crc32_ieee(0, $0.baseAddress, $0.count) } & 0x7FFF_FFFF
-        let fields = [
+        let fields: ExtFields = [
             "brokerName": identity.brokerName, "brokerAddr": identity.brokerAddr, "clusterName": identity.clusterName,
             "haServerAddr": identity.haServerAddr, "brokerId": "\(brokerId)", "compressed": "false", "bodyCrc32": "\(crc)",
         ]
@@ -103,7 +103,7 @@ public actor NameServerRegistrar {
     /// UNREGISTER_BROKER with every nameserver (on shutdown).
     public func unregister() async {
         guard let id = registeredId else { return }
-        let fields = ["brokerName": identity.brokerName, "brokerAddr": identity.brokerAddr, "clusterName": identity.clusterName, "brokerId": "\(id)"]
+        let fields: ExtFields = ["brokerName": identity.brokerName, "brokerAddr": identity.brokerAddr, "clusterName": identity.clusterName, "brokerId": "\(id)"]
         await withTaskGroup(of: Void.self) { group in
             for ns in nameServers {
                 group.addTask { [client] in

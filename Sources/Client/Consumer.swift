@@ -271,13 +271,13 @@ public final class Consumer: Sendable {
     /// Pulls up to `max` messages of a queue from `offset`, holding up to `suspendMs` when there is
     /// none yet (RocketMQ's DefaultMQPullConsumer.pullBlockIfNotFound).
     public func pull(_ q: MessageQueue, from offset: Int64, max: Int = 32, suspendMs: Int64 = 0) async throws -> PullResult {
-        let f: [String: String] = [
+        let f: ExtFields = [
             "consumerGroup": options.group, "topic": q.topic, "queueId": "\(q.queueId)", "queueOffset": "\(offset)", "maxMsgNums": "\(max)",
             "sysFlag": "\((suspendMs > 0 ? 0x2 : 0) | 0x4)", "commitOffset": "0", "suspendTimeoutMillis": "\(suspendMs)",
             "subscription": q.topic == options.topic ? options.expression : "*", "subVersion": "0", "expressionType": "TAG",
         ]
         let answer = try await request(q, .request(code: RequestCode.pullMessage, opaque: 0, extFields: f), timeoutMs: suspendMs + 10_000)
-        let e = answer.extFields
+        let e = answer.extFields.dictionary
         var result = PullResult(messages: [], nextOffset: e["nextBeginOffset"].flatMap { Int64($0) } ?? offset,
                                 minOffset: e["minOffset"].flatMap { Int64($0) } ?? 0, maxOffset: e["maxOffset"].flatMap { Int64($0) } ?? 0)
         switch answer.code {
@@ -333,7 +333,7 @@ public final class Consumer: Sendable {
                 if offset == nil { try? await Task.sleep(for: .milliseconds(200)) }
                 continue
             }
-            let f: [String: String] = [
+            let f: ExtFields = [
                 "consumerGroup": options.group, "topic": q.topic, "queueId": "\(q.queueId)", "queueOffset": "\(current)",
                 // The offset rides along only once this member committed one (as Java's: never 0 by default).
                 "maxMsgNums": "\(options.pullBatchSize)", "sysFlag": "\((committed > 0 ? 0x1 : 0) | 0x2 | 0x4)", "commitOffset": "\(max(committed, 0))",

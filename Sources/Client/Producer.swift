@@ -161,7 +161,7 @@ public final class Producer: Sendable {
     /// and metrics that can lose a message). Throws only when no broker could be reached.
     public func sendOneway(_ message: OutgoingMessage) async throws {
         let key = nextUniqueKey()
-        var f: [String: String] = [:]
+        var f: ExtFields = [:]
         let route: TopicRoute
         do { route = try await routes.route(message.topic) } catch { route = try await routes.route("TBW102") }
         let queues = route.writeQueues(message.topic).isEmpty ? route.writeQueues("TBW102") : route.writeQueues(message.topic)
@@ -205,7 +205,7 @@ public final class Producer: Sendable {
         }
     }
 
-    func header(topic: String, queue: MessageQueue, flag: Int32, batch: Bool) -> [String: String] {
+    func header(topic: String, queue: MessageQueue, flag: Int32, batch: Bool) -> ExtFields {
         ["a": options.group, "b": topic, "c": "TBW102", "d": "\(options.defaultTopicQueueNums)", "e": "\(queue.queueId)", "f": "0",
          "g": "\(Int64(Date().timeIntervalSince1970 * 1000))", "h": "\(flag)", "j": "0", "k": "false", "m": batch ? "true" : "false"]
     }
@@ -248,7 +248,7 @@ public final class Producer: Sendable {
             do {
                 let answer = try await remoting.request(address, build(queue), timeoutMilliseconds: options.attemptTimeoutMs)
                 if let status = SendStatus(code: answer.code) {
-                    let f = answer.extFields
+                    let f = answer.extFields.dictionary
                     let q = MessageQueue(topic: topic, brokerName: queue.brokerName, queueId: f["queueId"].flatMap { Int32($0) } ?? queue.queueId)
                     return SendResult(msgIds: ids, offsetMsgIds: (f["msgId"] ?? "").split(separator: ",").map(String.init), queue: q,
                                       queueOffset: f["queueOffset"].flatMap { Int64($0) } ?? -1, brokerAddress: address, status: status)

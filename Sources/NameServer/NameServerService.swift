@@ -164,7 +164,7 @@ public final class NameServerService: Sendable {
                 for a in gone { logger.info("the broker's channel closed, remove it from the route table", metadata: ["brokerAddr": "\(a)"]) }
             }
         }
-        var ext: [String: String] = [:]
+        var ext: ExtFields = [:]
         if let m = answer.masterAddr { ext["masterAddr"] = m }
         if let h = answer.haServerAddr { ext["haServerAddr"] = h }
         return .response(to: request, code: ResponseCode.success, extFields: ext,

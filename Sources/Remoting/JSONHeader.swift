@@ -15,12 +15,13 @@ enum JSONHeader {
     /// through `ByteBuffer`'s per-call writes, a sorted key array and a byte-by-byte `String.UTF8View`
     /// walk).
     static func write(_ c: RemotingCommand, into out: inout ByteBuffer) {
-        let fieldCount = c.extFields.count
+        let extFields = c.extFields.dictionary
+        let fieldCount = extFields.count
         withUnsafeTemporaryAllocation(of: (key: String, value: String).self, capacity: max(fieldCount, 1)) { fields in
             var n = 0
             // The fixed text is under 160 bytes, each of the four integers at most 11 characters.
             var bound = 160 + 11 * 4 + 6 * c.language.name.utf8.count
-            for (key, value) in c.extFields {
+            for (key, value) in extFields {
                 // Insertion sort: a header has a few to a dozen fields.
                 var at = n
                 while at > 0 && key < fields[at - 1].key {
@@ -136,25 +137,28 @@ enum JSONHeader {
         static func hexDigit(_ v: UInt8) -> UInt8 { v < 10 ? UInt8(ascii: "0") + v : UInt8(ascii: "a") + v - 10 }
     }
 
-    /// Reads a header of `length` bytes from `buffer`.
-    static func read(_ header: ByteBufferView) throws(RemotingError) -> RemotingCommand {
+    /// Reads a header (the bytes between the frame's length words and its body). `extFields` is
+    /// checked here against the grammar, then kept as its text (`ExtFields`).
+    static func read(_ header: ByteBuffer) throws(RemotingError) -> RemotingCommand {
         // Over the bytes themselves: a view's subscript costs a bounds check and an indirection per
         // byte (measured: this parser was 7 % of a leader's CPU at 1 KiB sends when it read the view).
-        let result = header.withContiguousStorageIfAvailable { bytes -> Result<RemotingCommand, RemotingError> in
-            do throws(RemotingError) { return .success(try read(UnsafeRawBufferPointer(bytes))) } catch { return .failure(error) }
-        } ?? Array(header).withUnsafeBytes { bytes -> Result<RemotingCommand, RemotingError> in
+        let result = header.withUnsafeReadableBytes { bytes -> Result<(RemotingCommand, Range<Int>?), RemotingError> in
             do throws(RemotingError) { return .success(try read(bytes)) } catch { return .failure(error) }
         }
-        return try result.get()
+        var (command, fields) = try result.get()
+        if let fields { command.extFields = ExtFields(json: header.getSlice(at: header.readerIndex + fields.lowerBound, length: fields.count)!) }
+        return command
     }
 
-    static func read(_ header: UnsafeRawBufferPointer) throws(RemotingError) -> RemotingCommand {
+    /// The command, and where its `extFields` object lies in `header` (nil when absent or null):
+    /// the caller keeps that text.
+    static func read(_ header: UnsafeRawBufferPointer) throws(RemotingError) -> (RemotingCommand, Range<Int>?) {
         var r = Reader(bytes: header)
         var code: Int32?, opaque: Int32?
         var flag: Int32 = 0, version: Int32 = 0
         var language = LanguageCode.other
         var remark: String?
-        var ext: [String: String] = [:]
+        var fields: Range<Int>?
         r.skipSpace()
         try r.expect(UInt8(ascii: "{"))
         r.skipSpace()
@@ -176,7 +180,13 @@ enum JSONHeader {
                 case .remark:
                     if r.isNull() { try r.null() } else { remark = try r.string() }
                 case .extFields:
-                    if r.isNull() { try r.null() } else { ext = try r.stringMap() }
+                    if r.isNull() {
+                        try r.null()
+                    } else {
+                        let start = r.i
+                        try r.walkFields { _, _ in }
+                        fields = start..<r.i
+                    }
                 case .other: try r.skipValue()
                 }
                 r.skipSpace()
@@ -194,8 +204,49 @@ enum JSONHeader {
         guard r.atEnd else { throw .malformedHeader("bytes after the header object") }
         guard let code else { throw .malformedHeader("no \"code\"") }
         guard let opaque else { throw .malformedHeader("no \"opaque\"") }
-        return RemotingCommand(code: code, language: language, version: version, opaque: opaque, flag: flag,
-                               remark: remark, extFields: ext, serializeType: .json)
+        return (RemotingCommand(code: code, language: language, version: version, opaque: opaque, flag: flag,
+                                remark: remark, serializeType: .json), fields.map { $0.lowerBound - header.startIndex..<$0.upperBound - header.startIndex })
+    }
+
+    /// Every field of an `extFields` text `read` checked, as a dictionary.
+    static func fieldMap(_ text: ByteBuffer) -> [String: String] {
+        text.withUnsafeReadableBytes { bytes in
+            var r = Reader(bytes: bytes)
+            return (try? r.stringMap()) ?? [:]
+        }
+    }
+
+    /// One field's value from an `extFields` text, without the dictionary: the last non-null one.
+    static func field(_ name: String, in text: ByteBuffer) -> String? {
+        var name = name
+        return name.withUTF8 { wanted in
+            text.withUnsafeReadableBytes { bytes -> String? in
+                var r = Reader(bytes: bytes)
+                let reader = r
+                var found: Reader.FieldValue?
+                try? r.walkFields { key, value in
+                    if case .null = value { return }
+                    if reader.key(key, is: UnsafeRawBufferPointer(wanted)) { found = value }
+                }
+                return found.flatMap { reader.text($0) }
+            }
+        }
+    }
+
+    /// `ExtFields.forEachField` over an `extFields` text.
+    static func forEachField(in text: ByteBuffer, _ body: (_ name: UnsafeRawBufferPointer, _ value: () -> String?) -> Void) {
+        text.withUnsafeReadableBytes { bytes in
+            var r = Reader(bytes: bytes)
+            let reader = r
+            try? r.walkFields { key, value in
+                if key.escaped {
+                    var name = reader.decoded(key.range, escaped: true)
+                    name.withUTF8 { body(UnsafeRawBufferPointer($0), { reader.text(value) }) }
+                } else {
+                    body(UnsafeRawBufferPointer(rebasing: bytes[key.range]), { reader.text(value) })
+                }
+            }
+        }
     }
 
     /// The header keys RaftMQ reads.
@@ -251,16 +302,21 @@ enum JSONHeader {
 
         /// Moves past string bytes that need no decoding: up to a quote, a backslash, or the end.
         /// Throws on a control character (JSON does not allow them raw).
-        mutating func scanPlain() throws(RemotingError) {
+        /// Returns the bytes it passed, or'ed together (`>= 0x80`: not all ASCII).
+        @discardableResult
+        mutating func scanPlain() throws(RemotingError) -> UInt8 {
             var k = i
+            var all: UInt8 = 0
             let end = bytes.endIndex
             while k < end {
                 let b = bytes[k]
                 if b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") { break }
                 if b < 0x20 { i = k; throw .malformedHeader("a control character inside a string") }
+                all |= b
                 k += 1
             }
             i = k
+            return all
         }
 
         static let oneByteStrings: [String] = (0..<128).map { String(Unicode.Scalar(UInt8($0))) }
@@ -369,7 +425,7 @@ enum JSONHeader {
             return text
         }
 
-        private mutating func hex4() throws(RemotingError) -> UInt32 {
+        mutating func hex4() throws(RemotingError) -> UInt32 {
             var v: UInt32 = 0
             for _ in 0..<4 {
                 let b = try next()
@@ -387,6 +443,12 @@ enum JSONHeader {
 
         /// The text of a JSON number, checked against the JSON grammar.
         mutating func numberText() throws(RemotingError) -> String {
+            let range = try numberRange()
+            return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self)
+        }
+
+        /// Moves past a JSON number, checked against the JSON grammar; where its text lies.
+        mutating func numberRange() throws(RemotingError) -> Range<Int> {
             let start = i
             if peek() == UInt8(ascii: "-") { i += 1 }
             var digits = 0
@@ -405,7 +467,7 @@ enum JSONHeader {
                 while let b = peek(), b >= UInt8(ascii: "0"), b <= UInt8(ascii: "9") { i += 1; exp += 1 }
                 if exp == 0 { throw .malformedHeader("a number without exponent digits") }
             }
-            return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)
+            return start..<i
         }
 
         mutating func int32(_ key: String) throws(RemotingError) -> Int32 {
@@ -414,42 +476,132 @@ enum JSONHeader {
             return v
         }
 
-        /// `extFields`: an object whose values are strings, or numbers and booleans (C++ clients), or null
-        /// (dropped, as fastjson drops them).
-        mutating func stringMap() throws(RemotingError) -> [String: String] {
+        /// A value in `extFields`, where its bytes lie.
+        enum FieldValue {
+            /// Between the quotes; `escaped` when it holds a backslash.
+            case string(Range<Int>, escaped: Bool)
+            /// A number, `true` or `false`: its text is its value (C++ clients send them bare).
+            case text(Range<Int>)
+            /// Left out, as fastjson leaves out nulls.
+            case null
+        }
+
+        /// `extFields`: an object whose values are strings, or numbers and booleans (C++ clients), or
+        /// null. Calls `field` with each name and value where they lie, building nothing; every
+        /// string is checked as `string()` would read it.
+        mutating func walkFields(_ field: (_ key: (range: Range<Int>, escaped: Bool), _ value: FieldValue) -> Void) throws(RemotingError) {
             try expect(UInt8(ascii: "{"))
-            // A send carries 11-13 fields: room for them at once instead of three regrowths.
-            var map = [String: String](minimumCapacity: 16)
             skipSpace()
             if peek() == UInt8(ascii: "}") {
                 i += 1
-                return map
+                return
             }
             while true {
                 skipSpace()
-                let key = try string()
+                let key = try skipString()
                 skipSpace()
                 try expect(UInt8(ascii: ":"))
                 skipSpace()
+                let value: FieldValue
                 switch peek() {
-                case UInt8(ascii: "\""): map[key] = try string()
+                case UInt8(ascii: "\""):
+                    let s = try skipString()
+                    value = .string(s.range, escaped: s.escaped)
                 case UInt8(ascii: "t"):
+                    let start = i
                     for b in "true".utf8 { try expect(b) }
-                    map[key] = "true"
+                    value = .text(start..<i)
                 case UInt8(ascii: "f"):
+                    let start = i
                     for b in "false".utf8 { try expect(b) }
-                    map[key] = "false"
-                case UInt8(ascii: "n"): try null()
+                    value = .text(start..<i)
+                case UInt8(ascii: "n"):
+                    try null()
+                    value = .null
                 case .some(let b) where b == UInt8(ascii: "-") || (b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9")):
-                    map[key] = try numberText()
+                    value = .text(try numberRange())
                 default:
-                    throw .malformedHeader("extFields.\(key) is not a string, number or boolean")
+                    throw .malformedHeader("extFields.\(decoded(key.range, escaped: key.escaped)) is not a string, number or boolean")
                 }
+                field(key, value)
                 skipSpace()
                 let b = try next()
-                if b == UInt8(ascii: "}") { return map }
+                if b == UInt8(ascii: "}") { return }
                 if b != UInt8(ascii: ",") { throw .malformedHeader("expected , or } in extFields") }
             }
+        }
+
+        /// `extFields` as a dictionary; a repeated name keeps its last value.
+        mutating func stringMap() throws(RemotingError) -> [String: String] {
+            // A send carries 11-13 fields: room for them at once instead of three regrowths.
+            var map = [String: String](minimumCapacity: 16)
+            let reader = self
+            try walkFields { key, value in
+                if let v = reader.text(value) { map[reader.decoded(key.range, escaped: key.escaped)] = v }
+            }
+            return map
+        }
+
+        /// Moves past a string, checking it as `string()` does, without building it: the range
+        /// between its quotes, and whether its bytes are not its text (`escaped`: an escape, or a
+        /// byte that is not ASCII, which may not be UTF-8 and is then repaired as `string()`
+        /// repairs it; either way the text is read through `string()`).
+        mutating func skipString() throws(RemotingError) -> (range: Range<Int>, escaped: Bool) {
+            try expect(UInt8(ascii: "\""))
+            let start = i
+            var escaped = false
+            while true {
+                if try scanPlain() >= 0x80 { escaped = true }
+                if try next() == UInt8(ascii: "\"") { return (start..<(i - 1), escaped) }
+                // A backslash.
+                escaped = true
+                let e = try next()
+                switch e {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
+                     UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+                    continue
+                case UInt8(ascii: "u"):
+                    let scalar = try hex4()
+                    if (0xD800..<0xDC00).contains(scalar) {
+                        try expect(UInt8(ascii: "\\"))
+                        try expect(UInt8(ascii: "u"))
+                        guard (0xDC00..<0xE000).contains(try hex4()) else { throw .malformedHeader("a lone surrogate in a string") }
+                    } else if (0xDC00..<0xE000).contains(scalar) {
+                        throw .malformedHeader("a lone surrogate in a string")
+                    }
+                default:
+                    throw .malformedHeader("an unknown escape \\\(Character(Unicode.Scalar(e)))")
+                }
+            }
+        }
+
+        /// The string between the quotes at `range` (found by `skipString`, so already checked).
+        func decoded(_ range: Range<Int>, escaped: Bool) -> String {
+            if !escaped {
+                if range.count == 1, bytes[range.lowerBound] < 0x80 { return Self.oneByteStrings[Int(bytes[range.lowerBound])] }
+                return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self)
+            }
+            var r = self
+            r.i = range.lowerBound - 1
+            return (try? r.string()) ?? ""
+        }
+
+        /// A field's value as the dictionary holds it; nil for null.
+        func text(_ value: FieldValue) -> String? {
+            switch value {
+            case .string(let range, let escaped): return decoded(range, escaped: escaped)
+            case .text(let range): return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self)
+            case .null: return nil
+            }
+        }
+
+        /// Whether the name at `key` is `name` (UTF-8).
+        func key(_ key: (range: Range<Int>, escaped: Bool), is name: UnsafeRawBufferPointer) -> Bool {
+            if key.escaped {
+                var decoded = decoded(key.range, escaped: true)
+                return decoded.withUTF8 { $0.count == name.count && (name.isEmpty || memcmp($0.baseAddress!, name.baseAddress!, name.count) == 0) }
+            }
+            return key.range.count == name.count && (name.isEmpty || memcmp(bytes.baseAddress! + key.range.lowerBound, name.baseAddress!, name.count) == 0)
         }
 
         /// Skips any JSON value (an unknown key's), nesting at most `maxSkippedDepth` deep.

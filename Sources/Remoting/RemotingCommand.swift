@@ -12,9 +12,9 @@ public struct RemotingCommand: Sendable, Equatable {
     /// bit 0: response; bit 1: one-way request.
     public var flag: Int32
     public var remark: String?
-    /// The command's custom header, as strings (numbers and booleans a client sent are turned into
-    /// their text on decoding).
-    public var extFields: [String: String]
+    /// The command's custom header, as strings (numbers and booleans a client sent read as their
+    /// text). Read from a JSON header only when asked (`ExtFields`).
+    public var extFields: ExtFields
     /// How the header was or will be serialized. Answers use the request's.
     public var serializeType: SerializeType
     public var body: ByteBuffer?
@@ -25,7 +25,7 @@ public struct RemotingCommand: Sendable, Equatable {
     public static let ourVersion: Int32 = 396
 
     public init(code: Int32, language: LanguageCode = .java, version: Int32 = RemotingCommand.ourVersion, opaque: Int32,
-                flag: Int32 = 0, remark: String? = nil, extFields: [String: String] = [:],
+                flag: Int32 = 0, remark: String? = nil, extFields: ExtFields = [:],
                 serializeType: SerializeType = .json, body: ByteBuffer? = nil) {
         self.code = code
         self.language = language
@@ -42,7 +42,7 @@ public struct RemotingCommand: Sendable, Equatable {
     public var isOneway: Bool { flag & Self.onewayFlag != 0 }
 
     /// A request (or a one-way request) with a fresh opaque chosen by the caller.
-    public static func request(code: Int32, opaque: Int32, extFields: [String: String] = [:], body: ByteBuffer? = nil,
+    public static func request(code: Int32, opaque: Int32, extFields: ExtFields = [:], body: ByteBuffer? = nil,
                                oneway: Bool = false, serializeType: SerializeType = .json) -> RemotingCommand {
         RemotingCommand(code: code, opaque: opaque, flag: oneway ? onewayFlag : 0, extFields: extFields,
                         serializeType: serializeType, body: body)
@@ -51,7 +51,7 @@ public struct RemotingCommand: Sendable, Equatable {
     /// The answer to `request`: same opaque and serialization, the response bit set, RaftMQ's language
     /// and version (rocketmq-protocol.md §9 item 3).
     public static func response(to request: RemotingCommand, code: Int32, remark: String? = nil,
-                                extFields: [String: String] = [:], body: ByteBuffer? = nil) -> RemotingCommand {
+                                extFields: ExtFields = [:], body: ByteBuffer? = nil) -> RemotingCommand {
         RemotingCommand(code: code, opaque: request.opaque, flag: responseFlag, remark: remark, extFields: extFields,
                         serializeType: request.serializeType, body: body)
     }

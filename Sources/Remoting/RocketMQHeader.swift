@@ -20,8 +20,9 @@ enum RocketMQHeader {
         }
         let lengthAt = out.writerIndex
         out.writeInteger(Int32(0))
-        for key in c.extFields.keys.sorted() {
-            let value = c.extFields[key]!
+        let fields = c.extFields.dictionary
+        for key in fields.keys.sorted() {
+            let value = fields[key]!
             out.writeInteger(Int16(key.utf8.count))
             out.writeString(key)
             out.writeInteger(Int32(value.utf8.count))
@@ -56,7 +57,7 @@ enum RocketMQHeader {
         }
         return RemotingCommand(code: Int32(code), language: LanguageCode(rawValue: languageByte) ?? .other,
                                version: Int32(version), opaque: opaque, flag: flag,
-                               remark: remarkLength == 0 ? nil : remark, extFields: ext, serializeType: .rocketmq)
+                               remark: remarkLength == 0 ? nil : remark, extFields: ExtFields(ext), serializeType: .rocketmq)
     }
 }
 
@@ -111,7 +112,7 @@ public enum RemotingFrame {
         var header = frame.readSlice(length: headerLength)!
         var command: RemotingCommand
         switch type {
-        case .json: command = try JSONHeader.read(header.readableBytesView)
+        case .json: command = try JSONHeader.read(header)
         case .rocketmq: command = try RocketMQHeader.read(&header)
         }
         command.body = frame.readableBytes > 0 ? frame.readSlice(length: frame.readableBytes) : nil

@@ -123,7 +123,7 @@ public actor RaftLogClient {
     public func metadata(at address: String) async throws(Failure) -> Metadata {
         let answer = try await call(address, RaftLogCode.metadata, [:])
         var json = answer.body ?? ByteBuffer()
-        return Metadata(fields: answer.extFields, stateJSON: json.readString(length: json.readableBytes) ?? "")
+        return Metadata(fields: answer.extFields.dictionary, stateJSON: json.readString(length: json.readableBytes) ?? "")
     }
 
     /// Committed entries from `index` (store numbering) on, as the node at `address` holds them.
@@ -163,7 +163,7 @@ public actor RaftLogClient {
         throw .gaveUp(last)
     }
 
-    private func call(_ address: String, _ code: Int32, _ fields: [String: String], timeoutMs: Int64? = nil) async throws(Failure) -> RemotingCommand {
+    private func call(_ address: String, _ code: Int32, _ fields: ExtFields, timeoutMs: Int64? = nil) async throws(Failure) -> RemotingCommand {
         var ext = fields
         ext["group"] = group
         let answer: RemotingCommand

@@ -111,9 +111,9 @@ public struct RaftLogService: Sendable {
     }
 
     /// leaderId/leaderAddr of the current leader, when known.
-    private func leaderFields(_ status: ReplicaStatus?) -> [String: String] {
+    private func leaderFields(_ status: ReplicaStatus?) -> ExtFields {
         guard let leader = status?.raft.leader, let name = options.names[leader] else { return [:] }
-        var f = ["leaderId": name]
+        var f: ExtFields = ["leaderId": name]
         if let a = options.clientAddresses[leader] { f["leaderAddr"] = a }
         return f
     }

@@ -1,5 +1,7 @@
 import LogFormat
 typealias LogFormatRecord = MessageRecord
+import NIOCore
+import Remoting
 import Testing
 @testable import Broker
 import TestSupport
@@ -94,6 +96,43 @@ func record(_ topic: String, queue: Int32 = 0, offset: Int64 = 0, body: String =
         lying[3] = 99
         #expect(throws: (any Error).self) { try BrokerService.batchItems(lying) }
         #expect(throws: (any Error).self) { try BrokerService.batchItems([0, 0, 0]) }
+    }
+
+    /// The send header read in one walk over the fields agrees with reading it from the dictionary
+    /// (RocketMQ's rule: the request code's form of a name wins over the other), over random
+    /// headers with both forms, repeated and bad values, and the forwarding fields; from a header
+    /// built here and from one read off the wire as JSON text.
+    @Test func theSendHeaderReadInOneWalkAgreesWithTheDictionary() throws {
+        func reference(_ f: [String: String], v2: Bool) -> BrokerService.SendHeader? {
+            func v(_ long: String, _ short: String) -> String? { v2 ? (f[short] ?? f[long]) : (f[long] ?? f[short]) }
+            guard let topic = v("topic", "b"), let queueId = v("queueId", "e").flatMap({ Int32($0) }) else { return nil }
+            return BrokerService.SendHeader(
+                topic: topic, defaultTopic: v("defaultTopic", "c") ?? "TBW102",
+                defaultTopicQueueNums: v("defaultTopicQueueNums", "d").flatMap { Int($0) } ?? 4, queueId: queueId,
+                sysFlag: v("sysFlag", "f").flatMap { Int32($0) } ?? 0, bornTimestamp: v("bornTimestamp", "g").flatMap { Int64($0) } ?? 0,
+                flag: v("flag", "h").flatMap { Int32($0) } ?? 0, properties: v("properties", "i") ?? "",
+                reconsumeTimes: min(max(v("reconsumeTimes", "j").flatMap { Int32($0) } ?? 0, 0), 1_000_000),
+                batch: v("batch", "m") == "true" || v("batch", "m") == "1",
+                forwardedBornHost: f[BrokerService.forwardedField] != nil ? f[BrokerService.bornHostField] : nil)
+        }
+        var r = SplitMix64(seed: 41)
+        let names = BrokerService.sendFieldNames.flatMap { [String(decoding: [$0.short], as: UTF8.self), $0.long.description] }
+            + [BrokerService.forwardedField, BrokerService.bornHostField, "a", "k", "producerGroup", "x"]
+        let values = ["T", "0", "3", "-1", "x", "", "true", "1", "false", "99999999999", "TAGS\u{1}A\u{2}KEYS\u{1}k", "127.0.0.9:5555"]
+        var read = 0
+        for _ in 0..<4_000 {
+            var f: [String: String] = [:]
+            for _ in 0..<Int(r.next() % 16) { f[names[Int(r.next() % UInt64(names.count))]] = values[Int(r.next() % UInt64(values.count))] }
+            let v2 = r.next() % 2 == 0
+            var wire = ByteBuffer()
+            RemotingFrame.encode(.request(code: v2 ? 310 : 10, opaque: 1, extFields: ExtFields(f)), into: &wire)
+            let decoded = try #require(try RemotingFrame.decode(&wire))
+            let want = reference(f, v2: v2)
+            #expect(BrokerService.sendHeader(ExtFields(f), v2: v2) == want, "\(f)")
+            #expect(BrokerService.sendHeader(decoded.extFields, v2: v2) == want, "\(f)")
+            if want != nil { read += 1 }
+        }
+        #expect(read > 200)
     }
 
     @Test func sendHeadersReadV1NamesAndV2ShortKeys() {

@@ -63,7 +63,7 @@ extension RaftGroupProcessTests {
         func send(_ topic: String, _ body: [UInt8], queue: String = "0", extra: [String: String] = [:], code: Int32 = RequestCode.sendMessageV2) async throws -> RemotingCommand {
             var f = ["a": "g", "b": topic, "c": "TBW102", "d": "4", "e": queue, "f": "0", "g": "0", "h": "0"]
             f.merge(extra) { $1 }
-            return try await client.request(leader.brokerAddress, .request(code: code, opaque: 0, extFields: f, body: ByteBuffer(bytes: body)), timeoutMilliseconds: 10_000)
+            return try await client.request(leader.brokerAddress, .request(code: code, opaque: 0, extFields: ExtFields(f), body: ByteBuffer(bytes: body)), timeoutMilliseconds: 10_000)
         }
         // Twenty good messages first (the leader takes writes once its first entry is dispatched).
         var ready = false

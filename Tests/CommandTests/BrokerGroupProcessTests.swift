@@ -331,7 +331,7 @@ extension RaftGroupProcessTests {
 
         // Bad input: RocketMQ's codes, and the connection stays usable.
         func send(_ f: [String: String], _ body: String, at address: String) async throws -> RemotingCommand {
-            try await client.request(address, .request(code: RequestCode.sendMessageV2, opaque: 0, extFields: f, body: ByteBuffer(string: body)),
+            try await client.request(address, .request(code: RequestCode.sendMessageV2, opaque: 0, extFields: ExtFields(f), body: ByteBuffer(string: body)),
                                      timeoutMilliseconds: 5_000)
         }
         let base = ["a": "g", "b": "TopicTest", "c": "TBW102", "d": "4", "e": "0", "f": "0", "g": "0", "h": "0"]
@@ -353,7 +353,7 @@ extension RaftGroupProcessTests {
         item += itemBody + [0, 0]
         var twoItems = ByteBuffer()
         twoItems.writeBytes(item + item)
-        let tooBig = try await client.request(leader.brokerAddress, .request(code: RequestCode.sendBatchMessage, opaque: 0, extFields: batchHeader, body: twoItems),
+        let tooBig = try await client.request(leader.brokerAddress, .request(code: RequestCode.sendBatchMessage, opaque: 0, extFields: ExtFields(batchHeader), body: twoItems),
                                               timeoutMilliseconds: 10_000)
         #expect(tooBig.code == ResponseCode.messageIllegal, "\(tooBig.code) \(tooBig.remark ?? "")")
         // The raw-log API does not take bodies that would pass for messages.
@@ -456,7 +456,7 @@ extension RaftGroupProcessTests {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let client = RemotingClient(group: group, logger: Logger(label: "test"))
         func call(_ n: Node, _ code: Int32, _ f: [String: String], body: String? = nil) async throws -> RemotingCommand {
-            try await client.request(n.brokerAddress, .request(code: code, opaque: 0, extFields: f, body: body.map { ByteBuffer(string: $0) }), timeoutMilliseconds: 5_000)
+            try await client.request(n.brokerAddress, .request(code: code, opaque: 0, extFields: ExtFields(f), body: body.map { ByteBuffer(string: $0) }), timeoutMilliseconds: 5_000)
         }
         var created = ResponseCode.systemError
         for _ in 0..<100 where created != ResponseCode.success {

@@ -37,7 +37,7 @@ private func randomCommand(_ r: inout SplitMix64) -> RemotingCommand {
     let remark = r.next() % 3 == 0 ? nil : "r" + word()
     return RemotingCommand(code: Int32(Int16(truncatingIfNeeded: r.next())), language: LanguageCode.allCases[Int(r.next() % 12)],
                            version: Int32(Int16(truncatingIfNeeded: r.next())), opaque: Int32(truncatingIfNeeded: r.next()),
-                           flag: Int32(r.next() % 4), remark: remark, extFields: ext,
+                           flag: Int32(r.next() % 4), remark: remark, extFields: ExtFields(ext),
                            serializeType: r.next() % 2 == 0 ? .json : .rocketmq, body: body)
 }
 
@@ -128,7 +128,7 @@ private final class WritesSeen: ChannelOutboundHandler, @unchecked Sendable {
             for _ in 0..<Int(r.next() % 16) { ext[word()] = word() }
             let c = RemotingCommand(code: int(), language: LanguageCode.allCases[Int(r.next() % UInt64(LanguageCode.allCases.count))],
                                     version: int(), opaque: int(), flag: int(), remark: r.next() % 3 == 0 ? nil : word(),
-                                    extFields: ext, serializeType: .json)
+                                    extFields: ExtFields(ext), serializeType: .json)
             var b = ByteBuffer()
             JSONHeader.write(c, into: &b)
             let written = b.readBytes(length: b.readableBytes) ?? []
@@ -218,6 +218,75 @@ private final class WritesSeen: ChannelOutboundHandler, @unchecked Sendable {
             t.writeBytes(header)
             #expect(throws: RemotingError.self, "\(cut)") { _ = try RemotingFrame.decode(&t) }
         }
+    }
+
+    /// A decoded JSON header keeps `extFields` as its text: every way of reading it (the dictionary,
+    /// one lookup, the walk) gives what a dictionary built from the text in order would hold, over
+    /// random objects with repeated names, names spelled with escapes, escaped values, numbers,
+    /// booleans and nulls; and a change to it keeps the rest.
+    @Test func extFieldsReadFromTheTextAgreeWithTheDictionary() throws {
+        var r = SplitMix64(seed: 29)
+        // Names that repeat, one spelled with an escape ("\u0061" is "a"), one not ASCII, one empty.
+        let names: [(text: String, name: String)] = [("a", "a"), (#"\u0061"#, "a"), ("b", "b"), ("topic", "topic"),
+                                                    (#"t\u00e9"#, "t\u{e9}"), ("", ""), ("properties", "properties")]
+        let values: [(text: String, value: String?)] = [
+            (#""x""#, "x"), (#""""#, ""), (#""TAGS\u0001A\u0002KEYS\u0001k""#, "TAGS\u{1}A\u{2}KEYS\u{1}k"), ("12", "12"),
+            ("-1", "-1"), ("1.5e3", "1.5e3"), ("true", "true"), ("false", "false"), ("null", nil),
+            (#""\ud83d\ude00 \"q\" \\""#, "\u{1F600} \"q\" \\"),
+            (#""a long value that does not fit a small string""#, "a long value that does not fit a small string"),
+        ]
+        for _ in 0..<3_000 {
+            var pairs: [String] = []
+            var expected: [String: String] = [:]
+            var order: [(String, String?)] = []
+            for _ in 0..<Int(r.next() % 9) {
+                let n = names[Int(r.next() % UInt64(names.count))], v = values[Int(r.next() % UInt64(values.count))]
+                pairs.append("\"\(n.text)\"" + (r.next() % 2 == 0 ? " : " : ":") + v.text)
+                if let value = v.value { expected[n.name] = value }
+                order.append((n.name, v.value))
+            }
+            var b = jsonFrame("{\"code\":310,\"opaque\":1,\"extFields\":{" + pairs.joined(separator: ",") + "}}")
+            let c = try #require(try RemotingFrame.decode(&b))
+            #expect(c.extFields.dictionary == expected, "\(pairs)")
+            #expect(c.extFields.count == expected.count)
+            for (_, name) in names + [("zz", "zz"), ("ab", "ab")] {
+                #expect(c.extFields[name] == expected[name], "\(name) in \(pairs)")
+            }
+            var walked: [(String, String?)] = []
+            c.extFields.forEachField { name, value in walked.append((String(decoding: name, as: UTF8.self), value())) }
+            #expect(walked.map(\.0) == order.map(\.0) && walked.map(\.1) == order.map(\.1), "\(pairs)")
+            var changed = c
+            changed.extFields["b"] = "set"
+            var want = expected
+            want["b"] = "set"
+            #expect(changed.extFields.dictionary == want && c.extFields.dictionary == expected)
+            // Written again (sorted, as fastjson writes), it reads back the same.
+            var again = frame(c)
+            #expect(try RemotingFrame.decode(&again)?.extFields == c.extFields)
+        }
+        // A name that is not UTF-8 is the repaired name in every view, as in the dictionary.
+        let header = Array(#"{"code":1,"opaque":1,"extFields":{""#.utf8) + [0xE9] + Array(#"":"v","a":"w"}}"#.utf8)
+        var b = ByteBuffer()
+        b.writeInteger(Int32(4 + header.count))
+        b.writeInteger(UInt32(header.count))
+        b.writeBytes(header)
+        let c = try #require(try RemotingFrame.decode(&b))
+        #expect(c.extFields.dictionary == ["\u{FFFD}": "v", "a": "w"] && c.extFields["\u{FFFD}"] == "v")
+        var walked: [String] = []
+        c.extFields.forEachField { name, _ in walked.append(String(decoding: name, as: UTF8.self)) }
+        #expect(walked == ["\u{FFFD}", "a"])
+    }
+
+    /// What `extFields` is checked for when the frame is decoded (its values are read later).
+    @Test func malformedExtFieldsAreRefusedWhenTheFrameIsDecoded() throws {
+        for fields in [#"{"a":"\x"}"#, #"{"a":"\ud800"}"#, #"{"a":"\ud800\u0041"}"#, #"{"a":"\udc00"}"#, #"{"a":"\u12"}"#,
+                       #"{"a":[1]}"#, #"{"a" "b"}"#, #"{"a":"b",}"#, #"{"a":"b""#, #"{a:"b"}"#, #"{"a":tru}"#, #"{"a":-}"#,
+                       #"{"a":1.}"#, "{\"a\":\"\u{1}\"}", #"{"\q":"b"}"#] {
+            var b = jsonFrame(#"{"code":1,"opaque":1,"extFields":"# + fields + "}")
+            #expect(throws: RemotingError.self, "\(fields)") { _ = try RemotingFrame.decode(&b) }
+        }
+        var nullFields = jsonFrame(#"{"code":1,"opaque":1,"extFields":null}"#)
+        #expect(try RemotingFrame.decode(&nullFields)?.extFields.isEmpty == true)
     }
 
     @Test func malformedHeadersAreTypedErrors() {
