@@ -31,7 +31,7 @@ public struct RemotingFrameDecoder: ByteToMessageDecoder, Sendable {
 /// measured, about 4 of a leader's 36 mallocs per message). The buffer is handed on early when it
 /// grows past `handOnBytes`, so a long run of writes without a flush does not hold it all.
 final class CoalescingFrameEncoder: ChannelOutboundHandler, RemovableChannelHandler {
-    typealias OutboundIn = RemotingCommand
+    typealias OutboundIn = Outbound
     typealias OutboundOut = ByteBuffer
     static let handOnBytes = 256 << 10
 
@@ -40,7 +40,11 @@ final class CoalescingFrameEncoder: ChannelOutboundHandler, RemovableChannelHand
     private var promise: EventLoopPromise<Void>?
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        let command = unwrapOutboundIn(data)
+        let command: RemotingCommand
+        switch unwrapOutboundIn(data) {
+        case .response(let c): command = c
+        case .request(let r): command = r.command
+        }
         // Taken out while it is written to, so the write never copies it.
         var b = buffer ?? context.channel.allocator.buffer(capacity: 1024)
         buffer = nil

@@ -54,14 +54,19 @@ public struct RemotingConnection: Sendable, Hashable {
     private func send(_ value: Outbound, promise: EventLoopPromise<Void>?) {
         let channel = self.channel
         let coalescer = self.coalescer
-        coalescer.queued.add(1, ordering: .relaxed)
         if channel.eventLoop.inEventLoop {
-            channel.write(value, promise: promise)
-            channel.eventLoop.execute {
-                if coalescer.queued.subtract(1, ordering: .relaxed).newValue == 0 { channel.flush() }
+            // One flush task for every run of writes on the loop, not one per write.
+            if !coalescer.flushScheduled.exchange(true, ordering: .relaxed) {
+                coalescer.queued.add(1, ordering: .relaxed)
+                channel.eventLoop.execute {
+                    coalescer.flushScheduled.store(false, ordering: .relaxed)
+                    if coalescer.queued.subtract(1, ordering: .relaxed).newValue == 0 { channel.flush() }
+                }
             }
+            channel.write(value, promise: promise)
             return
         }
+        coalescer.queued.add(1, ordering: .relaxed)
         channel.eventLoop.execute {
             channel.write(value, promise: promise)
             if coalescer.queued.subtract(1, ordering: .relaxed).newValue == 0 { channel.flush() }
@@ -117,9 +122,12 @@ public struct RemotingConnection: Sendable, Hashable {
     public func hash(into h: inout Hasher) { h.combine(ObjectIdentifier(channel)) }
 }
 
-/// Writes queued to one connection's event loop and not yet written: the last one flushes.
+/// Writes queued to one connection's event loop and not yet written, and flush tasks queued there:
+/// the last of them flushes. Writes made on the loop itself share one flush task (`flushScheduled`,
+/// read and written only on the loop).
 final class WriteCoalescer: Sendable {
     let queued = Atomic<Int>(0)
+    let flushScheduled = Atomic<Bool>(false)
 }
 
 /// What a connection writes: an answer, or a request (numbered by the handler as it goes out).
@@ -140,7 +148,8 @@ struct OutboundRequest: Sendable {
 final class RemotingConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = RemotingCommand
     typealias OutboundIn = Outbound
-    typealias OutboundOut = RemotingCommand
+    /// Passed on as it came (an answer's is not boxed again); a request numbered.
+    typealias OutboundOut = Outbound
 
     private let dispatcher: (any RemotingDispatcher)?
     private let maxPendingRequests: Int
@@ -169,8 +178,8 @@ final class RemotingConnectionHandler: ChannelDuplexHandler {
         }
         guard let dispatcher else {
             if !command.isOneway {
-                context.writeAndFlush(wrapOutboundOut(.response(to: command, code: ResponseCode.requestCodeNotSupported,
-                                                                 remark: " request type \(command.code) not supported")), promise: nil)
+                context.writeAndFlush(wrapOutboundOut(.response(.response(to: command, code: ResponseCode.requestCodeNotSupported,
+                                                                           remark: " request type \(command.code) not supported"))), promise: nil)
             }
             return
         }
@@ -183,8 +192,8 @@ final class RemotingConnectionHandler: ChannelDuplexHandler {
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let request: OutboundRequest
         switch unwrapOutboundIn(data) {
-        case .response(let response):
-            context.write(wrapOutboundOut(response), promise: promise)
+        case .response:
+            context.write(data, promise: promise)
             return
         case .request(let r):
             request = r
@@ -207,7 +216,7 @@ final class RemotingConnectionHandler: ChannelDuplexHandler {
             }
             pending[opaque] = (p, timeout)
         }
-        context.write(wrapOutboundOut(command), promise: promise)
+        context.write(wrapOutboundOut(.request(OutboundRequest(command: command, promise: nil, timeoutMilliseconds: 0))), promise: promise)
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import NIOEmbedded
 import Testing
@@ -89,6 +90,21 @@ private final class WritesSeen: ChannelOutboundHandler, @unchecked Sendable {
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         sizes.append(unwrapOutboundIn(data).readableBytes)
         context.write(data, promise: promise)
+    }
+}
+
+/// The buffers and flushes that reach the channel.
+private final class FlushesSeen: ChannelOutboundHandler, @unchecked Sendable {
+    typealias OutboundIn = ByteBuffer
+    private(set) var sizes: [Int] = []
+    private(set) var flushes = 0
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        sizes.append(unwrapOutboundIn(data).readableBytes)
+        context.write(data, promise: promise)
+    }
+    func flush(context: ChannelHandlerContext) {
+        flushes += 1
+        context.flush()
     }
 }
 
@@ -352,6 +368,29 @@ private final class WritesSeen: ChannelOutboundHandler, @unchecked Sendable {
         #expect(throws: RemotingError.self) { try channel.writeInbound(b) }
         _ = try? channel.finish()
     }
+    /// Answers written on the connection's loop (a Raft commit answering the sends it covered)
+    /// share one flush task: they leave as one buffer and one flush, whatever their number; a
+    /// run written after that flush gets a flush of its own.
+    @Test func answersWrittenOnTheLoopShareOneFlush() throws {
+        let seen = FlushesSeen()
+        let channel = EmbeddedChannel(handlers: [seen, CoalescingFrameEncoder(),
+                                                 RemotingConnectionHandler(dispatcher: nil, maxPendingRequests: 8, logger: Logger(label: "test"))])
+        let connection = RemotingConnection(channel: channel)
+        let request = RemotingCommand.request(code: 310, opaque: 1)
+        for k in 0..<5 { connection.respond(.response(to: request, code: Int32(k)), to: request) }
+        #expect(seen.flushes == 0 && seen.sizes.isEmpty, "the flush waits for the loop's queued task")
+        channel.embeddedEventLoop.run()
+        #expect(seen.flushes == 1 && seen.sizes.count == 1)
+        var out = try #require(try channel.readOutbound(as: ByteBuffer.self))
+        var codes: [Int32] = []
+        while let c = try RemotingFrame.decode(&out) { codes.append(c.code) }
+        #expect(codes == [0, 1, 2, 3, 4])
+        for k in 5..<7 { connection.respond(.response(to: request, code: Int32(k)), to: request) }
+        channel.embeddedEventLoop.run()
+        #expect(seen.flushes == 2 && seen.sizes.count == 2)
+        _ = try channel.finish()
+    }
+
     /// The encoder: the frames written before a flush leave as one buffer, the same bytes as each
     /// frame encoded alone, and every write's promise completes with that buffer's write.
     @Test func framesWrittenBeforeAFlushLeaveAsOneBuffer() throws {
@@ -368,7 +407,8 @@ private final class WritesSeen: ChannelOutboundHandler, @unchecked Sendable {
                 promises.append(p)
                 p.futureResult.whenComplete { answered.add($0) }
             }
-            channel.write(c, promise: p)
+            // Answers and requests alike (a request as the connection handler numbered it).
+            channel.write(k % 2 == 0 ? Outbound.response(c) : .request(OutboundRequest(command: c, promise: nil, timeoutMilliseconds: 0)), promise: p)
         }
         #expect(try channel.readOutbound(as: ByteBuffer.self) == nil, "nothing leaves before the flush")
         #expect(answered.count == 0)
@@ -387,15 +427,15 @@ private final class WritesSeen: ChannelOutboundHandler, @unchecked Sendable {
         var big = ByteBuffer()
         big.writeBytes([UInt8](repeating: 7, count: 100 << 10))
         let command = RemotingCommand(code: 10, opaque: 1, body: big)
-        for _ in 0..<2 { channel.write(command, promise: nil) }
+        for _ in 0..<2 { channel.write(Outbound.response(command), promise: nil) }
         #expect(seen.sizes.isEmpty, "held below the limit")
-        channel.write(command, promise: nil)
+        channel.write(Outbound.response(command), promise: nil)
         #expect(seen.sizes.count == 1 && seen.sizes[0] >= CoalescingFrameEncoder.handOnBytes, "handed on past the limit without a flush")
         // A write held at close goes on to the channel with its promise, which a socket channel
         // fails at close (an EmbeddedChannel keeps it as a leftover).
         let small = RemotingCommand(code: 11, opaque: 2)
         let held = channel.eventLoop.makePromise(of: Void.self)
-        channel.write(small, promise: held)
+        channel.write(Outbound.response(small), promise: held)
         #expect(seen.sizes.count == 1)
         _ = try? channel.close().wait()
         #expect(seen.sizes == [seen.sizes.first ?? 0, frame(small).readableBytes], "the held write is handed on at close")
