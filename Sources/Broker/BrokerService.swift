@@ -240,7 +240,7 @@ public final class BrokerService: Sendable {
         let appendStart = ContinuousClock.now
         do {
             let timeout = deadline.map { max(.milliseconds(1), $0 - .now) } ?? options.sendTimeout
-            result = try await writes.append(queue: plan.key, count: plan.records.count, timeout: timeout) { first, _ in plan.entry(firstQueueOffset: first) }
+            result = try await writes.append(queue: plan.key, count: plan.count, timeout: timeout) { first, _ in plan.entry(firstQueueOffset: first) }
         } catch {
             return await sendFailure(request, error, connection)
         }
@@ -256,7 +256,7 @@ public final class BrokerService: Sendable {
         guard writes.canOffer, case .success(let h) = checkedSendHeader(request), let topic = store.topic(h.topic),
               case .success(let plan) = sendPlan(request, h, topic, connection) else { return false }
         let appendStart = ContinuousClock.now
-        return writes.offer(queue: plan.key, count: plan.records.count, timeout: options.sendTimeout,
+        return writes.offer(queue: plan.key, count: plan.count, timeout: options.sendTimeout,
                             body: { first, _ in plan.entry(firstQueueOffset: first) }) { [self] offered in
             switch offered {
             case .committed(let queueOffset):
@@ -304,20 +304,55 @@ public final class BrokerService: Sendable {
         /// The queue asked for, or picked (a delayed message's answer still names it).
         var queueId: Int32
         var key: QueueKey
-        var records: [[UInt8]]
+        var content: Content
+        /// The messages' count.
+        var count: Int
         var entryBytes: Int
 
-        /// The entry, with each record's queue offset written where it lands (a copy of a record
-        /// to patch would cost a malloc and a copy of the whole record per message).
+        enum Content: Sendable {
+            /// The common send: one message, encoded straight into its entry once it is numbered.
+            case one(OneMessage)
+            /// Records encoded already: copied into the entry, each numbered there.
+            case records([[UInt8]])
+        }
+
+        /// The parts of a common send's record, checked (`MessageRecord.encodedSize`).
+        struct OneMessage: Sendable {
+            var queueId: Int32, flag: Int32, sysFlag: Int32, bornTimestamp: Int64, bornHost: MessageHost
+            var storeTimestamp: Int64, storeHost: MessageHost, reconsumeTimes: Int32
+            /// The request's body, as it came off the wire.
+            var body: ByteBuffer
+            var bodyCRC: UInt32
+            var topic: String
+            var propertyBytes: [UInt8]
+        }
+
+        /// The entry, with each record's queue offset written where it lands: the common send's
+        /// record is encoded into it (no record built first and copied); records built already are
+        /// copied in and patched there (a copy of a record to patch would cost another).
         func entry(firstQueueOffset first: Int64) -> [UInt8] {
-            var entry: [UInt8] = []
-            entry.reserveCapacity(entryBytes)
-            for (k, r) in records.enumerated() {
-                let start = entry.count
-                entry.append(contentsOf: r)
-                MessageRecord.patch(queueOffset: first + Int64(k), physicalOffset: nil, in: &entry, at: start)
+            switch content {
+            case .one(let m):
+                // Checked when planned; an entry that failed anyway is empty, which the write path
+                // refuses (`WriteError.tooLarge`) rather than storing.
+                let encoded = m.body.withUnsafeReadableBytes { b in
+                    m.propertyBytes.withUnsafeBytes { p in
+                        try? MessageRecord.encoded(queueId: m.queueId, flag: m.flag, queueOffset: first, sysFlag: m.sysFlag, bornTimestamp: m.bornTimestamp,
+                                                   bornHost: m.bornHost, storeTimestamp: m.storeTimestamp, storeHost: m.storeHost,
+                                                   reconsumeTimes: m.reconsumeTimes, body: b, bodyCRC: m.bodyCRC, topic: m.topic, propertyBytes: p)
+                    }
+                }
+                return encoded ?? []
+            case .records(let records):
+                var entry: [UInt8] = []
+                entry.reserveCapacity(entryBytes)
+                for (k, r) in records.enumerated() {
+                    let start = entry.count
+                    entry.append(contentsOf: r)
+                    MessageRecord.patch(queueOffset: first + Int64(k), physicalOffset: nil, in: &entry, at: start)
+                }
+                return entry
             }
-            return entry
         }
     }
 
@@ -346,15 +381,22 @@ public final class BrokerService: Sendable {
             if !h.batch, let propertyBytes = MessageProperties.rewritten(h.properties, setting: PropertyName.cluster, to: options.clusterName,
                                                                           removing: PropertyName.wait, unlessPresent: PropertyName.delay) {
                 // The common send (one message, not delayed, properties as clients encode them): the
-                // record straight from the request's bytes, the same bytes as the general path's.
-                let record = try bodyBuffer.withUnsafeReadableBytes { b in
-                    try propertyBytes.withUnsafeBytes { p in
-                        try MessageRecord.encoded(queueId: queueId, flag: h.flag, sysFlag: h.sysFlag, bornTimestamp: h.bornTimestamp, bornHost: bornHost,
-                                                  storeTimestamp: now, storeHost: storeHost, reconsumeTimes: h.reconsumeTimes,
-                                                  body: b, topic: h.topic, propertyBytes: p)
-                    }
+                // record from the request's bytes, encoded into its entry once it is numbered (the
+                // same bytes as the general path's).
+                let size = try MessageRecord.encodedSize(bornHost: bornHost, storeHost: storeHost, bodyBytes: bodyBuffer.readableBytes,
+                                                         topic: h.topic, propertyBytes: propertyBytes.count)
+                if size > options.maxMessageSize {
+                    return refuse(ResponseCode.messageIllegal, "the message is \(size) bytes stored, over maxMessageSize \(options.maxMessageSize)")
                 }
-                records.append(record)
+                if size > writes.maxEntryBytes {
+                    return refuse(ResponseCode.messageIllegal,
+                                  "the batch is \(size) bytes stored, over maxMessageSize \(options.maxMessageSize); send it in smaller batches")
+                }
+                let one = SendPlan.OneMessage(
+                    queueId: queueId, flag: h.flag, sysFlag: h.sysFlag, bornTimestamp: h.bornTimestamp, bornHost: bornHost,
+                    storeTimestamp: now, storeHost: storeHost, reconsumeTimes: h.reconsumeTimes, body: bodyBuffer,
+                    bodyCRC: bodyBuffer.withUnsafeReadableBytes { CRC32IEEE.rocketMQBodyCRC($0) }, topic: h.topic, propertyBytes: propertyBytes)
+                return .success(SendPlan(topic: h.topic, queueId: queueId, key: key, content: .one(one), count: 1, entryBytes: size))
             } else {
                 let body = bodyBuffer.getBytes(at: bodyBuffer.readerIndex, length: bodyBuffer.readableBytes) ?? []
                 var batchProperties = MessageProperties()
@@ -400,7 +442,7 @@ public final class BrokerService: Sendable {
             return refuse(ResponseCode.messageIllegal,
                           "the batch is \(entryBytes) bytes stored, over maxMessageSize \(options.maxMessageSize); send it in smaller batches")
         }
-        return .success(SendPlan(topic: h.topic, queueId: queueId, key: key, records: records, entryBytes: entryBytes))
+        return .success(SendPlan(topic: h.topic, queueId: queueId, key: key, content: .records(records), count: records.count, entryBytes: entryBytes))
     }
 
     /// The answer to a send the writer did not store (or whose outcome is unknown).
@@ -423,16 +465,16 @@ public final class BrokerService: Sendable {
     /// The answer to a stored send: committed and dispatched, so the consume queue says where each
     /// message is.
     func sendAnswer(_ request: RemotingCommand, _ plan: SendPlan, _ result: Appended, appendStart: ContinuousClock.Instant) -> RemotingCommand {
-        counters.withLock { $0.put += Int64(plan.records.count) }
-        options.observer?.stored(topic: plan.topic, messages: plan.records.count, bytes: plan.entryBytes, appendDuration: ContinuousClock.now - appendStart)
+        counters.withLock { $0.put += Int64(plan.count) }
+        options.observer?.stored(topic: plan.topic, messages: plan.count, bytes: plan.entryBytes, appendDuration: ContinuousClock.now - appendStart)
         let queue = store.queue(plan.key)
         let ids: String
-        if plan.records.count == 1 {
+        if plan.count == 1 {
             // The common send: its one entry from the queue's tail, without arrays.
             ids = (try? queue?.entry(at: UInt64(result.queueOffset))).flatMap { $0 }
                 .map { offsetMessageId(storeHost: storeHost, physicalOffset: $0.commitLogOffset) } ?? ""
         } else {
-            let placed = (try? queue?.read(from: UInt64(result.queueOffset), maxCount: plan.records.count)) ?? []
+            let placed = (try? queue?.read(from: UInt64(result.queueOffset), maxCount: plan.count)) ?? []
             ids = placed.map { offsetMessageId(storeHost: storeHost, physicalOffset: $0.commitLogOffset) }.joined(separator: ",")
         }
         // SYNC_MASTER's "sent, but not on a slave" answers carry the message's place too (clients

@@ -228,16 +228,28 @@ public final class KeyIndex: Sendable {
     /// Indexes one message under keys given by the Java hash codes of their "topic#key" texts
     /// (dispatch computes them from the record's bytes).
     func add(keyHashes: [Int32], phyOffset: Int64, storeTimestamp: Int64) throws {
-        guard !keyHashes.isEmpty else { return }
+        try add(keyHashes.map { Put(keyHash: $0, phyOffset: phyOffset, storeTimestamp: storeTimestamp) })
+    }
+
+    /// One key of one message: the Java hash code of "topic#key", where the message lies, when it was stored.
+    struct Put {
+        var keyHash: Int32
+        var phyOffset: Int64
+        var storeTimestamp: Int64
+    }
+
+    /// Puts the keys of a dispatch batch, in order, under one lock.
+    func add(_ puts: [Put]) throws {
+        guard !puts.isEmpty else { return }
         try files.withLock { (f) throws in
-            for keyHash in keyHashes {
+            for put in puts {
                 if f.last == nil || f.last!.isFull {
                     f.last?.writeHeader()
                     var name = String(Int64(Date().timeIntervalSince1970 * 1000))
                     while FileManager.default.fileExists(atPath: directory + "/" + name) { name = String((Int64(name) ?? 0) + 1) }
                     f.append(try IndexFile(path: directory + "/" + name, slots: slots, capacity: capacity, create: true))
                 }
-                try f.last!.put(hash: Self.slotHash(keyHash), phyOffset: phyOffset, storeTimestamp: storeTimestamp)
+                try f.last!.put(hash: Self.slotHash(put.keyHash), phyOffset: put.phyOffset, storeTimestamp: put.storeTimestamp)
             }
         }
     }

@@ -273,8 +273,6 @@ public final class MessageStore: Sendable {
         var tagsCode: Int64
         /// DELAY, read on the delay topic only.
         var delay: String?
-        /// Java hash codes of "topic#key" for the unique key and each of KEYS (with a key index).
-        var keyHashes: [Int32]
     }
 
     private struct Pending {
@@ -285,6 +283,10 @@ public final class MessageStore: Sendable {
     private func dispatch(_ entries: [CommittedEntry]) throws {
         var pending: [QueueKey: Pending] = [:]
         var changes: [(MetadataChange, CommittedEntry)] = []
+        // Java hash codes of "topic#key" for each message's unique key and each of its KEYS (with a
+        // key index): put in one call for the batch (one lock, one array).
+        var keyed: [KeyIndex.Put] = []
+        var keyedMessages = 0
         for e in entries {
             switch EntryBody.classify(e.body) {
             case .opaque: continue
@@ -300,6 +302,7 @@ public final class MessageStore: Sendable {
                     // and no decoding of the other properties (this runs on every member for every
                     // message).
                     let record: Dispatched
+                    let commitLogOffset = Int64(e.position) + Int64(EntryHeader.byteCount) + Int64(r.lowerBound)
                     do {
                         record = try e.body[r].withUnsafeBytes { bytes throws(LogFormatError) in
                             let routing = try MessageRecord.routing(bytes)
@@ -308,21 +311,23 @@ public final class MessageStore: Sendable {
                             func value(_ range: Range<Int>?) -> UnsafeRawBufferPointer? { range.map { UnsafeRawBufferPointer(rebasing: text[$0]) } }
                             let tagsCode = value(found.tags).flatMap { javaHashCode(utf8: $0) }.map(Int64.init) ?? 0
                             let delay = routing.topic == DelayLevels.topic ? value(found.delay).flatMap { String(validating: $0, as: UTF8.self) } : nil
-                            var keyHashes: [Int32] = []
                             if options.keyIndex != nil && (found.uniqueKey != nil || found.keys != nil) {
                                 // Hashes of "topic#key" from the bytes, without building the strings.
+                                let before = keyed.count
+                                func put(_ h: Int32) { keyed.append(KeyIndex.Put(keyHash: h, phyOffset: commitLogOffset, storeTimestamp: routing.storeTimestamp)) }
                                 let prefix = javaHashCode("#", continuing: javaHashCode(routing.topic))
-                                if let u = value(found.uniqueKey), let h = javaHashCode(utf8: u, continuing: prefix) { keyHashes.append(h) }
+                                if let u = value(found.uniqueKey), let h = javaHashCode(utf8: u, continuing: prefix) { put(h) }
                                 // KEYS is split at each space (empty pieces dropped), as RocketMQ splits it;
                                 // text that is not UTF-8 is no KEYS at all, as for any property.
                                 if let k = value(found.keys), k.allSatisfy({ $0 < 0x80 }) || String(validating: k, as: UTF8.self) != nil {
                                     for piece in k.split(separator: 0x20) {
-                                        if let h = javaHashCode(utf8: UnsafeRawBufferPointer(rebasing: piece), continuing: prefix) { keyHashes.append(h) }
+                                        if let h = javaHashCode(utf8: UnsafeRawBufferPointer(rebasing: piece), continuing: prefix) { put(h) }
                                     }
                                 }
+                                if keyed.count > before { keyedMessages += 1 }
                             }
                             return Dispatched(topic: routing.topic, queueId: routing.queueId, queueOffset: routing.queueOffset,
-                                              storeTimestamp: routing.storeTimestamp, tagsCode: tagsCode, delay: delay, keyHashes: keyHashes)
+                                              storeTimestamp: routing.storeTimestamp, tagsCode: tagsCode, delay: delay)
                         }
                     } catch {
                         logger.warning("skipping a malformed message record", metadata: ["index": "\(e.index)", "error": "\(error)"])
@@ -333,32 +338,34 @@ public final class MessageStore: Sendable {
                     if let level = record.delay.flatMap({ Int($0) }), level > 0 {
                         tags = options.delayLevels.due(level: level, storeTimestamp: record.storeTimestamp)
                     }
-                    let entry = ConsumeQueue.Entry(commitLogOffset: Int64(e.position) + Int64(EntryHeader.byteCount) + Int64(r.lowerBound),
-                                                   size: Int32(r.count), tagsCode: tags)
+                    let entry = ConsumeQueue.Entry(commitLogOffset: commitLogOffset, size: Int32(r.count), tagsCode: tags)
                     let offset = UInt64(max(0, record.queueOffset))
-                    if let index = options.keyIndex, !record.keyHashes.isEmpty {
-                        do {
-                            try index.add(keyHashes: record.keyHashes, phyOffset: entry.commitLogOffset, storeTimestamp: record.storeTimestamp)
-                        } catch {
-                            let n = state.withLock { s -> Int in
-                                s.indexFailures += 1
-                                return s.indexFailures
-                            }
-                            if n == 1 || n % 10_000 == 0 {
-                                logger.error("the key index cannot be written; messages stay consumable but queryMsgByKey misses them", metadata: [
-                                    "error": "\(error)", "failures": "\(n)"])
-                            }
-                        }
-                    }
-                    if var p = pending[key] {
-                        if offset == p.start + UInt64(p.entries.count) {
-                            p.entries.append(entry)
-                            pending[key] = p
-                            continue
-                        }
-                        try flushPending(key, p)
+                    // Appended in place (a copy of the pending run taken out of the dictionary would
+                    // make every append copy the run).
+                    switch pending[key].map({ offset == $0.start + UInt64($0.entries.count) }) {
+                    case true?:
+                        pending[key]!.entries.append(entry)
+                        continue
+                    case false?:
+                        try flushPending(key, pending[key]!)
+                    case nil:
+                        break
                     }
                     pending[key] = Pending(start: offset, entries: [entry])
+                }
+            }
+        }
+        if let index = options.keyIndex, !keyed.isEmpty {
+            do {
+                try index.add(keyed)
+            } catch {
+                let n = state.withLock { s -> Int in
+                    s.indexFailures += keyedMessages
+                    return s.indexFailures
+                }
+                if n == keyedMessages || n / 10_000 != (n - keyedMessages) / 10_000 {
+                    logger.error("the key index cannot be written; messages stay consumable but queryMsgByKey misses them", metadata: [
+                        "error": "\(error)", "failures": "\(n)"])
                 }
             }
         }

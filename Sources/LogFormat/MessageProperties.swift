@@ -132,46 +132,49 @@ public struct MessageProperties: Equatable, Sendable, Sequence {
             for k in 0..<a.count where t[a.lowerBound + k] != t[b.lowerBound + k] { return false }
             return true
         }
-        // The names seen so far, for the repeated-name check (a few pairs: a linear scan).
-        var names: [Range<Int>] = []
-        names.reserveCapacity(8)
-        var out: [UInt8] = []
-        out.reserveCapacity(t.count + name.count + value.count + 2)
-        func put(_ n: UnsafeRawBufferPointer, _ v: UnsafeRawBufferPointer) {
-            if !out.isEmpty { out.append(pairSeparator) }
-            out.append(contentsOf: n.bindMemory(to: UInt8.self))
-            out.append(nameValueSeparator)
-            out.append(contentsOf: v.bindMemory(to: UInt8.self))
-        }
-        var setDone = false
-        var start = 0
-        let count = t.count
-        // One trailing 0x02 (Go and C++ clients, older Java ones) ends the text like its end does.
-        while start < count {
-            var end = start
-            var sep = -1
-            while end < count && t[end] != pairSeparator {
-                if t[end] == nameValueSeparator {
-                    if sep >= 0 { return nil }
-                    sep = end
+        // The names seen so far, for the repeated-name check (a few pairs: a linear scan), in
+        // temporary memory (no allocation for a text of a few pairs); a pair takes at least 3 bytes.
+        return withUnsafeTemporaryAllocation(of: Range<Int>.self, capacity: t.count / 3 + 1) { names -> [UInt8]? in
+            var nameCount = 0
+            var out: [UInt8] = []
+            out.reserveCapacity(t.count + name.count + value.count + 2)
+            func put(_ n: UnsafeRawBufferPointer, _ v: UnsafeRawBufferPointer) {
+                if !out.isEmpty { out.append(pairSeparator) }
+                out.append(contentsOf: n.bindMemory(to: UInt8.self))
+                out.append(nameValueSeparator)
+                out.append(contentsOf: v.bindMemory(to: UInt8.self))
+            }
+            var setDone = false
+            var start = 0
+            let count = t.count
+            // One trailing 0x02 (Go and C++ clients, older Java ones) ends the text like its end does.
+            while start < count {
+                var end = start
+                var sep = -1
+                while end < count && t[end] != pairSeparator {
+                    if t[end] == nameValueSeparator {
+                        if sep >= 0 { return nil }
+                        sep = end
+                    }
+                    end += 1
                 }
-                end += 1
+                // An empty pair (a leading or doubled 0x02), no 0x01, an empty name or value.
+                guard sep > start, sep + 1 < end else { return nil }
+                let key = start..<sep
+                for k in 0..<nameCount where same(names[k], key) { return nil }
+                names.initializeElement(at: nameCount, to: key)
+                nameCount += 1
+                if same(key, bail) { return nil }
+                if same(key, name) {
+                    setDone = true
+                    if !value.isEmpty { put(name, value) }
+                } else if !same(key, removing) {
+                    put(UnsafeRawBufferPointer(rebasing: t[key]), UnsafeRawBufferPointer(rebasing: t[(sep + 1)..<end]))
+                }
+                start = end + 1
             }
-            // An empty pair (a leading or doubled 0x02), no 0x01, an empty name or value.
-            guard sep > start, sep + 1 < end else { return nil }
-            let key = start..<sep
-            if names.contains(where: { same($0, key) }) { return nil }
-            names.append(key)
-            if same(key, bail) { return nil }
-            if same(key, name) {
-                setDone = true
-                if !value.isEmpty { put(name, value) }
-            } else if !same(key, removing) {
-                put(UnsafeRawBufferPointer(rebasing: t[key]), UnsafeRawBufferPointer(rebasing: t[(sep + 1)..<end]))
-            }
-            start = end + 1
+            if !setDone, !value.isEmpty { put(name, value) }
+            return out
         }
-        if !setDone, !value.isEmpty { put(name, value) }
-        return out
     }
 }

@@ -131,19 +131,41 @@ public struct MessageRecord: Equatable, Sendable {
     }
 
     /// A record encoded straight from its parts, the body and the encoded properties as bytes
-    /// (the broker's send path, which has both as bytes already), the body CRC computed here:
-    /// the same bytes as `MessageRecord(...).encoded()` with properties that encode to
-    /// `propertyBytes`.
-    public static func encoded(queueId: Int32, flag: Int32, sysFlag: Int32, bornTimestamp: Int64, bornHost: MessageHost,
+    /// (the broker's send path, which has both as bytes already): the same bytes as
+    /// `MessageRecord(...).encoded()` with properties that encode to `propertyBytes`. `bodyCRC`
+    /// (RocketMQ's, `CRC32IEEE.rocketMQBodyCRC`) is computed here unless given; `queueOffset` is
+    /// written in place (the send path encodes a record once it is numbered).
+    public static func encoded(queueId: Int32, flag: Int32, queueOffset: Int64 = 0, sysFlag: Int32, bornTimestamp: Int64, bornHost: MessageHost,
                                storeTimestamp: Int64, storeHost: MessageHost, reconsumeTimes: Int32,
-                               body: UnsafeRawBufferPointer, topic: String, propertyBytes: UnsafeRawBufferPointer) throws(LogFormatError) -> [UInt8] {
+                               body: UnsafeRawBufferPointer, bodyCRC: UInt32? = nil, topic: String,
+                               propertyBytes: UnsafeRawBufferPointer) throws(LogFormatError) -> [UInt8] {
         var f = sysFlag & ~(bornHostV6Flag | storeHostV6Flag)
         if bornHost.isV6 { f |= bornHostV6Flag }
         if storeHost.isV6 { f |= storeHostV6Flag }
-        return try encode(bodyCRC: CRC32IEEE.rocketMQBodyCRC(body), queueId: queueId, flag: flag, queueOffset: 0, physicalOffset: 0,
+        return try encode(bodyCRC: bodyCRC ?? CRC32IEEE.rocketMQBodyCRC(body), queueId: queueId, flag: flag, queueOffset: queueOffset, physicalOffset: 0,
                           sysFlag: f, bornTimestamp: bornTimestamp, bornHost: bornHost, storeTimestamp: storeTimestamp,
                           storeHost: storeHost, reconsumeTimes: reconsumeTimes, preparedTransactionOffset: 0,
                           body: body, topic: topic, propertyBytes: propertyBytes)
+    }
+
+    /// The size of the record with these parts, or why they do not make one: a topic that does not
+    /// fit its 1-byte length, properties over 32767 bytes, a record over 2 GiB. `encoded` succeeds
+    /// exactly when this does.
+    public static func encodedSize(bornHost: MessageHost, storeHost: MessageHost, bodyBytes: Int, topic: String,
+                                   propertyBytes: Int) throws(LogFormatError) -> Int {
+        let topicCount = topic.utf8.count
+        guard topicCount > 0, topicCount <= Self.topicBytesMax else {
+            throw .fieldOutOfRange(field: "topic length", value: Int64(topicCount), allowed: "1...127")
+        }
+        guard propertyBytes <= MessageProperties.encodedBytesMax else {
+            throw .fieldOutOfRange(field: "properties length", value: Int64(propertyBytes), allowed: "0...32767")
+        }
+        let total = 4 + 4 + 4 + 4 + 4 + 8 + 8 + 4 + 8 + bornHost.byteCount + 8 + storeHost.byteCount + 4 + 8
+            + 4 + bodyBytes + 1 + topicCount + 2 + propertyBytes
+        guard total <= Int(Int32.max) else {
+            throw .fieldOutOfRange(field: "message size", value: Int64(total), allowed: "<= Int32.max")
+        }
+        return total
     }
 
     /// The one writer of the layout; `sysFlag` as stored.
@@ -151,18 +173,8 @@ public struct MessageRecord: Equatable, Sendable {
                                bornTimestamp: Int64, bornHost: MessageHost, storeTimestamp: Int64, storeHost: MessageHost,
                                reconsumeTimes: Int32, preparedTransactionOffset: Int64, body: UnsafeRawBufferPointer, topic: String,
                                propertyBytes: UnsafeRawBufferPointer) throws(LogFormatError) -> [UInt8] {
+        let total = try encodedSize(bornHost: bornHost, storeHost: storeHost, bodyBytes: body.count, topic: topic, propertyBytes: propertyBytes.count)
         let topicCount = topic.utf8.count
-        guard topicCount > 0, topicCount <= Self.topicBytesMax else {
-            throw .fieldOutOfRange(field: "topic length", value: Int64(topicCount), allowed: "1...127")
-        }
-        guard propertyBytes.count <= MessageProperties.encodedBytesMax else {
-            throw .fieldOutOfRange(field: "properties length", value: Int64(propertyBytes.count), allowed: "0...32767")
-        }
-        let total = 4 + 4 + 4 + 4 + 4 + 8 + 8 + 4 + 8 + bornHost.byteCount + 8 + storeHost.byteCount + 4 + 8
-            + 4 + body.count + 1 + topicCount + 2 + propertyBytes.count
-        guard total <= Int(Int32.max) else {
-            throw .fieldOutOfRange(field: "message size", value: Int64(total), allowed: "<= Int32.max")
-        }
         var out: [UInt8] = []
         out.reserveCapacity(total)
         out.appendBigEndian(UInt32(total))

@@ -93,7 +93,8 @@ import TestSupport
         }
     }
 
-    /// The send path's record built from bytes is the record the general path builds.
+    /// The send path's record built from bytes (numbered as it is encoded, its body CRC given or
+    /// computed) is the record the general path builds, of the size `encodedSize` gives.
     @Test func aRecordFromBytesIsTheRecordFromItsParts() throws {
         var rng = SplitMix64(seed: 2025)
         for _ in 0..<300 {
@@ -105,6 +106,7 @@ import TestSupport
             for i in 0..<Int.random(in: 0...6, using: &rng) { props["k\(i)"] = String(repeating: "v", count: Int.random(in: 1...20, using: &rng)) + "é" }
             let m = MessageRecord(
                 queueId: Int32.random(in: 0...1000, using: &rng), flag: Int32.random(in: Int32.min...Int32.max, using: &rng),
+                queueOffset: Int64.random(in: 0...Int64.max, using: &rng),
                 sysFlag: Int32.random(in: 0...0x3F, using: &rng), bornTimestamp: Int64.random(in: 0...Int64.max, using: &rng), bornHost: host(),
                 storeTimestamp: Int64.random(in: 0...Int64.max, using: &rng), storeHost: host(), reconsumeTimes: Int32.random(in: 0...16, using: &rng),
                 body: (0..<Int.random(in: 0...2_000, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) },
@@ -112,12 +114,22 @@ import TestSupport
             let propertyBytes = try props.encoded()
             let fromBytes = try m.body.withUnsafeBytes { b in
                 try propertyBytes.withUnsafeBytes { p in
-                    try MessageRecord.encoded(queueId: m.queueId, flag: m.flag, sysFlag: m.sysFlag, bornTimestamp: m.bornTimestamp, bornHost: m.bornHost,
-                                              storeTimestamp: m.storeTimestamp, storeHost: m.storeHost, reconsumeTimes: m.reconsumeTimes,
-                                              body: b, topic: m.topic, propertyBytes: p)
+                    try MessageRecord.encoded(queueId: m.queueId, flag: m.flag, queueOffset: m.queueOffset, sysFlag: m.sysFlag, bornTimestamp: m.bornTimestamp,
+                                              bornHost: m.bornHost, storeTimestamp: m.storeTimestamp, storeHost: m.storeHost, reconsumeTimes: m.reconsumeTimes,
+                                              body: b, bodyCRC: Bool.random(using: &rng) ? m.bodyCRC : nil, topic: m.topic, propertyBytes: p)
                 }
             }
             #expect(try fromBytes == m.encoded())
+            #expect(try MessageRecord.encodedSize(bornHost: m.bornHost, storeHost: m.storeHost, bodyBytes: m.body.count, topic: m.topic,
+                                                  propertyBytes: propertyBytes.count) == fromBytes.count)
+        }
+        #expect(throws: LogFormatError.self) {
+            try MessageRecord.encodedSize(bornHost: .v4(address: (1, 2, 3, 4), port: 1), storeHost: .v4(address: (1, 2, 3, 4), port: 1), bodyBytes: 0,
+                                          topic: String(repeating: "t", count: 128), propertyBytes: 0)
+        }
+        #expect(throws: LogFormatError.self) {
+            try MessageRecord.encodedSize(bornHost: .v4(address: (1, 2, 3, 4), port: 1), storeHost: .v4(address: (1, 2, 3, 4), port: 1), bodyBytes: 0,
+                                          topic: "T", propertyBytes: MessageProperties.encodedBytesMax + 1)
         }
         let long = [UInt8](repeating: 0x41, count: MessageProperties.encodedBytesMax + 1)
         #expect(throws: LogFormatError.self) {
