@@ -275,17 +275,39 @@ public final class MessageStore: Sendable {
         var delay: String?
     }
 
-    private struct Pending {
-        var start: UInt64
-        var entries: [ConsumeQueue.Entry] = []
+    /// A message's consume-queue entry in a dispatch batch, chained to the next one for its queue.
+    private struct Dispatching {
+        var offset: UInt64
+        var entry: ConsumeQueue.Entry
+        var next: Int
     }
 
     private func dispatch(_ entries: [CommittedEntry]) throws {
-        var pending: [QueueKey: Pending] = [:]
+        // The batch's consume-queue entries in temporary memory (on the stack for a small batch),
+        // each queue's chained in log order, its first and last in `queues`: an array per queue
+        // cost an allocation or more per queue per batch, about one per message with small
+        // batches over many queues.
+        var records = 0
+        for e in entries where EntryBody.classify(e.body) == .messages {
+            for _ in EntryBody.recordRanges(e.body) { records += 1 }
+        }
+        try withUnsafeTemporaryAllocation(of: Dispatching.self, capacity: max(records, 1)) { dispatching in
+            try withUnsafeTemporaryAllocation(of: ConsumeQueue.Entry.self, capacity: max(records, 1)) { run in
+                try dispatch(entries, into: dispatching, runs: run)
+            }
+        }
+    }
+
+    /// `dispatch`, with room for every message record of `entries` in `dispatching` and `run`.
+    private func dispatch(_ entries: [CommittedEntry], into dispatching: UnsafeMutableBufferPointer<Dispatching>,
+                          runs run: UnsafeMutableBufferPointer<ConsumeQueue.Entry>) throws {
+        var count = 0
+        var queues: [QueueKey: (first: Int, last: Int)] = [:]
         var changes: [(MetadataChange, CommittedEntry)] = []
         // Java hash codes of "topic#key" for each message's unique key and each of its KEYS (with a
         // key index): put in one call for the batch (one lock, one array).
         var keyed: [KeyIndex.Put] = []
+        if options.keyIndex != nil { keyed.reserveCapacity(dispatching.count) }
         var keyedMessages = 0
         for e in entries {
             switch EntryBody.classify(e.body) {
@@ -340,18 +362,18 @@ public final class MessageStore: Sendable {
                     }
                     let entry = ConsumeQueue.Entry(commitLogOffset: commitLogOffset, size: Int32(r.count), tagsCode: tags)
                     let offset = UInt64(max(0, record.queueOffset))
-                    // Appended in place (a copy of the pending run taken out of the dictionary would
-                    // make every append copy the run).
-                    switch pending[key].map({ offset == $0.start + UInt64($0.entries.count) }) {
-                    case true?:
-                        pending[key]!.entries.append(entry)
-                        continue
-                    case false?:
-                        try flushPending(key, pending[key]!)
-                    case nil:
-                        break
+                    // Every record counted above is one classify and recordRanges also find here.
+                    let at = count
+                    precondition(at < dispatching.count, "dispatch found more records than it counted")
+                    dispatching.initializeElement(at: at, to: Dispatching(offset: offset, entry: entry, next: -1))
+                    count += 1
+                    // Not `queues[key, default:]`: its autoclosure cost two allocations per message.
+                    if let last = queues[key]?.last {
+                        dispatching[last].next = at
+                        queues[key]!.last = at
+                    } else {
+                        queues[key] = (first: at, last: at)
                     }
-                    pending[key] = Pending(start: offset, entries: [entry])
                 }
             }
         }
@@ -369,14 +391,32 @@ public final class MessageStore: Sendable {
                 }
             }
         }
-        for (key, p) in pending { try flushPending(key, p) }
+        // Each queue's entries in runs of consecutive offsets (a gap flushes the run before it).
+        // Dispatching and ConsumeQueue.Entry are plain values: nothing to deinitialize.
+        for (key, chain) in queues {
+            var length = 0
+            var start: UInt64 = 0
+            var at = chain.first
+            while at >= 0 {
+                let d = dispatching[at]
+                if length > 0 && d.offset != start + UInt64(length) {
+                    try flushPending(key, start: start, UnsafeBufferPointer(rebasing: run[0..<length]))
+                    length = 0
+                }
+                if length == 0 { start = d.offset }
+                run.initializeElement(at: length, to: d.entry)
+                length += 1
+                at = d.next
+            }
+            if length > 0 { try flushPending(key, start: start, UnsafeBufferPointer(rebasing: run[0..<length])) }
+        }
         let last = entries.last!
         let wake = state.withLock { s -> [CheckedContinuation<Void, Never>] in
             for (c, e) in changes { apply(c, at: e, to: &s) }
             s.dispatched = last.index
             s.dispatchedEnd = last.end
             var out: [CheckedContinuation<Void, Never>] = []
-            for key in pending.keys {
+            for key in queues.keys {
                 guard let waiters = s.pullWaiters.removeValue(forKey: key) else { continue }
                 out.append(contentsOf: waiters.map(\.continuation))
             }
@@ -385,7 +425,7 @@ public final class MessageStore: Sendable {
         for c in wake { c.resume() }
     }
 
-    private func flushPending(_ key: QueueKey, _ p: Pending) throws {
+    private func flushPending(_ key: QueueKey, start first: UInt64, _ run: UnsafeBufferPointer<ConsumeQueue.Entry>) throws {
         let cq = try state.withLock { (s) throws -> ConsumeQueue in
             if let q = s.queues[key] { return q }
             let q = try ConsumeQueue(directory: "\(consumeQueueDirectory)/\(key.topic)/\(key.queueId)", fileBytes: options.consumeQueueFileBytes, writeBehind: options.consumeQueueWriteBehind)
@@ -393,12 +433,12 @@ public final class MessageStore: Sendable {
             return q
         }
         let max = cq.maxOffset
-        var start = p.start
-        var entries = p.entries[...]
+        var start = first
+        var entries = run
         if start < max {
             // Already dispatched (a replay from an older checkpoint).
             let skip = Int(min(UInt64(entries.count), max - start))
-            entries = entries.dropFirst(skip)
+            entries = UnsafeBufferPointer(rebasing: entries[skip...])
             start += UInt64(skip)
         }
         guard !entries.isEmpty else { return }
@@ -407,7 +447,7 @@ public final class MessageStore: Sendable {
                 "queue": "\(key)", "queueEnds": "\(max)", "messageOffset": "\(start)"])
             return
         }
-        try cq.append(Array(entries), at: start)
+        try cq.append(entries, at: start)
     }
 
     private func apply(_ change: MetadataChange, at entry: CommittedEntry, to s: inout State) {

@@ -138,6 +138,11 @@ public final class ConsumeQueue: Sendable {
     /// once; they reach the file once `writeBehind` wait, or at `flush`. An append that
     /// throws (its write failed) added nothing: the same append may be tried again.
     public func append(_ entries: [Entry], at: UInt64) throws(StorageError) {
+        try entries.withUnsafeBufferPointer { (b) throws(StorageError) in try append(b, at: at) }
+    }
+
+    /// The same from memory the caller holds (dispatch's run of a batch, no array of its own).
+    public func append(_ entries: UnsafeBufferPointer<Entry>, at: UInt64) throws(StorageError) {
         guard !entries.isEmpty else { return }
         try state.withLock { (s) throws(StorageError) in
             if s.files.isEmpty && s.pending.isEmpty && s.minOffset == s.maxOffset {
@@ -154,7 +159,10 @@ public final class ConsumeQueue: Sendable {
             var bytes: [UInt8] = []
             swap(&bytes, &s.pending)
             let waiting = bytes.count
-            bytes.reserveCapacity(waiting + Int(at - s.maxOffset + UInt64(entries.count)) * Int(Self.entryBytes))
+            // Room for a whole write-behind run at once: reserving only what this append needs
+            // reallocated (and copied) the waiting bytes on every append.
+            let needed = waiting + Int(at - s.maxOffset + UInt64(entries.count)) * Int(Self.entryBytes)
+            if bytes.capacity < needed { bytes.reserveCapacity(max(needed, (writeBehind + 16) * Int(Self.entryBytes))) }
             for _ in s.maxOffset..<at { Self.encode(.blank, into: &bytes) }
             for e in entries { Self.encode(e, into: &bytes) }
             if bytes.count / Int(Self.entryBytes) >= writeBehind {

@@ -142,6 +142,32 @@ final class StoreFixture: @unchecked Sendable {
         }
     }
 
+    /// One batch whose queues interleave, with a queue's offsets repeating (a replay of what was
+    /// dispatched) and jumping (a gap, which is refused): each queue gets its runs in log order.
+    @Test func aBatchOfInterleavedQueuesWithRepeatsAndAGapDispatchesEachQueueInOrder() throws {
+        let f = try StoreFixture()
+        let plan: [(queue: Int32, offset: Int64)] = [(0, 0), (1, 0), (0, 1), (2, 0), (0, 1), (0, 2), (1, 1), (2, 5), (1, 2), (0, 3)]
+        var bodies: [[UInt8]] = []
+        for (k, p) in plan.enumerated() { bodies.append(try record("T", queue: p.queue, offset: p.offset, body: "m\(k)")) }
+        let indexes = try f.append([bodies[0] + bodies[1] + bodies[2], bodies[3] + bodies[4] + bodies[5] + bodies[6], bodies[7], bodies[8] + bodies[9]])
+        try f.store.dispatch(upTo: indexes.last!)
+        #expect(f.store.maxOffset(QueueKey("T", 0)) == 4 && f.store.maxOffset(QueueKey("T", 1)) == 3)
+        // Queue 2 starts at 0; its offset 5 would leave a gap: not dispatched.
+        #expect(f.store.maxOffset(QueueKey("T", 2)) == 1)
+        // Each entry is the record with that offset's first occurrence, in log order.
+        for (queue, bodiesAt) in [(Int32(0), [0, 2, 5, 9]), (1, [1, 6, 8]), (2, [3])] {
+            let got = f.store.getMessages(QueueKey("T", queue), offset: 0, maxCount: 32, matches: { _ in true })
+            var at = 0
+            var seen: [String] = []
+            while at < got.records.count {
+                let r = try got.records[at...].withUnsafeBytes { try MessageRecord.decode($0) }
+                seen.append(String(decoding: r.body, as: UTF8.self))
+                at += MessageRecord.declaredSize(got.records[at...].withUnsafeBytes { $0 })!
+            }
+            #expect(seen == bodiesAt.map { "m\($0)" }, "queue \(queue)")
+        }
+    }
+
     @Test func batchEntriesGiveEveryItemItsOwnQueueOffsetAndPosition() throws {
         let f = try StoreFixture()
         let items = try (0..<3).map { try record("T", queue: 2, offset: Int64($0), body: "item \($0)") }
