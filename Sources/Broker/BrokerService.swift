@@ -389,8 +389,7 @@ public final class BrokerService: Sendable {
                     return refuse(ResponseCode.messageIllegal, "the message is \(size) bytes stored, over maxMessageSize \(options.maxMessageSize)")
                 }
                 if size > writes.maxEntryBytes {
-                    return refuse(ResponseCode.messageIllegal,
-                                  "the batch is \(size) bytes stored, over maxMessageSize \(options.maxMessageSize); send it in smaller batches")
+                    return refuse(ResponseCode.messageIllegal, "the message is \(size) bytes stored, over the largest log entry this group takes (\(writes.maxEntryBytes) bytes)")
                 }
                 let one = SendPlan.OneMessage(
                     queueId: queueId, flag: h.flag, sysFlag: h.sysFlag, bornTimestamp: h.bornTimestamp, bornHost: bornHost,

@@ -228,7 +228,7 @@ public final class KeyIndex: Sendable {
     /// Indexes one message under keys given by the Java hash codes of their "topic#key" texts
     /// (dispatch computes them from the record's bytes).
     func add(keyHashes: [Int32], phyOffset: Int64, storeTimestamp: Int64) throws {
-        try add(keyHashes.map { Put(keyHash: $0, phyOffset: phyOffset, storeTimestamp: storeTimestamp) })
+        if let error = add(keyHashes.map { Put(keyHash: $0, phyOffset: phyOffset, storeTimestamp: storeTimestamp) }).error { throw error }
     }
 
     /// One key of one message: the Java hash code of "topic#key", where the message lies, when it was stored.
@@ -238,19 +238,32 @@ public final class KeyIndex: Sendable {
         var storeTimestamp: Int64
     }
 
-    /// Puts the keys of a dispatch batch, in order, under one lock.
-    func add(_ puts: [Put]) throws {
-        guard !puts.isEmpty else { return }
-        try files.withLock { (f) throws in
+    /// Puts the keys of a dispatch batch, in order, under one lock. A put that fails (no space for
+    /// a new index file) does not stop the others, as when each message's keys were put on their
+    /// own: returns how many messages (distinct `phyOffset`s) lost a key, and the first error.
+    func add(_ puts: [Put]) -> (failedMessages: Int, error: (any Error)?) {
+        guard !puts.isEmpty else { return (0, nil) }
+        return files.withLock { f in
+            var failed = 0
+            var lastFailed: Int64?
+            var first: (any Error)?
             for put in puts {
-                if f.last == nil || f.last!.isFull {
-                    f.last?.writeHeader()
-                    var name = String(Int64(Date().timeIntervalSince1970 * 1000))
-                    while FileManager.default.fileExists(atPath: directory + "/" + name) { name = String((Int64(name) ?? 0) + 1) }
-                    f.append(try IndexFile(path: directory + "/" + name, slots: slots, capacity: capacity, create: true))
+                do {
+                    if f.last == nil || f.last!.isFull {
+                        f.last?.writeHeader()
+                        var name = String(Int64(Date().timeIntervalSince1970 * 1000))
+                        while FileManager.default.fileExists(atPath: directory + "/" + name) { name = String((Int64(name) ?? 0) + 1) }
+                        f.append(try IndexFile(path: directory + "/" + name, slots: slots, capacity: capacity, create: true))
+                    }
+                    try f.last!.put(hash: Self.slotHash(put.keyHash), phyOffset: put.phyOffset, storeTimestamp: put.storeTimestamp)
+                } catch {
+                    // A message's keys are consecutive: count each message once.
+                    if lastFailed != put.phyOffset { failed += 1 }
+                    lastFailed = put.phyOffset
+                    if first == nil { first = error }
                 }
-                try f.last!.put(hash: Self.slotHash(put.keyHash), phyOffset: put.phyOffset, storeTimestamp: put.storeTimestamp)
             }
+            return (failed, first)
         }
     }
 

@@ -308,7 +308,6 @@ public final class MessageStore: Sendable {
         // key index): put in one call for the batch (one lock, one array).
         var keyed: [KeyIndex.Put] = []
         if options.keyIndex != nil { keyed.reserveCapacity(dispatching.count) }
-        var keyedMessages = 0
         for e in entries {
             switch EntryBody.classify(e.body) {
             case .opaque: continue
@@ -335,7 +334,6 @@ public final class MessageStore: Sendable {
                             let delay = routing.topic == DelayLevels.topic ? value(found.delay).flatMap { String(validating: $0, as: UTF8.self) } : nil
                             if options.keyIndex != nil && (found.uniqueKey != nil || found.keys != nil) {
                                 // Hashes of "topic#key" from the bytes, without building the strings.
-                                let before = keyed.count
                                 func put(_ h: Int32) { keyed.append(KeyIndex.Put(keyHash: h, phyOffset: commitLogOffset, storeTimestamp: routing.storeTimestamp)) }
                                 let prefix = javaHashCode("#", continuing: javaHashCode(routing.topic))
                                 if let u = value(found.uniqueKey), let h = javaHashCode(utf8: u, continuing: prefix) { put(h) }
@@ -346,7 +344,6 @@ public final class MessageStore: Sendable {
                                         if let h = javaHashCode(utf8: UnsafeRawBufferPointer(rebasing: piece), continuing: prefix) { put(h) }
                                     }
                                 }
-                                if keyed.count > before { keyedMessages += 1 }
                             }
                             return Dispatched(topic: routing.topic, queueId: routing.queueId, queueOffset: routing.queueOffset,
                                               storeTimestamp: routing.storeTimestamp, tagsCode: tagsCode, delay: delay)
@@ -378,14 +375,13 @@ public final class MessageStore: Sendable {
             }
         }
         if let index = options.keyIndex, !keyed.isEmpty {
-            do {
-                try index.add(keyed)
-            } catch {
+            let (failed, error) = index.add(keyed)
+            if let error {
                 let n = state.withLock { s -> Int in
-                    s.indexFailures += keyedMessages
+                    s.indexFailures += failed
                     return s.indexFailures
                 }
-                if n == keyedMessages || n / 10_000 != (n - keyedMessages) / 10_000 {
+                if n == failed || n / 10_000 != (n - failed) / 10_000 {
                     logger.error("the key index cannot be written; messages stay consumable but queryMsgByKey misses them", metadata: [
                         "error": "\(error)", "failures": "\(n)"])
                 }

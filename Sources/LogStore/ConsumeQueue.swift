@@ -159,10 +159,13 @@ public final class ConsumeQueue: Sendable {
             var bytes: [UInt8] = []
             swap(&bytes, &s.pending)
             let waiting = bytes.count
-            // Room for a whole write-behind run at once: reserving only what this append needs
-            // reallocated (and copied) the waiting bytes on every append.
+            // Grown by doubling, up to a whole write-behind run: reserving only what this append
+            // needs reallocated (and copied) the waiting bytes on every append, and a whole run at
+            // once would hold 4 KiB for every queue with a few entries waiting.
             let needed = waiting + Int(at - s.maxOffset + UInt64(entries.count)) * Int(Self.entryBytes)
-            if bytes.capacity < needed { bytes.reserveCapacity(max(needed, (writeBehind + 16) * Int(Self.entryBytes))) }
+            if bytes.capacity < needed {
+                bytes.reserveCapacity(max(needed, min(2 * bytes.capacity, writeBehind * Int(Self.entryBytes)), 16 * Int(Self.entryBytes)))
+            }
             for _ in s.maxOffset..<at { Self.encode(.blank, into: &bytes) }
             for e in entries { Self.encode(e, into: &bytes) }
             if bytes.count / Int(Self.entryBytes) >= writeBehind {

@@ -139,14 +139,20 @@ enum JSONHeader {
 
     /// Reads a header (the bytes between the frame's length words and its body). `extFields` is
     /// checked here against the grammar, then kept as its text (`ExtFields`).
-    static func read(_ header: ByteBuffer) throws(RemotingError) -> RemotingCommand {
+    /// `ownFields`: keep `extFields` in a buffer of its own rather than a slice of `header` (a
+    /// command without a body, which may be held long, as a long-polling pull is, must not keep
+    /// the connection's whole receive buffer alive).
+    static func read(_ header: ByteBuffer, ownFields: Bool = false) throws(RemotingError) -> RemotingCommand {
         // Over the bytes themselves: a view's subscript costs a bounds check and an indirection per
         // byte (measured: this parser was 7 % of a leader's CPU at 1 KiB sends when it read the view).
         let result = header.withUnsafeReadableBytes { bytes -> Result<(RemotingCommand, Range<Int>?), RemotingError> in
             do throws(RemotingError) { return .success(try read(bytes)) } catch { return .failure(error) }
         }
         var (command, fields) = try result.get()
-        if let fields { command.extFields = ExtFields(json: header.getSlice(at: header.readerIndex + fields.lowerBound, length: fields.count)!) }
+        if let fields {
+            let text = header.getSlice(at: header.readerIndex + fields.lowerBound, length: fields.count)!
+            command.extFields = ExtFields(json: ownFields ? ByteBuffer(buffer: text) : text)
+        }
         return command
     }
 
@@ -217,16 +223,22 @@ enum JSONHeader {
     }
 
     /// One field's value from an `extFields` text, without the dictionary: the last non-null one.
+    /// Names compare as the dictionary compares them (Swift's `==`, canonical equivalence: "\u212A",
+    /// the Kelvin sign, is "K"); bytes suffice when both names are ASCII.
     static func field(_ name: String, in text: ByteBuffer) -> String? {
-        var name = name
-        return name.withUTF8 { wanted in
+        var utf8 = name
+        let ascii = name.utf8.allSatisfy { $0 < 0x80 }
+        return utf8.withUTF8 { wanted in
             text.withUnsafeReadableBytes { bytes -> String? in
                 var r = Reader(bytes: bytes)
                 let reader = r
                 var found: Reader.FieldValue?
                 try? r.walkFields { key, value in
                     if case .null = value { return }
-                    if reader.key(key, is: UnsafeRawBufferPointer(wanted)) { found = value }
+                    let same = ascii && !key.escaped
+                        ? reader.key(key, is: UnsafeRawBufferPointer(wanted))
+                        : reader.decoded(key.range, escaped: key.escaped) == name
+                    if same { found = value }
                 }
                 return found.flatMap { reader.text($0) }
             }

@@ -112,7 +112,7 @@ public enum RemotingFrame {
         var header = frame.readSlice(length: headerLength)!
         var command: RemotingCommand
         switch type {
-        case .json: command = try JSONHeader.read(header)
+        case .json: command = try JSONHeader.read(header, ownFields: frame.readableBytes == 0)
         case .rocketmq: command = try RocketMQHeader.read(&header)
         }
         command.body = frame.readableBytes > 0 ? frame.readSlice(length: frame.readableBytes) : nil

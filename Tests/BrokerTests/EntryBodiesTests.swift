@@ -133,6 +133,26 @@ func record(_ topic: String, queue: Int32 = 0, offset: Int64 = 0, body: String =
             if want != nil { read += 1 }
         }
         #expect(read > 200)
+        // As other clients write headers: names repeated, spelled with escapes, values null or bare
+        // numbers; the walk agrees with the dictionary of the same text.
+        let spellings: [(String, String)] = [("b", "b"), (#"\u0062"#, "b"), ("topic", "topic"), ("e", "e"), (#"\u0065"#, "e"),
+                                             ("queueId", "queueId"), ("i", "i"), ("m", "m"), (BrokerService.forwardedField, ""), (BrokerService.bornHostField, "")]
+        let texts = [#""T""#, #""U""#, "null", "3", "-1", #""x""#, "true", #""TAGS\u0001A""#, #""127.0.0.9:5555""#]
+        for _ in 0..<3_000 {
+            var pairs: [String] = []
+            for _ in 0..<Int(r.next() % 10) {
+                pairs.append("\"\(spellings[Int(r.next() % UInt64(spellings.count))].0)\":" + texts[Int(r.next() % UInt64(texts.count))])
+            }
+            let v2 = r.next() % 2 == 0
+            let header = Array(("{\"code\":\(v2 ? 310 : 10),\"opaque\":1,\"extFields\":{" + pairs.joined(separator: ",") + "}}").utf8)
+            var wire = ByteBuffer()
+            wire.writeInteger(Int32(4 + header.count + 1))
+            wire.writeInteger(UInt32(header.count))
+            wire.writeBytes(header)
+            wire.writeInteger(UInt8(1))  // a body, as a send has
+            let decoded = try #require(try RemotingFrame.decode(&wire))
+            #expect(BrokerService.sendHeader(decoded.extFields, v2: v2) == reference(decoded.extFields.dictionary, v2: v2), "\(pairs)")
+        }
     }
 
     @Test func sendHeadersReadV1NamesAndV2ShortKeys() {

@@ -243,8 +243,10 @@ private final class FlushesSeen: ChannelOutboundHandler, @unchecked Sendable {
     @Test func extFieldsReadFromTheTextAgreeWithTheDictionary() throws {
         var r = SplitMix64(seed: 29)
         // Names that repeat, one spelled with an escape ("\u0061" is "a"), one not ASCII, one empty.
+        // "\u212A" (the Kelvin sign) is "K" to Swift's `==`, so to the dictionary.
         let names: [(text: String, name: String)] = [("a", "a"), (#"\u0061"#, "a"), ("b", "b"), ("topic", "topic"),
-                                                    (#"t\u00e9"#, "t\u{e9}"), ("", ""), ("properties", "properties")]
+                                                    (#"t\u00e9"#, "t\u{e9}"), ("", ""), ("properties", "properties"),
+                                                    ("K", "K"), (#"\u212A"#, "\u{212A}")]
         let values: [(text: String, value: String?)] = [
             (#""x""#, "x"), (#""""#, ""), (#""TAGS\u0001A\u0002KEYS\u0001k""#, "TAGS\u{1}A\u{2}KEYS\u{1}k"), ("12", "12"),
             ("-1", "-1"), ("1.5e3", "1.5e3"), ("true", "true"), ("false", "false"), ("null", nil),
@@ -288,6 +290,15 @@ private final class FlushesSeen: ChannelOutboundHandler, @unchecked Sendable {
         b.writeBytes(header)
         let c = try #require(try RemotingFrame.decode(&b))
         #expect(c.extFields.dictionary == ["\u{FFFD}": "v", "a": "w"] && c.extFields["\u{FFFD}"] == "v")
+        // A frame without a body keeps its extFields in a buffer of its own, not a slice of the
+        // receive buffer (a held long-polling pull would keep all of it alive); a send's body does
+        // hold the buffer anyway.
+        var stream = jsonFrame(#"{"code":11,"opaque":1,"extFields":{"topic":"T","queueId":"0"}}"#)
+        var rest = jsonFrame(#"{"code":310,"opaque":2,"extFields":{"b":"T"}}"#, body: [UInt8](repeating: 7, count: 64 << 10))
+        stream.writeBuffer(&rest)
+        let pull = try #require(try RemotingFrame.decode(&stream))
+        guard case .json(let text) = pull.extFields.storage else { Issue.record("not kept as text"); return }
+        #expect(text.storageCapacity < 1024 && pull.extFields["topic"] == "T", "\(text.storageCapacity)")
         var walked: [String] = []
         c.extFields.forEachField { name, _ in walked.append(String(decoding: name, as: UTF8.self)) }
         #expect(walked == ["\u{FFFD}", "a"])
