@@ -226,7 +226,7 @@ public final class KeyIndex: Sendable {
     }
 
     /// Indexes one message under keys given by the Java hash codes of their "topic#key" texts
-    /// (dispatch computes them from the record's bytes).
+    /// (dispatch puts a whole batch's at once, `add(_:)`).
     func add(keyHashes: [Int32], phyOffset: Int64, storeTimestamp: Int64) throws {
         if let error = add(keyHashes.map { Put(keyHash: $0, phyOffset: phyOffset, storeTimestamp: storeTimestamp) }).error { throw error }
     }
