@@ -255,25 +255,46 @@ public final class BrokerService: Sendable {
     func sendInline(_ request: RemotingCommand, _ connection: RemotingConnection) -> Bool {
         guard writes.canOffer, case .success(let h) = checkedSendHeader(request), let topic = store.topic(h.topic),
               case .success(let plan) = sendPlan(request, h, topic, connection) else { return false }
-        let appendStart = ContinuousClock.now
         return writes.offer(queue: plan.key, count: plan.count, timeout: options.sendTimeout,
-                            body: { first, _ in plan.entry(firstQueueOffset: first) }) { [self] offered in
+                            body: { first, _ in plan.entry(firstQueueOffset: first) },
+                            receipt: SendReceipt(service: self, request: request, plan: plan, connection: connection))
+    }
+
+    /// A send on the fast path, until its answer: everything the answer needs, in the one object
+    /// the write path and the replica keep for it.
+    final class SendReceipt: OfferReceipt, @unchecked Sendable {
+        let service: BrokerService
+        let request: RemotingCommand
+        let plan: SendPlan
+        let connection: RemotingConnection
+        let appendStart = ContinuousClock.now
+
+        init(service: BrokerService, request: RemotingCommand, plan: SendPlan, connection: RemotingConnection) {
+            self.service = service
+            self.request = request
+            self.plan = plan
+            self.connection = connection
+        }
+
+        override func answer(_ offered: WritePath.Offered) {
             switch offered {
             case .committed(let queueOffset):
-                connection.respond(sendAnswer(request, plan, Appended(queueOffset: queueOffset), appendStart: appendStart), to: request)
+                connection.respond(service.sendAnswer(request, plan, Appended(queueOffset: queueOffset), appendStart: appendStart), to: request)
             case .failed(let error):
                 // Answered at once unless it is forwarded to a new leader (also when the node
                 // stops: before the event loops do).
-                if let answer = sendFailureAnswer(request, error) {
+                if let answer = service.sendFailureAnswer(request, error) {
                     connection.respond(answer, to: request)
                 } else {
-                    Task { if let answer = await sendFailure(request, error, connection) { connection.respond(answer, to: request) } }
+                    let (service, request, connection) = (service, request, connection)
+                    Task { if let answer = await service.sendFailure(request, error, connection) { connection.respond(answer, to: request) } }
                 }
             case .again:
                 // Not stored: the waiting path numbers it again (or answers why it cannot), within
                 // the send's own timeout.
-                let deadline = appendStart + options.sendTimeout
-                Task { if let answer = await send(request, connection, deadline: deadline) { connection.respond(answer, to: request) } }
+                let deadline = appendStart + service.options.sendTimeout
+                let (service, request, connection) = (service, request, connection)
+                Task { if let answer = await service.send(request, connection, deadline: deadline) { connection.respond(answer, to: request) } }
             }
         }
     }
@@ -467,14 +488,15 @@ public final class BrokerService: Sendable {
         counters.withLock { $0.put += Int64(plan.count) }
         options.observer?.stored(topic: plan.topic, messages: plan.count, bytes: plan.entryBytes, appendDuration: ContinuousClock.now - appendStart)
         let queue = store.queue(plan.key)
-        let ids: String
+        let id: SendResponseFields.MessageID
         if plan.count == 1 {
-            // The common send: its one entry from the queue's tail, without arrays.
-            ids = (try? queue?.entry(at: UInt64(result.queueOffset))).flatMap { $0 }
-                .map { offsetMessageId(storeHost: storeHost, physicalOffset: $0.commitLogOffset) } ?? ""
+            // The common send: its one entry from the queue's tail, without arrays; an IPv4 store
+            // host's id is kept as two words until the header is written (no string).
+            let offset = (try? queue?.entry(at: UInt64(result.queueOffset))).flatMap { $0 }?.commitLogOffset
+            id = offset.map { offsetMessageID(storeHost: storeHost, physicalOffset: $0) } ?? .text("")
         } else {
             let placed = (try? queue?.read(from: UInt64(result.queueOffset), maxCount: plan.count)) ?? []
-            ids = placed.map { offsetMessageId(storeHost: storeHost, physicalOffset: $0.commitLogOffset) }.joined(separator: ",")
+            id = .text(placed.map { offsetMessageId(storeHost: storeHost, physicalOffset: $0.commitLogOffset) }.joined(separator: ","))
         }
         // SYNC_MASTER's "sent, but not on a slave" answers carry the message's place too (clients
         // count them as sent; retryAnotherBrokerWhenNotStoreOK decides).
@@ -484,11 +506,9 @@ public final class BrokerService: Sendable {
         case .slaveNotAvailable: code = ResponseCode.slaveNotAvailable
         case .flushSlaveTimeout: code = ResponseCode.flushSlaveTimeout
         }
-        return .response(to: request, code: code, extFields: [
-            // The queue asked for (a delayed message's offset is its schedule queue's, as in RocketMQ).
-            "msgId": ids, "queueId": "\(plan.queueId)", "queueOffset": "\(result.queueOffset)",
-            "MSG_REGION": options.regionId, "TRACE_ON": options.traceOn ? "true" : "false",
-        ])
+        // The queue asked for (a delayed message's offset is its schedule queue's, as in RocketMQ).
+        return .response(to: request, code: code, extFields: ExtFields(SendResponseFields(
+            msgId: id, queueId: plan.queueId, queueOffset: result.queueOffset, region: options.regionId, traceOn: options.traceOn)))
     }
 
     struct SendInputError: Error, CustomStringConvertible {

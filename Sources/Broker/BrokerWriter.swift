@@ -58,7 +58,7 @@ public protocol BrokerWriter: Sendable {
     /// false and the caller takes `append`.
     func offer(queue key: QueueKey, count: Int, timeout: Duration,
                body: (_ firstQueueOffset: Int64, _ numbered: [QueueKey: Int64]) -> [UInt8],
-               onCommit: @escaping @Sendable (WritePath.Offered) -> Void) -> Bool
+               receipt: OfferReceipt) -> Bool
 }
 
 extension BrokerWriter {
@@ -67,7 +67,14 @@ extension BrokerWriter {
 
     public func offer(queue key: QueueKey, count: Int, timeout: Duration,
                       body: (_ firstQueueOffset: Int64, _ numbered: [QueueKey: Int64]) -> [UInt8],
-                      onCommit: @escaping @Sendable (WritePath.Offered) -> Void) -> Bool { false }
+                      receipt: OfferReceipt) -> Bool { false }
+
+    /// `offer` with the outcome told to a closure (one allocation more than a receipt of one's own).
+    public func offer(queue key: QueueKey, count: Int, timeout: Duration,
+                      body: (_ firstQueueOffset: Int64, _ numbered: [QueueKey: Int64]) -> [UInt8],
+                      onCommit: @escaping @Sendable (WritePath.Offered) -> Void) -> Bool {
+        offer(queue: key, count: count, timeout: timeout, body: body, receipt: ClosureOfferReceipt(onCommit))
+    }
 
     public func append(queue key: QueueKey?, count: Int, timeout: Duration,
                        body: (_ firstQueueOffset: Int64, _ numbered: [QueueKey: Int64]) -> [UInt8]) async throws(WriteError) -> Appended {

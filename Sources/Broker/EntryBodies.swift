@@ -1,4 +1,5 @@
 import LogFormat
+import Remoting
 
 /// What a Raft entry's body holds, as the broker reads it (docs/broker-metadata.md):
 /// - one or more RocketMQ message records back to back (a single send, or a batch: one record per
@@ -190,6 +191,14 @@ func offsetMessageId(storeHost: MessageHost, physicalOffset: Int64) -> String {
             return at
         }
     }
+}
+
+/// `offsetMessageId` for a send's answer: an IPv4 store host's kept as two words, written as the
+/// same 32 digits when the answer's header is (no string); any other as its text.
+func offsetMessageID(storeHost: MessageHost, physicalOffset: Int64) -> SendResponseFields.MessageID {
+    guard case let .v4(a, port) = storeHost else { return .text(offsetMessageId(storeHost: storeHost, physicalOffset: physicalOffset)) }
+    let host = UInt64(a.0) << 24 | UInt64(a.1) << 16 | UInt64(a.2) << 8 | UInt64(a.3)
+    return .ipv4(hostAndPort: host << 32 | UInt64(port), physicalOffset: physicalOffset)
 }
 
 /// The commitlog offset inside an offsetMsgId (its last 16 hex digits), or nil.

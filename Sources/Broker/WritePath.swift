@@ -211,23 +211,30 @@ public final class WritePath: BrokerWriter {
     /// numbering and answers every case.
     public func offer(queue key: QueueKey, count: Int, timeout: Duration,
                       body: (_ firstQueueOffset: Int64, _ numbered: [QueueKey: Int64]) -> [UInt8],
-                      onCommit: @escaping @Sendable (Offered) -> Void) -> Bool {
+                      receipt: OfferReceipt) -> Bool {
         guard canOffer else { return false }
         let deadline = ContinuousClock.now + timeout
         let numbered = numberAndOffer(queue: key, count: count, kind: .messages, deadline: deadline, body: body) { data, proposalGuard, remaining, numbering in
-            replica.offer(data, guard: proposalGuard, timeout: remaining) { [self] result in
-                let (firstOffset, generation) = numbering
-                answered(generation: generation, kind: .messages)
-                switch result {
-                case .success: onCommit(.committed(queueOffset: firstOffset))
-                case .failure(let error):
-                    guard let error = error as? ReplicaError else { return onCommit(.failed(.busy)) }
-                    onCommit(failed(error, generation: generation, deadline: deadline).map { .failed($0) } ?? .again)
-                }
-            }
+            // Before the replica can see it: the mailbox's lock orders these writes before the driver's reads.
+            receipt.path = self
+            receipt.firstOffset = numbering.firstOffset
+            receipt.generation = numbering.generation
+            receipt.deadline = deadline
+            return replica.offer(data, guard: proposalGuard, timeout: remaining, receipt: receipt)
         }
         guard case .success = numbered else { return false }
         return true
+    }
+
+    /// An offered entry's outcome (`OfferReceipt.finish`), on the Raft driver.
+    fileprivate func finished(_ receipt: OfferReceipt, _ result: Result<RaftReplica.Committed, any Error>) {
+        answered(generation: receipt.generation, kind: .messages)
+        switch result {
+        case .success: receipt.answer(.committed(queueOffset: receipt.firstOffset))
+        case .failure(let error):
+            guard let error = error as? ReplicaError else { return receipt.answer(.failed(.busy)) }
+            receipt.answer(failed(error, generation: receipt.generation, deadline: receipt.deadline).map { .failed($0) } ?? .again)
+        }
     }
 
     /// Numbers one entry and offers it (`offer` hands it to the replica) under the numbering lock,
@@ -314,4 +321,36 @@ public final class WritePath: BrokerWriter {
 
 struct NotOffered: Error {
     var reason: WriteError
+}
+
+/// What learns the outcome of an entry offered on the send fast path (`BrokerWriter.offer`): the
+/// caller subclasses it, keeps in it what it needs to answer, and overrides `answer(_:)`. The write
+/// path keeps its own part (the numbering the entry was offered in, the deadline) here too, so one
+/// object per send carries everything: a closure for the caller's part and another for the write
+/// path's cost an allocation each (docs/performance.md, fourteenth round).
+public class OfferReceipt: ProposalReceipt, @unchecked Sendable {
+    // Set by `WritePath.offer` under its numbering lock, before the replica's mailbox takes the entry.
+    fileprivate var path: WritePath?
+    fileprivate var firstOffset: Int64 = 0
+    fileprivate var generation: UInt64 = 0
+    fileprivate var deadline = ContinuousClock.Instant.now
+
+    public override init() { super.init() }
+
+    public final override func finish(_ result: Result<RaftReplica.Committed, any Error>) {
+        guard let path else { return answer(.failed(.busy)) }
+        self.path = nil
+        path.finished(self, result)
+    }
+
+    /// The outcome, on the Raft driver, once: committed and dispatched, failed, or to be taken
+    /// again on the waiting path. Must be short and must not block.
+    public func answer(_ offered: WritePath.Offered) {}
+}
+
+/// `BrokerWriter.offer` with a closure (tests, and callers for whom an allocation more is nothing).
+final class ClosureOfferReceipt: OfferReceipt, @unchecked Sendable {
+    let onCommit: @Sendable (WritePath.Offered) -> Void
+    init(_ onCommit: @escaping @Sendable (WritePath.Offered) -> Void) { self.onCommit = onCommit }
+    override func answer(_ offered: WritePath.Offered) { onCommit(offered) }
 }

@@ -13,6 +13,8 @@ public struct ExtFields: Sendable, Equatable, ExpressibleByDictionaryLiteral, Se
         case map([String: String])
         /// The `{...}` text of a JSON header's extFields, already checked by `JSONHeader.read`.
         case json(ByteBuffer)
+        /// A send's answer, typed until it is written (no dictionary, no msgId string).
+        case sendResponse(SendResponseFields)
     }
 
     var storage: Storage
@@ -20,6 +22,8 @@ public struct ExtFields: Sendable, Equatable, ExpressibleByDictionaryLiteral, Se
     public init() { storage = .map([:]) }
     public init(_ map: [String: String]) { storage = .map(map) }
     init(json: ByteBuffer) { storage = .json(json) }
+    /// A send's answer (SendMessageResponseHeader): every view shows its five fields as strings.
+    public init(_ send: SendResponseFields) { storage = .sendResponse(send) }
 
     /// A repeated name keeps its last value (a JSON header's rule).
     public init(dictionaryLiteral elements: (String, String)...) {
@@ -33,6 +37,10 @@ public struct ExtFields: Sendable, Equatable, ExpressibleByDictionaryLiteral, Se
         switch storage {
         case .map(let map): return map
         case .json(let text): return JSONHeader.fieldMap(text)
+        case .sendResponse(let f):
+            var map = [String: String](minimumCapacity: 5)
+            f.forEach { map[$0.description] = $1 }
+            return map
         }
     }
 
@@ -41,6 +49,7 @@ public struct ExtFields: Sendable, Equatable, ExpressibleByDictionaryLiteral, Se
             switch storage {
             case .map(let map): return map[name]
             case .json(let text): return JSONHeader.field(name, in: text)
+            case .sendResponse(let f): return f.value(of: name)
             }
         }
         set {
@@ -74,10 +83,90 @@ public struct ExtFields: Sendable, Equatable, ExpressibleByDictionaryLiteral, Se
             }
         case .json(let text):
             JSONHeader.forEachField(in: text, body)
+        case .sendResponse(let f):
+            f.forEach { name, value in
+                body(UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount), { value })
+            }
         }
     }
 
     public static func == (a: ExtFields, b: ExtFields) -> Bool { a.dictionary == b.dictionary }
 
     public var description: String { dictionary.description }
+}
+
+/// A send's answer fields (RocketMQ's SendMessageResponseHeader, as a Raft-group or classic broker
+/// answers every stored send), kept typed until the header is written: the common answer then costs
+/// no dictionary and no strings (docs/performance.md, fourteenth round). Views show them as the
+/// dictionary `["MSG_REGION": region, "TRACE_ON": "true"|"false", "msgId": id, "queueId": "3",
+/// "queueOffset": "42"]` would.
+public struct SendResponseFields: Sendable, Equatable {
+    /// The message id: RocketMQ's offsetMsgId of an IPv4 store host (the host's four bytes and port,
+    /// then the physical offset, as 32 upper-case hex digits), or any text (an IPv6 host's, a batch's
+    /// ids joined by commas).
+    public enum MessageID: Sendable, Equatable {
+        case ipv4(hostAndPort: UInt64, physicalOffset: Int64)
+        case text(String)
+    }
+
+    public var msgId: MessageID
+    public var queueId: Int32
+    public var queueOffset: Int64
+    public var region: String
+    public var traceOn: Bool
+
+    public init(msgId: MessageID, queueId: Int32, queueOffset: Int64, region: String, traceOn: Bool) {
+        self.msgId = msgId
+        self.queueId = queueId
+        self.queueOffset = queueOffset
+        self.region = region
+        self.traceOn = traceOn
+    }
+
+    /// The names, in the order a fastjson header has them (sorted).
+    static let names: [StaticString] = ["MSG_REGION", "TRACE_ON", "msgId", "queueId", "queueOffset"]
+
+    /// The message id's text.
+    public var msgIdText: String {
+        switch msgId {
+        case let .ipv4(hostAndPort, offset):
+            return String(unsafeUninitializedCapacity: 32) { out in
+                Self.hex(hostAndPort, offset, into: out.baseAddress!)
+                return 32
+            }
+        case .text(let t): return t
+        }
+    }
+
+    /// 32 upper-case hex digits of the two words, big-endian.
+    static func hex(_ a: UInt64, _ b: Int64, into out: UnsafeMutablePointer<UInt8>) {
+        func digits(_ w: UInt64, _ at: Int) {
+            for k in 0..<16 {
+                let d = UInt8(truncatingIfNeeded: (w >> (4 * UInt64(15 - k))) & 0xF)
+                out[at + k] = d < 10 ? d + 48 : d + 55
+            }
+        }
+        digits(a, 0)
+        digits(UInt64(bitPattern: b), 16)
+    }
+
+    func value(of name: String) -> String? {
+        switch name {
+        case "MSG_REGION": return region
+        case "TRACE_ON": return traceOn ? "true" : "false"
+        case "msgId": return msgIdText
+        case "queueId": return String(queueId)
+        case "queueOffset": return String(queueOffset)
+        default: return nil
+        }
+    }
+
+    /// Each name with its value, in `names`' order.
+    func forEach(_ body: (StaticString, String) -> Void) {
+        body(Self.names[0], region)
+        body(Self.names[1], traceOn ? "true" : "false")
+        body(Self.names[2], msgIdText)
+        body(Self.names[3], String(queueId))
+        body(Self.names[4], String(queueOffset))
+    }
 }

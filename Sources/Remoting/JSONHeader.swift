@@ -15,12 +15,41 @@ enum JSONHeader {
     /// through `ByteBuffer`'s per-call writes, a sorted key array and a byte-by-byte `String.UTF8View`
     /// walk).
     static func write(_ c: RemotingCommand, into out: inout ByteBuffer) {
+        if case .sendResponse(let f) = c.extFields.storage {
+            // A send's answer: its five fields written straight from their values.
+            let region = 6 * f.region.utf8.count
+            let id: Int
+            switch f.msgId {
+            case .ipv4: id = 32
+            case .text(let t): id = 6 * t.utf8.count
+            }
+            // Names and punctuation about 80 bytes, queueId 11 digits, queueOffset 20, TRACE_ON 5.
+            write(c, extFieldsBound: 140 + region + id, into: &out) { w in
+                w.put("\"MSG_REGION\":")
+                w.quoted(f.region)
+                w.put(f.traceOn ? ",\"TRACE_ON\":\"true\",\"msgId\":" : ",\"TRACE_ON\":\"false\",\"msgId\":")
+                switch f.msgId {
+                case let .ipv4(hostAndPort, offset):
+                    w.put(UInt8(ascii: "\""))
+                    SendResponseFields.hex(hostAndPort, offset, into: w.base + w.count)
+                    w.count += 32
+                    w.put(UInt8(ascii: "\""))
+                case .text(let t):
+                    w.quoted(t)
+                }
+                w.put(",\"queueId\":\"")
+                w.put(Int64(f.queueId))
+                w.put("\",\"queueOffset\":\"")
+                w.put(f.queueOffset)
+                w.put(UInt8(ascii: "\""))
+            }
+            return
+        }
         let extFields = c.extFields.dictionary
         let fieldCount = extFields.count
         withUnsafeTemporaryAllocation(of: (key: String, value: String).self, capacity: max(fieldCount, 1)) { fields in
             var n = 0
-            // The fixed text is under 160 bytes, each of the four integers at most 11 characters.
-            var bound = 160 + 11 * 4 + 6 * c.language.name.utf8.count
+            var bound = 0
             for (key, value) in extFields {
                 // Insertion sort: a header has a few to a dozen fields.
                 var at = n
@@ -32,35 +61,44 @@ enum JSONHeader {
                 n += 1
                 bound += 6 + 6 * (key.utf8.count + value.utf8.count)
             }
-            if let remark = c.remark { bound += 12 + 6 * remark.utf8.count }
-            out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { raw in
-                var w = Writer(base: raw.baseAddress!.assumingMemoryBound(to: UInt8.self))
-                w.put("{\"code\":")
-                w.put(c.code)
-                w.put(",\"extFields\":{")
+            write(c, extFieldsBound: bound, into: &out) { w in
                 for k in 0..<n {
                     if k > 0 { w.put(UInt8(ascii: ",")) }
                     w.quoted(fields[k].key)
                     w.put(UInt8(ascii: ":"))
                     w.quoted(fields[k].value)
                 }
-                w.put("},\"flag\":")
-                w.put(c.flag)
-                w.put(",\"language\":")
-                w.quoted(c.language.name)
-                w.put(",\"opaque\":")
-                w.put(c.opaque)
-                if let remark = c.remark {
-                    w.put(",\"remark\":")
-                    w.quoted(remark)
-                }
-                w.put(",\"serializeTypeCurrentRPC\":\"JSON\",\"version\":")
-                w.put(c.version)
-                w.put(UInt8(ascii: "}"))
-                precondition(w.count <= bound, "JSON header bound too small")
-                return w.count
             }
             _ = fields.baseAddress!.deinitialize(count: n)
+        }
+    }
+
+    /// The header around its `extFields` members, which `fields` writes in at most `extFieldsBound` bytes.
+    private static func write(_ c: RemotingCommand, extFieldsBound: Int, into out: inout ByteBuffer, _ fields: (inout Writer) -> Void) {
+        // The fixed text is under 160 bytes, each of the four integers at most 11 characters.
+        var bound = 160 + 11 * 4 + 6 * c.language.name.utf8.count + extFieldsBound
+        if let remark = c.remark { bound += 12 + 6 * remark.utf8.count }
+        out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { raw in
+            var w = Writer(base: raw.baseAddress!.assumingMemoryBound(to: UInt8.self))
+            w.put("{\"code\":")
+            w.put(c.code)
+            w.put(",\"extFields\":{")
+            fields(&w)
+            w.put("},\"flag\":")
+            w.put(c.flag)
+            w.put(",\"language\":")
+            w.quoted(c.language.name)
+            w.put(",\"opaque\":")
+            w.put(c.opaque)
+            if let remark = c.remark {
+                w.put(",\"remark\":")
+                w.quoted(remark)
+            }
+            w.put(",\"serializeTypeCurrentRPC\":\"JSON\",\"version\":")
+            w.put(c.version)
+            w.put(UInt8(ascii: "}"))
+            precondition(w.count <= bound, "JSON header bound too small")
+            return w.count
         }
     }
 
@@ -80,10 +118,12 @@ enum JSONHeader {
         }
 
         /// A decimal integer, as `String(v)` writes it.
-        mutating func put(_ v: Int32) {
+        mutating func put(_ v: Int32) { put(Int64(v)) }
+
+        mutating func put(_ v: Int64) {
             var magnitude = v.magnitude
             if v < 0 { put(UInt8(ascii: "-")) }
-            var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+            var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: room for 20 digits
             var k = 0
             withUnsafeMutableBytes(of: &digits) { d in
                 repeat {

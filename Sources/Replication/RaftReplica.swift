@@ -56,15 +56,29 @@ public struct RaftReplicaOptions: Sendable {
     }
 }
 
-/// Who learns a proposal's outcome: a suspended caller or a callback run on the driver.
+/// Who learns an offered proposal's outcome without a waiting task (`RaftReplica.offer(_:guard:timeout:receipt:)`):
+/// subclassed by the caller, which keeps in it whatever it needs to act on the outcome. One object
+/// per proposal where a callback closure would cost its own context besides the caller's state (a
+/// send's answer on the leader, docs/performance.md, fourteenth round).
+open class ProposalReceipt: @unchecked Sendable {
+    public init() {}
+
+    /// The outcome: runs on the node's driver after the entry's commit and its `apply`, or at its
+    /// failure, exactly once. Must be short and must not block.
+    open func finish(_ result: Result<RaftReplica.Committed, any Error>) {}
+}
+
+/// Who learns a proposal's outcome: a suspended caller, a callback run on the driver, or a receipt.
 enum ProposalReply: Sendable {
     case continuation(CheckedContinuation<RaftReplica.Committed, any Error>)
     case callback(@Sendable (Result<RaftReplica.Committed, any Error>) -> Void)
+    case receipt(ProposalReceipt)
 
     func resume(returning committed: RaftReplica.Committed) {
         switch self {
         case .continuation(let c): c.resume(returning: committed)
         case .callback(let f): f(.success(committed))
+        case .receipt(let r): r.finish(.success(committed))
         }
     }
 
@@ -72,6 +86,7 @@ enum ProposalReply: Sendable {
         switch self {
         case .continuation(let c): c.resume(throwing: error)
         case .callback(let f): f(.failure(error))
+        case .receipt(let r): r.finish(.failure(error))
         }
     }
 }
@@ -239,6 +254,11 @@ public final class RaftReplica: Sendable {
     public func offer(_ data: [UInt8], guard proposalGuard: ProposalGuard?, timeout: Duration,
                       onCommit: @escaping @Sendable (Result<Committed, any Error>) -> Void) -> Bool {
         mailbox.offer(.propose(data, proposalGuard, deadline: .now + timeout, .callback(onCommit)))
+    }
+
+    /// `offer`, with `receipt.finish` told the outcome (as `onCommit` above, without a closure).
+    public func offer(_ data: [UInt8], guard proposalGuard: ProposalGuard?, timeout: Duration, receipt: ProposalReceipt) -> Bool {
+        mailbox.offer(.propose(data, proposalGuard, deadline: .now + timeout, .receipt(receipt)))
     }
 
     /// What `committedEntries` found.

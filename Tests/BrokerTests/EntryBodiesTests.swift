@@ -64,6 +64,25 @@ func record(_ topic: String, queue: Int32 = 0, offset: Int64 = 0, body: String =
         #expect(physicalOffset(fromOffsetMessageId: "nonsense") == nil)
     }
 
+    /// A send's answer keeps an IPv4 host's id as two words: written, they are the same digits.
+    @Test func aSendAnswersMessageIDIsTheOffsetMessageID() {
+        var r = SplitMix64(seed: 5)
+        for k in 0..<2_000 {
+            let w = r.next()
+            let host: MessageHost = k % 5 == 4
+                ? .v6(address: (0..<16).map { _ in UInt8(truncatingIfNeeded: r.next()) }, port: UInt32(truncatingIfNeeded: w))
+                : .v4(address: (UInt8(truncatingIfNeeded: w), UInt8(truncatingIfNeeded: w >> 8), UInt8(truncatingIfNeeded: w >> 16),
+                                UInt8(truncatingIfNeeded: w >> 24)), port: UInt32(truncatingIfNeeded: w >> 32))
+            let offset = k % 7 == 0 ? [0, 1, Int64.max][k % 3] : Int64(bitPattern: r.next() >> (r.next() % 64))
+            let id = offsetMessageID(storeHost: host, physicalOffset: offset)
+            if case .v4 = host, case .text = id { Issue.record("an IPv4 host's id became text") }
+            let answer = ExtFields(SendResponseFields(msgId: id, queueId: 0, queueOffset: 0, region: "R", traceOn: false))
+            let expected = offsetMessageId(storeHost: host, physicalOffset: offset)
+            #expect(answer["msgId"] == expected)
+            #expect(physicalOffset(fromOffsetMessageId: answer["msgId"] ?? "") == offset)
+        }
+    }
+
     @Test func subscriptionsMatchByTagHashAndStarMatchesAll() {
         let all = Subscription(topic: "T", expression: "*")
         #expect(all.matches(12) && all.matches(0))

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOEmbedded
@@ -149,6 +150,52 @@ private final class FlushesSeen: ChannelOutboundHandler, @unchecked Sendable {
             JSONHeader.write(c, into: &b)
             let written = b.readBytes(length: b.readableBytes) ?? []
             #expect(written == referenceJSONHeader(c), "\(c)")
+        }
+    }
+
+    /// A send's answer kept typed (`SendResponseFields`) reads, and is written, exactly as the same
+    /// fields in a dictionary: every view, both serializations, byte for byte.
+    @Test func aTypedSendAnswerIsTheDictionaryItStandsFor() throws {
+        var r = SplitMix64(seed: 43)
+        let regions = ["DefaultRegion", "", "cn-\"q\"\\\u{1}", "région 😀"]
+        let offsets: [Int64] = [0, 1, 42, Int64.max, Int64.min, -1]
+        for k in 0..<2_000 {
+            let id: SendResponseFields.MessageID
+            let idText: String
+            if k % 4 == 3 {
+                idText = ["", "A,B", "00000000000000000000000000000000000000000000000000000000", "\u{7}\""][Int(r.next() % 4)]
+                id = .text(idText)
+            } else {
+                let word = r.next(), offset = k % 5 == 0 ? offsets[Int(r.next() % UInt64(offsets.count))] : Int64(bitPattern: r.next())
+                id = .ipv4(hostAndPort: word, physicalOffset: offset)
+                idText = String(format: "%016llX%016llX", word, UInt64(bitPattern: offset))
+            }
+            let f = SendResponseFields(msgId: id, queueId: k % 7 == 0 ? Int32.min : Int32(truncatingIfNeeded: r.next()),
+                                       queueOffset: k % 6 == 0 ? Int64.min : Int64(bitPattern: r.next()),
+                                       region: regions[Int(r.next() % UInt64(regions.count))], traceOn: r.next() % 2 == 0)
+            let map = ["msgId": idText, "queueId": "\(f.queueId)", "queueOffset": "\(f.queueOffset)", "MSG_REGION": f.region,
+                       "TRACE_ON": f.traceOn ? "true" : "false"]
+            let typed = ExtFields(f)
+            #expect(typed.dictionary == map)
+            #expect(typed == ExtFields(map))
+            for name in map.keys { #expect(typed[name] == map[name]) }
+            #expect(typed["msgid"] == nil && typed["other"] == nil)
+            var seen: [String: String] = [:]
+            typed.forEachField { name, value in seen[String(decoding: name, as: UTF8.self)] = value() }
+            #expect(seen == map)
+            let request = RemotingCommand.request(code: 310, opaque: Int32(truncatingIfNeeded: r.next()))
+            for type in [SerializeType.json, .rocketmq] {
+                var a = RemotingCommand.response(to: request, code: 0, extFields: typed)
+                var b = RemotingCommand.response(to: request, code: 0, extFields: ExtFields(map))
+                a.serializeType = type
+                b.serializeType = type
+                var fa = ByteBuffer(), fb = ByteBuffer()
+                RemotingFrame.encode(a, into: &fa)
+                RemotingFrame.encode(b, into: &fb)
+                if type == .json { #expect(fa == fb, "\(f)") }
+                let back = try #require(try RemotingFrame.decode(&fa))
+                #expect(back.extFields.dictionary == map)
+            }
         }
     }
 
