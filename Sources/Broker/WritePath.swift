@@ -233,7 +233,7 @@ public final class WritePath: BrokerWriter {
         case .success: receipt.answer(.committed(queueOffset: receipt.firstOffset))
         case .failure(let error):
             guard let error = error as? ReplicaError else { return receipt.answer(.failed(.busy)) }
-            receipt.answer(failed(error, generation: receipt.generation, deadline: receipt.deadline).map { .failed($0) } ?? .again)
+            receipt.answer(failed(error, generation: receipt.generation, deadline: receipt.deadline ?? .now).map { .failed($0) } ?? .again)
         }
     }
 
@@ -333,12 +333,13 @@ public class OfferReceipt: ProposalReceipt, @unchecked Sendable {
     fileprivate var path: WritePath?
     fileprivate var firstOffset: Int64 = 0
     fileprivate var generation: UInt64 = 0
-    fileprivate var deadline = ContinuousClock.Instant.now
+    fileprivate var deadline: ContinuousClock.Instant?
 
     public override init() { super.init() }
 
     public final override func finish(_ result: Result<RaftReplica.Committed, any Error>) {
-        guard let path else { return answer(.failed(.busy)) }
+        // Only `WritePath.offer` hands receipts to the replica, which finishes each once.
+        guard let path else { return assertionFailure("an offer receipt finished twice, or never offered") }
         self.path = nil
         path.finished(self, result)
     }
