@@ -5,15 +5,32 @@ import NIOCore
 public struct RemotingFrameDecoder: ByteToMessageDecoder, Sendable {
     public typealias InboundOut = RemotingCommand
     public let maxFrameBytes: Int
+    /// In a remoting pipeline (`RemotingPipeline`), the connection handler at its end: decoded
+    /// commands are handed to it directly instead of through `fireChannelRead`, whose `NIOAny`
+    /// boxes a command (larger than its three inline words) in an allocation of its own, one per
+    /// request a leader reads (docs/performance.md, fourteenth round). The handlers between them
+    /// (the encoder) are outbound only, so nothing inbound is skipped.
+    private let sink: NIOLoopBound<RemotingConnectionHandler>?
 
     public init(maxFrameBytes: Int = RemotingFrame.defaultMaxFrameBytes) {
         precondition(maxFrameBytes > 8, "maxFrameBytes must leave room for a header")
         self.maxFrameBytes = maxFrameBytes
+        self.sink = nil
+    }
+
+    init(maxFrameBytes: Int, sink: NIOLoopBound<RemotingConnectionHandler>) {
+        precondition(maxFrameBytes > 8, "maxFrameBytes must leave room for a header")
+        self.maxFrameBytes = maxFrameBytes
+        self.sink = sink
     }
 
     public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
         guard let command = try RemotingFrame.decode(&buffer, maxFrameBytes: maxFrameBytes) else { return .needMoreData }
-        context.fireChannelRead(Self.wrapInboundOut(command))
+        if let sink {
+            sink.value.received(command, on: context.channel)
+        } else {
+            context.fireChannelRead(Self.wrapInboundOut(command))
+        }
         return .continue
     }
 

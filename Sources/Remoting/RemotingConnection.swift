@@ -167,7 +167,12 @@ final class RemotingConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let command = unwrapInboundIn(data)
+        received(unwrapInboundIn(data), on: context.channel)
+    }
+
+    /// A decoded command: from `channelRead`, or straight from the pipeline's frame decoder
+    /// (`RemotingFrameDecoder`'s sink), on the channel's event loop.
+    func received(_ command: RemotingCommand, on channel: any Channel) {
         if command.isResponse {
             // A response nobody waits for any more (it timed out) is dropped.
             if let p = pending.removeValue(forKey: command.opaque) {
@@ -178,13 +183,14 @@ final class RemotingConnectionHandler: ChannelDuplexHandler {
         }
         guard let dispatcher else {
             if !command.isOneway {
-                context.writeAndFlush(wrapOutboundOut(.response(.response(to: command, code: ResponseCode.requestCodeNotSupported,
-                                                                           remark: " request type \(command.code) not supported"))), promise: nil)
+                // From the pipeline's tail: through this handler's `write`, which passes answers on.
+                channel.writeAndFlush(Outbound.response(.response(to: command, code: ResponseCode.requestCodeNotSupported,
+                                                                  remark: " request type \(command.code) not supported")), promise: nil)
             }
             return
         }
         // One connection value per channel, so that every answer on it shares one coalescer.
-        let connection = self.connection ?? RemotingConnection(channel: context.channel)
+        let connection = self.connection ?? RemotingConnection(channel: channel)
         self.connection = connection
         dispatcher.dispatch(command, from: connection)
     }

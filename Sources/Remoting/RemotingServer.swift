@@ -257,9 +257,12 @@ enum RemotingPipeline {
     static func add(to channel: any Channel, maxFrameBytes: Int, idleTimeoutSeconds: Int64,
                     dispatcher: (any RemotingDispatcher)?, maxPendingRequests: Int, logger: Logger) throws {
         let ops = channel.pipeline.syncOperations
+        let handler = RemotingConnectionHandler(dispatcher: dispatcher, maxPendingRequests: maxPendingRequests, logger: logger)
         try ops.addHandler(IdleStateHandler(allTimeout: .seconds(idleTimeoutSeconds)))
-        try ops.addHandler(ByteToMessageHandler(RemotingFrameDecoder(maxFrameBytes: maxFrameBytes)))
+        // The decoder hands commands to the handler directly (`RemotingFrameDecoder.sink`).
+        try ops.addHandler(ByteToMessageHandler(RemotingFrameDecoder(maxFrameBytes: maxFrameBytes,
+                                                                     sink: NIOLoopBound(handler, eventLoop: channel.eventLoop))))
         try ops.addHandler(CoalescingFrameEncoder())
-        try ops.addHandler(RemotingConnectionHandler(dispatcher: dispatcher, maxPendingRequests: maxPendingRequests, logger: logger))
+        try ops.addHandler(handler)
     }
 }

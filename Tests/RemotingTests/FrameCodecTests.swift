@@ -429,6 +429,56 @@ private final class FlushesSeen: ChannelOutboundHandler, @unchecked Sendable {
     /// Answers written on the connection's loop (a Raft commit answering the sends it covered)
     /// share one flush task: they leave as one buffer and one flush, whatever their number; a
     /// run written after that flush gets a flush of its own.
+    /// The remoting pipeline hands what its decoder reads straight to its connection handler
+    /// (`RemotingFrameDecoder`'s sink): requests reach the dispatcher in order, a request on a
+    /// connection without one is answered "not supported" through the whole pipeline, and a
+    /// response completes the request it answers.
+    @Test func thePipelinesDecoderHandsCommandsToItsHandler() async throws {
+        final class Recorder: RemotingDispatcher, @unchecked Sendable {
+            var seen: [Int32] = []
+            func dispatch(_ request: RemotingCommand, from connection: RemotingConnection) {
+                seen.append(request.opaque)
+                connection.respond(.response(to: request, code: 0, remark: "r\(request.opaque)"), to: request)
+            }
+        }
+        let recorder = Recorder()
+        let server = EmbeddedChannel()
+        try RemotingPipeline.add(to: server, maxFrameBytes: 1 << 20, idleTimeoutSeconds: 120, dispatcher: recorder,
+                                 maxPendingRequests: 8, logger: Logger(label: "test"))
+        var frames = ByteBuffer()
+        for k in 1...5 { RemotingFrame.encode(.request(code: 310, opaque: Int32(k), body: ByteBuffer(string: "m\(k)")), into: &frames) }
+        try server.writeInbound(frames)
+        server.embeddedEventLoop.run()
+        #expect(recorder.seen == [1, 2, 3, 4, 5])
+        var answers: [(Int32, String?)] = []
+        while var out = try server.readOutbound(as: ByteBuffer.self) {
+            while let c = try RemotingFrame.decode(&out) { answers.append((c.opaque, c.remark)) }
+        }
+        #expect(answers.map(\.0) == [1, 2, 3, 4, 5] && answers.map(\.1) == (1...5).map { "r\($0)" })
+        _ = try server.finish()
+
+        let client = EmbeddedChannel()
+        try RemotingPipeline.add(to: client, maxFrameBytes: 1 << 20, idleTimeoutSeconds: 120, dispatcher: nil,
+                                 maxPendingRequests: 8, logger: Logger(label: "test"))
+        try client.writeInbound(frame(.request(code: 4242, opaque: 9)))
+        var refused = try #require(try client.readOutbound(as: ByteBuffer.self))
+        let answer = try #require(try RemotingFrame.decode(&refused))
+        #expect(answer.isResponse && answer.opaque == 9 && answer.code == ResponseCode.requestCodeNotSupported)
+        let connection = RemotingConnection(channel: client)
+        async let reply = connection.request(.request(code: 11, opaque: 0), timeoutMilliseconds: 10_000)
+        var sent: ByteBuffer?
+        for _ in 0..<1_000 where sent == nil {
+            client.embeddedEventLoop.run()
+            sent = try client.readOutbound(as: ByteBuffer.self)
+            if sent == nil { await Task.yield() }
+        }
+        var request = try #require(sent)
+        let asked = try #require(try RemotingFrame.decode(&request))
+        try client.writeInbound(frame(.response(to: asked, code: 0, remark: "yes")))
+        #expect(try await reply.remark == "yes")
+        _ = try client.finish()
+    }
+
     @Test func answersWrittenOnTheLoopShareOneFlush() throws {
         let seen = FlushesSeen()
         let channel = EmbeddedChannel(handlers: [seen, CoalescingFrameEncoder(),
