@@ -159,6 +159,15 @@ final class BrokerMetrics: BrokerObserver, @unchecked Sendable {
 
     /// The exposition, after `mode` has written the mode's state (Raft or classic). The per-topic
     /// series of topics `live` no longer knows (deleted) are dropped first.
+    func scrape(_ messages: MessageStore, _ mode: (inout Writer) -> Void) -> String {
+        let live = messages.topics.topics
+        return scrape(keepingTopics: { live[$0] != nil }) { w in
+            mode(&w)
+            w.total("raftmq_key_index_failures_total", Int64(messages.keyIndexFailures),
+                    help: "Messages dispatch could not put every key of into the key index (queryMsgByKey misses them; they stay consumable)")
+        }
+    }
+
     func scrape(keepingTopics live: (String) -> Bool, _ mode: (inout Writer) -> Void) -> String {
         let gone = topics.withLock { table -> [TopicInstruments] in
             let names = table.keys.filter { !live($0) }

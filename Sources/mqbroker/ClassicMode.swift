@@ -123,7 +123,7 @@ enum ClassicMode {
                                 routes: AdminRoutes(routes: [
                                     "/raft/state": { AdminResponse(status: .ok, body: stateJSON()) }, "/healthz": health,
                                     "/metrics": {
-                                        AdminResponse(status: .ok, contentType: BrokerMetrics.contentType, body: metrics.scrape(keepingTopics: { [live = messages.topics.topics] in live[$0] != nil }) { w in
+                                        AdminResponse(status: .ok, contentType: BrokerMetrics.contentType, body: metrics.scrape(messages) { w in
                                             w.gauge("raftmq_broker_info", [("cluster", b.brokerClusterName), ("broker", b.brokerName), ("group", b.brokerName),
                                                                            ("node", "\(b.brokerId)"), ("mode", "classic")], 1, help: "The broker's identity (always 1)")
                                             for role in ["ASYNC_MASTER", "SYNC_MASTER", "SLAVE"] {

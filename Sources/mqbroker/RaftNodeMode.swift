@@ -139,7 +139,7 @@ enum RaftNodeMode {
         let dashboard = BrokerSetup.dashboard(settings, selfState: stateJSON, group: group, logger: logger)
         let admin = AdminServer(host: settings.broker.bindAddress, port: settings.broker.httpListenPort,
                                 routes: AdminRoutes(routes: ["/raft/state": state, "/healthz": health, "/metrics": {
-                                    AdminResponse(status: .ok, contentType: BrokerMetrics.contentType, body: metrics.scrape(keepingTopics: { [live = messages.topics.topics] in live[$0] != nil }) { w in
+                                    AdminResponse(status: .ok, contentType: BrokerMetrics.contentType, body: metrics.scrape(messages) { w in
                                         raftMetrics(&w, replica.status, settings: settings, selfName: me.id, names: peerNames)
                                     })
                                 }]).adding(dashboard.routes()), group: group, logger: logger)

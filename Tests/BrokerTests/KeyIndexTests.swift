@@ -85,4 +85,38 @@ import TestSupport
         #expect(store.queryByKey(topic: "T", key: "订单-é", maxNum: 10, begin: 0, end: .max).count == 1, "a key that is not ASCII")
         #expect(store.queryByKey(topic: "U", key: "订单-é", maxNum: 10, begin: 0, end: .max).isEmpty)
     }
+
+    /// A key index that cannot take a put (here: no new file can be made once the first is full)
+    /// loses only keys: dispatch goes on, every message reaches its consume queue, the puts that
+    /// fit are kept, and the messages that lost a key are counted, each once.
+    @Test func aKeyIndexThatCannotGrowLosesKeysNotMessages() throws {
+        let f = try StoreFixture()
+        let dir = f.root + "/index"
+        // Entries count from 1 in a file (0 is an empty slot's link): five make room for four puts.
+        let index = try KeyIndex(directory: dir, slots: 1, entries: 5)
+        var options = MessageStore.Options(rootDirectory: f.root, initialTopics: f.topics)
+        options.keyIndex = index
+        let store = try MessageStore(options: options, log: f.log, logger: Logger(label: "test"))
+        // The first file made, with room for three more puts; then the index's directory becomes a
+        // plain file, so no second file can be made (ENOTDIR, whoever the test runs as).
+        try index.add(topic: "T", keys: ["warm"], phyOffset: 0, storeTimestamp: 1_700_000_000_000)
+        try FileManager.default.moveItem(atPath: dir, toPath: dir + ".moved")
+        #expect(FileManager.default.createFile(atPath: dir, contents: Data()))
+        func keyed(_ offset: Int64, _ keys: String) throws -> [UInt8] {
+            var decoded = try record("T", offset: offset).withUnsafeBytes { try LogFormatRecord.decode($0) }
+            decoded.properties["KEYS"] = keys
+            return try decoded.encoded()
+        }
+        // Three keys each (UNIQ_KEY and two KEYS): the first message's fit, the others' do not.
+        let i = try f.append([try keyed(0, "a b"), try keyed(1, "c d"), try keyed(2, "e f")])
+        try store.dispatch(upTo: i.last!)
+        #expect(store.maxOffset(QueueKey("T", 0)) == 3, "every message dispatched")
+        #expect(store.keyIndexFailures == 2, "each message that lost a key, once")
+        for key in ["ID-T-0-0", "a", "b"] {
+            #expect(store.queryByKey(topic: "T", key: key, maxNum: 4, begin: 0, end: .max).count == 1, "\(key) was put before the index filled")
+        }
+        for key in ["ID-T-0-1", "c", "f"] {
+            #expect(store.queryByKey(topic: "T", key: key, maxNum: 4, begin: 0, end: .max).isEmpty, "\(key) had no room")
+        }
+    }
 }

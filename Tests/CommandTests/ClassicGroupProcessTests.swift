@@ -190,6 +190,7 @@ extension RaftGroupProcessTests {
         #expect(am["raftmq_classic_role{role=\"ASYNC_MASTER\"}"] == 1 && am["raftmq_classic_role{role=\"SLAVE\"}"] == 0)
         #expect(am["raftmq_broker_info{broker=\"broker-a\",cluster=\"rocketmq-cluster\",group=\"broker-a\",mode=\"classic\",node=\"0\"}"] == 1)
         #expect(am.keys.contains { $0.hasPrefix("raftmq_classic_slave_lag_bytes{slave=") }, "\(am.keys.sorted())")
+        #expect(am["raftmq_key_index_failures_total"] == 0)
         #expect((am["raftmq_messages_in_total{topic=\"TopicTest\"}"] ?? 0) == 500)
         let sm = try prometheusSamples(host: aSlave.host, port: UInt16(aSlave.port + 2))
         #expect(sm["raftmq_classic_role{role=\"SLAVE\"}"] == 1 && sm["raftmq_classic_master_connected"] == 1)

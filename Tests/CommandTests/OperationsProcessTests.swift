@@ -59,6 +59,7 @@ extension RaftGroupProcessTests {
         #expect(m["raftmq_messages_in_total{topic=\"MetricsTopic\"}"] == 5, "\(m.filter { $0.key.contains("messages") })")
         #expect((m["raftmq_bytes_in_total{topic=\"MetricsTopic\"}"] ?? 0) > 5 * 7)
         #expect((m["raftmq_append_latency_seconds_count"] ?? 0) >= 5)
+        #expect(m["raftmq_key_index_failures_total"] == 0)
         // The consumer may have pulled from a follower (slaveReadEnable) only when told to; here the leader served it.
         let out = nodes.compactMap { try? metrics($0)["raftmq_messages_out_total{topic=\"MetricsTopic\"}"] }.reduce(0, +)
         #expect(out >= 5, "messages out: \(out)")
