@@ -165,40 +165,33 @@ enum PropertyName {
 /// RocketMQ's offsetMsgId: store host (IPv4 4 bytes + port 4, or IPv6 16 + 4) and the physical
 /// offset (8), in upper-case hex.
 func offsetMessageId(storeHost: MessageHost, physicalOffset: Int64) -> String {
-    // Hex digits written straight into the string's storage (every send answers with one).
-    func hex(_ out: UnsafeMutableBufferPointer<UInt8>, _ at: inout Int, _ v: UInt64, bytes: Int) {
-        for k in stride(from: 2 * bytes - 1, through: 0, by: -1) {
-            let d = UInt8(truncatingIfNeeded: (v >> (4 * UInt64(k))) & 0xF)
-            out[at] = d < 10 ? d + 48 : d + 55
-            at += 1
-        }
-    }
-    switch storeHost {
-    case let .v4(a, port):
-        return String(unsafeUninitializedCapacity: 32) { out in
-            var at = 0
-            hex(out, &at, UInt64(a.0) << 24 | UInt64(a.1) << 16 | UInt64(a.2) << 8 | UInt64(a.3), bytes: 4)
-            hex(out, &at, UInt64(port), bytes: 4)
-            hex(out, &at, UInt64(bitPattern: physicalOffset), bytes: 8)
-            return at
-        }
-    case let .v6(a, port):
-        return String(unsafeUninitializedCapacity: 2 * a.count + 24) { out in
-            var at = 0
-            for b in a { hex(out, &at, UInt64(b), bytes: 1) }
-            hex(out, &at, UInt64(port), bytes: 4)
-            hex(out, &at, UInt64(bitPattern: physicalOffset), bytes: 8)
-            return at
-        }
-    }
+    offsetMessageID(storeHost: storeHost, physicalOffset: physicalOffset).text
 }
 
-/// `offsetMessageId` for a send's answer: an IPv4 store host's kept as two words, written as the
-/// same 32 digits when the answer's header is (no string); any other as its text.
+/// `offsetMessageId` as a send's answer keeps it: an IPv4 store host's as two words, written as
+/// its 32 digits only when the answer's header is (no string); an IPv6 host's as its text.
 func offsetMessageID(storeHost: MessageHost, physicalOffset: Int64) -> SendResponseFields.MessageID {
-    guard case let .v4(a, port) = storeHost else { return .text(offsetMessageId(storeHost: storeHost, physicalOffset: physicalOffset)) }
-    let host = UInt64(a.0) << 24 | UInt64(a.1) << 16 | UInt64(a.2) << 8 | UInt64(a.3)
-    return .ipv4(hostAndPort: host << 32 | UInt64(port), physicalOffset: physicalOffset)
+    switch storeHost {
+    case let .v4(a, port):
+        let host = UInt64(a.0) << 24 | UInt64(a.1) << 16 | UInt64(a.2) << 8 | UInt64(a.3)
+        return .ipv4(hostAndPort: host << 32 | UInt64(port), physicalOffset: physicalOffset)
+    case let .v6(a, port):
+        // Hex digits written straight into the string's storage.
+        return .text(String(unsafeUninitializedCapacity: 2 * a.count + 24) { out in
+            var at = 0
+            func hex(_ v: UInt64, bytes: Int) {
+                for k in stride(from: 2 * bytes - 1, through: 0, by: -1) {
+                    let d = UInt8(truncatingIfNeeded: (v >> (4 * UInt64(k))) & 0xF)
+                    out[at] = d < 10 ? d + 48 : d + 55
+                    at += 1
+                }
+            }
+            for b in a { hex(UInt64(b), bytes: 1) }
+            hex(UInt64(port), bytes: 4)
+            hex(UInt64(bitPattern: physicalOffset), bytes: 8)
+            return at
+        })
+    }
 }
 
 /// The commitlog offset inside an offsetMsgId (its last 16 hex digits), or nil.

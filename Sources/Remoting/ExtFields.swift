@@ -107,6 +107,18 @@ public struct SendResponseFields: Sendable, Equatable {
     public enum MessageID: Sendable, Equatable {
         case ipv4(hostAndPort: UInt64, physicalOffset: Int64)
         case text(String)
+
+        /// The id as its text.
+        public var text: String {
+            switch self {
+            case let .ipv4(hostAndPort, offset):
+                return String(unsafeUninitializedCapacity: 32) { out in
+                    SendResponseFields.hex(hostAndPort, offset, into: out.baseAddress!)
+                    return 32
+                }
+            case .text(let t): return t
+            }
+        }
     }
 
     public var msgId: MessageID
@@ -126,18 +138,6 @@ public struct SendResponseFields: Sendable, Equatable {
     /// The names, in the order a fastjson header has them (sorted).
     static let names: [StaticString] = ["MSG_REGION", "TRACE_ON", "msgId", "queueId", "queueOffset"]
 
-    /// The message id's text.
-    public var msgIdText: String {
-        switch msgId {
-        case let .ipv4(hostAndPort, offset):
-            return String(unsafeUninitializedCapacity: 32) { out in
-                Self.hex(hostAndPort, offset, into: out.baseAddress!)
-                return 32
-            }
-        case .text(let t): return t
-        }
-    }
-
     /// 32 upper-case hex digits of the two words, big-endian.
     static func hex(_ a: UInt64, _ b: Int64, into out: UnsafeMutablePointer<UInt8>) {
         func digits(_ w: UInt64, _ at: Int) {
@@ -154,7 +154,7 @@ public struct SendResponseFields: Sendable, Equatable {
         switch name {
         case "MSG_REGION": return region
         case "TRACE_ON": return traceOn ? "true" : "false"
-        case "msgId": return msgIdText
+        case "msgId": return msgId.text
         case "queueId": return String(queueId)
         case "queueOffset": return String(queueOffset)
         default: return nil
@@ -165,7 +165,7 @@ public struct SendResponseFields: Sendable, Equatable {
     func forEach(_ body: (StaticString, String) -> Void) {
         body(Self.names[0], region)
         body(Self.names[1], traceOn ? "true" : "false")
-        body(Self.names[2], msgIdText)
+        body(Self.names[2], msgId.text)
         body(Self.names[3], String(queueId))
         body(Self.names[4], String(queueOffset))
     }

@@ -1,3 +1,4 @@
+import Foundation
 import LogFormat
 typealias LogFormatRecord = MessageRecord
 import NIOCore
@@ -64,7 +65,8 @@ func record(_ topic: String, queue: Int32 = 0, offset: Int64 = 0, body: String =
         #expect(physicalOffset(fromOffsetMessageId: "nonsense") == nil)
     }
 
-    /// A send's answer keeps an IPv4 host's id as two words: written, they are the same digits.
+    /// The offsetMsgId of any host, and a send's answer's (an IPv4 host's kept as two words): the
+    /// same digits as the layout written out by hand.
     @Test func aSendAnswersMessageIDIsTheOffsetMessageID() {
         var r = SplitMix64(seed: 5)
         for k in 0..<2_000 {
@@ -77,7 +79,15 @@ func record(_ topic: String, queue: Int32 = 0, offset: Int64 = 0, body: String =
             let id = offsetMessageID(storeHost: host, physicalOffset: offset)
             if case .v4 = host, case .text = id { Issue.record("an IPv4 host's id became text") }
             let answer = ExtFields(SendResponseFields(msgId: id, queueId: 0, queueOffset: 0, region: "R", traceOn: false))
-            let expected = offsetMessageId(storeHost: host, physicalOffset: offset)
+            // Written out independently: the host's bytes, the port and the offset in upper-case hex.
+            let expected: String
+            switch host {
+            case let .v4(a, port):
+                expected = String(format: "%02X%02X%02X%02X%08X%016llX", a.0, a.1, a.2, a.3, port, UInt64(bitPattern: offset))
+            case let .v6(a, port):
+                expected = a.map { String(format: "%02X", $0) }.joined() + String(format: "%08X%016llX", port, UInt64(bitPattern: offset))
+            }
+            #expect(offsetMessageId(storeHost: host, physicalOffset: offset) == expected)
             #expect(answer["msgId"] == expected)
             #expect(physicalOffset(fromOffsetMessageId: answer["msgId"] ?? "") == offset)
         }
