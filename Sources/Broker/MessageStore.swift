@@ -70,6 +70,8 @@ public final class MessageStore: Sendable {
         var dispatchedEnd: UInt64
         var pullWaiters: [QueueKey: [PullWaiter]] = [:]
         var nextWaiterId: UInt64 = 0
+        /// When `run` wakes next (nil: it is not sleeping); a pull due earlier rings `waiterBell`.
+        var waiterWake: ContinuousClock.Instant?
         var checkpointed: Int64 = -2
         var metadataChanged = false
         /// Next offsets of queues this member holds no entry of (their messages are all before the
@@ -88,6 +90,9 @@ public final class MessageStore: Sendable {
     public let log: LogStore
     private let logger: Logger
     private let state: Mutex<State>
+    private let topicsChangedBell = Mutex<Doorbell?>(nil)
+    /// Wakes `run` for a pull whose deadline comes before its next wake.
+    let waiterBell = Doorbell()
     /// Held by a checkpoint and by a log reset: a checkpoint taken across a reset would describe
     /// consume queues the reset dropped.
     private let persisting = Mutex(0)
@@ -411,8 +416,13 @@ public final class MessageStore: Sendable {
             if length > 0 { try flushPending(key, start: start, UnsafeBufferPointer(rebasing: run[0..<length])) }
         }
         let last = entries.last!
+        var topicsChanged = false
         let wake = state.withLock { s -> [CheckedContinuation<Void, Never>] in
-            for (c, e) in changes { apply(c, at: e, to: &s) }
+            if !changes.isEmpty {
+                let version = s.topics.dataVersion
+                for (c, e) in changes { apply(c, at: e, to: &s) }
+                topicsChanged = s.topics.dataVersion != version
+            }
             s.dispatched = last.index
             s.dispatchedEnd = last.end
             var out: [CheckedContinuation<Void, Never>] = []
@@ -423,7 +433,12 @@ public final class MessageStore: Sendable {
             return out
         }
         for c in wake { c.resume() }
+        if topicsChanged { topicsChangedBell.withLock { $0 }?.ring() }
     }
+
+    /// Rung (after dispatch applied it) whenever the topic table changes: the broker re-registers
+    /// its topics with the nameservers at once. One bell; setting another replaces it.
+    public func ringOnTopicChange(_ bell: Doorbell) { topicsChangedBell.withLock { $0 = bell } }
 
     private func flushPending(_ key: QueueKey, start first: UInt64, _ run: UnsafeBufferPointer<ConsumeQueue.Entry>) throws {
         let cq = try state.withLock { (s) throws -> ConsumeQueue in
@@ -667,13 +682,14 @@ public final class MessageStore: Sendable {
     /// Returns once the queue holds a message at or after `offset`, or at `deadline`.
     public func waitForMessages(_ key: QueueKey, offset: Int64, deadline: ContinuousClock.Instant) async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let ready = state.withLock { s -> Bool in
-                if let q = s.queues[key], Int64(q.maxOffset) > offset { return true }
+            let (ready, early) = state.withLock { s -> (Bool, Bool) in
+                if let q = s.queues[key], Int64(q.maxOffset) > offset { return (true, false) }
                 s.nextWaiterId += 1
                 s.pullWaiters[key, default: []].append(PullWaiter(id: s.nextWaiterId, offset: UInt64(max(0, offset)), deadline: deadline, continuation: c))
-                return false
+                return (false, s.waiterWake.map { deadline < $0 } ?? false)
             }
             if ready { c.resume() }
+            if early { waiterBell.ring() }
         }
     }
 
@@ -682,20 +698,27 @@ public final class MessageStore: Sendable {
 
     /// Resumes the waiters whose deadline passed; returns how many still wait.
     @discardableResult
-    func expireWaiters(now: ContinuousClock.Instant) -> Int {
-        let (expired, left) = state.withLock { s -> ([CheckedContinuation<Void, Never>], Int) in
+    func expireWaiters(now: ContinuousClock.Instant) -> Int { expireWaiters(now: now, wakeBy: nil).left }
+
+    /// `expireWaiters`, and the next wake of `run`: the earliest deadline still waiting, or `wakeBy`
+    /// if that comes first (recorded, so that a pull due earlier rings `waiterBell`).
+    func expireWaiters(now: ContinuousClock.Instant, wakeBy: ContinuousClock.Instant?) -> (left: Int, wake: ContinuousClock.Instant?) {
+        let (expired, left, wake) = state.withLock { s -> ([CheckedContinuation<Void, Never>], Int, ContinuousClock.Instant?) in
             var out: [CheckedContinuation<Void, Never>] = []
             var left = 0
+            var wake = wakeBy
             for (key, waiters) in s.pullWaiters {
                 let keep = waiters.filter { $0.deadline > now }
                 out.append(contentsOf: waiters.filter { $0.deadline <= now }.map(\.continuation))
                 if keep.isEmpty { s.pullWaiters.removeValue(forKey: key) } else { s.pullWaiters[key] = keep }
                 left += keep.count
+                for w in keep where wake.map({ w.deadline < $0 }) ?? true { wake = w.deadline }
             }
-            return (out, left)
+            if wakeBy != nil { s.waiterWake = wake }
+            return (out, left, wake)
         }
         for c in expired { c.resume() }
-        return left
+        return (left, wake)
     }
 
     // MARK: - Checkpoints
@@ -812,14 +835,12 @@ public final class MessageStore: Sendable {
         guard n == bytes.count, synced, rename(tmp, path) == 0 else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path]) }
     }
 
-    /// Checkpoints every second, prunes consume queues every 10 s and expires long-polling waiters
-    /// every 50 ms, until cancelled.
+    /// Checkpoints every second, prunes consume queues every 10 s and answers long-polling waiters
+    /// at their deadlines, until cancelled.
     public func run() async {
         var lastCheckpoint = ContinuousClock.now
         var lastPrune = ContinuousClock.now
         while !Task.isCancelled {
-            try? await Task.sleep(for: .milliseconds(50))
-            expireWaiters(now: .now)
             if ContinuousClock.now - lastPrune >= .seconds(10) {
                 lastPrune = .now
                 pruneConsumeQueues()
@@ -828,7 +849,12 @@ public final class MessageStore: Sendable {
                 lastCheckpoint = .now
                 do { try checkpoint() } catch { logger.error("writing the dispatch checkpoint failed", metadata: ["error": "\(error)"]) }
             }
+            // Asleep until the next checkpoint or prune, or the earliest pull's deadline: a pull that
+            // comes due earlier rings the bell (no polling: an idle broker stays asleep).
+            let (_, wake) = expireWaiters(now: .now, wakeBy: min(lastCheckpoint + .seconds(1), lastPrune + .seconds(10)))
+            await waiterBell.wait(upTo: max((wake ?? .now) - .now, .milliseconds(1)))
         }
+        state.withLock { $0.waiterWake = nil }
         expireWaiters(now: .now + .seconds(3_600))
         try? checkpoint()
     }

@@ -48,6 +48,10 @@ public struct RaftReplicaOptions: Sendable {
     /// The first store index retention must keep besides the unapplied ones (the broker's latest
     /// metadata snapshot, so that a member reset to this log's base still finds one); nil: none.
     public var retentionFloor: (@Sendable () -> LogFormat.LogIndex?)? = nil
+    /// Called on the driver each time the node's role or known leader changes, once `status` shows
+    /// the change (the broker registers with its nameservers at once, instead of polling `status`).
+    /// Must be short and must not block.
+    public var onRoleChange: (@Sendable () -> Void)? = nil
 
     public init(raft: RaftConfig, peerAddresses: [NodeID: String]) {
         precondition(Set(raft.voters) == Set(peerAddresses.keys), "RaftReplicaOptions: every voter needs a peer address")
@@ -388,10 +392,17 @@ public final class RaftReplica: Sendable {
                 while !Task.isCancelled { try? await Task.sleep(for: .seconds(3_600)) }
             }
             tasks.addTask {
-                while !Task.isCancelled {
-                    try await Task.sleep(for: .milliseconds(tickMs))
-                    mailbox.offer(.tick)
+                // Ticks come from the loop's own timer. A `Task.sleep` per tick armed a timer on
+                // Dispatch's timer thread, which woke a pool thread, which woke this loop: three
+                // threads per tick, 300 wake-ups a second at 10 ms ticks on an idle broker.
+                let tick = TimeAmount.milliseconds(Int64(tickMs))
+                let ticker = group.next().scheduleRepeatedTask(initialDelay: tick, delay: tick) { _ in mailbox.offer(.tick) }
+                await withTaskCancellationHandler {
+                    while !Task.isCancelled { try? await Task.sleep(for: .seconds(3_600)) }
+                } onCancel: {
+                    ticker.cancel()
                 }
+                throw CancellationError()
             }
             tasks.addTask { try await self.drive(transport, inlineDeferredSyncs: !sharedWithClients) }
             defer {
@@ -733,6 +744,8 @@ public final class RaftReplica: Sendable {
                 let status = ReplicaStatus(raft: node.status, lastHeard: lastHeard, storeIndexOfEmptyLog: options.storeIndexOfEmptyLog,
                                            firstIndex: log.firstIndex)
                 published.withLock { $0 = status }
+                // After publishing: whoever it wakes reads the new role from `status`.
+                if r.softState != nil { options.onRoleChange?() }
             }
         }
     }

@@ -172,6 +172,9 @@ enum ClassicMode {
                     var last: ContinuousClock.Instant?
                     var missed = false
                     var version = messages.topics.dataVersion
+                    // Sleeps until a registration is due or the topics change.
+                    let bell = Doorbell()
+                    messages.ringOnTopicChange(bell)
                     while !Task.isCancelled {
                         let topics = messages.topics
                         let topicsChanged = topics.dataVersion != version
@@ -188,7 +191,8 @@ enum ClassicMode {
                             missed = await registrar.register(brokerId: b.brokerId) < registrar.nameServers.count
                             if isSlave, let m = await registrar.master { learnedMaster.learn(brokerAddr: m.brokerAddr, haAddress: m.haServerAddr) }
                         }
-                        try? await Task.sleep(for: .milliseconds(50))
+                        let again = missed || (isSlave && learnedMaster.haAddress == nil)
+                        await bell.wait(upTo: max((again ? .seconds(2) : period) - (ContinuousClock.now - (last ?? .now)), .milliseconds(1)))
                     }
                     return nil
                 }

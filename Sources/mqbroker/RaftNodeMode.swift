@@ -64,6 +64,10 @@ enum RaftNodeMode {
         // producers waiting for them are answered, and the applied index is the dispatched one.
         options.appliedIndex = RaftCore.LogIndex(UInt64(messages.dispatchedIndex + 1))
         options.bodyPatch = BrokerLogHooks.bodyPatch
+        // The registration loop sleeps until the role, the leader or the topics change (or a period ends).
+        let registrationBell = Doorbell()
+        options.onRoleChange = { registrationBell.ring() }
+        messages.ringOnTopicChange(registrationBell)
         // Retention keeps the latest metadata snapshot: a member reset to this log's base finds one.
         options.retentionFloor = { messages.latestSnapshotIndex.map { LogFormat.LogIndex(UInt64($0)) } ?? store.firstIndex }
         // The Raft driver runs on the first loop, beside the clients served there (serverSelectorThreads).
@@ -177,13 +181,16 @@ enum RaftNodeMode {
                         version = topics.dataVersion
                         await registrar.update(topics: topics)
                     }
-                    if id >= 0 && (id != registered || topicsChanged || ContinuousClock.now - lastRegistration >= (missed ? .seconds(2) : period)) {
+                    // A nameserver that did not take it is asked again in 2 s, not a period later.
+                    var interval: Duration { missed ? .seconds(2) : period }
+                    if id >= 0 && (id != registered || topicsChanged || ContinuousClock.now - lastRegistration >= interval) {
                         registered = id
                         lastRegistration = .now
-                        // A nameserver that did not take it is asked again in 2 s, not a period later.
                         missed = await registrar.register(brokerId: id) < registrar.nameServers.count
                     }
-                    try? await Task.sleep(for: .milliseconds(10))
+                    // Until the next registration is due, or the role, the leader or the topics change.
+                    let due = id >= 0 ? interval - (ContinuousClock.now - lastRegistration) : interval
+                    await registrationBell.wait(upTo: max(due, .milliseconds(1)))
                 }
                 return ("registration", nil)
             }
