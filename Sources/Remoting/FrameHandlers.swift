@@ -55,6 +55,10 @@ final class CoalescingFrameEncoder: ChannelOutboundHandler, RemovableChannelHand
     private var buffer: ByteBuffer?
     /// The promise the buffer's write completes; the other writes' promises follow it.
     private var promise: EventLoopPromise<Void>?
+    /// Its place in the pipeline while it is in one (for `append`).
+    private var context: ChannelHandlerContext?
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let command: RemotingCommand
@@ -62,14 +66,30 @@ final class CoalescingFrameEncoder: ChannelOutboundHandler, RemovableChannelHand
         case .response(let c): command = c
         case .request(let r): command = r.command
         }
+        encode(command, context: context)
+        if let promise {
+            if let first = self.promise { first.futureResult.cascade(to: promise) } else { self.promise = promise }
+        }
+    }
+
+    /// Writes an answer (no promise) as `write` would, without the trip from the pipeline's tail:
+    /// no `NIOAny` box for the command (larger than its inline words), no casts out of it, and no
+    /// handler between (the connection handler passes answers on untouched). For the connection's
+    /// own writes on its event loop (`RemotingConnection.respond`); the flush still goes through
+    /// the pipeline. False when the encoder is not in a pipeline any more (the caller writes through
+    /// the channel, which fails or drops it as it would any write after a close).
+    func append(_ response: RemotingCommand) -> Bool {
+        guard let context else { return false }
+        encode(response, context: context)
+        return true
+    }
+
+    private func encode(_ command: RemotingCommand, context: ChannelHandlerContext) {
         // Taken out while it is written to, so the write never copies it.
         var b = buffer ?? context.channel.allocator.buffer(capacity: 1024)
         buffer = nil
         RemotingFrame.encode(command, into: &b)
         buffer = b
-        if let promise {
-            if let first = self.promise { first.futureResult.cascade(to: promise) } else { self.promise = promise }
-        }
         if b.readableBytes >= Self.handOnBytes { handOn(context: context) }
     }
 
@@ -86,6 +106,7 @@ final class CoalescingFrameEncoder: ChannelOutboundHandler, RemovableChannelHand
 
     func handlerRemoved(context: ChannelHandlerContext) {
         handOn(context: context)
+        self.context = nil
     }
 
     private func handOn(context: ChannelHandlerContext) {

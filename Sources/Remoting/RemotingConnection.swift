@@ -33,7 +33,13 @@ public struct RemotingConnection: Sendable, Hashable {
 
     public init(channel: any Channel) {
         self.channel = channel
-        coalescer = WriteCoalescer()
+        coalescer = WriteCoalescer(encoder: nil)
+    }
+
+    /// A connection whose answers, written on its event loop, go to `encoder` directly.
+    init(channel: any Channel, encoder: NIOLoopBound<CoalescingFrameEncoder>?) {
+        self.channel = channel
+        coalescer = WriteCoalescer(encoder: encoder)
     }
 
     public var remoteAddress: SocketAddress? { channel.remoteAddress }
@@ -63,14 +69,22 @@ public struct RemotingConnection: Sendable, Hashable {
                     if coalescer.queued.subtract(1, ordering: .relaxed).newValue == 0 { channel.flush() }
                 }
             }
-            channel.write(value, promise: promise)
+            Self.write(value, promise: promise, to: channel, coalescer)
             return
         }
         coalescer.queued.add(1, ordering: .relaxed)
         channel.eventLoop.execute {
-            channel.write(value, promise: promise)
+            Self.write(value, promise: promise, to: channel, coalescer)
             if coalescer.queued.subtract(1, ordering: .relaxed).newValue == 0 { channel.flush() }
         }
+    }
+
+    /// On the channel's event loop: an answer straight to the encoder when the pipeline has one
+    /// (`CoalescingFrameEncoder.append`), anything else through the pipeline. Both keep the order
+    /// of the calls: the pipeline's write reaches the encoder before it returns.
+    private static func write(_ value: Outbound, promise: EventLoopPromise<Void>?, to channel: any Channel, _ coalescer: WriteCoalescer) {
+        if promise == nil, case .response(let response) = value, let encoder = coalescer.encoder, encoder.value.append(response) { return }
+        channel.write(value, promise: promise)
     }
 
     /// Sends a request and waits for its answer (the opaque is assigned here).
@@ -128,6 +142,10 @@ public struct RemotingConnection: Sendable, Hashable {
 final class WriteCoalescer: Sendable {
     let queued = Atomic<Int>(0)
     let flushScheduled = Atomic<Bool>(false)
+    /// The pipeline's encoder, for answers written on the loop (nil: through the pipeline).
+    let encoder: NIOLoopBound<CoalescingFrameEncoder>?
+
+    init(encoder: NIOLoopBound<CoalescingFrameEncoder>?) { self.encoder = encoder }
 }
 
 /// What a connection writes: an answer, or a request (numbered by the handler as it goes out).
@@ -159,11 +177,15 @@ final class RemotingConnectionHandler: ChannelDuplexHandler {
     private var loggedError = false
     private var connection: RemotingConnection?
 
-    init(dispatcher: (any RemotingDispatcher)?, maxPendingRequests: Int, logger: Logger) {
+    private let encoder: NIOLoopBound<CoalescingFrameEncoder>?
+
+    init(dispatcher: (any RemotingDispatcher)?, maxPendingRequests: Int, logger: Logger,
+         encoder: NIOLoopBound<CoalescingFrameEncoder>? = nil) {
         precondition(maxPendingRequests > 0, "maxPendingRequests must be positive")
         self.dispatcher = dispatcher
         self.maxPendingRequests = maxPendingRequests
         self.logger = logger
+        self.encoder = encoder
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -190,7 +212,7 @@ final class RemotingConnectionHandler: ChannelDuplexHandler {
             return
         }
         // One connection value per channel, so that every answer on it shares one coalescer.
-        let connection = self.connection ?? RemotingConnection(channel: channel)
+        let connection = self.connection ?? RemotingConnection(channel: channel, encoder: encoder)
         self.connection = connection
         dispatcher.dispatch(command, from: connection)
     }

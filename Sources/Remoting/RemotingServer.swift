@@ -257,12 +257,15 @@ enum RemotingPipeline {
     static func add(to channel: any Channel, maxFrameBytes: Int, idleTimeoutSeconds: Int64,
                     dispatcher: (any RemotingDispatcher)?, maxPendingRequests: Int, logger: Logger) throws {
         let ops = channel.pipeline.syncOperations
-        let handler = RemotingConnectionHandler(dispatcher: dispatcher, maxPendingRequests: maxPendingRequests, logger: logger)
+        // The connection's answers go to the encoder directly (`CoalescingFrameEncoder.append`).
+        let encoder = CoalescingFrameEncoder()
+        let handler = RemotingConnectionHandler(dispatcher: dispatcher, maxPendingRequests: maxPendingRequests, logger: logger,
+                                                encoder: NIOLoopBound(encoder, eventLoop: channel.eventLoop))
         try ops.addHandler(IdleStateHandler(allTimeout: .seconds(idleTimeoutSeconds)))
         // The decoder hands commands to the handler directly (`RemotingFrameDecoder.sink`).
         try ops.addHandler(ByteToMessageHandler(RemotingFrameDecoder(maxFrameBytes: maxFrameBytes,
                                                                      sink: NIOLoopBound(handler, eventLoop: channel.eventLoop))))
-        try ops.addHandler(CoalescingFrameEncoder())
+        try ops.addHandler(encoder)
         try ops.addHandler(handler)
     }
 }

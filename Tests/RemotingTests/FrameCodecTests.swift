@@ -477,6 +477,60 @@ private final class FlushesSeen: ChannelOutboundHandler, @unchecked Sendable {
         _ = try client.finish()
     }
 
+    /// Answers written on the loop go to the encoder directly (`CoalescingFrameEncoder.append`),
+    /// requests through the pipeline: they leave in the order they were written, and an answer
+    /// written after the encoder left the pipeline goes through the channel as any write would.
+    @Test func answersToTheEncoderKeepTheirOrderWithRequests() throws {
+        final class Interleaver: RemotingDispatcher, @unchecked Sendable {
+            var connection: RemotingConnection?
+            func dispatch(_ request: RemotingCommand, from connection: RemotingConnection) {
+                self.connection = connection
+                connection.respond(.response(to: request, code: 0, remark: "r\(request.opaque)"), to: request)
+                if request.opaque == 2 { connection.oneway(.request(code: 4_000, opaque: 0, body: ByteBuffer(string: "between"))) }
+            }
+        }
+        let dispatcher = Interleaver()
+        let server = EmbeddedChannel()
+        try RemotingPipeline.add(to: server, maxFrameBytes: 1 << 20, idleTimeoutSeconds: 120, dispatcher: dispatcher,
+                                 maxPendingRequests: 8, logger: Logger(label: "test"))
+        // Between the encoder and the connection handler: it sees what goes through the pipeline.
+        final class Passing: ChannelOutboundHandler, @unchecked Sendable {
+            typealias OutboundIn = Outbound
+            var writes = 0
+            func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+                writes += 1
+                context.write(data, promise: promise)
+            }
+        }
+        let passing = Passing()
+        let encoderAt = try server.pipeline.syncOperations.handler(type: CoalescingFrameEncoder.self)
+        try server.pipeline.syncOperations.addHandler(passing, position: .after(encoderAt))
+        var frames = ByteBuffer()
+        for k in 1...3 { RemotingFrame.encode(.request(code: 310, opaque: Int32(k)), into: &frames) }
+        try server.writeInbound(frames)
+        server.embeddedEventLoop.run()
+        var order: [String] = []
+        while var out = try server.readOutbound(as: ByteBuffer.self) {
+            while let c = try RemotingFrame.decode(&out) { order.append(c.isResponse ? (c.remark ?? "?") : "request \(c.code)") }
+        }
+        #expect(order == ["r1", "r2", "request 4000", "r3"])
+        #expect(passing.writes == 1, "only the request went through the pipeline")
+        // The encoder leaves the pipeline: an answer falls back to the channel's write (which the
+        // embedded channel, with no encoder left, cannot take as bytes: it is kept as it came).
+        let encoder = try server.pipeline.syncOperations.handler(type: CoalescingFrameEncoder.self)
+        try server.pipeline.syncOperations.removeHandler(encoder).wait()
+        let late = RemotingCommand.request(code: 310, opaque: 9)
+        dispatcher.connection?.respond(.response(to: late, code: 0), to: late)
+        server.embeddedEventLoop.run()
+        let leftover = try server.readOutbound(as: Outbound.self)
+        guard case .response(let answered) = leftover else {
+            Issue.record("the late answer did not reach the channel: \(String(describing: leftover))")
+            return
+        }
+        #expect(answered.opaque == 9)
+        _ = try? server.finish()
+    }
+
     /// Answers written on the connection's loop (a Raft commit answering the sends it covered)
     /// share one flush task: they leave as one buffer and one flush, whatever their number; a
     /// run written after that flush gets a flush of its own.
