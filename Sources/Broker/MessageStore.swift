@@ -45,6 +45,8 @@ public final class MessageStore: Sendable {
         public var delayLevels = DelayLevels("1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h")
         /// The topics a fresh broker starts with (TBW102 and the system topics).
         public var initialTopics: TopicConfigTable
+        /// How often `run` writes the dispatch checkpoint.
+        public var checkpointInterval: Duration = .seconds(1)
         public init(rootDirectory: String, initialTopics: TopicConfigTable) {
             self.rootDirectory = rootDirectory
             self.initialTopics = initialTopics
@@ -845,13 +847,13 @@ public final class MessageStore: Sendable {
                 lastPrune = .now
                 pruneConsumeQueues()
             }
-            if ContinuousClock.now - lastCheckpoint >= .seconds(1) {
+            if ContinuousClock.now - lastCheckpoint >= options.checkpointInterval {
                 lastCheckpoint = .now
                 do { try checkpoint() } catch { logger.error("writing the dispatch checkpoint failed", metadata: ["error": "\(error)"]) }
             }
             // Asleep until the next checkpoint or prune, or the earliest pull's deadline: a pull that
             // comes due earlier rings the bell (no polling: an idle broker stays asleep).
-            let (_, wake) = expireWaiters(now: .now, wakeBy: min(lastCheckpoint + .seconds(1), lastPrune + .seconds(10)))
+            let (_, wake) = expireWaiters(now: .now, wakeBy: min(lastCheckpoint + options.checkpointInterval, lastPrune + .seconds(10)))
             await waiterBell.wait(upTo: max((wake ?? .now) - .now, .milliseconds(1)))
         }
         state.withLock { $0.waiterWake = nil }

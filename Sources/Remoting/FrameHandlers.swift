@@ -66,10 +66,11 @@ final class CoalescingFrameEncoder: ChannelOutboundHandler, RemovableChannelHand
         case .response(let c): command = c
         case .request(let r): command = r.command
         }
-        encode(command, context: context)
+        // The promise first: the encode may hand the buffer on, and this write's bytes are in it.
         if let promise {
             if let first = self.promise { first.futureResult.cascade(to: promise) } else { self.promise = promise }
         }
+        encode(command, context: context)
     }
 
     /// Writes an answer (no promise) as `write` would, without the trip from the pipeline's tail:

@@ -582,6 +582,26 @@ private final class FlushesSeen: ChannelOutboundHandler, @unchecked Sendable {
         _ = try channel.finish()
     }
 
+    /// A write whose own bytes take the buffer past the limit hands it on with its promise: that
+    /// promise completes with that buffer's write, not a later one's, and none is left behind.
+    @Test func aWriteThatPassesTheLimitHandsOnItsOwnPromise() throws {
+        let seen = WritesSeen()
+        let channel = EmbeddedChannel(handlers: [seen, CoalescingFrameEncoder()])
+        var big = ByteBuffer()
+        big.writeBytes([UInt8](repeating: 7, count: CoalescingFrameEncoder.handOnBytes))
+        let done = Outcomes()
+        let promise = channel.eventLoop.makePromise(of: Void.self)
+        promise.futureResult.whenComplete { done.add($0) }
+        channel.write(Outbound.request(OutboundRequest(command: RemotingCommand(code: 10, opaque: 1, body: big), promise: nil,
+                                                       timeoutMilliseconds: 0)), promise: promise)
+        #expect(seen.sizes.count == 1, "handed on past the limit without a flush")
+        // The channel completes a write's promise at its flush (held by the encoder, it would never).
+        channel.flush()
+        #expect(done.count == 1 && done.failures == 0, "the promise went with the bytes it covers")
+        #expect(try channel.readOutbound(as: ByteBuffer.self)?.readableBytes == seen.sizes.first)
+        _ = try channel.finish()
+    }
+
     /// A run of writes without a flush is handed on once it passes the limit, not held whole; a
     /// close hands on what is held, so no write's promise is left behind in the encoder.
     @Test func longRunsAreHandedOnAndACloseAnswersHeldWrites() throws {

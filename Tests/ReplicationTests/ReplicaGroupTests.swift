@@ -31,6 +31,17 @@ private actor Applied {
 
 private final class StopFlag: Sendable { let value = Atomic<Bool>(false) }
 
+/// What a replica's status showed each time `onRoleChange` called.
+private final class RoleChanges: @unchecked Sendable {
+    var replica: RaftReplica?
+    private let seen = Mutex<[(role: RaftCore.Role?, leader: NodeID?)]>([])
+    func called() {
+        let raft = replica?.status?.raft
+        seen.withLock { $0.append((raft?.role, raft?.leader)) }
+    }
+    var all: [(role: RaftCore.Role?, leader: NodeID?)] { seen.withLock { $0 } }
+}
+
 /// Three replicas in this process on 127.0.0.1, .2 and .3, each with its own LogStore.
 private final class ReplicaGroup: @unchecked Sendable {
     let root: String
@@ -39,6 +50,7 @@ private final class ReplicaGroup: @unchecked Sendable {
     var stores: [NodeID: LogStore] = [:]
     var replicas: [NodeID: RaftReplica] = [:]
     var tasks: [NodeID: Task<Void, any Error>] = [:]
+    var roleChanges: [NodeID: RoleChanges] = [:]
     let applied: [NodeID: Applied]
     let ids = [NodeID(0), NodeID(1), NodeID(2)]
 
@@ -75,9 +87,13 @@ private final class ReplicaGroup: @unchecked Sendable {
         config.randomSeed = UInt64.random(in: 0...UInt64.max)
         var options = RaftReplicaOptions(raft: config, peerAddresses: addresses)
         options.tickIntervalMs = 10
+        let changes = RoleChanges()
+        options.onRoleChange = { changes.called() }
         let sink = applied[id]!
         let replica = RaftReplica(options: options, store: store, hardStateFile: HardStateFile(path: dir + "/hardstate"),
                                   logger: Logger(label: "replica-\(id)")) { batch in await sink.add(batch) }
+        changes.replica = replica
+        roleChanges[id] = changes
         replicas[id] = replica
         tasks[id] = Task { try await replica.run(on: loop) }
     }
@@ -146,6 +162,14 @@ private final class ReplicaGroup: @unchecked Sendable {
                     let stored = try g.stores[id]!.read(from: LogFormat.LogIndex(UInt64(g.replicas[id]!.storeNumber(e.index))), maxBytes: 1)
                     #expect(p != nil && p == stored.first?.position, "\(id): entry \(e.index) applied at \(String(describing: p)), stored at \(String(describing: stored.first?.position))")
                 }
+            }
+            // Each member was told of its role changes once its status showed them: the last call
+            // saw the role and leader it has now.
+            for id in g.ids {
+                let last = g.roleChanges[id]!.all.last
+                let now = g.replicas[id]!.status?.raft
+                #expect(last != nil && last?.role == now?.role && last?.leader == now?.leader && now?.leader == leader,
+                        "\(id): last role change seen \(String(describing: last)), status \(String(describing: now?.role)) led by \(String(describing: now?.leader))")
             }
             // A follower refuses proposals and names the leader.
             let follower = g.ids.first { $0 != leader }!
