@@ -74,6 +74,8 @@ public final class MessageStore: Sendable {
         var nextWaiterId: UInt64 = 0
         /// When `run` wakes next (nil: it is not sleeping); a pull due earlier rings `waiterBell`.
         var waiterWake: ContinuousClock.Instant?
+        /// `run` has ended: nothing would answer a pull held from now on, so none is held.
+        var sweepEnded = false
         var checkpointed: Int64 = -2
         var metadataChanged = false
         /// Next offsets of queues this member holds no entry of (their messages are all before the
@@ -685,6 +687,7 @@ public final class MessageStore: Sendable {
     public func waitForMessages(_ key: QueueKey, offset: Int64, deadline: ContinuousClock.Instant) async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let (ready, early) = state.withLock { s -> (Bool, Bool) in
+                if s.sweepEnded { return (true, false) }
                 if let q = s.queues[key], Int64(q.maxOffset) > offset { return (true, false) }
                 s.nextWaiterId += 1
                 s.pullWaiters[key, default: []].append(PullWaiter(id: s.nextWaiterId, offset: UInt64(max(0, offset)), deadline: deadline, continuation: c))
@@ -856,7 +859,10 @@ public final class MessageStore: Sendable {
             let (_, wake) = expireWaiters(now: .now, wakeBy: min(lastCheckpoint + options.checkpointInterval, lastPrune + .seconds(10)))
             await waiterBell.wait(upTo: max((wake ?? .now) - .now, .milliseconds(1)))
         }
-        state.withLock { $0.waiterWake = nil }
+        state.withLock {
+            $0.waiterWake = nil
+            $0.sweepEnded = true
+        }
         expireWaiters(now: .now + .seconds(3_600))
         try? checkpoint()
     }

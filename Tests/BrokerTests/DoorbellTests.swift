@@ -101,5 +101,7 @@ import TestSupport
         #expect(took >= .milliseconds(100) && took < .seconds(5))
         sweep.cancel()
         await sweep.value
+        // Once the sweep has ended (the broker stopping), a pull is not held: nothing would answer it.
+        #expect(await Self.elapsed { await store.waitForMessages(QueueKey("T", 0), offset: 0, deadline: .now + .seconds(60)) } < .seconds(10))
     }
 }
