@@ -72,7 +72,8 @@ public final class MessageStore: Sendable {
         var dispatchedEnd: UInt64
         var pullWaiters: [QueueKey: [PullWaiter]] = [:]
         var nextWaiterId: UInt64 = 0
-        /// When `run` wakes next (nil: it is not sleeping); a pull due earlier rings `waiterBell`.
+        /// When `run` wakes next, as of its last pass (nil before its first and after its end): a
+        /// pull due earlier rings `waiterBell` (while `run` is awake, at worst an extra pass).
         var waiterWake: ContinuousClock.Instant?
         /// `run` has ended: nothing would answer a pull held from now on, so none is held.
         var sweepEnded = false
