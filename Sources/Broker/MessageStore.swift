@@ -166,11 +166,11 @@ public final class MessageStore: Sendable {
         }
     }
 
-    /// Next offset to be written in the queue (0 for a queue never written).
     /// Messages dispatch could not put every key of into the key index since the start (each is
     /// logged as it happens, once per 10,000); they stay consumable.
     public var keyIndexFailures: Int { state.withLock { $0.indexFailures } }
 
+    /// Next offset to be written in the queue (0 for a queue never written).
     public func maxOffset(_ key: QueueKey) -> Int64 {
         state.withLock { s in max(s.queues[key].map { Int64($0.maxOffset) } ?? 0, s.queueBases[key] ?? 0) }
     }

@@ -157,8 +157,8 @@ final class BrokerMetrics: BrokerObserver, @unchecked Sendable {
         mutating func total<I: BinaryInteger>(_ name: String, _ value: I, help: String) { total(name, Double(value), help: help) }
     }
 
-    /// The exposition, after `mode` has written the mode's state (Raft or classic). The per-topic
-    /// series of topics `live` no longer knows (deleted) are dropped first.
+    /// `scrape(keepingTopics:_:)` with the topics `messages` knows, and after the mode's state the
+    /// series both modes take from the message store (the key index's failures).
     func scrape(_ messages: MessageStore, _ mode: (inout Writer) -> Void) -> String {
         let live = messages.topics.topics
         return scrape(keepingTopics: { live[$0] != nil }) { w in
@@ -168,6 +168,8 @@ final class BrokerMetrics: BrokerObserver, @unchecked Sendable {
         }
     }
 
+    /// The exposition, after `mode` has written the mode's state (Raft or classic). The per-topic
+    /// series of topics `live` no longer knows (deleted) are dropped first.
     func scrape(keepingTopics live: (String) -> Bool, _ mode: (inout Writer) -> Void) -> String {
         let gone = topics.withLock { table -> [TopicInstruments] in
             let names = table.keys.filter { !live($0) }
