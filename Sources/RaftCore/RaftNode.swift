@@ -106,6 +106,20 @@ public final class RaftNode<Log: RaftLogReader> {
 
     // MARK: Inputs
 
+    /// How many more `tick()` calls it takes until one does more than count: the leader's next
+    /// heartbeat or check-quorum round, or a follower's or candidate's election timeout. Ticks
+    /// before that only advance counters, so a driver may sleep through them and deliver them
+    /// later, provided it delivers every elapsed tick before the next input: an input may reset the
+    /// timers, and ticks owed from before it would then count after it. At least 1.
+    public var ticksUntilTimeout: Int {
+        switch roleState {
+        case .leader:
+            return max(1, min(config.heartbeatTicks - heartbeatElapsed, config.electionTimeoutTicks - electionElapsed))
+        case .follower, .preCandidate, .candidate:
+            return max(1, randomizedElectionTimeout - electionElapsed)
+        }
+    }
+
     /// One unit of logical time.
     public func tick() {
         switch roleState {

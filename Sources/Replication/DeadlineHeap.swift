@@ -11,6 +11,8 @@ struct DeadlineHeap {
 
     private var items: [Item] = []
     var count: Int { items.count }
+    /// The soonest deadline (perhaps of a proposal answered since).
+    var earliest: ContinuousClock.Instant? { items.first?.deadline }
 
     mutating func push(_ deadline: ContinuousClock.Instant, _ index: RaftCore.LogIndex, _ term: RaftCore.Term) {
         items.append(Item(deadline: deadline, index: index, term: term))

@@ -195,6 +195,8 @@ public final class RaftReplica: Sendable {
     private let logReset: @Sendable (RaftCore.LogIndex) async -> Void
     private let mailbox: Mailbox<Input>
     private let published = Mutex<ReplicaStatus?>(nil)
+    /// How often the driver's alarm went off (docs/replication.md, "Ticks"; for tests).
+    let alarmsFired = Atomic<Int>(0)
 
     /// `apply` receives committed entries in order, once each per run (from `appliedIndex` on), with
     /// their store positions when the node wrote them lately (see `CommittedEntries`); the
@@ -383,7 +385,10 @@ public final class RaftReplica: Sendable {
             return nil
         }
         let server = RemotingServer(options: RemotingServerOptions(host: host, port: port), processors: [inbound], group: group, logger: logger)
-        let tickMs = options.tickIntervalMs
+        let alarm = WakeTimer(loop: group.next()) { [self] in
+            alarmsFired.add(1, ordering: .relaxed)
+            mailbox.offer(.tick)
+        }
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await server.run() }
             tasks.addTask {
@@ -391,21 +396,9 @@ public final class RaftReplica: Sendable {
                 // A group of one has no peers to send to: its transport is done at once, the replica is not.
                 while !Task.isCancelled { try? await Task.sleep(for: .seconds(3_600)) }
             }
-            tasks.addTask {
-                // Ticks come from the loop's own timer. A `Task.sleep` per tick armed a timer on
-                // Dispatch's timer thread, which woke a pool thread, which woke this loop: three
-                // threads per tick, 300 wake-ups a second at 10 ms ticks on an idle broker.
-                let tick = TimeAmount.milliseconds(Int64(tickMs))
-                let ticker = group.next().scheduleRepeatedTask(initialDelay: tick, delay: tick) { _ in mailbox.offer(.tick) }
-                await withTaskCancellationHandler {
-                    while !Task.isCancelled { try? await Task.sleep(for: .seconds(3_600)) }
-                } onCancel: {
-                    ticker.cancel()
-                }
-                throw CancellationError()
-            }
-            tasks.addTask { try await self.drive(transport, inlineDeferredSyncs: !sharedWithClients) }
+            tasks.addTask { try await self.drive(transport, alarm: alarm, inlineDeferredSyncs: !sharedWithClients) }
             defer {
+                alarm.stop()
                 mailbox.close()
                 transport.close()
             }
@@ -472,7 +465,8 @@ public final class RaftReplica: Sendable {
 
     /// `inlineDeferredSyncs`: sync the leader's deferred writes on the driver's thread when its
     /// mailbox is empty (a loop of its own); off when the loop also serves clients (`nextReady`).
-    private func drive(_ transport: PeerTransport, inlineDeferredSyncs: Bool) async throws {
+    /// `alarm`: offers `.tick` to the mailbox when the driver asked to be woken.
+    private func drive(_ transport: PeerTransport, alarm: WakeTimer, inlineDeferredSyncs: Bool) async throws {
         var waiters: [RaftCore.LogIndex: (term: RaftCore.Term, continuation: ProposalReply)] = [:]
         // Every waiter's deadline, soonest first (callers may pass different timeouts).
         var deadlines = DeadlineHeap()
@@ -593,10 +587,56 @@ public final class RaftReplica: Sendable {
                 }
             }
         }
+        // Logical time (docs/replication.md, "Ticks"): ticks are counted from the clock, not
+        // delivered one by one. Before each batch of inputs the node gets every tick that has
+        // passed since `tickedThrough` (an input may reset its timers, so ticks owed from before it
+        // must not count after it); after the batch the alarm is set for the first tick that will
+        // act (`ticksUntilTimeout`) or the first waiter's deadline, whichever comes first. An
+        // idle group wakes for heartbeats and their answers, not 100 times a second.
+        let tickInterval = Duration.milliseconds(options.tickIntervalMs)
+        var tickedThrough = ContinuousClock.now
+        // After a stall (a long catch-up, a paused process) every timeout has fired once by then.
+        let ticksOwedMax = options.raft.electionTimeoutMaxTicks ?? 2 * options.raft.electionTimeoutTicks
+        // The tick boundary at or after `instant`, at least one tick ahead.
+        func tickBoundary(atOrAfter instant: ContinuousClock.Instant) -> ContinuousClock.Instant {
+            let ticks = ((instant - tickedThrough) / tickInterval).rounded(.up)
+            return tickedThrough + tickInterval * max(1, Int(min(ticks, 1e9)))
+        }
+        func setAlarm() {
+            var at = tickedThrough + tickInterval * node.ticksUntilTimeout
+            if let d = deadlines.earliest { at = min(at, tickBoundary(atOrAfter: d)) }
+            for r in reads.values { at = min(at, tickBoundary(atOrAfter: r.deadline)) }
+            if options.retention != nil {
+                at = min(at, tickBoundary(atOrAfter: lastRetention + .milliseconds(options.retentionIntervalMs)))
+            }
+            alarm.wake(at: at)
+        }
+        setAlarm()
         while !Task.isCancelled {
             let inputs = await mailbox.take(max: options.maxInputsPerReady)
             if inputs.isEmpty { return }
             var retentionDue = false
+            let now = ContinuousClock.now
+            let owed = Int(((now - tickedThrough) / tickInterval).rounded(.down))
+            if owed > 0 {
+                tickedThrough += tickInterval * owed
+                for _ in 0..<min(owed, ticksOwedMax) { node.tick() }
+                if options.retention != nil, now - lastRetention >= .milliseconds(options.retentionIntervalMs) {
+                    lastRetention = now
+                    retentionDue = true
+                }
+                for (seq, r) in reads where r.deadline <= now {
+                    reads[seq] = nil
+                    r.continuation.resume(throwing: ReplicaError.timedOut(index: .zero))
+                }
+                while let (index, term) = deadlines.popExpired(now) {
+                    if waiters[index]?.term == term {
+                        waiters.removeValue(forKey: index)!.continuation.resume(throwing: ReplicaError.timedOut(index: index))
+                    }
+                }
+                // Deadlines of answered waiters are dropped lazily; rebuild before they pile up.
+                if deadlines.count > 2 * waiters.count + 1_024 { deadlines.keep { waiters[$0.index]?.term == $0.term } }
+            }
             for input in inputs {
                 if case .propose(let data, let g, let deadline, let c) = input {
                     proposals.append((data, g, deadline, c))
@@ -608,23 +648,7 @@ public final class RaftReplica: Sendable {
                     lastHeard[m.from] = .now
                     node.step(m)
                 case .tick:
-                    node.tick()
-                    let now = ContinuousClock.now
-                    if options.retention != nil, now - lastRetention >= .milliseconds(options.retentionIntervalMs) {
-                        lastRetention = now
-                        retentionDue = true
-                    }
-                    for (seq, r) in reads where r.deadline <= now {
-                        reads[seq] = nil
-                        r.continuation.resume(throwing: ReplicaError.timedOut(index: .zero))
-                    }
-                    while let (index, term) = deadlines.popExpired(now) {
-                        if waiters[index]?.term == term {
-                            waiters.removeValue(forKey: index)!.continuation.resume(throwing: ReplicaError.timedOut(index: index))
-                        }
-                    }
-                    // Deadlines of answered waiters are dropped lazily; rebuild before they pile up.
-                    if deadlines.count > 2 * waiters.count + 1_024 { deadlines.keep { waiters[$0.index]?.term == $0.term } }
+                    break  // the alarm: the ticks it woke the driver for were counted above
                 case .propose:
                     break  // gathered above
                 case .transfer(let target, let c):
@@ -747,6 +771,7 @@ public final class RaftReplica: Sendable {
                 // After publishing: whoever it wakes reads the new role from `status`.
                 if r.softState != nil { options.onRoleChange?() }
             }
+            setAlarm()
         }
     }
 }

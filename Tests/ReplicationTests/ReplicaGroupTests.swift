@@ -181,6 +181,42 @@ private final class ReplicaGroup: @unchecked Sendable {
         try await g.shutdown()
     }
 
+    /// Idle, the driver sleeps until its next timeout (docs/replication.md, "Ticks"): the leader
+    /// wakes for its heartbeats (every 5 ticks here) and quorum checks (every 30), a follower only
+    /// when its election timeout would have run out, where every 10 ms tick used to wake each of
+    /// them. The heartbeats still flow: nobody campaigns.
+    @Test func anIdleGroupWakesForItsTimeoutsNotForEveryTick() async throws {
+        let g = try await ReplicaGroup()
+        do {
+            for id in g.ids { try g.start(id) }
+            let leader = try await g.leader()
+            _ = try await g.replicas[leader]!.propose([1])
+            for id in g.ids { _ = try await g.waitApplied(id, count: 1) }
+            try await Task.sleep(for: .milliseconds(300))
+            let term = g.replicas[leader]!.status!.raft.term
+            let before = g.ids.map { g.replicas[$0]!.alarmsFired.load(ordering: .relaxed) }
+            let started = ContinuousClock.now
+            try await Task.sleep(for: .seconds(2))
+            let seconds = (ContinuousClock.now - started) / .seconds(1)
+            for (k, id) in g.ids.enumerated() {
+                let perSecond = Double(g.replicas[id]!.alarmsFired.load(ordering: .relaxed) - before[k]) / seconds
+                let status = g.replicas[id]!.status!.raft
+                #expect(status.term == term && status.leader == leader, "\(id): no election while idle (\(g.roles()))")
+                if id == leader {
+                    // 20 heartbeats and 3.3 quorum checks a second, a few of them at once.
+                    #expect(perSecond > 5 && perSecond < 30, "the leader's alarm went off \(perSecond) times a second")
+                } else {
+                    // Each heartbeat pushes the timeout back; the alarm goes off where it was set.
+                    #expect(perSecond < 10, "\(id)'s alarm went off \(perSecond) times a second")
+                }
+            }
+        } catch {
+            try await g.shutdown()
+            throw error
+        }
+        try await g.shutdown()
+    }
+
     /// Under SYNC_FLUSH a leader syncs its own appends beside the followers' (`deferLeaderSync`):
     /// with one follower down, every commit needs the leader's own copy, so nothing commits unless
     /// its deferred syncs are made and reported; once idle, its durable end is its last index.
