@@ -36,6 +36,17 @@ struct DeadlineHeap {
         return (top.index, top.term)
     }
 
+    /// Removes the soonest items while `stale` says so (stops at the first it keeps).
+    mutating func dropLeading(while stale: (Item) -> Bool) {
+        while let top = items.first, stale(top) {
+            let last = items.removeLast()
+            if !items.isEmpty {
+                items[0] = last
+                siftDown(0)
+            }
+        }
+    }
+
     /// Keeps only the items `include` accepts.
     mutating func keep(_ include: (Item) -> Bool) {
         items = items.filter(include)

@@ -29,7 +29,7 @@ public struct RaftReplicaOptions: Sendable {
     public var storeIndexOfEmptyLog: UInt64 = 0
     /// How far the subscriber already applied (Raft index); committed entries after it are delivered.
     public var appliedIndex: RaftCore.LogIndex = .zero
-    /// Inputs (peer messages, ticks, proposals) waiting for the driver; more are refused.
+    /// Inputs (peer messages, the alarm's wake-ups, proposals) waiting for the driver; more are refused.
     public var mailboxLimit = 65_536
     /// Inputs the driver steps before it handles a Ready (one write and one sync for all of them).
     public var maxInputsPerReady = 4_096
@@ -588,22 +588,27 @@ public final class RaftReplica: Sendable {
             }
         }
         // Logical time (docs/replication.md, "Ticks"): ticks are counted from the clock, not
-        // delivered one by one. Before each batch of inputs the node gets every tick that has
-        // passed since `tickedThrough` (an input may reset its timers, so ticks owed from before it
-        // must not count after it); after the batch the alarm is set for the first tick that will
-        // act (`ticksUntilTimeout`) or the first waiter's deadline, whichever comes first. An
-        // idle group wakes for heartbeats and their answers, not 100 times a second.
+        // delivered one by one. Before each batch of inputs the node gets the ticks that have
+        // passed since `tickedThrough` and only count (an input may reset its timers, so ticks owed
+        // from before it must not count after it); the first one that acts
+        // (`ticksUntilTimeout`) comes after the batch's inputs, so that what arrived during a stall
+        // is heard before a timeout fires, and ticks owed beyond it are dropped (one timeout per
+        // batch, never a run of them). After the batch the alarm is set for the next acting tick or
+        // the first waiter's deadline, whichever comes first. An idle group wakes for heartbeats and
+        // their answers, not 100 times a second.
         let tickInterval = Duration.milliseconds(options.tickIntervalMs)
         var tickedThrough = ContinuousClock.now
-        // After a stall (a long catch-up, a paused process) every timeout has fired once by then.
-        let ticksOwedMax = options.raft.electionTimeoutMaxTicks ?? 2 * options.raft.electionTimeoutTicks
         // The tick boundary at or after `instant`, at least one tick ahead.
         func tickBoundary(atOrAfter instant: ContinuousClock.Instant) -> ContinuousClock.Instant {
             let ticks = ((instant - tickedThrough) / tickInterval).rounded(.up)
             return tickedThrough + tickInterval * max(1, Int(min(ticks, 1e9)))
         }
         func setAlarm() {
+            // Out of time with Readies left (`nextReady`): back at once, after the loop's I/O.
+            if node.hasReady { return alarm.wake(at: .now) }
             var at = tickedThrough + tickInterval * node.ticksUntilTimeout
+            // Answered proposals' deadlines would wake the driver for nothing.
+            deadlines.dropLeading { waiters[$0.index]?.term != $0.term }
             if let d = deadlines.earliest { at = min(at, tickBoundary(atOrAfter: d)) }
             for r in reads.values { at = min(at, tickBoundary(atOrAfter: r.deadline)) }
             if options.retention != nil {
@@ -618,9 +623,12 @@ public final class RaftReplica: Sendable {
             var retentionDue = false
             let now = ContinuousClock.now
             let owed = Int(((now - tickedThrough) / tickInterval).rounded(.down))
+            var actingTickOwed = false
             if owed > 0 {
                 tickedThrough += tickInterval * owed
-                for _ in 0..<min(owed, ticksOwedMax) { node.tick() }
+                let counting = min(owed, node.ticksUntilTimeout - 1)
+                for _ in 0..<counting { node.tick() }
+                actingTickOwed = owed > counting
                 if options.retention != nil, now - lastRetention >= .milliseconds(options.retentionIntervalMs) {
                     lastRetention = now
                     retentionDue = true
@@ -676,6 +684,7 @@ public final class RaftReplica: Sendable {
                 }
             }
             proposeBatch()
+            if actingTickOwed { node.tick() }
             try noteDeferredSyncs()
             // After the batch, so that a storage failure here leaves no input unanswered.
             if retentionDue, let policy = options.retention { try runRetention(policy, log: log, applied: node.status.applied) }

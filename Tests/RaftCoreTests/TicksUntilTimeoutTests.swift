@@ -60,11 +60,12 @@ import TestSupport
     func ticksBeforeTheNamedOneOnlyCount(seed: UInt64) {
         let random = TestRandom(seed: seed)
         let c = TranscriptCluster()
+        let (preVote, checkQuorum, heartbeatTicks) = (random.percent(50), random.percent(50), 1 + random.below(3))
         c.addNodes(5) { config in
             config.randomSeed = seed
-            config.preVote = random.percent(50)
-            config.checkQuorum = random.percent(50)
-            config.heartbeatTicks = 1 + random.below(3)
+            config.preVote = preVote
+            config.checkQuorum = checkQuorum
+            config.heartbeatTicks = heartbeatTicks
         }
         var checked = 0, acted = 0
         for _ in 0..<3_000 {

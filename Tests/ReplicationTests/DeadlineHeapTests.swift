@@ -34,4 +34,20 @@ import TestSupport
             last = ms
         }
     }
+
+    @Test func dropLeadingStopsAtTheFirstItemItKeeps() {
+        var heap = DeadlineHeap()
+        let origin = ContinuousClock.now
+        // Deadlines 1...10 ms for indexes 1...10; odd indexes were answered.
+        for k in (1...10).reversed() { heap.push(origin + .milliseconds(Int64(k)), LogIndex(UInt64(k)), Term(1)) }
+        heap.dropLeading { $0.index.rawValue == 1 }
+        #expect(heap.earliest == origin + .milliseconds(2) && heap.count == 9, "the answered soonest one went")
+        heap.dropLeading { $0.index.rawValue % 2 == 1 }
+        #expect(heap.earliest == origin + .milliseconds(2) && heap.count == 9, "a kept soonest one stops it: answered ones behind it stay")
+        var out: [UInt64] = []
+        while let (index, _) = heap.popExpired(origin + .seconds(1)) { out.append(index.rawValue) }
+        #expect(out == Array(2...10))
+        heap.dropLeading { _ in true }
+        #expect(heap.earliest == nil)
+    }
 }
