@@ -319,6 +319,9 @@ public final class Consumer: Sendable {
         }
     }
 
+    /// How often a record that does not decode is pulled before it is skipped (logged as an error).
+    static let undecodableTries = 5
+
     private func consume(_ q: MessageQueue, _ handler: @Sendable ([ReceivedMessage]) async -> ConsumeStatus) async {
         // The client's exact-tag check after the broker's hash filter, built once.
         let wantedTags = Set(options.expression.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) })
@@ -327,6 +330,8 @@ public final class Consumer: Sendable {
         var lastCommit = ContinuousClock.now
         // Where the broker suggests the next pull goes (0: the master).
         var suggested: Int64 = 0
+        // The offset of a record that did not decode, and how often it was pulled.
+        var undecodable: (offset: Int64, tries: Int) = (-1, 0)
         while !Task.isCancelled && assigned.withLock({ $0.contains(q) }) {
             guard let current = offset else {
                 offset = await fetchOffset(q)
@@ -362,8 +367,14 @@ public final class Consumer: Sendable {
                 } else if let last = messages.last {
                     // Continue right after the last good one: the bad one is pulled alone next time.
                     offset = last.queueOffset + 1
+                } else if undecodable.offset != current || undecodable.tries < Self.undecodableTries {
+                    // Asked again before it is given up: a broker may serve a record it has not
+                    // finished writing (a defect, but a skipped message is lost to this group).
+                    undecodable = (current, undecodable.offset == current ? undecodable.tries + 1 : 1)
+                    logger.warning("a message does not decode; pulling it again", metadata: ["queue": "\(q)", "offset": "\(current)", "try": "\(undecodable.tries)"])
+                    try? await Task.sleep(for: .milliseconds(200))
                 } else {
-                    logger.error("skipping a message that does not decode", metadata: ["queue": "\(q)", "offset": "\(current)"])
+                    logger.error("skipping a message that does not decode", metadata: ["queue": "\(q)", "offset": "\(current)", "tries": "\(undecodable.tries)"])
                     offset = current + 1
                 }
             case ResponseCode.pullNotFound, ResponseCode.pullRetryImmediately:

@@ -143,19 +143,35 @@ extension LogStore {
     /// to), read without verifying the entry: the caller asks for what its own index says is there.
     /// Throws `.outOfRange` when the position is before the first segment (deleted by retention) or
     /// past what was written, or the range crosses a segment's end.
+    ///
+    /// Under SYNC_FLUSH the newest entries may still wait in the write-behind buffer (until their
+    /// group's sync hands them to the kernel), though a quorum of the other members may have made
+    /// them committed, dispatched and pullable already: those bytes come from the buffer, copied
+    /// under the store lock. Read from the file they would be the zeros of prepared space.
     public func readBytes(at position: UInt64, count: Int) throws(StorageError) -> [UInt8] {
-        let (segments, written) = try lock.withLock { () throws(StorageError) in
+        let end = position &+ UInt64(max(count, 0))
+        let (segments, written, fileEnd, buffered) = try lock.withLock { () throws(StorageError) in
             if let failure = state.failure { throw StorageError.failed(failure) }
-            return (state.segments, state.written.endPosition)
+            let fileEnd = state.pending.isEmpty ? state.written.endPosition : state.pendingStart
+            var buffered: [UInt8] = []
+            if count > 0, end > fileEnd, end <= state.written.endPosition, !state.pending.isEmpty,
+               end - state.pendingStart <= UInt64(state.pending.count) {
+                let from = Int(max(position, fileEnd) - state.pendingStart)
+                buffered = Array(state.pending[from..<Int(end - state.pendingStart)])
+            }
+            return (state.segments, state.written.endPosition, fileEnd, buffered)
         }
-        guard count >= 0, position + UInt64(count) <= written,
-              let segment = segments.last(where: { $0.start <= position }), position + UInt64(count) <= segment.end
+        guard count >= 0, end <= written,
+              let segment = segments.last(where: { $0.start <= position }), end <= segment.end
         else {
             throw .outOfRange(requested: position, first: segments.first?.start ?? written, last: written > 0 ? written - 1 : nil)
         }
-        var out = [UInt8](repeating: 0, count: count)
+        // From the file: what lies before the write-behind buffer.
+        let fromFile = buffered.isEmpty ? count : Int(fileEnd > position ? fileEnd - position : 0)
+        var out = [UInt8](repeating: 0, count: fromFile)
+        out.reserveCapacity(count)
         var done = 0
-        while done < count {
+        while done < fromFile {
             let at = done
             let n = try storageCall { try out.withUnsafeMutableBytes { b in
                 try segment.read(into: UnsafeMutableRawBufferPointer(rebasing: b[at...]), at: position + UInt64(at))
@@ -163,6 +179,7 @@ extension LogStore {
             guard n > 0 else { throw .outOfRange(requested: position + UInt64(done), first: segments.first?.start ?? 0, last: written - 1) }
             done += n
         }
+        out.append(contentsOf: buffered)
         return out
     }
 }

@@ -31,7 +31,19 @@ final class ChaosReport: @unchecked Sendable {
             if missing.isEmpty { break }
             try await Task.sleep(for: .milliseconds(500))
         } while record.now < deadline
-        if !missing.isEmpty { fail("the consumer group never received \(missing.count) acknowledged message(s), e.g. ids \(missing.sorted().prefix(10))") }
+        if !missing.isEmpty {
+            // Where they are: per queue, how many and which offsets (a stuck queue shows one run up
+            // to its end, a skipped batch a hole), beside what was received there.
+            var byQueue: [Int32: [Int64]] = [:]
+            for id in missing { if let a = acked[id] { byQueue[a.queueId, default: []].append(a.offset) } }
+            let received = record.state.withLock { s in s.received }
+            let queues = byQueue.keys.sorted().map { q -> String in
+                let offsets = byQueue[q]!.sorted()
+                let highestReceived = acked.filter { $0.value.queueId == q && received[$0.key] != nil }.map(\.value.offset).max() ?? -1
+                return "queue \(q): \(offsets.count) at offsets \(offsets.first!)...\(offsets.last!) (highest received \(highestReceived))"
+            }
+            fail("the consumer group never received \(missing.count) acknowledged message(s), e.g. ids \(missing.sorted().prefix(10)); \(queues.joined(separator: "; "))")
+        }
 
         // 2. Once every replica applied the same log end: every queue read from offset 0 to its end
         // (at least past its highest acknowledged offset); each acknowledged message at its
