@@ -319,7 +319,7 @@ public final class Consumer: Sendable {
         }
     }
 
-    /// How often a record that does not decode is pulled before it is skipped (logged as an error).
+    /// How many pulls of a record that does not decode before it is skipped (logged as an error).
     static let undecodableTries = 5
 
     private func consume(_ q: MessageQueue, _ handler: @Sendable ([ReceivedMessage]) async -> ConsumeStatus) async {
@@ -363,19 +363,24 @@ public final class Consumer: Sendable {
                 if !wanted.isEmpty { await deliver(wanted, q, handler) }
                 if Task.isCancelled { break }
                 if complete {
+                    undecodable = (-1, 0)
                     offset = next ?? (messages.last.map { $0.queueOffset + 1 } ?? current)
                 } else if let last = messages.last {
                     // Continue right after the last good one: the bad one is pulled alone next time.
                     offset = last.queueOffset + 1
-                } else if undecodable.offset != current || undecodable.tries < Self.undecodableTries {
-                    // Asked again before it is given up: a broker may serve a record it has not
-                    // finished writing (a defect, but a skipped message is lost to this group).
-                    undecodable = (current, undecodable.offset == current ? undecodable.tries + 1 : 1)
-                    logger.warning("a message does not decode; pulling it again", metadata: ["queue": "\(q)", "offset": "\(current)", "try": "\(undecodable.tries)"])
-                    try? await Task.sleep(for: .milliseconds(200))
                 } else {
-                    logger.error("skipping a message that does not decode", metadata: ["queue": "\(q)", "offset": "\(current)", "tries": "\(undecodable.tries)"])
-                    offset = current + 1
+                    // Pulled again before it is given up: a broker may serve a record it has not
+                    // finished writing (a defect, but a skipped message is lost to this group).
+                    let tries = undecodable.offset == current ? undecodable.tries + 1 : 1
+                    undecodable = (current, tries)
+                    if tries < Self.undecodableTries {
+                        logger.warning("a message does not decode; pulling it again", metadata: ["queue": "\(q)", "offset": "\(current)", "pulls": "\(tries)"])
+                        try? await Task.sleep(for: .milliseconds(200))
+                    } else {
+                        logger.error("skipping a message that does not decode", metadata: ["queue": "\(q)", "offset": "\(current)", "pulls": "\(tries)"])
+                        offset = current + 1
+                        undecodable = (-1, 0)
+                    }
                 }
             case ResponseCode.pullNotFound, ResponseCode.pullRetryImmediately:
                 offset = next ?? current

@@ -147,15 +147,22 @@ extension LogStore {
     /// Under SYNC_FLUSH the newest entries may still wait in the write-behind buffer (until their
     /// group's sync hands them to the kernel), though a quorum of the other members may have made
     /// them committed, dispatched and pullable already: those bytes come from the buffer, copied
-    /// under the store lock. Read from the file they would be the zeros of prepared space.
+    /// under the store lock. Read from the file they would be the zeros of prepared space (or past
+    /// the file's end).
     public func readBytes(at position: UInt64, count: Int) throws(StorageError) -> [UInt8] {
-        let end = position &+ UInt64(max(count, 0))
+        let (sum, overflow) = position.addingReportingOverflow(UInt64(max(count, 0)))
+        guard !overflow else { throw .outOfRange(requested: position, first: 0, last: nil) }
+        let end = sum
         let (segments, written, fileEnd, buffered) = try lock.withLock { () throws(StorageError) in
             if let failure = state.failure { throw StorageError.failed(failure) }
             let fileEnd = state.pending.isEmpty ? state.written.endPosition : state.pendingStart
             var buffered: [UInt8] = []
-            if count > 0, end > fileEnd, end <= state.written.endPosition, !state.pending.isEmpty,
-               end - state.pendingStart <= UInt64(state.pending.count) {
+            if count > 0, end > fileEnd, end <= state.written.endPosition, !state.pending.isEmpty {
+                // The buffer is the log's tail: [pendingStart, written end). Anything else would
+                // be a defect; refused rather than read as zeros.
+                guard end - state.pendingStart <= UInt64(state.pending.count) else {
+                    throw StorageError.outOfRange(requested: position, first: state.pendingStart, last: state.written.endPosition - 1)
+                }
                 let from = Int(max(position, fileEnd) - state.pendingStart)
                 buffered = Array(state.pending[from..<Int(end - state.pendingStart)])
             }
