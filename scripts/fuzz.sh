@@ -26,14 +26,16 @@ failed=0
 for t in "${targets[@]}"; do
   work=$(mktemp -d /tmp/raftmq-fuzz-corpus.XXXXXX)
   cp -r "Corpus/$t/." "$work/" 2>/dev/null || true
+  # Targets that need files (FuzzRecovery, FuzzHAStream) make them under TMPDIR; this one goes with $work.
+  mkdir "$work.tmp"
   echo "== $t, $seconds s"
-  if ! ".build/debug/$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+  if ! TMPDIR="$work.tmp/" ".build/debug/$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
       -artifact_prefix="$artifacts/$t-" "$work" >"$artifacts/$t.log" 2>&1; then
     echo "$t FAILED; input and log in $artifacts ($t-*, $t.log):" >&2
     grep -a -m3 "Fatal error\|ERROR: \|SUMMARY" "$artifacts/$t.log" >&2 || true
     failed=1
   fi
   grep -a "stat::number_of_executed_units\|stat::new_units_added" "$artifacts/$t.log" | tr '\n' ' '; echo
-  rm -rf "$work"
+  rm -rf "$work" "$work.tmp"
 done
 exit $failed
