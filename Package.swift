@@ -118,6 +118,8 @@ let package = Package(
             dependencies: [
                 "CChecksum", "Remoting", "Config", "LogStore", "LogFormat", "Replication", "RaftCore", "ClassicHA",
                 .product(name: "NIOCore", package: "swift-nio"),
+                // ThreadSpecificVariable: each event loop thread's batch of fast-path sends.
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

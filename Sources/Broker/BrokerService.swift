@@ -2,6 +2,7 @@ import Foundation
 import LogFormat
 import Logging
 import NIOCore
+import NIOPosix
 import RaftCore
 import Remoting
 import Replication
@@ -45,6 +46,11 @@ public final class BrokerService: Sendable {
         public var maxReconsumeTimes: Int32 = 16
         /// Told of every stored send and every served pull (mqbroker's /metrics).
         public var observer: (any BrokerObserver)?
+        /// Fast-path sends an event loop takes in one turn go to the log as one entry, up to this
+        /// many sends and `sendBatchBytes` (the entry limit, when lower); 1 gives every send an
+        /// entry of its own (docs/performance.md, seventeenth round).
+        public var sendBatchMessages = 128
+        public var sendBatchBytes = 128 << 10
         public init(clusterName: String, brokerName: String, storeHost: String, maxMessageSize: Int, autoCreateTopicEnable: Bool,
                     defaultTopicQueueNums: Int, clientAddresses: [NodeID: String]) {
             self.clusterName = clusterName
@@ -76,6 +82,8 @@ public final class BrokerService: Sendable {
     /// One flush at a time: entries of overlapping flushes could be applied out of order.
     private let flushGate = AsyncGate()
     private let counters = Mutex<(put: Int64, get: Int64)>((0, 0))
+    /// Each event loop thread's fast-path sends of its current turn (`sendInline`).
+    private let sendBatches = ThreadSpecificVariable<SendBatch>()
 
     public init(options: Options, store: MessageStore, writes: any BrokerWriter, forwarder: RemotingClient, logger: Logger) {
         self.options = options
@@ -252,12 +260,86 @@ public final class BrokerService: Sendable {
     /// the commit (`WritePath.offer`). Anything else (not leading yet, a topic to create, a refusal,
     /// a full mailbox) returns false and takes `send`, which answers every case; so does an offer
     /// the replica refused before storing it. Same answers as `send` (the process tests run both).
+    ///
+    /// The sends an event loop takes in one turn (the frames of its connections' reads) are offered
+    /// together, as one entry, when the turn's reads are done (`flushSends`, a task on the same
+    /// loop): per-entry work (numbering, the Raft node's bookkeeping, the entry's header, checksums
+    /// and index record, the followers' decoding) is paid once per turn instead of once per send.
     func sendInline(_ request: RemotingCommand, _ connection: RemotingConnection) -> Bool {
         guard writes.canOffer, case .success(let h) = checkedSendHeader(request), let topic = store.topic(h.topic),
               case .success(let plan) = sendPlan(request, h, topic, connection) else { return false }
-        return writes.offer(queue: plan.key, count: plan.count, timeout: options.sendTimeout,
-                            body: { first, _ in plan.entry(firstQueueOffset: first) },
-                            receipt: SendReceipt(service: self, request: request, plan: plan, connection: connection))
+        let receipt = SendReceipt(service: self, request: request, plan: plan, connection: connection)
+        let limitBytes = min(options.sendBatchBytes, writes.maxEntryBytes)
+        guard options.sendBatchMessages > 1, plan.entryBytes < limitBytes else {
+            return writes.offer(queue: plan.key, count: plan.count, timeout: options.sendTimeout,
+                                body: { first, _ in plan.entry(firstQueueOffset: first) }, receipt: receipt)
+        }
+        let loop = connection.channel.eventLoop
+        loop.preconditionInEventLoop()
+        let batch: SendBatch
+        if let b = sendBatches.currentValue {
+            batch = b
+        } else {
+            batch = SendBatch()
+            sendBatches.currentValue = batch
+        }
+        if !batch.receipts.isEmpty && (batch.receipts.count >= options.sendBatchMessages || batch.bytes + plan.entryBytes > limitBytes) {
+            flushSends(batch)
+        }
+        batch.plans.append(plan)
+        batch.receipts.append(receipt)
+        batch.bytes += plan.entryBytes
+        if !batch.scheduled {
+            batch.scheduled = true
+            loop.execute {
+                batch.scheduled = false
+                self.flushSends(batch)
+            }
+        }
+        return true
+    }
+
+    /// The fast-path sends one event loop thread took in its current turn; touched on that thread only.
+    final class SendBatch: @unchecked Sendable {
+        var plans: [SendPlan] = []
+        var receipts: [SendReceipt] = []
+        /// The records' bytes, the entry's size.
+        var bytes = 0
+        /// A `flushSends` task is queued on the loop.
+        var scheduled = false
+    }
+
+    /// Offers the batch's sends as one entry (one send alone as before). Sends the write path did not
+    /// take (the numbering broke since they were checked, a full mailbox) take the waiting path, as
+    /// an offered send the replica refused does.
+    private func flushSends(_ batch: SendBatch) {
+        guard !batch.receipts.isEmpty else { return }
+        let receipts = batch.receipts
+        batch.receipts = []
+        defer {
+            batch.plans.removeAll(keepingCapacity: true)
+            batch.bytes = 0
+        }
+        let offered: Bool
+        if receipts.count == 1 {
+            let plan = batch.plans[0]
+            offered = writes.offer(queue: plan.key, count: plan.count, timeout: options.sendTimeout,
+                                   body: { first, _ in plan.entry(firstQueueOffset: first) }, receipt: receipts[0])
+        } else {
+            let bytes = batch.bytes
+            offered = writes.offer(batch: batch.plans.map { (key: $0.key, count: $0.count) }, receipts: receipts, timeout: options.sendTimeout) { firsts in
+                var entry: [UInt8] = []
+                entry.reserveCapacity(bytes)
+                for (plan, first) in zip(batch.plans, firsts) {
+                    // Checked when planned; one that fails anyway fails the whole entry (nothing offered).
+                    guard plan.append(to: &entry, firstQueueOffset: first) else { return [] }
+                }
+                return entry
+            }
+        }
+        if !offered {
+            for r in receipts { r.answer(.again) }
+        }
     }
 
     /// A send on the fast path, until its answer: everything the answer needs, in the one object
@@ -352,27 +434,33 @@ public final class BrokerService: Sendable {
         /// record is encoded into it (no record built first and copied); records built already are
         /// copied in and patched there (a copy of a record to patch would cost another).
         func entry(firstQueueOffset first: Int64) -> [UInt8] {
+            var entry: [UInt8] = []
+            // Checked when planned; an entry that failed anyway is empty, which the write path
+            // refuses (`WriteError.tooLarge`) rather than storing.
+            return append(to: &entry, firstQueueOffset: first) ? entry : []
+        }
+
+        /// The records, appended to `entry` (one entry may hold several sends); false, with `entry`
+        /// unchanged, when a record does not encode.
+        func append(to entry: inout [UInt8], firstQueueOffset first: Int64) -> Bool {
+            if entry.isEmpty { entry.reserveCapacity(entryBytes) }
             switch content {
             case .one(let m):
-                // Checked when planned; an entry that failed anyway is empty, which the write path
-                // refuses (`WriteError.tooLarge`) rather than storing.
-                let encoded = m.body.withUnsafeReadableBytes { b in
+                return m.body.withUnsafeReadableBytes { b in
                     m.propertyBytes.withUnsafeBytes { p in
-                        try? MessageRecord.encoded(queueId: m.queueId, flag: m.flag, queueOffset: first, sysFlag: m.sysFlag, bornTimestamp: m.bornTimestamp,
+                        (try? MessageRecord.append(queueId: m.queueId, flag: m.flag, queueOffset: first, sysFlag: m.sysFlag, bornTimestamp: m.bornTimestamp,
                                                    bornHost: m.bornHost, storeTimestamp: m.storeTimestamp, storeHost: m.storeHost,
-                                                   reconsumeTimes: m.reconsumeTimes, body: b, bodyCRC: m.bodyCRC, topic: m.topic, propertyBytes: p)
+                                                   reconsumeTimes: m.reconsumeTimes, body: b, bodyCRC: m.bodyCRC, topic: m.topic,
+                                                   propertyBytes: p, to: &entry)) != nil
                     }
                 }
-                return encoded ?? []
             case .records(let records):
-                var entry: [UInt8] = []
-                entry.reserveCapacity(entryBytes)
                 for (k, r) in records.enumerated() {
                     let start = entry.count
                     entry.append(contentsOf: r)
                     MessageRecord.patch(queueOffset: first + Int64(k), physicalOffset: nil, in: &entry, at: start)
                 }
-                return entry
+                return true
             }
         }
     }

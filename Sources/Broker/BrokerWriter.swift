@@ -59,6 +59,9 @@ public protocol BrokerWriter: Sendable {
     func offer(queue key: QueueKey, count: Int, timeout: Duration,
                body: (_ firstQueueOffset: Int64, _ numbered: [QueueKey: Int64]) -> [UInt8],
                receipt: OfferReceipt) -> Bool
+    /// The fast path for several sends in one entry (`WritePath.offer(batch:receipts:timeout:body:)`).
+    func offer(batch queues: [(key: QueueKey, count: Int)], receipts: [OfferReceipt], timeout: Duration,
+               body: (_ firstOffsets: [Int64]) -> [UInt8]) -> Bool
 }
 
 extension BrokerWriter {
@@ -68,6 +71,9 @@ extension BrokerWriter {
     public func offer(queue key: QueueKey, count: Int, timeout: Duration,
                       body: (_ firstQueueOffset: Int64, _ numbered: [QueueKey: Int64]) -> [UInt8],
                       receipt: OfferReceipt) -> Bool { false }
+
+    public func offer(batch queues: [(key: QueueKey, count: Int)], receipts: [OfferReceipt], timeout: Duration,
+                      body: (_ firstOffsets: [Int64]) -> [UInt8]) -> Bool { false }
 
     /// `offer` with the outcome told to a closure (one allocation more than a receipt of one's own).
     public func offer(queue key: QueueKey, count: Int, timeout: Duration,

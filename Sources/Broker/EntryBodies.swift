@@ -2,8 +2,9 @@ import LogFormat
 import Remoting
 
 /// What a Raft entry's body holds, as the broker reads it (docs/broker-metadata.md):
-/// - one or more RocketMQ message records back to back (a single send, or a batch: one record per
-///   item, so every item has its own physical offset and queue offset);
+/// - one or more RocketMQ message records back to back (a single send, a batch: one record per
+///   item, so every item has its own physical offset and queue offset; or the fast-path sends of
+///   one event-loop turn, which may be of several topics and queues);
 /// - a metadata change (RaftMQ's magic "RAMD" where a record has its magic);
 /// - anything else (raw-log API appends, the leader's no-op): skipped by dispatch.
 enum EntryBody {

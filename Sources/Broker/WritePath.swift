@@ -226,6 +226,56 @@ public final class WritePath: BrokerWriter {
         return true
     }
 
+    /// The fast path for several sends at once: numbers one entry holding all of them, in order
+    /// (`queues[k]`: the queue and message count of the k-th send; `body(firstOffsets)` builds the
+    /// entry from each send's first queue offset, or returns empty when it cannot), and hands it to
+    /// the replica with one receipt that finishes every send's receipt with the entry's outcome.
+    /// Returns false when nothing was offered (as `offer`, and also when `body` returned empty):
+    /// then no receipt has been touched, and the caller takes the waiting path for each send.
+    public func offer(batch queues: [(key: QueueKey, count: Int)], receipts: [OfferReceipt], timeout: Duration,
+                      body: (_ firstOffsets: [Int64]) -> [UInt8]) -> Bool {
+        precondition(!receipts.isEmpty && queues.count == receipts.count, "a batch offer needs one queue and count per receipt")
+        guard canOffer else { return false }
+        let deadline = ContinuousClock.now + timeout
+        return state.withLock { s in
+            guard let term = s.term, !s.broken else { return false }
+            // Each queue's next offset within the batch (a batch touches a few queues: a linear search).
+            var next: [(key: QueueKey, offset: Int64)] = []
+            var firstOffsets: [Int64] = []
+            firstOffsets.reserveCapacity(queues.count)
+            for q in queues {
+                if let i = next.firstIndex(where: { $0.key == q.key }) {
+                    firstOffsets.append(next[i].offset)
+                    next[i].offset += Int64(q.count)
+                } else {
+                    let first = s.offsets[q.key] ?? store.maxOffset(q.key)
+                    firstOffsets.append(first)
+                    next.append((q.key, first + Int64(q.count)))
+                }
+            }
+            let data = body(firstOffsets)
+            guard !data.isEmpty, data.count <= maxEntryBytes else { return false }
+            // Before the replica can see them: the mailbox's lock orders these writes before the driver's reads.
+            for (r, first) in zip(receipts, firstOffsets) {
+                r.path = self
+                r.firstOffset = first
+                r.generation = s.generation
+                r.deadline = deadline
+            }
+            let remaining = deadline - .now
+            guard replica.offer(data, guard: ProposalGuard(term: term, index: s.nextIndex), timeout: remaining > .zero ? remaining : .milliseconds(1),
+                                receipt: BatchReceipt(receipts)) else {
+                for r in receipts { r.path = nil }
+                return false
+            }
+            for n in next { s.offsets[n.key] = n.offset }
+            s.nextIndex = s.nextIndex.next
+            // Counted per send: each receipt's finish answers one (`finished`).
+            s.inFlight += receipts.count
+            return true
+        }
+    }
+
     /// An offered entry's outcome (`OfferReceipt.finish`), on the Raft driver.
     fileprivate func finished(_ receipt: OfferReceipt, _ result: Result<RaftReplica.Committed, any Error>) {
         answered(generation: receipt.generation, kind: .messages)
@@ -347,6 +397,16 @@ public class OfferReceipt: ProposalReceipt, @unchecked Sendable {
     /// The outcome, on the Raft driver, once: committed and dispatched, failed, or to be taken
     /// again on the waiting path. Must be short and must not block.
     public func answer(_ offered: WritePath.Offered) {}
+}
+
+/// The receipt of an entry that holds several sends (`WritePath.offer(batch:)`): the entry's
+/// outcome is each send's.
+final class BatchReceipt: ProposalReceipt, @unchecked Sendable {
+    let receipts: [OfferReceipt]
+    init(_ receipts: [OfferReceipt]) { self.receipts = receipts }
+    override func finish(_ result: Result<RaftReplica.Committed, any Error>) {
+        for r in receipts { r.finish(result) }
+    }
 }
 
 /// `BrokerWriter.offer` with a closure (tests, and callers for whom an allocation more is nothing).

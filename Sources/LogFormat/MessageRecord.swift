@@ -120,11 +120,13 @@ public struct MessageRecord: Equatable, Sendable {
     public func encoded() throws(LogFormatError) -> [UInt8] {
         let propertyBytes = try properties.encoded()
         let result = body.withUnsafeBytes { b in
-            propertyBytes.withUnsafeBytes { p in Result { () throws(LogFormatError) in
+            propertyBytes.withUnsafeBytes { p in Result { () throws(LogFormatError) -> [UInt8] in
+                var out: [UInt8] = []
                 try Self.encode(bodyCRC: bodyCRC, queueId: queueId, flag: flag, queueOffset: queueOffset, physicalOffset: physicalOffset,
                                 sysFlag: storedSysFlag, bornTimestamp: bornTimestamp, bornHost: bornHost, storeTimestamp: storeTimestamp,
                                 storeHost: storeHost, reconsumeTimes: reconsumeTimes, preparedTransactionOffset: preparedTransactionOffset,
-                                body: b, topic: topic, propertyBytes: p)
+                                body: b, topic: topic, propertyBytes: p, into: &out)
+                return out
             } }
         }
         return try result.get()
@@ -139,13 +141,26 @@ public struct MessageRecord: Equatable, Sendable {
                                storeTimestamp: Int64, storeHost: MessageHost, reconsumeTimes: Int32,
                                body: UnsafeRawBufferPointer, bodyCRC: UInt32? = nil, topic: String,
                                propertyBytes: UnsafeRawBufferPointer) throws(LogFormatError) -> [UInt8] {
+        var out: [UInt8] = []
+        try append(queueId: queueId, flag: flag, queueOffset: queueOffset, sysFlag: sysFlag, bornTimestamp: bornTimestamp, bornHost: bornHost,
+                   storeTimestamp: storeTimestamp, storeHost: storeHost, reconsumeTimes: reconsumeTimes, body: body, bodyCRC: bodyCRC,
+                   topic: topic, propertyBytes: propertyBytes, to: &out)
+        return out
+    }
+
+    /// `encoded(...)`, appended to `out` (several records of one entry built in one buffer); `out`
+    /// is unchanged when it throws.
+    public static func append(queueId: Int32, flag: Int32, queueOffset: Int64 = 0, sysFlag: Int32, bornTimestamp: Int64, bornHost: MessageHost,
+                              storeTimestamp: Int64, storeHost: MessageHost, reconsumeTimes: Int32,
+                              body: UnsafeRawBufferPointer, bodyCRC: UInt32? = nil, topic: String,
+                              propertyBytes: UnsafeRawBufferPointer, to out: inout [UInt8]) throws(LogFormatError) {
         var f = sysFlag & ~(bornHostV6Flag | storeHostV6Flag)
         if bornHost.isV6 { f |= bornHostV6Flag }
         if storeHost.isV6 { f |= storeHostV6Flag }
-        return try encode(bodyCRC: bodyCRC ?? CRC32IEEE.rocketMQBodyCRC(body), queueId: queueId, flag: flag, queueOffset: queueOffset, physicalOffset: 0,
-                          sysFlag: f, bornTimestamp: bornTimestamp, bornHost: bornHost, storeTimestamp: storeTimestamp,
-                          storeHost: storeHost, reconsumeTimes: reconsumeTimes, preparedTransactionOffset: 0,
-                          body: body, topic: topic, propertyBytes: propertyBytes)
+        try encode(bodyCRC: bodyCRC ?? CRC32IEEE.rocketMQBodyCRC(body), queueId: queueId, flag: flag, queueOffset: queueOffset, physicalOffset: 0,
+                   sysFlag: f, bornTimestamp: bornTimestamp, bornHost: bornHost, storeTimestamp: storeTimestamp,
+                   storeHost: storeHost, reconsumeTimes: reconsumeTimes, preparedTransactionOffset: 0,
+                   body: body, topic: topic, propertyBytes: propertyBytes, into: &out)
     }
 
     /// The size of the record with these parts, or why they do not make one: a topic that does not
@@ -168,15 +183,16 @@ public struct MessageRecord: Equatable, Sendable {
         return total
     }
 
-    /// The one writer of the layout; `sysFlag` as stored.
+    /// The one writer of the layout; `sysFlag` as stored. Appends to `out` (reserving room when
+    /// `out` is empty), or throws before writing anything.
     private static func encode(bodyCRC: UInt32, queueId: Int32, flag: Int32, queueOffset: Int64, physicalOffset: Int64, sysFlag: Int32,
                                bornTimestamp: Int64, bornHost: MessageHost, storeTimestamp: Int64, storeHost: MessageHost,
                                reconsumeTimes: Int32, preparedTransactionOffset: Int64, body: UnsafeRawBufferPointer, topic: String,
-                               propertyBytes: UnsafeRawBufferPointer) throws(LogFormatError) -> [UInt8] {
+                               propertyBytes: UnsafeRawBufferPointer, into out: inout [UInt8]) throws(LogFormatError) {
         let total = try encodedSize(bornHost: bornHost, storeHost: storeHost, bodyBytes: body.count, topic: topic, propertyBytes: propertyBytes.count)
         let topicCount = topic.utf8.count
-        var out: [UInt8] = []
-        out.reserveCapacity(total)
+        let start = out.count
+        if start == 0 { out.reserveCapacity(total) }
         out.appendBigEndian(UInt32(total))
         out.appendBigEndian(Self.magic)
         out.appendBigEndian(bodyCRC)
@@ -197,8 +213,7 @@ public struct MessageRecord: Equatable, Sendable {
         out.append(contentsOf: topic.utf8)
         out.appendBigEndian(UInt16(propertyBytes.count))
         out.append(contentsOf: propertyBytes.bindMemory(to: UInt8.self))
-        assert(out.count == total, "encoded length differs from computed length")
-        return out
+        assert(out.count - start == total, "encoded length differs from computed length")
     }
 
     /// Writes the queue offset and physical offset into an encoded record, as RocketMQ does under its

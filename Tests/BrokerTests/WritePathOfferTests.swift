@@ -148,4 +148,131 @@ import TestSupport
         _ = await running.result
         try await group.shutdownGracefully()
     }
+
+    /// A batch entry builder: each send's record (one message of topic T in its queue) with its
+    /// first queue offset written in.
+    static func batchBody(_ queues: [Int32]) throws -> @Sendable ([Int64]) -> [UInt8] {
+        let messages = try (0..<4).map { try record("T", queue: Int32($0), offset: 0) }
+        return { firsts in
+            var entry: [UInt8] = []
+            for (q, first) in zip(queues, firsts) {
+                let start = entry.count
+                entry.append(contentsOf: messages[Int(q)])
+                MessageRecord.patch(queueOffset: first, physicalOffset: nil, in: &entry, at: start)
+            }
+            return entry
+        }
+    }
+
+    /// Several sends offered as one entry (`offer(batch:)`, the broker's per-turn batches of
+    /// fast-path sends): one log entry per batch; each send numbered in its own queue in batch
+    /// order, dense with single offers and waited appends around it; answered once committed and
+    /// dispatched; every consume-queue entry pointing at its own record. A batch whose entry cannot
+    /// be built offers and numbers nothing.
+    @Test func aBatchOfSendsToSeveralQueuesIsOneEntryNumberedInOrder() async throws {
+        let f = try StoreFixture()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let replica = try await Self.replica(f, group: group)
+        let running = Task { try await replica.run() }
+        defer { running.cancel() }
+        let writes = WritePath(replica: replica, store: f.store, maxOffered: 4_096)
+        let writer: any BrokerWriter = writes
+        // Not numbering yet: nothing offered, no receipt answered.
+        #expect(!writer.offer(batch: [(key: QueueKey("T", 0), count: 1)], receipts: [ClosureOfferReceipt { _ in Issue.record("answered unoffered") }],
+                              timeout: .seconds(5), body: try Self.batchBody([0])))
+        try await writes.append(.topicUpsert(TopicConfig(topicName: "T", readQueueNums: 4, writeQueueNums: 4, perm: 6)), timeout: .seconds(20))
+        let answers = Mutex<[(queue: Int32, offset: Int64)]>([])
+        func receipt(_ q: Int32) -> OfferReceipt {
+            ClosureOfferReceipt { outcome in
+                guard case .committed(let offset) = outcome else {
+                    Issue.record("a batched send answered \(outcome)")
+                    return
+                }
+                answers.withLock { $0.append((q, offset)) }
+            }
+        }
+        var rng = SplitMix64(seed: 20261208)
+        var sends = 0, entries = 0, waited: [(queue: Int32, offset: Int64)] = []
+        let lastBefore = try #require(replica.status).raft.lastIndex
+        for b in 0..<60 {
+            let queues = (0..<Int.random(in: 1...24, using: &rng)).map { _ in Int32.random(in: 0..<4, using: &rng) }
+            #expect(writer.offer(batch: queues.map { (key: QueueKey("T", $0), count: 1) }, receipts: queues.map(receipt), timeout: .seconds(20),
+                                 body: try Self.batchBody(queues)), "batch \(b) offered")
+            sends += queues.count
+            entries += 1
+            switch b % 10 {
+            case 3:
+                // A single send's offer and a waited append between batches share the numbering.
+                let q = Int32.random(in: 0..<4, using: &rng)
+                #expect(writes.offer(queue: QueueKey("T", q), count: 1, timeout: .seconds(20), body: try Self.entry(queue: q), receipt: receipt(q)))
+                sends += 1
+                entries += 1
+            case 7:
+                let q = Int32.random(in: 0..<4, using: &rng)
+                waited.append((q, try await writes.append(queue: QueueKey("T", q), count: 1, timeout: .seconds(20), body: try Self.entry(queue: q)).queueOffset))
+                entries += 1
+            case 9:
+                // An entry that cannot be built: nothing offered, nothing numbered (the next batch's
+                // offsets follow on densely).
+                #expect(!writer.offer(batch: [(key: QueueKey("T", 1), count: 1), (key: QueueKey("T", 2), count: 1)],
+                                      receipts: [ClosureOfferReceipt { _ in Issue.record("answered unbuilt") }, ClosureOfferReceipt { _ in Issue.record("answered unbuilt") }],
+                                      timeout: .seconds(20)) { _ in [] })
+            default: break
+            }
+        }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while answers.withLock({ $0.count }) < sends && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        let answered = answers.withLock { $0 }
+        #expect(answered.count == sends)
+        #expect(try #require(replica.status).raft.lastIndex.rawValue - lastBefore.rawValue == UInt64(entries), "one entry per batch")
+        for q in Int32(0)..<4 {
+            let key = QueueKey("T", q)
+            let mine = answered.filter { $0.queue == q }.map(\.offset)
+            let all = (mine + waited.filter { $0.queue == q }.map(\.offset)).sorted()
+            #expect(all == Array(0..<Int64(all.count)), "queue \(q): dense from 0")
+            #expect(mine == mine.sorted(), "queue \(q): answered in log order")
+            #expect(f.store.maxOffset(key) == Int64(all.count), "queue \(q): dispatched before answered")
+            let cq = try #require(try f.store.queue(key)?.read(from: 0, maxCount: 2_000))
+            #expect(cq.count == all.count)
+            for (k, e) in cq.enumerated() {
+                let r = try #require(f.store.record(atPhysicalOffset: e.commitLogOffset))
+                let decoded = try r.withUnsafeBytes { try MessageRecord.decode($0) }
+                #expect(decoded.queueId == q && decoded.queueOffset == Int64(k) && decoded.physicalOffset == e.commitLogOffset)
+            }
+        }
+        running.cancel()
+        _ = await running.result
+        try await group.shutdownGracefully()
+    }
+
+    /// A batch the replica refuses before storing it (another writer took its index) comes back
+    /// `.again` for every send in it, and the writer numbers again from the log.
+    @Test func aBatchTheReplicaRefusesComesBackAgainForEverySend() async throws {
+        let f = try StoreFixture()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let replica = try await Self.replica(f, group: group)
+        let running = Task { try await replica.run() }
+        defer { running.cancel() }
+        let first = WritePath(replica: replica, store: f.store), second = WritePath(replica: replica, store: f.store)
+        try await first.append(.topicUpsert(TopicConfig(topicName: "T", readQueueNums: 4, writeQueueNums: 4, perm: 6)), timeout: .seconds(20))
+        _ = try await second.append(queue: QueueKey("T", 0), count: 1, timeout: .seconds(20), body: try Self.entry(queue: 0))
+        _ = try await first.append(queue: QueueKey("T", 0), count: 1, timeout: .seconds(20), body: try Self.entry(queue: 0))
+        let queues: [Int32] = [0, 1, 0, 3]
+        let outcomes = Mutex<[WritePath.Offered]>([])
+        let receipts = queues.map { _ in ClosureOfferReceipt { o in outcomes.withLock { $0.append(o) } } as OfferReceipt }
+        #expect(second.offer(batch: queues.map { (key: QueueKey("T", $0), count: 1) }, receipts: receipts, timeout: .seconds(20), body: try Self.batchBody(queues)))
+        let deadline = ContinuousClock.now + .seconds(20)
+        while outcomes.withLock({ $0.count }) < queues.count && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        let got = outcomes.withLock { $0 }
+        #expect(got.count == queues.count)
+        for o in got {
+            guard case .again = o else { Issue.record("a refused batch's send answered \(o)"); continue }
+        }
+        #expect(!second.canOffer, "its numbering is broken")
+        #expect(try await second.append(queue: QueueKey("T", 0), count: 1, timeout: .seconds(20), body: try Self.entry(queue: 0)).queueOffset == 2)
+        #expect(f.store.maxOffset(QueueKey("T", 1)) == 0 && f.store.maxOffset(QueueKey("T", 3)) == 0, "nothing of the refused batch stored")
+        running.cancel()
+        _ = await running.result
+        try await group.shutdownGracefully()
+    }
 }
