@@ -270,12 +270,14 @@ public final class BrokerService: Sendable {
               case .success(let plan) = sendPlan(request, h, topic, connection) else { return false }
         let receipt = SendReceipt(service: self, request: request, plan: plan, connection: connection)
         let limitBytes = min(options.sendBatchBytes, writes.maxEntryBytes)
+        let loop = connection.channel.eventLoop
+        loop.preconditionInEventLoop()
         guard options.sendBatchMessages > 1, plan.entryBytes < limitBytes else {
+            // Alone and at once; the sends this thread took before it in this turn go first.
+            if let pending = sendBatches.currentValue, !pending.receipts.isEmpty { flushSends(pending) }
             return writes.offer(queue: plan.key, count: plan.count, timeout: options.sendTimeout,
                                 body: { first, _ in plan.entry(firstQueueOffset: first) }, receipt: receipt)
         }
-        let loop = connection.channel.eventLoop
-        loop.preconditionInEventLoop()
         let batch: SendBatch
         if let b = sendBatches.currentValue {
             batch = b
@@ -309,9 +311,10 @@ public final class BrokerService: Sendable {
         var scheduled = false
     }
 
-    /// Offers the batch's sends as one entry (one send alone as before). Sends the write path did not
-    /// take (the numbering broke since they were checked, a full mailbox) take the waiting path, as
-    /// an offered send the replica refused does.
+    /// Offers the batch's sends as one entry. Sends the write path did not take go on as an
+    /// offered send the replica refused would: to the waiting path (the numbering broke or
+    /// leadership moved since they were taken, a snapshot is being built), or answered SYSTEM_BUSY
+    /// (the replica's mailbox is full).
     private func flushSends(_ batch: SendBatch) {
         guard !batch.receipts.isEmpty else { return }
         let receipts = batch.receipts
@@ -320,25 +323,20 @@ public final class BrokerService: Sendable {
             batch.plans.removeAll(keepingCapacity: true)
             batch.bytes = 0
         }
-        let offered: Bool
-        if receipts.count == 1 {
-            let plan = batch.plans[0]
-            offered = writes.offer(queue: plan.key, count: plan.count, timeout: options.sendTimeout,
-                                   body: { first, _ in plan.entry(firstQueueOffset: first) }, receipt: receipts[0])
-        } else {
-            let bytes = batch.bytes
-            offered = writes.offer(batch: batch.plans.map { (key: $0.key, count: $0.count) }, receipts: receipts, timeout: options.sendTimeout) { firsts in
-                var entry: [UInt8] = []
-                entry.reserveCapacity(bytes)
-                for (plan, first) in zip(batch.plans, firsts) {
-                    // Checked when planned; one that fails anyway fails the whole entry (nothing offered).
-                    guard plan.append(to: &entry, firstQueueOffset: first) else { return [] }
-                }
-                return entry
+        let bytes = batch.bytes
+        let outcome = writes.offer(batch: batch.plans.map { (key: $0.key, count: $0.count) }, receipts: receipts, timeout: options.sendTimeout) { firsts in
+            var entry: [UInt8] = []
+            entry.reserveCapacity(bytes)
+            for (plan, first) in zip(batch.plans, firsts) {
+                // Checked when planned; one that fails anyway fails the whole entry (nothing offered).
+                guard plan.append(to: &entry, firstQueueOffset: first) else { return [] }
             }
+            return entry
         }
-        if !offered {
-            for r in receipts { r.answer(.again) }
+        switch outcome {
+        case .offered: break
+        case .busy: for r in receipts { r.answer(.failed(.busy)) }
+        case .again: for r in receipts { r.answer(.again) }
         }
     }
 

@@ -61,7 +61,7 @@ public protocol BrokerWriter: Sendable {
                receipt: OfferReceipt) -> Bool
     /// The fast path for several sends in one entry (`WritePath.offer(batch:receipts:timeout:body:)`).
     func offer(batch queues: [(key: QueueKey, count: Int)], receipts: [OfferReceipt], timeout: Duration,
-               body: (_ firstOffsets: [Int64]) -> [UInt8]) -> Bool
+               body: (_ firstOffsets: [Int64]) -> [UInt8]) -> WritePath.BatchOffer
 }
 
 extension BrokerWriter {
@@ -73,7 +73,7 @@ extension BrokerWriter {
                       receipt: OfferReceipt) -> Bool { false }
 
     public func offer(batch queues: [(key: QueueKey, count: Int)], receipts: [OfferReceipt], timeout: Duration,
-                      body: (_ firstOffsets: [Int64]) -> [UInt8]) -> Bool { false }
+                      body: (_ firstOffsets: [Int64]) -> [UInt8]) -> WritePath.BatchOffer { .again }
 
     /// `offer` with the outcome told to a closure (one allocation more than a receipt of one's own).
     public func offer(queue key: QueueKey, count: Int, timeout: Duration,

@@ -87,6 +87,9 @@ public final class WritePath: BrokerWriter {
         return r.commit == r.lastIndex && store.dispatchedIndex == status.storeNumber(r.lastIndex)
     }
 
+    /// Sends offered on the fast path and not yet answered (tests).
+    var offeredInFlight: Int { state.withLock { $0.inFlight } }
+
     /// The leader, if this member knows one (itself included).
     public var leader: NodeID? { replica.status?.raft.leader }
     public var isLeader: Bool { replica.status?.raft.role == .leader }
@@ -176,11 +179,14 @@ public final class WritePath: BrokerWriter {
         }
     }
 
-    /// Entries in flight (offered, not yet answered) beyond which the fast path offers no more:
+    /// Sends in flight on the fast path (offered, not yet answered) beyond which it takes no more:
     /// further sends wait in the send processor's queue, whose workers and queue are bounded, as
     /// every send did before the fast path (a group without a quorum must not gather sends without
-    /// limit until their timeouts). With the send processor's 8,192 workers it stays under the Raft
-    /// node's maxPendingProposals (10,000), which would otherwise refuse one and break the numbering.
+    /// limit until their timeouts). `canOffer` checks it when a send is taken; a batch taken in one
+    /// turn is offered whole at the turn's end, so the count may pass the bound by at most one batch
+    /// per event loop (`BrokerService.Options.sendBatchMessages`). Entries are fewer than sends, so
+    /// with the send processor's 8,192 workers the Raft node's pending proposals stay under its
+    /// maxPendingProposals (10,000), which would otherwise refuse one and break the numbering.
     public let maxOffered: Int
     /// Set while a metadata snapshot is built under the numbering lock (milliseconds for many
     /// topics): the fast path, which runs on event loops, takes the waiting path meanwhile.
@@ -226,19 +232,30 @@ public final class WritePath: BrokerWriter {
         return true
     }
 
+    /// What `offer(batch:)` did.
+    public enum BatchOffer: Sendable, Equatable {
+        /// Offered: every receipt is finished with the entry's outcome.
+        case offered
+        /// Not offered, the replica's mailbox is full: answer SYSTEM_BUSY.
+        case busy
+        /// Not offered (not leading or not numbering now, a snapshot being built, an entry that
+        /// could not be built): each send takes the waiting path, which answers every case.
+        case again
+    }
+
     /// The fast path for several sends at once: numbers one entry holding all of them, in order
     /// (`queues[k]`: the queue and message count of the k-th send; `body(firstOffsets)` builds the
     /// entry from each send's first queue offset, or returns empty when it cannot), and hands it to
     /// the replica with one receipt that finishes every send's receipt with the entry's outcome.
-    /// Returns false when nothing was offered (as `offer`, and also when `body` returned empty):
-    /// then no receipt has been touched, and the caller takes the waiting path for each send.
+    /// The sends were taken while `canOffer` held (the in-flight bound is not checked again: a
+    /// turn's sends are offered whole). Unless `.offered`, no receipt has been touched.
     public func offer(batch queues: [(key: QueueKey, count: Int)], receipts: [OfferReceipt], timeout: Duration,
-                      body: (_ firstOffsets: [Int64]) -> [UInt8]) -> Bool {
+                      body: (_ firstOffsets: [Int64]) -> [UInt8]) -> BatchOffer {
         precondition(!receipts.isEmpty && queues.count == receipts.count, "a batch offer needs one queue and count per receipt")
-        guard canOffer else { return false }
+        guard !snapshotting.load(ordering: .acquiring), let status = replica.status, status.raft.role == .leader else { return .again }
         let deadline = ContinuousClock.now + timeout
         return state.withLock { s in
-            guard let term = s.term, !s.broken else { return false }
+            guard let term = s.term, term == status.raft.term, !s.broken else { return .again }
             // Each queue's next offset within the batch (a batch touches a few queues: a linear search).
             var next: [(key: QueueKey, offset: Int64)] = []
             var firstOffsets: [Int64] = []
@@ -254,7 +271,7 @@ public final class WritePath: BrokerWriter {
                 }
             }
             let data = body(firstOffsets)
-            guard !data.isEmpty, data.count <= maxEntryBytes else { return false }
+            guard !data.isEmpty, data.count <= maxEntryBytes else { return .again }
             // Before the replica can see them: the mailbox's lock orders these writes before the driver's reads.
             for (r, first) in zip(receipts, firstOffsets) {
                 r.path = self
@@ -266,13 +283,38 @@ public final class WritePath: BrokerWriter {
             guard replica.offer(data, guard: ProposalGuard(term: term, index: s.nextIndex), timeout: remaining > .zero ? remaining : .milliseconds(1),
                                 receipt: BatchReceipt(receipts)) else {
                 for r in receipts { r.path = nil }
-                return false
+                return .busy
             }
             for n in next { s.offsets[n.key] = n.offset }
             s.nextIndex = s.nextIndex.next
-            // Counted per send: each receipt's finish answers one (`finished`).
+            // Counted per send: the batch's finish answers each (`finished(batch:)`).
             s.inFlight += receipts.count
-            return true
+            return .offered
+        }
+    }
+
+    /// A batch entry's outcome (`BatchReceipt.finish`), on the Raft driver: one count and one
+    /// reading of the error for all of its sends, then each send's answer.
+    fileprivate func finished(batch receipts: [OfferReceipt], _ result: Result<RaftReplica.Committed, any Error>) {
+        guard let first = receipts.first else { return }
+        for r in receipts {
+            // Only `offer(batch:)` hands these receipts to the replica, which finishes the batch once.
+            guard r.path != nil else { return assertionFailure("a batched offer receipt finished twice, or never offered") }
+            r.path = nil
+        }
+        answered(generation: first.generation, kind: .messages, count: receipts.count)
+        switch result {
+        case .success:
+            for r in receipts { r.answer(.committed(queueOffset: r.firstOffset)) }
+        case .failure(let error):
+            // One numbering and one deadline for the whole batch (set together in `offer(batch:)`).
+            let answer: Offered
+            if let error = error as? ReplicaError {
+                answer = failed(error, generation: first.generation, deadline: first.deadline ?? .now).map { .failed($0) } ?? .again
+            } else {
+                answer = .failed(.busy)
+            }
+            for r in receipts { r.answer(answer) }
         }
     }
 
@@ -316,11 +358,11 @@ public final class WritePath: BrokerWriter {
         }
     }
 
-    /// An offered entry was answered (committed or not).
-    private func answered(generation: UInt64, kind: EntryKind) {
+    /// An offered entry was answered (committed or not): `count` of its sends, for a batch.
+    private func answered(generation: UInt64, kind: EntryKind, count: Int = 1) {
         state.withLock { s in
             guard s.generation == generation else { return }
-            s.inFlight -= 1
+            s.inFlight -= count
             if kind == .metadata { s.metadataInFlight -= 1 }
         }
     }
@@ -405,7 +447,9 @@ final class BatchReceipt: ProposalReceipt, @unchecked Sendable {
     let receipts: [OfferReceipt]
     init(_ receipts: [OfferReceipt]) { self.receipts = receipts }
     override func finish(_ result: Result<RaftReplica.Committed, any Error>) {
-        for r in receipts { r.finish(result) }
+        // Set by `offer(batch:)` under its numbering lock before the replica saw the entry.
+        guard let path = receipts.first?.path else { return assertionFailure("a batch receipt finished twice, or never offered") }
+        path.finished(batch: receipts, result)
     }
 }
 

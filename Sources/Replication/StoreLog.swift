@@ -222,6 +222,9 @@ final class StoreLog: RaftLogReader {
         }
         while recent.count - recentHead > Self.recentMaxCount || (recentBytes > Self.recentMaxBytes && recent.count - recentHead > 1) {
             recentBytes -= recent[recentHead].entry.data.count
+            // Its body goes now, not when the slots before the head are compacted away (up to 4,096
+            // of them: with entries of many messages that held about 90 MB on every member).
+            recent[recentHead].entry.data = []
             recentHead += 1
         }
         if recentHead > 4_096 && recentHead * 2 > recent.count {
@@ -229,6 +232,9 @@ final class StoreLog: RaftLogReader {
             recentHead = 0
         }
     }
+
+    /// The bodies the recent entries' array holds, the slots before its head included (tests).
+    var recentRetainedBytes: Int { recent.reduce(0) { $0 + $1.entry.data.count } }
 
     private func forgetRecent() {
         recent.removeAll(keepingCapacity: true)
@@ -270,6 +276,7 @@ final class StoreLog: RaftLogReader {
         firstIndex = RaftCore.LogIndex(raftIndex(store.firstIndex))
         while recentHead < recent.count, recent[recentHead].entry.index < firstIndex {
             recentBytes -= recent[recentHead].entry.data.count
+            recent[recentHead].entry.data = []
             recentHead += 1
         }
         base = store.base

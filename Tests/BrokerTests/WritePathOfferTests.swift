@@ -151,14 +151,19 @@ import TestSupport
 
     /// A batch entry builder: each send's record (one message of topic T in its queue) with its
     /// first queue offset written in.
-    static func batchBody(_ queues: [Int32]) throws -> @Sendable ([Int64]) -> [UInt8] {
+    /// `counts[k]` records for the k-th send (a SEND_BATCH_MESSAGE is several), numbered from its
+    /// first offset.
+    static func batchBody(_ queues: [Int32], counts: [Int]? = nil) throws -> @Sendable ([Int64]) -> [UInt8] {
         let messages = try (0..<4).map { try record("T", queue: Int32($0), offset: 0) }
+        let counts = counts ?? queues.map { _ in 1 }
         return { firsts in
             var entry: [UInt8] = []
-            for (q, first) in zip(queues, firsts) {
-                let start = entry.count
-                entry.append(contentsOf: messages[Int(q)])
-                MessageRecord.patch(queueOffset: first, physicalOffset: nil, in: &entry, at: start)
+            for k in queues.indices {
+                for m in 0..<counts[k] {
+                    let start = entry.count
+                    entry.append(contentsOf: messages[Int(queues[k])])
+                    MessageRecord.patch(queueOffset: firsts[k] + Int64(m), physicalOffset: nil, in: &entry, at: start)
+                }
             }
             return entry
         }
@@ -178,17 +183,19 @@ import TestSupport
         let writes = WritePath(replica: replica, store: f.store, maxOffered: 4_096)
         let writer: any BrokerWriter = writes
         // Not numbering yet: nothing offered, no receipt answered.
-        #expect(!writer.offer(batch: [(key: QueueKey("T", 0), count: 1)], receipts: [ClosureOfferReceipt { _ in Issue.record("answered unoffered") }],
-                              timeout: .seconds(5), body: try Self.batchBody([0])))
+        #expect(writer.offer(batch: [(key: QueueKey("T", 0), count: 1)], receipts: [ClosureOfferReceipt { _ in Issue.record("answered unoffered") }],
+                             timeout: .seconds(5), body: try Self.batchBody([0])) == .again)
         try await writes.append(.topicUpsert(TopicConfig(topicName: "T", readQueueNums: 4, writeQueueNums: 4, perm: 6)), timeout: .seconds(20))
+        // (queue, offset) of every message answered, in answer order: a send of n messages
+        // answers its first offset and owns the n from there.
         let answers = Mutex<[(queue: Int32, offset: Int64)]>([])
-        func receipt(_ q: Int32) -> OfferReceipt {
+        func receipt(_ q: Int32, count: Int = 1) -> OfferReceipt {
             ClosureOfferReceipt { outcome in
                 guard case .committed(let offset) = outcome else {
                     Issue.record("a batched send answered \(outcome)")
                     return
                 }
-                answers.withLock { $0.append((q, offset)) }
+                answers.withLock { a in for m in 0..<count { a.append((q, offset + Int64(m))) } }
             }
         }
         var rng = SplitMix64(seed: 20261208)
@@ -196,9 +203,12 @@ import TestSupport
         let lastBefore = try #require(replica.status).raft.lastIndex
         for b in 0..<60 {
             let queues = (0..<Int.random(in: 1...24, using: &rng)).map { _ in Int32.random(in: 0..<4, using: &rng) }
-            #expect(writer.offer(batch: queues.map { (key: QueueKey("T", $0), count: 1) }, receipts: queues.map(receipt), timeout: .seconds(20),
-                                 body: try Self.batchBody(queues)), "batch \(b) offered")
-            sends += queues.count
+            // Now and then a send of several messages (SEND_BATCH_MESSAGE) among them.
+            let counts = queues.map { _ in Int.random(in: 0..<8, using: &rng) == 0 ? Int.random(in: 2...5, using: &rng) : 1 }
+            #expect(writer.offer(batch: zip(queues, counts).map { (key: QueueKey("T", $0), count: $1) },
+                                 receipts: zip(queues, counts).map { receipt($0, count: $1) }, timeout: .seconds(20),
+                                 body: try Self.batchBody(queues, counts: counts)) == .offered, "batch \(b) offered")
+            sends += counts.reduce(0, +)
             entries += 1
             switch b % 10 {
             case 3:
@@ -214,9 +224,9 @@ import TestSupport
             case 9:
                 // An entry that cannot be built: nothing offered, nothing numbered (the next batch's
                 // offsets follow on densely).
-                #expect(!writer.offer(batch: [(key: QueueKey("T", 1), count: 1), (key: QueueKey("T", 2), count: 1)],
-                                      receipts: [ClosureOfferReceipt { _ in Issue.record("answered unbuilt") }, ClosureOfferReceipt { _ in Issue.record("answered unbuilt") }],
-                                      timeout: .seconds(20)) { _ in [] })
+                #expect(writer.offer(batch: [(key: QueueKey("T", 1), count: 1), (key: QueueKey("T", 2), count: 1)],
+                                     receipts: [ClosureOfferReceipt { _ in Issue.record("answered unbuilt") }, ClosureOfferReceipt { _ in Issue.record("answered unbuilt") }],
+                                     timeout: .seconds(20)) { _ in [] } == .again)
             default: break
             }
         }
@@ -224,6 +234,7 @@ import TestSupport
         while answers.withLock({ $0.count }) < sends && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
         let answered = answers.withLock { $0 }
         #expect(answered.count == sends)
+        #expect(writes.offeredInFlight == 0, "every offered send counted out once")
         #expect(try #require(replica.status).raft.lastIndex.rawValue - lastBefore.rawValue == UInt64(entries), "one entry per batch")
         for q in Int32(0)..<4 {
             let key = QueueKey("T", q)
@@ -260,7 +271,7 @@ import TestSupport
         let queues: [Int32] = [0, 1, 0, 3]
         let outcomes = Mutex<[WritePath.Offered]>([])
         let receipts = queues.map { _ in ClosureOfferReceipt { o in outcomes.withLock { $0.append(o) } } as OfferReceipt }
-        #expect(second.offer(batch: queues.map { (key: QueueKey("T", $0), count: 1) }, receipts: receipts, timeout: .seconds(20), body: try Self.batchBody(queues)))
+        #expect(second.offer(batch: queues.map { (key: QueueKey("T", $0), count: 1) }, receipts: receipts, timeout: .seconds(20), body: try Self.batchBody(queues)) == .offered)
         let deadline = ContinuousClock.now + .seconds(20)
         while outcomes.withLock({ $0.count }) < queues.count && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
         let got = outcomes.withLock { $0 }
