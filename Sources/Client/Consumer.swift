@@ -319,8 +319,38 @@ public final class Consumer: Sendable {
         }
     }
 
-    /// How many pulls of a record that does not decode before it is skipped (logged as an error).
-    static let undecodableTries = 5
+    /// What to do about a record that does not decode, pull after pull: pull it again, up to
+    /// `tries` pulls in all, then skip it. A broker may serve a record it has not finished writing
+    /// (a defect, but a skipped message is lost to this group), so one bad pull is not the end.
+    struct UndecodableRecord {
+        /// Pulls of one record that does not decode before it is skipped (logged as an error).
+        static let tries = 5
+        private(set) var offset: Int64 = -1
+        private(set) var pulls = 0
+
+        enum Action: Equatable {
+            /// Pull the same offset again (after a pause); `pulls` so far.
+            case pullAgain(pulls: Int)
+            /// Give it up: go on at the next offset.
+            case skip(pulls: Int)
+        }
+
+        /// A pull at `offset` brought nothing that decodes (its first record did not).
+        mutating func failed(at offset: Int64) -> Action {
+            pulls = self.offset == offset ? pulls + 1 : 1
+            self.offset = offset
+            guard pulls >= Self.tries else { return .pullAgain(pulls: pulls) }
+            let action = Action.skip(pulls: pulls)
+            reset()
+            return action
+        }
+
+        /// A pull that decoded whole: the count starts again.
+        mutating func reset() {
+            offset = -1
+            pulls = 0
+        }
+    }
 
     private func consume(_ q: MessageQueue, _ handler: @Sendable ([ReceivedMessage]) async -> ConsumeStatus) async {
         // The client's exact-tag check after the broker's hash filter, built once.
@@ -330,8 +360,7 @@ public final class Consumer: Sendable {
         var lastCommit = ContinuousClock.now
         // Where the broker suggests the next pull goes (0: the master).
         var suggested: Int64 = 0
-        // The offset of a record that did not decode, and how often it was pulled.
-        var undecodable: (offset: Int64, tries: Int) = (-1, 0)
+        var undecodable = UndecodableRecord()
         while !Task.isCancelled && assigned.withLock({ $0.contains(q) }) {
             guard let current = offset else {
                 offset = await fetchOffset(q)
@@ -363,23 +392,19 @@ public final class Consumer: Sendable {
                 if !wanted.isEmpty { await deliver(wanted, q, handler) }
                 if Task.isCancelled { break }
                 if complete {
-                    undecodable = (-1, 0)
+                    undecodable.reset()
                     offset = next ?? (messages.last.map { $0.queueOffset + 1 } ?? current)
                 } else if let last = messages.last {
                     // Continue right after the last good one: the bad one is pulled alone next time.
                     offset = last.queueOffset + 1
                 } else {
-                    // Pulled again before it is given up: a broker may serve a record it has not
-                    // finished writing (a defect, but a skipped message is lost to this group).
-                    let tries = undecodable.offset == current ? undecodable.tries + 1 : 1
-                    undecodable = (current, tries)
-                    if tries < Self.undecodableTries {
-                        logger.warning("a message does not decode; pulling it again", metadata: ["queue": "\(q)", "offset": "\(current)", "pulls": "\(tries)"])
+                    switch undecodable.failed(at: current) {
+                    case .pullAgain(let pulls):
+                        logger.warning("a message does not decode; pulling it again", metadata: ["queue": "\(q)", "offset": "\(current)", "pulls": "\(pulls)"])
                         try? await Task.sleep(for: .milliseconds(200))
-                    } else {
-                        logger.error("skipping a message that does not decode", metadata: ["queue": "\(q)", "offset": "\(current)", "pulls": "\(tries)"])
+                    case .skip(let pulls):
+                        logger.error("skipping a message that does not decode", metadata: ["queue": "\(q)", "offset": "\(current)", "pulls": "\(pulls)"])
                         offset = current + 1
-                        undecodable = (-1, 0)
                     }
                 }
             case ResponseCode.pullNotFound, ResponseCode.pullRetryImmediately:

@@ -57,4 +57,24 @@ import TestSupport
         (messages, complete) = Consumer.decode(good + bad + (try record(3, "d")), queue: q)
         #expect(!complete && messages.count == 2, "stops at the record that does not decode")
     }
+
+    /// A record that does not decode is pulled again, up to five pulls in all, then skipped; a pull
+    /// at another offset, or one that decodes whole, starts the count again, and so does the next
+    /// bad record after a skip.
+    @Test func anUndecodableRecordIsPulledFiveTimesThenSkipped() {
+        var u = Consumer.UndecodableRecord()
+        #expect((1...4).map { _ in u.failed(at: 7) } == (1...4).map { .pullAgain(pulls: $0) })
+        #expect(u.failed(at: 7) == .skip(pulls: 5))
+        #expect(u.offset == -1 && u.pulls == 0, "nothing owed after a skip")
+        #expect(u.failed(at: 8) == .pullAgain(pulls: 1), "the next offset's own count")
+        #expect(u.failed(at: 8) == .pullAgain(pulls: 2))
+        // Another offset in between (a pull that got past the bad one's predecessors): its own count.
+        #expect(u.failed(at: 9) == .pullAgain(pulls: 1))
+        #expect(u.failed(at: 8) == .pullAgain(pulls: 1))
+        // A pull that decodes whole (the record was finished after all) forgets the count.
+        u.reset()
+        #expect((1...4).map { _ in u.failed(at: 8) } == (1...4).map { .pullAgain(pulls: $0) })
+        #expect(u.failed(at: 8) == .skip(pulls: 5))
+        #expect(Consumer.UndecodableRecord.tries == 5)
+    }
 }
