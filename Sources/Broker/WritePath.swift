@@ -308,14 +308,15 @@ public final class WritePath: BrokerWriter {
             for r in receipts { r.answer(.committed(queueOffset: r.firstOffset)) }
         case .failure(let error):
             // One numbering and one deadline for the whole batch (set together in `offer(batch:)`).
-            let answer: Offered
-            if let error = error as? ReplicaError {
-                answer = failed(error, generation: first.generation, deadline: first.deadline ?? .now).map { .failed($0) } ?? .again
-            } else {
-                answer = .failed(.busy)
-            }
+            let answer = refusal(error, of: first)
             for r in receipts { r.answer(answer) }
         }
+    }
+
+    /// What an offered send whose entry failed is told (`receipt`: its numbering and deadline).
+    private func refusal(_ error: any Error, of receipt: OfferReceipt) -> Offered {
+        guard let error = error as? ReplicaError else { return .failed(.busy) }
+        return failed(error, generation: receipt.generation, deadline: receipt.deadline ?? .now).map { .failed($0) } ?? .again
     }
 
     /// An offered entry's outcome (`OfferReceipt.finish`), on the Raft driver.
@@ -323,9 +324,7 @@ public final class WritePath: BrokerWriter {
         answered(generation: receipt.generation, kind: .messages)
         switch result {
         case .success: receipt.answer(.committed(queueOffset: receipt.firstOffset))
-        case .failure(let error):
-            guard let error = error as? ReplicaError else { return receipt.answer(.failed(.busy)) }
-            receipt.answer(failed(error, generation: receipt.generation, deadline: receipt.deadline ?? .now).map { .failed($0) } ?? .again)
+        case .failure(let error): receipt.answer(refusal(error, of: receipt))
         }
     }
 

@@ -82,71 +82,65 @@ import TestSupport
                       (batchMessages: 4, largeEvery: 3), (batchMessages: 128, largeEvery: 7)])
     func sendsTakenInOneTurnShareAnEntryAndAreAnsweredEachForItself(batchMessages: Int, largeEvery: Int) async throws {
         let sends = 20
-        let f = try StoreFixture()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let replica = try await WritePathOfferTests.replica(f, group: group)
-        let running = Task { try await replica.run() }
-        defer { running.cancel() }
-        let writes = WritePath(replica: replica, store: f.store)
-        try await writes.append(.topicUpsert(TopicConfig(topicName: "T", readQueueNums: 4, writeQueueNums: 4, perm: 6)), timeout: .seconds(20))
-        let logger = Logger(label: "send-batch-test")
-        // Small records are about 200 bytes (all 20 stay under the 8,000-byte limit); large ones 9,000.
-        let service = BrokerService(options: Self.options(batchMessages: batchMessages, batchBytes: 8_000), store: f.store, writes: writes,
-                                    forwarder: RemotingClient(group: group, logger: logger), logger: logger)
-        @Sendable func body(_ k: Int) -> [UInt8] {
-            largeEvery > 0 && k % largeEvery == largeEvery - 1 ? [UInt8](repeating: UInt8(65 + k % 26), count: 9_000) : Array(String(format: "m%02d", k).utf8)
-        }
-        let lastBefore = try #require(replica.status).raft.lastIndex
-        let (answers, order, refused) = try await Self.sendInOneTurn(service, group: group, sends: sends) { Self.send($0, body: body($0)) }
-        #expect(refused == 0, "every send taken by the fast path")
-        // The entries the turn should make, from the order the sends were taken.
-        var entries = 0, pending = 0
-        for k in order {
-            if body(k).count > 100 {
-                if pending > 0 { entries += 1 }
-                pending = 0
-                entries += 1
-            } else {
-                if pending == batchMessages {
-                    entries += 1
-                    pending = 0
-                }
-                pending += 1
+        try await WritePathOfferTests.withRunningReplica { f, group, replica in
+            let writes = WritePath(replica: replica, store: f.store)
+            try await writes.append(.topicUpsert(TopicConfig(topicName: "T", readQueueNums: 4, writeQueueNums: 4, perm: 6)), timeout: .seconds(20))
+            let logger = Logger(label: "send-batch-test")
+            // Small records are about 200 bytes (all 20 stay under the 8,000-byte limit); large ones 9,000.
+            let service = BrokerService(options: Self.options(batchMessages: batchMessages, batchBytes: 8_000), store: f.store, writes: writes,
+                                        forwarder: RemotingClient(group: group, logger: logger), logger: logger)
+            @Sendable func body(_ k: Int) -> [UInt8] {
+                largeEvery > 0 && k % largeEvery == largeEvery - 1 ? [UInt8](repeating: UInt8(65 + k % 26), count: 9_000) : Array(String(format: "m%02d", k).utf8)
             }
+            let lastBefore = try #require(replica.status).raft.lastIndex
+            let (answers, order, refused) = try await Self.sendInOneTurn(service, group: group, sends: sends) { Self.send($0, body: body($0)) }
+            #expect(refused == 0, "every send taken by the fast path")
+            // The entries the turn should make, from the order the sends were taken.
+            var entries = 0, pending = 0
+            for k in order {
+                if body(k).count > 100 {
+                    if pending > 0 { entries += 1 }
+                    pending = 0
+                    entries += 1
+                } else {
+                    if pending == batchMessages {
+                        entries += 1
+                        pending = 0
+                    }
+                    pending += 1
+                }
+            }
+            if pending > 0 { entries += 1 }
+            #expect(try #require(replica.status).raft.lastIndex.rawValue - lastBefore.rawValue == UInt64(entries),
+                    "\(sends) sends in one turn, at most \(batchMessages) an entry, large ones alone")
+            var offsets: [Int32: [Int64]] = [:]
+            for k in 0..<sends {
+                let answer = try #require(answers[k])
+                #expect(answer.code == ResponseCode.success, "send \(k): \(answer.code) \(answer.remark ?? "")")
+                let queue = try #require(answer.extFields["queueId"].flatMap { Int32($0) })
+                let offset = try #require(answer.extFields["queueOffset"].flatMap { Int64($0) })
+                #expect(queue == Int32(k % 3))
+                offsets[queue, default: []].append(offset)
+                // The msgId's last 16 hex digits are the record's physical offset.
+                let msgId = try #require(answer.extFields["msgId"])
+                let physical = try #require(Int64(msgId.suffix(16), radix: 16))
+                let r = try #require(f.store.record(atPhysicalOffset: physical))
+                let decoded = try r.withUnsafeBytes { try MessageRecord.decode($0) }
+                #expect(decoded.queueId == queue && decoded.queueOffset == offset && decoded.physicalOffset == physical)
+                #expect(decoded.body == body(k) && decoded.properties["TAGS"] == "t\(k)")
+            }
+            for (q, o) in offsets {
+                #expect(o.sorted() == Array(0..<Int64(o.count)), "queue \(q): dense from 0")
+                #expect(f.store.maxOffset(QueueKey("T", q)) == Int64(o.count))
+            }
+            // Sends go to the log in the order they were taken (a large one does not overtake the
+            // batch before it): each queue's offsets rise with the order of arrival.
+            for q in offsets.keys {
+                let mine = order.filter { $0 >= 0 && Int32($0 % 3) == q }.map { Int64(answers[$0]!.extFields["queueOffset"]!)! }
+                #expect(mine == mine.sorted(), "queue \(q): numbered in the order taken")
+            }
+            #expect(writes.offeredInFlight == 0)
         }
-        if pending > 0 { entries += 1 }
-        #expect(try #require(replica.status).raft.lastIndex.rawValue - lastBefore.rawValue == UInt64(entries),
-                "\(sends) sends in one turn, at most \(batchMessages) an entry, large ones alone")
-        var offsets: [Int32: [Int64]] = [:]
-        for k in 0..<sends {
-            let answer = try #require(answers[k])
-            #expect(answer.code == ResponseCode.success, "send \(k): \(answer.code) \(answer.remark ?? "")")
-            let queue = try #require(answer.extFields["queueId"].flatMap { Int32($0) })
-            let offset = try #require(answer.extFields["queueOffset"].flatMap { Int64($0) })
-            #expect(queue == Int32(k % 3))
-            offsets[queue, default: []].append(offset)
-            // The msgId's last 16 hex digits are the record's physical offset.
-            let msgId = try #require(answer.extFields["msgId"])
-            let physical = try #require(Int64(msgId.suffix(16), radix: 16))
-            let r = try #require(f.store.record(atPhysicalOffset: physical))
-            let decoded = try r.withUnsafeBytes { try MessageRecord.decode($0) }
-            #expect(decoded.queueId == queue && decoded.queueOffset == offset && decoded.physicalOffset == physical)
-            #expect(decoded.body == body(k) && decoded.properties["TAGS"] == "t\(k)")
-        }
-        for (q, o) in offsets {
-            #expect(o.sorted() == Array(0..<Int64(o.count)), "queue \(q): dense from 0")
-            #expect(f.store.maxOffset(QueueKey("T", q)) == Int64(o.count))
-        }
-        // Sends go to the log in the order they were taken (a large one does not overtake the
-        // batch before it): each queue's offsets rise with the order of arrival.
-        for q in offsets.keys {
-            let mine = order.filter { $0 >= 0 && Int32($0 % 3) == q }.map { Int64(answers[$0]!.extFields["queueOffset"]!)! }
-            #expect(mine == mine.sorted(), "queue \(q): numbered in the order taken")
-        }
-        #expect(writes.offeredInFlight == 0)
-        running.cancel()
-        _ = await running.result
-        try await group.shutdownGracefully()
     }
 
     /// A writer whose fast path takes sends (`canOffer`) but does not offer the turn's batch:
