@@ -29,6 +29,15 @@ ip_of() { echo "127.0.0.$(( ${1#n} + 1 ))"; }
 pidfile() { echo "$RAFTMQ_HOME/$1.pid"; }
 state_url() { echo "http://$(ip_of "$1"):30913/raft/state"; }
 
+# Whether PID runs: not gone and not a zombie. The nodes outlive this script, so their parent is
+# init, which may reap an exited one seconds later (measured here: 1-2 s, more under load), and
+# `kill -0` succeeds on a zombie.
+alive() {
+  local st
+  st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [ -n "$st" ] && [ "$st" != Z ]
+}
+
 # The pid of NODE (n0.. or ns1..) if its pid file names a running mqbroker or mqnamesrv, else nothing.
 running_pid() {
   local f pid
@@ -79,8 +88,8 @@ stop_node() {
   pid=$(running_pid "$n")
   [ -n "$pid" ] || { echo "$n is not running"; return; }
   kill -TERM "$pid"
-  for k in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-  if kill -0 "$pid" 2>/dev/null; then echo "$n (pid $pid) did not exit within 5 s of SIGTERM" >&2; return 1; fi
+  for k in $(seq 1 100); do alive "$pid" || break; sleep 0.05; done
+  if alive "$pid"; then echo "$n (pid $pid) did not exit within 5 s of SIGTERM" >&2; return 1; fi
   rm -f "$(pidfile "$n")"
   echo "stopped $n"
 }
