@@ -17,6 +17,9 @@ struct Progress {
     var probeSent = false
     /// Heard from within the current check-quorum period.
     var recentActive = false
+    /// The highest commit index a message to this follower has carried (an append, or a heartbeat's
+    /// `min(match, commit)`): below the leader's commit, the follower is owed an update.
+    var commitSent: LogIndex = .zero
     var inflights: Inflights
 
     init(next: LogIndex, maxCount: Int, maxBytes: Int) {

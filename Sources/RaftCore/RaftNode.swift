@@ -104,12 +104,20 @@ public final class RaftNode<Log: RaftLogReader> {
                           roleReason: roleReason, elections: elections)
     }
 
+    /// This leader owes a follower the commit index (`announceCommit`): the next tick, counting or
+    /// not, sends it. A driver that sleeps through counting ticks wakes for the next one.
+    public var commitUpdateDue: Bool {
+        guard case .leader(let l) = roleState, l.commitUpdateOwed else { return false }
+        return followerOwedCommit(l) != nil
+    }
+
     // MARK: Inputs
 
     /// How many more `tick()` calls it takes until one does more than count: the leader's next
     /// heartbeat or check-quorum round, or a follower's or candidate's election timeout. Ticks
-    /// before that only advance counters, so a driver may sleep through them and deliver them
-    /// later, provided it delivers every elapsed tick before the next input: an input may reset the
+    /// before that only advance counters (a leader's also send the commit updates
+    /// `commitUpdateDue` announces), so a driver may sleep through them and deliver them later,
+    /// provided it delivers every elapsed tick before the next input: an input may reset the
     /// timers, and ticks owed from before it would then count after it. At least 1.
     public var ticksUntilTimeout: Int {
         switch roleState {
@@ -287,7 +295,7 @@ public final class RaftNode<Log: RaftLogReader> {
         let synced = config.brokenRules.contains(.countOwnBeforeSync) ? log.persistedLastIndex : log.syncedLastIndex
         let committedNow = withLeader { l in l.progress[id]!.maybeUpdate(synced) }
         if committedNow && maybeCommit() {
-            broadcastAppend()
+            announceCommit()
         }
     }
 
@@ -296,6 +304,12 @@ public final class RaftNode<Log: RaftLogReader> {
     func send(_ m: Message) {
         precondition(m.from == id && m.to != id, "send: \(m) is not from this node to another")
         switch m.body {
+        case .appendResponse(.accepted(let match)):
+            if config.brokenRules.contains(.ackBeforePersist) {
+                if !supersedeAcceptance(in: &outbox, m, match: match) { outbox.append(m) }
+            } else if !supersedeAcceptance(in: &outboxAfterPersist, m, match: match) {
+                outboxAfterPersist.append(m)
+            }
         case .voteResponse, .appendResponse:
             if config.brokenRules.contains(.ackBeforePersist) { outbox.append(m) } else { outboxAfterPersist.append(m) }
         case .vote:
@@ -309,6 +323,26 @@ public final class RaftNode<Log: RaftLogReader> {
         }
     }
 
+    /// A follower that stepped several appends in one batch of inputs accepts them all: the last
+    /// acceptance says everything the earlier ones do (the leader takes `match` as a high-water
+    /// mark), so it replaces an unsent acceptance to the same leader in the same term instead of
+    /// following it, and the leader reads and steps one answer instead of several. Measured under
+    /// load: followers answered 2.2 appends per write. Returns whether `m` was taken this way.
+    private func supersedeAcceptance(in box: inout [Message], _ m: Message, match: LogIndex) -> Bool {
+        guard let k = box.lastIndex(where: { $0.to == m.to }), box[k].term == m.term,
+              case .appendResponse(.accepted(let earlier)) = box[k].body, earlier <= match else { return false }
+        box[k] = m
+        return true
+    }
+
+    /// Whether the last unsent message to `peer` is an append of this term that a bare commit update
+    /// to it would join (`coalesceAppend`).
+    func hasUnsentAppendEndingAtNext(_ peer: NodeID) -> Bool {
+        guard let k = outbox.lastIndex(where: { $0.to == peer }), outbox[k].term == term,
+              case .append(let p0, _, let e0, _) = outbox[k].body else { return false }
+        return withLeader { l in (e0.last?.index ?? p0) == l.progress[peer]!.next.previous }
+    }
+
     /// An append that continues the last unsent message to the same follower, an append of the
     /// same term ending where this one starts, joins it instead of going out on its own: a bare
     /// commit-index update raises that append's commit, and entries replace a bare update before
@@ -317,7 +351,8 @@ public final class RaftNode<Log: RaftLogReader> {
     /// second would not), and it answers once. On the leader, the commit an acknowledgement
     /// advances and the entries proposed in the same batch of inputs then travel together: without
     /// this, every commit cost each follower a message of its own, its wake-up and its answer
-    /// (etcd sends both; docs/raft.md). Returns whether `m` was taken into the outbox this way.
+    /// (etcd sends both; docs/raft.md, "Commit updates"). Returns whether `m` was taken into the
+    /// outbox this way.
     private func coalesceAppend(_ m: Message, prevIndex: LogIndex, entries: [Entry], commit: LogIndex) -> Bool {
         guard let k = outbox.lastIndex(where: { $0.to == m.to }), outbox[k].term == m.term,
               case .append(let p0, let t0, let e0, let c0) = outbox[k].body,

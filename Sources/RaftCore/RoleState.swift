@@ -30,6 +30,9 @@ struct LeaderState {
     var readsWaitingForCommit: [(context: [UInt8], from: NodeID)] = []
     /// Ticks left before the preferred-leader check may try again after a failed transfer.
     var preferredLeaderBackoffTicks = 0
+    /// A commit advanced that some follower has not been sent: the next tick sends it a bare update
+    /// (`RaftNode.announceCommit`).
+    var commitUpdateOwed = false
 }
 
 struct PendingRead {

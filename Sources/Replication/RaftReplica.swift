@@ -594,8 +594,9 @@ public final class RaftReplica: Sendable {
         // (`ticksUntilTimeout`) comes after the batch's inputs, so that what arrived during a stall
         // is heard before a timeout fires, and ticks owed beyond it are dropped (one timeout per
         // batch, never a run of them). After the batch the alarm is set for the next acting tick or
-        // the first waiter's deadline, whichever comes first. An idle group wakes for heartbeats and
-        // their answers, not 100 times a second.
+        // the first waiter's deadline, whichever comes first, or for the next tick when the leader
+        // owes a follower the commit index (`commitUpdateDue`: any tick sends it, counting or not).
+        // An idle group wakes for heartbeats and their answers, not 100 times a second.
         let tickInterval = Duration.milliseconds(options.tickIntervalMs)
         var tickedThrough = ContinuousClock.now
         // The tick boundary at or after `instant`, at least one tick ahead.
@@ -607,6 +608,8 @@ public final class RaftReplica: Sendable {
             // Out of time with Readies left (`nextReady`): back at once, after the loop's I/O.
             if node.hasReady { return alarm.wake(at: .now) }
             var at = tickedThrough + tickInterval * node.ticksUntilTimeout
+            // A commit no message carried to a follower yet goes out with the next tick, counting or not.
+            if node.commitUpdateDue { at = min(at, tickedThrough + tickInterval) }
             // Answered proposals' deadlines would wake the driver for nothing.
             deadlines.dropLeading { waiters[$0.index]?.term != $0.term }
             if let d = deadlines.earliest { at = min(at, tickBoundary(atOrAfter: d)) }

@@ -3,7 +3,8 @@ import Testing
 import TestSupport
 
 /// `ticksUntilTimeout` lets a driver sleep through ticks that would only count: every tick before
-/// it must change nothing but the counters, and the one it names must act.
+/// it must change nothing but the counters (a leader's also sends the commit updates it owes,
+/// `commitUpdateDue`), and the one it names must act.
 @Suite(.ownThreads) struct TicksUntilTimeoutTests {
     @Test func aFollowerCampaignsOnExactlyTheTickItNamed() {
         let c = TranscriptCluster()
@@ -32,9 +33,19 @@ import TestSupport
         c.stabilize()
         let leader = c[NodeID(1)]
         #expect(leader.role == .leader)
+        // n2's acknowledgement committed the leader's first entry; n3 got the commit with the append
+        // that followed its probe's answer, but nothing has carried it to n2. The first tick, a
+        // counting one, sends n2 a bare update (it names no tick sooner: the driver wakes for it
+        // through `commitUpdateDue`).
+        #expect(leader.commitIndex == LogIndex(1) && c[NodeID(2)].commitIndex == .zero && !leader.hasReady)
+        #expect(leader.commitUpdateDue && leader.ticksUntilTimeout == 4)
+        leader.tick()
+        #expect(leader.hasReady && !leader.commitUpdateDue, "tick 1: the owed commit update")
+        c.stabilize()
+        #expect(c[NodeID(2)].commitIndex == LogIndex(1) && c[NodeID(3)].commitIndex == LogIndex(1))
         // Heartbeats at ticks 4, 8, 12, 16, 20; quorum checks at 10 and 20.
         var named: [Int] = []
-        var ticks = 0
+        var ticks = 1
         for _ in 0..<6 {
             let n = leader.ticksUntilTimeout
             named.append(n)
@@ -50,12 +61,39 @@ import TestSupport
             if quorumCheck { #expect(leader.electionElapsed == 0, "tick \(ticks): the quorum check ran") }
             c.stabilize()
         }
-        #expect(named == [4, 4, 2, 2, 4, 4])
+        #expect(named == [3, 4, 2, 2, 4, 4])
+    }
+
+    /// A commit advanced while entries are in flight, that nothing has carried to the followers yet,
+    /// goes out with the leader's next tick, a counting one too; it names no tick sooner (a driver
+    /// wakes for it through `commitUpdateDue`).
+    @Test func anOwedCommitUpdateGoesOutWithTheNextTick() throws {
+        let c = TranscriptCluster()
+        c.addNodes(3) { config in
+            config.heartbeatTicks = 4
+            config.electionTimeoutTicks = 10
+        }
+        c[NodeID(1)].campaign(.election)
+        c.stabilize()
+        let leader = c[NodeID(1)]
+        // a reaches the followers; b is proposed; the answers to a commit a with b in flight.
+        for line in ["propose n1 a", "process-ready n1", "deliver-msgs", "propose n1 b", "process-ready n1,n2,n3",
+                     "deliver-msgs type=AppResp", "process-ready n1"] {
+            _ = try c.run(line)
+        }
+        #expect(leader.commitIndex == LogIndex(2) && leader.lastIndex == LogIndex(3) && !leader.hasReady)
+        #expect(leader.commitUpdateDue && leader.ticksUntilTimeout == 4)
+        leader.tick()
+        #expect(!leader.commitUpdateDue && leader.ticksUntilTimeout == 3)
+        let r = leader.ready()
+        #expect(r.messages.map(\.description).sorted() == ["n1->n2 t1 App prev=1/3 commit=2 entries=[]", "n1->n3 t1 App prev=1/3 commit=2 entries=[]"])
+        leader.advance(r)
     }
 
     /// Random runs of a whole group (messages lost, delayed and reordered, partitions, restarts,
     /// proposals): whenever a node had nothing to do and named more than one tick, one tick left it
-    /// with nothing to do, in the same role and term, one tick closer.
+    /// in the same role and term, one tick closer, with nothing to do but the commit updates it
+    /// owed (`commitUpdateDue`).
     @Test(arguments: [UInt64(1), 2, 3, 4, 5, 6, 7, 8])
     func ticksBeforeTheNamedOneOnlyCount(seed: UInt64) {
         let random = TestRandom(seed: seed)
@@ -74,13 +112,20 @@ import TestSupport
                 for id in c.ids {
                     let node = c[id]
                     let quiet = !c.hasReady(id)
-                    let (role, term, n) = (node.role, node.term, node.ticksUntilTimeout)
+                    let (role, term, n, due) = (node.role, node.term, node.ticksUntilTimeout, node.commitUpdateDue)
+                    let (sent, sentAfterPersist) = (node.outbox.count, node.outboxAfterPersist.count)
                     node.tick()
                     if n > 1 {
                         #expect(node.ticksUntilTimeout == n - 1, "seed \(seed): \(id) \(role) named \(n)")
                         if quiet {
                             checked += 1
-                            #expect(!c.hasReady(id) && node.role == role && node.term == term, "seed \(seed): \(id) acted \(n) ticks early")
+                            #expect(node.role == role && node.term == term && !node.commitUpdateDue, "seed \(seed): \(id) acted \(n) ticks early")
+                            // Nothing to do but the commit updates it owed: appends to followers
+                            // (with the entries one was missing, if any).
+                            let updates = node.outboxAfterPersist.count == sentAfterPersist && node.outbox[sent...].allSatisfy {
+                                if case .append = $0.body { return true } else { return false }
+                            }
+                            #expect(due ? updates : !c.hasReady(id), "seed \(seed): \(id) acted \(n) ticks early")
                         }
                     } else if quiet && c.hasReady(id) {
                         acted += 1
