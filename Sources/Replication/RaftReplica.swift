@@ -589,8 +589,9 @@ public final class RaftReplica: Sendable {
         }
         // Logical time (docs/replication.md, "Ticks"): ticks are counted from the clock, not
         // delivered one by one. Before each batch of inputs the node gets the ticks that have
-        // passed since `tickedThrough` and only count (an input may reset its timers, so ticks owed
-        // from before it must not count after it); the first one that acts
+        // passed since `tickedThrough` and only count, or send the commit updates a leader owes
+        // (an input may reset its timers, so ticks owed from before it must not count after it);
+        // the first one that acts
         // (`ticksUntilTimeout`) comes after the batch's inputs, so that what arrived during a stall
         // is heard before a timeout fires, and ticks owed beyond it are dropped (one timeout per
         // batch, never a run of them). After the batch the alarm is set for the next acting tick or
