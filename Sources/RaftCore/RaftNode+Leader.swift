@@ -109,12 +109,14 @@ extension RaftNode {
 
     func broadcastHeartbeat(context: [UInt8]?) {
         for v in config.voters where v != id {
-            let match = withLeader { l in l.progress[v]!.match }
             // Only what the follower is known to hold: a heartbeat must never make it commit an
             // entry it has not matched with us.
-            let commit = min(match, log.committed)
+            let commit = withLeader { l in
+                let c = min(l.progress[v]!.match, log.committed)
+                l.progress[v]!.commitSent = max(l.progress[v]!.commitSent, c)
+                return c
+            }
             send(Message(from: id, to: v, term: term, body: .heartbeat(commit: commit, context: context)))
-            withLeader { l in l.progress[v]!.commitSent = max(l.progress[v]!.commitSent, commit) }
         }
     }
 

@@ -114,6 +114,10 @@ import TestSupport
                     let quiet = !c.hasReady(id)
                     let (role, term, n, due) = (node.role, node.term, node.ticksUntilTimeout, node.commitUpdateDue)
                     let (sent, sentAfterPersist) = (node.outbox.count, node.outboxAfterPersist.count)
+                    // The followers a due update goes to: owed the commit, their window open.
+                    let owed = node.role == .leader ? node.withLeader { l in
+                        c.ids.filter { $0 != id && l.progress[$0]!.commitSent < node.commitIndex && !l.progress[$0]!.isPaused }
+                    } : []
                     node.tick()
                     if n > 1 {
                         #expect(node.ticksUntilTimeout == n - 1, "seed \(seed): \(id) \(role) named \(n)")
@@ -126,6 +130,11 @@ import TestSupport
                                 if case .append = $0.body { return true } else { return false }
                             }
                             #expect(due ? updates : !c.hasReady(id), "seed \(seed): \(id) acted \(n) ticks early")
+                            if due {
+                                // Each of them was sent the commit (an append, or one it joined).
+                                #expect(!owed.isEmpty && node.withLeader { l in owed.allSatisfy { l.progress[$0]!.commitSent >= node.commitIndex } },
+                                        "seed \(seed): \(id) owed \(owed) the commit and did not send it")
+                            }
                         }
                     } else if quiet && c.hasReady(id) {
                         acted += 1
